@@ -1,0 +1,39 @@
+# SmartShare Edge: the two commands.
+#   make run   - a single-node devnet in ./devnet, producing blocks in the foreground
+#   make test  - the whole test suite (both implementations)
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEVNET := devnet
+SOURCES := $(wildcard edge/_fast/*.pyx edge/_fast/*.pxd) setup.py pyproject.toml
+
+.PHONY: run test test-pure bench install clean
+
+run: $(STAMP)
+	@test -f $(DEVNET)/config.toml || $(VENV)/bin/smartshare --home $(DEVNET) init --devnet
+	$(VENV)/bin/smartshare --home $(DEVNET) node run
+
+# pytest exits 5 when it collects nothing: that is a failure, never a pass.
+PYTEST = $(PY) -m pytest -q -p no:cacheprovider
+STRICT = rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+test: $(STAMP)
+	$(PYTEST); $(STRICT)
+	SMARTSHARE_PURE=1 $(PYTEST) -m "not slow"; $(STRICT)
+
+bench: $(STAMP)
+	$(PY) bench/smt.py
+	$(PY) bench/devnet.py
+
+install: $(STAMP)
+
+$(STAMP): $(SOURCES)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel cython
+	SMARTSHARE_REQUIRE_EXT=1 $(PY) -m pip install -q --no-build-isolation -e ".[test]"
+	$(PY) -c "import edge._fast as f; assert f.compiled_modules(), 'Cython extensions missing'"
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) build *.egg-info edge/_fast/*.c edge/_fast/*.so

@@ -1,0 +1,130 @@
+"""Block headers, blocks and receipts (docs/protocol.md §5)."""
+
+from typing import NamedTuple
+
+from edge import _fast
+from edge._fast import codec_py as wire
+from edge._fast.codec_py import Reader, encode_fixed, encode_u8, encode_uvarint
+from chain.address import address_from_pubkey, encode_address
+from chain.crypto import TAG_HEADER, hash_of, verify
+from chain.tx import Tx
+
+TAG_RECEIPT = 0x04
+STATUS_OK = 0
+ZERO_HASH = bytes(32)
+NO_SIGNATURE = bytes(wire.SIGNATURE_SIZE)
+NO_PRODUCER = bytes(wire.PUBKEY_SIZE)
+
+
+class Header(NamedTuple):
+    """A block header; ``hash`` covers everything but the producer's signature."""
+    version: int
+    height: int
+    prev_hash: bytes
+    timestamp_ms: int
+    slot: int
+    producer: bytes
+    tx_root: bytes
+    state_root: bytes
+    receipts_root: bytes
+    signature: bytes = NO_SIGNATURE
+
+    @classmethod
+    def decode(cls, data):
+        return cls(*_fast.decode_header(bytes(data)))
+
+    def encode(self):
+        return _fast.encode_header(self)
+
+    @property
+    def hash(self):
+        return hash_of(TAG_HEADER, _fast.encode_header_unsigned(self))
+
+    def signed_by(self, keypair, chain_id):
+        return self._replace(signature=keypair.sign(chain_id, self.hash))
+
+    def signature_valid(self, chain_id):
+        return verify(self.producer, chain_id, self.hash, self.signature)
+
+    def to_json(self):
+        return {"hash": self.hash.hex(), "height": self.height, "prev_hash": self.prev_hash.hex(),
+                "timestamp_ms": self.timestamp_ms, "slot": self.slot,
+                "producer": encode_address(address_from_pubkey(self.producer)),
+                "producer_pubkey": self.producer.hex(), "tx_root": self.tx_root.hex(),
+                "state_root": self.state_root.hex(), "receipts_root": self.receipts_root.hex(),
+                "signature": self.signature.hex()}
+
+
+class Block:
+    """A header and its ordered transactions."""
+
+    __slots__ = ("header", "txs", "_raw")
+
+    def __init__(self, header, txs, raw=None):
+        self.header = header
+        self.txs = list(txs)
+        self._raw = raw
+
+    @classmethod
+    def decode(cls, data):
+        """Strictly decode a block (raises DecodeError naming the field)."""
+        data = bytes(data)
+        header, _, txs, raws = _fast.decode_block(data)
+        return cls(Header(*header), [Tx.from_fields(t, raw) for t, raw in zip(txs, raws)], data)
+
+    def encode(self):
+        if self._raw is None:
+            self._raw = _fast.encode_block(self.header.encode(), [tx.raw for tx in self.txs])
+        return self._raw
+
+    @property
+    def hash(self):
+        return self.header.hash
+
+    @property
+    def height(self):
+        return self.header.height
+
+
+class Receipt(NamedTuple):
+    """The outcome of one transaction in a block."""
+    tx_id: bytes
+    status: int
+    fee: int
+
+    def encode(self):
+        return b"".join((bytes((TAG_RECEIPT,)), encode_fixed(self.tx_id, 32, "receipt.tx_id"),
+                         encode_u8(self.status, "receipt.status"), encode_uvarint(self.fee)))
+
+    @classmethod
+    def read(cls, r: Reader):
+        r.tag(TAG_RECEIPT, "receipt.tag")
+        return cls(r.fixed(32, "receipt.tx_id"), r.u8("receipt.status"), r.uvarint("receipt.fee"))
+
+    @classmethod
+    def decode(cls, data):
+        r = Reader(data)
+        receipt = cls.read(r)
+        r.end("receipt")
+        return receipt
+
+
+def encode_receipts(receipts):
+    return encode_uvarint(len(receipts)) + b"".join(r.encode() for r in receipts)
+
+
+def decode_receipts(data):
+    r = Reader(data)
+    out = [Receipt.read(r) for _ in range(r.count(wire.MAX_BLOCK_TXS, "receipts"))]
+    r.end("receipts")
+    return out
+
+
+def tx_root(txs):
+    """Merkle root of the transaction ids, in block order."""
+    return _fast.merkle_root([tx.id for tx in txs])
+
+
+def receipts_root(receipts):
+    """Merkle root of the encoded receipts, in block order."""
+    return _fast.merkle_root([r.encode() for r in receipts])

@@ -1,0 +1,177 @@
+"""State transition: the rules each transaction and block obey (docs/protocol.md §9).
+
+Every handler checks all its conditions before it writes anything, so a rejected transaction
+leaves the view untouched. Amounts are integers; nothing here reads a clock or a random source.
+"""
+
+from chain import tx as txmod
+from chain.address import encode_address
+from chain.block import STATUS_OK, Receipt
+from chain.errors import Reason, TxRejected
+from chain.state.records import Agent
+
+
+def check_static(tx, chain_id, params):
+    """Rules that need no state: size, chain, fee floor, payload sanity."""
+    size = len(tx.raw)
+    if size > params.max_tx_bytes:
+        raise TxRejected(Reason.OVERSIZE, f"transaction is {size} bytes, the limit is "
+                                          f"{params.max_tx_bytes}")
+    if tx.chain_id != chain_id:
+        raise TxRejected(Reason.WRONG_CHAIN, f"transaction is for chain {tx.chain_id!r}, "
+                                             f"this is {chain_id!r}")
+    floor = params.min_fee_for(size)
+    if tx.fee < floor:
+        raise TxRejected(Reason.FEE_TOO_LOW, f"fee {tx.fee} is below the minimum {floor} for "
+                                             f"{size} bytes")
+    payload = tx.payload
+    if isinstance(payload, (txmod.Transfer, txmod.Stake, txmod.Unstake)) and payload.amount <= 0:
+        raise TxRejected(Reason.INVALID_AMOUNT, "amount must be positive")
+    if isinstance(payload, txmod.Vote) and len(payload.candidates) > params.max_votes:
+        raise TxRejected(Reason.TOO_MANY_VOTES, f"{len(payload.candidates)} candidates, at most "
+                                                f"{params.max_votes}")
+    if isinstance(payload, txmod.RegisterAgent) and not _valid_name(payload.name):
+        raise TxRejected(Reason.INVALID_NAME, "agent name must be 1-32 printable characters")
+
+
+def _valid_name(name):
+    return bool(name.strip()) and name.isprintable()
+
+
+def spend_of(tx):
+    """Base units the transaction takes from the sender's balance (fee included)."""
+    payload = tx.payload
+    if isinstance(payload, (txmod.Transfer, txmod.Stake)):
+        return tx.fee + payload.amount
+    return tx.fee
+
+
+def apply_tx(view, tx, params, height):
+    """Apply one statically valid, correctly signed transaction; returns its receipt."""
+    account = view.account(tx.sender_address)
+    if tx.nonce != account.nonce:
+        raise TxRejected(Reason.BAD_NONCE, f"nonce {tx.nonce}, expected {account.nonce}")
+    need = spend_of(tx)
+    if account.balance < need:
+        raise TxRejected(Reason.INSUFFICIENT_BALANCE, f"needs {need} base units, balance is "
+                                                      f"{account.balance}")
+    paid = account._replace(nonce=account.nonce + 1, balance=account.balance - tx.fee)
+    _HANDLERS[type(tx.payload)](view, tx, paid, params, height)
+    return Receipt(tx.id, STATUS_OK, tx.fee)
+
+
+def _transfer(view, tx, sender, params, height):
+    amount = tx.payload.amount
+    view.set_account(tx.sender_address, sender._replace(balance=sender.balance - amount))
+    recipient = view.account(tx.payload.to)
+    view.set_account(tx.payload.to, recipient._replace(balance=recipient.balance + amount))
+
+
+def _stake(view, tx, sender, params, height):
+    amount = tx.payload.amount
+    view.set_account(tx.sender_address, sender._replace(balance=sender.balance - amount,
+                                                        stake=sender.stake + amount))
+    _shift_votes(view, sender.votes, amount)
+
+
+def _unstake(view, tx, sender, params, height):
+    amount = tx.payload.amount
+    if amount > sender.stake:
+        raise TxRejected(Reason.INSUFFICIENT_STAKE, f"unstaking {amount}, stake is {sender.stake}")
+    if len(sender.unbonding) >= params.max_unbonding_entries:
+        raise TxRejected(Reason.TOO_MANY_UNBONDING, f"already {len(sender.unbonding)} unbonding "
+                                                    "entries; wait for one to finish")
+    release = height + params.unbonding_blocks
+    view.set_account(tx.sender_address, sender._replace(
+        stake=sender.stake - amount, unbonding=sender.unbonding + ((amount, release),)))
+    queue = view.unbond_queue(release)
+    if tx.sender_address not in queue:
+        view.set_unbond_queue(release, queue + (tx.sender_address,))
+    _shift_votes(view, sender.votes, -amount)
+
+
+def _vote(view, tx, sender, params, height):
+    candidates = tx.payload.candidates
+    if sender.stake == 0:
+        raise TxRejected(Reason.INSUFFICIENT_STAKE, "votes are weighted by stake: stake SSP first")
+    for candidate in candidates:
+        agent = view.agent(candidate)
+        if agent is None or not agent.active:
+            raise TxRejected(Reason.UNKNOWN_CANDIDATE,
+                             f"{encode_address(candidate)} is not a registered agent")
+    _shift_votes(view, sender.votes, -sender.stake)
+    _shift_votes(view, candidates, sender.stake)
+    view.set_account(tx.sender_address, sender._replace(votes=tuple(candidates)))
+
+
+def _register_agent(view, tx, sender, params, height):
+    existing = view.agent(tx.sender_address)
+    if existing is not None and existing.active:
+        raise TxRejected(Reason.ALREADY_AGENT, "this account is already a registered agent")
+    if sender.stake < params.agent_min_stake:
+        raise TxRejected(Reason.INSUFFICIENT_STAKE, f"an agent needs a stake of "
+                                                    f"{params.agent_min_stake}, "
+                                                    f"this account has {sender.stake}")
+    tally = existing.votes if existing is not None else 0
+    view.set_agent(tx.sender_address, Agent(tx.sender, tx.payload.name, tx.payload.endpoint,
+                                            True, height, tally))
+    agents = view.agent_addresses()
+    if tx.sender_address not in agents:
+        view.set_agent_addresses(agents + (tx.sender_address,))
+    view.set_account(tx.sender_address, sender)
+
+
+def _unregister_agent(view, tx, sender, params, height):
+    agent = view.agent(tx.sender_address)
+    if agent is None or not agent.active:
+        raise TxRejected(Reason.NOT_AN_AGENT, "this account is not a registered agent")
+    view.set_agent(tx.sender_address, agent._replace(active=False))
+    view.set_account(tx.sender_address, sender)
+
+
+def _shift_votes(view, candidates, delta):
+    """Add ``delta`` stake-weighted votes to each candidate's tally."""
+    if delta == 0:
+        return
+    for candidate in candidates:
+        agent = view.agent(candidate)
+        if agent is not None:
+            view.set_agent(candidate, agent._replace(votes=agent.votes + delta))
+
+
+_HANDLERS = {
+    txmod.Transfer: _transfer, txmod.Stake: _stake, txmod.Unstake: _unstake,
+    txmod.Vote: _vote, txmod.RegisterAgent: _register_agent,
+    txmod.UnregisterAgent: _unregister_agent,
+}
+
+
+def begin_block(view, height):
+    """Return matured unbonding stake to balances."""
+    queue = view.unbond_queue(height)
+    if not queue:
+        return
+    for address in queue:
+        account = view.account(address)
+        matured = sum(amount for amount, release in account.unbonding if release <= height)
+        view.set_account(address, account._replace(
+            balance=account.balance + matured,
+            unbonding=tuple(e for e in account.unbonding if e[1] > height)))
+    view.set_unbond_queue(height, ())
+
+
+def end_block(view, producer_address, fees, params):
+    """Pay the producer its fees and the block reward (from the genesis pool, never minted)."""
+    pool = view.pool()
+    reward = min(params.block_reward, pool)
+    view.set_pool(pool - reward)
+    account = view.account(producer_address)
+    view.set_account(producer_address, account._replace(balance=account.balance + fees + reward))
+
+
+def execute_block(view, txs, producer_address, params, height):
+    """Apply every transaction of a block; the first invalid one raises TxRejected."""
+    begin_block(view, height)
+    receipts = [apply_tx(view, tx, params, height) for tx in txs]
+    end_block(view, producer_address, sum(r.fee for r in receipts), params)
+    return receipts

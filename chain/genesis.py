@@ -1,0 +1,235 @@
+"""The genesis file: chain id, the fixed SSP supply, allocations, initial agents, parameters.
+
+Stored as JSON with amounts as decimal strings of base units (integers only: no float ever
+touches an amount). Its canonical encoding (docs/protocol.md §8) hashes to the genesis hash that
+block 0 points back to.
+"""
+
+import json
+import re
+from typing import NamedTuple
+
+from edge._fast.codec_py import (MAX_CHAIN_ID, MAX_NAME, PUBKEY_SIZE, encode_fixed, encode_text,
+                                 encode_u8, encode_uvarint)
+from chain.address import AddressError, address_from_pubkey, decode_address, encode_address
+from chain.crypto import TAG_GENESIS, hash_of
+from chain.params import SSP_SUPPLY, Params
+
+TAG_GENESIS_DOC = 0x20
+CHAIN_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+AMOUNT_RE = re.compile(r"^(0|[1-9][0-9]*)$")
+
+
+class GenesisError(ValueError):
+    """The genesis document breaks a rule; the message says which and where."""
+
+
+class Allocation(NamedTuple):
+    address: bytes
+    balance: int
+    stake: int = 0
+
+
+class GenesisAgent(NamedTuple):
+    pubkey: bytes
+    name: str
+
+
+class Genesis(NamedTuple):
+    """A validated genesis document."""
+    chain_id: str
+    genesis_time_ms: int
+    decimals: int
+    total_supply: int
+    reward_pool: int
+    params: Params
+    allocations: tuple
+    agents: tuple
+
+    def encode(self):
+        parts = [bytes((TAG_GENESIS_DOC,)), encode_text(self.chain_id, MAX_CHAIN_ID, "chain_id"),
+                 encode_uvarint(self.genesis_time_ms), encode_u8(self.decimals, "decimals"),
+                 encode_uvarint(self.total_supply), encode_uvarint(self.reward_pool),
+                 self.params.encode(), encode_uvarint(len(self.allocations))]
+        for a in self.allocations:
+            parts += [encode_fixed(a.address, 20, "allocation.address"),
+                      encode_uvarint(a.balance), encode_uvarint(a.stake)]
+        parts.append(encode_uvarint(len(self.agents)))
+        for agent in self.agents:
+            parts += [encode_fixed(agent.pubkey, PUBKEY_SIZE, "agent.pubkey"),
+                      encode_text(agent.name, MAX_NAME, "agent.name")]
+        return b"".join(parts)
+
+    @property
+    def hash(self):
+        return hash_of(TAG_GENESIS, self.encode())
+
+    def to_json(self):
+        return {
+            "chain_id": self.chain_id, "genesis_time_ms": self.genesis_time_ms,
+            "decimals": self.decimals, "total_supply": str(self.total_supply),
+            "reward_pool": str(self.reward_pool), "params": {
+                k: (str(v) if k in _AMOUNT_PARAMS else v) for k, v in self.params._asdict().items()},
+            "allocations": [{"address": encode_address(a.address), "balance": str(a.balance),
+                             "stake": str(a.stake)} for a in self.allocations],
+            "agents": [{"pubkey": a.pubkey.hex(), "name": a.name} for a in self.agents],
+        }
+
+    def save(self, path):
+        with open(path, "w") as f:
+            json.dump(self.to_json(), f, indent=2)
+            f.write("\n")
+
+    @classmethod
+    def load(cls, path):
+        try:
+            with open(path) as f:
+                doc = json.load(f)
+        except FileNotFoundError:
+            raise GenesisError(f"genesis file {path} does not exist") from None
+        except json.JSONDecodeError as exc:
+            raise GenesisError(f"genesis file {path} is not valid JSON ({exc})") from None
+        return from_json(doc)
+
+
+_AMOUNT_PARAMS = {"min_fee", "fee_per_byte", "agent_min_stake", "block_reward"}
+
+
+def from_json(doc):
+    """Parse and validate a genesis document (a dict); raises GenesisError."""
+    if not isinstance(doc, dict):
+        raise GenesisError("genesis must be a JSON object")
+    chain_id = _field(doc, "chain_id", str)
+    if not CHAIN_ID_RE.match(chain_id):
+        raise GenesisError("chain_id must be 1-32 characters of a-z, 0-9 and '-'")
+    decimals = _field(doc, "decimals", int)
+    if not 0 <= decimals <= 8:
+        raise GenesisError("decimals must be 0..8 (10^9 SSP must fit in 64 bits)")
+    params = _parse_params(doc.get("params", {}))
+    genesis = Genesis(
+        chain_id=chain_id, genesis_time_ms=_field(doc, "genesis_time_ms", int), decimals=decimals,
+        total_supply=_amount(doc, "total_supply"), reward_pool=_amount(doc, "reward_pool"),
+        params=params,
+        allocations=tuple(sorted(_parse_allocation(a, i) for i, a in
+                                 enumerate(_field(doc, "allocations", list)))),
+        agents=tuple(_parse_agent(a, i) for i, a in enumerate(_field(doc, "agents", list))))
+    _check_totals(genesis)
+    return genesis
+
+
+def _check_totals(g):
+    expected = SSP_SUPPLY * 10**g.decimals
+    if g.total_supply != expected:
+        raise GenesisError(f"total_supply must be exactly 1,000,000,000 SSP = {expected} base units")
+    allocated = sum(a.balance + a.stake for a in g.allocations) + g.reward_pool
+    if allocated != g.total_supply:
+        raise GenesisError(f"allocations plus reward_pool come to {allocated} base units, "
+                           f"not the total supply {g.total_supply}")
+    addresses = [a.address for a in g.allocations]
+    if len(set(addresses)) != len(addresses):
+        raise GenesisError("an address is allocated twice")
+    if not g.agents:
+        raise GenesisError("genesis needs at least one agent to produce blocks")
+    if len({a.pubkey for a in g.agents}) != len(g.agents):
+        raise GenesisError("an agent is listed twice")
+    stakes = {a.address: a.stake for a in g.allocations}
+    for agent in g.agents:
+        if stakes.get(address_from_pubkey(agent.pubkey), 0) < g.params.agent_min_stake:
+            raise GenesisError(f"agent {agent.name!r} needs a stake of at least "
+                               f"{g.params.agent_min_stake} base units in allocations")
+
+
+def _field(doc, name, kind):
+    value = doc.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise GenesisError(f"genesis field {name!r} must be a {kind.__name__}")
+    return value
+
+
+def _amount(doc, name, where="genesis field", default=None):
+    value = doc.get(name, default)
+    if not isinstance(value, str) or not AMOUNT_RE.match(value):
+        raise GenesisError(f"{where} {name!r} must be a string of decimal digits (base units)")
+    amount = int(value)
+    if amount >= 1 << 64:
+        raise GenesisError(f"{where} {name!r} does not fit in 64 bits")
+    return amount
+
+
+def _parse_params(raw):
+    if not isinstance(raw, dict):
+        raise GenesisError("genesis field 'params' must be an object")
+    unknown = set(raw) - set(Params._fields)
+    if unknown:
+        raise GenesisError(f"unknown parameter(s): {', '.join(sorted(unknown))}")
+    values = {}
+    for name, value in raw.items():
+        if name in _AMOUNT_PARAMS:
+            values[name] = _amount(raw, name, "parameter")
+        elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 64:
+            values[name] = value
+        else:
+            raise GenesisError(f"parameter {name!r} must be a non-negative integer")
+    params = Params(**values)
+    if params.problems():
+        raise GenesisError("; ".join(params.problems()))
+    return params
+
+
+def _parse_allocation(raw, i):
+    where = f"allocations[{i}]"
+    if not isinstance(raw, dict):
+        raise GenesisError(f"{where} must be an object")
+    try:
+        address = decode_address(raw.get("address"))
+    except AddressError as exc:
+        raise GenesisError(f"{where}: {exc}") from None
+    return Allocation(address, _amount(raw, "balance", where), _amount(raw, "stake", where, default="0"))
+
+
+def _parse_agent(raw, i):
+    where = f"agents[{i}]"
+    if not isinstance(raw, dict):
+        raise GenesisError(f"{where} must be an object")
+    try:
+        pubkey = bytes.fromhex(raw.get("pubkey", ""))
+    except (TypeError, ValueError):
+        pubkey = b""
+    if len(pubkey) != PUBKEY_SIZE:
+        raise GenesisError(f"{where}.pubkey must be 64 hex characters")
+    name = raw.get("name")
+    if not isinstance(name, str) or not 0 < len(name.encode()) <= MAX_NAME:
+        raise GenesisError(f"{where}.name must be 1..{MAX_NAME} bytes of text")
+    return GenesisAgent(pubkey, name)
+
+
+def devnet(chain_id, genesis_time_ms, agent_pubkey, faucet_address, params=None):
+    """A single-producer devnet: the agent stakes the minimum, the faucet holds most SSP."""
+    params = params or Params()
+    decimals = 8
+    total = SSP_SUPPLY * 10**decimals
+    pool = 100_000_000 * 10**decimals
+    agent_stake = params.agent_min_stake
+    agent_balance = 1_000 * 10**decimals
+    allocations = [Allocation(address_from_pubkey(agent_pubkey), agent_balance, agent_stake),
+                   Allocation(faucet_address, total - pool - agent_stake - agent_balance, 0)]
+    genesis = Genesis(chain_id, genesis_time_ms, decimals, total, pool, params,
+                      tuple(sorted(allocations)), (GenesisAgent(agent_pubkey, "devnet-agent"),))
+    _check_totals(genesis)
+    return genesis
+
+
+def apply_genesis(view, genesis):
+    """Write the genesis allocations, agents, reward pool and first schedule into ``view``."""
+    from chain.state.records import Account, Agent, Schedule  # state sits above genesis parsing
+    for a in genesis.allocations:
+        view.set_account(a.address, Account(balance=a.balance, stake=a.stake))
+    addresses = []
+    for agent in genesis.agents:
+        address = address_from_pubkey(agent.pubkey)
+        view.set_agent(address, Agent(agent.pubkey, agent.name))
+        addresses.append(address)
+    view.set_agent_addresses(tuple(sorted(addresses)))
+    view.set_pool(genesis.reward_pool)
+    producers = tuple(a.pubkey for a in genesis.agents[:genesis.params.producers_per_round])
+    view.set_schedule(Schedule(0, producers))

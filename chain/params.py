@@ -1,0 +1,52 @@
+"""Consensus parameters, all set in genesis (DESIGN §4). Integers only."""
+
+from typing import NamedTuple
+
+from edge._fast import DecodeError
+from edge._fast.codec_py import Reader, encode_uvarint
+
+SSP_SUPPLY = 1_000_000_000  # whole SSP, fixed for ever
+
+
+class Params(NamedTuple):
+    """Chain-wide rules; ``encode`` fixes their order for the genesis hash."""
+    slot_ms: int = 1000
+    producers_per_round: int = 1
+    max_votes: int = 30
+    unbonding_blocks: int = 20
+    min_fee: int = 1000
+    fee_per_byte: int = 10
+    max_tx_bytes: int = 2048
+    max_block_txs: int = 5000
+    agent_min_stake: int = 1_000_000 * 10**8
+    block_reward: int = 10 * 10**8
+    max_unbonding_entries: int = 16
+
+    def encode(self):
+        return encode_uvarint(len(self)) + b"".join(encode_uvarint(v) for v in self)
+
+    @classmethod
+    def read(cls, r: Reader):
+        n = r.uvarint("params.count")
+        if n != len(cls._fields):
+            raise DecodeError("params.count", f"expected {len(cls._fields)} parameters, got {n}")
+        return cls(*(r.uvarint(f"params.{name}") for name in cls._fields))
+
+    def min_fee_for(self, tx_size):
+        """The smallest fee a transaction of ``tx_size`` bytes may pay."""
+        return self.min_fee + self.fee_per_byte * tx_size
+
+    def problems(self):
+        """Sentences describing impossible values (empty when fine)."""
+        out = []
+        for name in ("slot_ms", "producers_per_round", "max_tx_bytes", "max_block_txs"):
+            if getattr(self, name) <= 0:
+                out.append(f"params.{name} must be positive")
+        if self.max_votes > 64:
+            out.append("params.max_votes must be at most 64 (the wire limit)")
+        if self.max_block_txs > 65535:
+            out.append("params.max_block_txs must be at most 65535 (the wire limit)")
+        if self.max_unbonding_entries > 64:
+            out.append("params.max_unbonding_entries must be at most 64")
+        return out
+

@@ -1,0 +1,187 @@
+"""What lives in the authenticated state, and its canonical encoding (docs/protocol.md §7).
+
+Every record sits under a 32-byte key ``H("ss/state-key", u8(len(ns)) || ns || id)`` so that
+keys spread evenly over the sparse Merkle tree and a light node can compute the key it needs.
+"""
+
+from typing import NamedTuple
+
+from edge._fast.codec_py import (PUBKEY_SIZE, MAX_ENDPOINT, MAX_NAME, MAX_VOTES,
+                                 Reader, encode_address_set, encode_fixed, encode_text,
+                                 encode_u8, encode_uvarint, read_address_set)
+from edge._fast import DecodeError
+from chain.crypto import TAG_STATE_KEY, hash_of
+
+TAG_ACCOUNT = 0x10
+TAG_AGENT = 0x11
+TAG_SCHEDULE = 0x12
+TAG_ADDRESS_LIST = 0x13
+TAG_AMOUNT = 0x14
+
+MAX_UNBONDING = 64
+MAX_PRODUCERS = 255
+MAX_LIST = 1 << 20
+
+NS_ACCOUNT = b"account"
+NS_AGENT = b"agent"
+NS_AGENTS = b"agents"
+NS_SCHEDULE = b"schedule"
+NS_POOL = b"pool"
+NS_UNBOND = b"unbond"
+
+
+def state_key(namespace, ident=b""):
+    """The tree key of record ``ident`` in ``namespace``."""
+    return hash_of(TAG_STATE_KEY, bytes((len(namespace),)) + namespace + ident)
+
+
+def account_key(address):
+    return state_key(NS_ACCOUNT, address)
+
+
+def agent_key(address):
+    return state_key(NS_AGENT, address)
+
+
+def unbond_key(height):
+    return state_key(NS_UNBOND, height.to_bytes(8, "big"))
+
+
+AGENTS_KEY = state_key(NS_AGENTS)
+SCHEDULE_KEY = state_key(NS_SCHEDULE)
+POOL_KEY = state_key(NS_POOL)
+
+
+def _decode(data, read, what):
+    r = Reader(data)
+    value = read(r)
+    r.end(what)
+    return value
+
+
+class Account(NamedTuple):
+    """Balance, nonce, stake, current votes and stake on its way back (amount, release height)."""
+    balance: int = 0
+    nonce: int = 0
+    stake: int = 0
+    votes: tuple = ()
+    unbonding: tuple = ()
+
+    def encode(self):
+        parts = [bytes((TAG_ACCOUNT,)), encode_uvarint(self.balance), encode_uvarint(self.nonce),
+                 encode_uvarint(self.stake), encode_address_set(self.votes, MAX_VOTES, "votes"),
+                 encode_uvarint(len(self.unbonding))]
+        for amount, release in self.unbonding:
+            parts += [encode_uvarint(amount), encode_uvarint(release)]
+        return b"".join(parts)
+
+    @classmethod
+    def decode(cls, data):
+        return _decode(data, cls._read, "account")
+
+    @classmethod
+    def _read(cls, r):
+        r.tag(TAG_ACCOUNT, "account.tag")
+        balance, nonce, stake = (r.uvarint("account.balance"), r.uvarint("account.nonce"),
+                                 r.uvarint("account.stake"))
+        votes = read_address_set(r, MAX_VOTES, "account.votes")
+        unbonding = []
+        for _ in range(r.count(MAX_UNBONDING, "account.unbonding")):
+            entry = (r.uvarint("account.unbonding.amount"), r.uvarint("account.unbonding.release"))
+            if unbonding and entry[1] < unbonding[-1][1]:
+                raise DecodeError("account.unbonding", "entries must be in release order")
+            unbonding.append(entry)
+        return cls(balance, nonce, stake, votes, tuple(unbonding))
+
+    @property
+    def unbonding_total(self):
+        return sum(amount for amount, _ in self.unbonding)
+
+    def is_empty(self):
+        return self == Account()
+
+
+class Agent(NamedTuple):
+    """A block-producer candidate and the stake-weighted votes it holds."""
+    pubkey: bytes
+    name: str
+    endpoint: str = ""
+    active: bool = True
+    registered_height: int = 0
+    votes: int = 0
+
+    def encode(self):
+        return b"".join((bytes((TAG_AGENT,)), encode_fixed(self.pubkey, PUBKEY_SIZE, "agent.pubkey"),
+                         encode_text(self.name, MAX_NAME, "agent.name"),
+                         encode_text(self.endpoint, MAX_ENDPOINT, "agent.endpoint"),
+                         encode_u8(int(self.active), "agent.active"),
+                         encode_uvarint(self.registered_height), encode_uvarint(self.votes)))
+
+    @classmethod
+    def decode(cls, data):
+        return _decode(data, cls._read, "agent")
+
+    @classmethod
+    def _read(cls, r):
+        r.tag(TAG_AGENT, "agent.tag")
+        pubkey = r.fixed(PUBKEY_SIZE, "agent.pubkey")
+        name, endpoint = r.text(MAX_NAME, "agent.name"), r.text(MAX_ENDPOINT, "agent.endpoint")
+        active = r.u8("agent.active")
+        if active > 1:
+            raise DecodeError("agent.active", f"must be 0 or 1, got {active}")
+        return cls(pubkey, name, endpoint, bool(active), r.uvarint("agent.registered_height"),
+                   r.uvarint("agent.votes"))
+
+
+class Schedule(NamedTuple):
+    """The producers of a round, in slot order."""
+    round: int
+    producers: tuple
+
+    def encode(self):
+        if not 0 < len(self.producers) <= MAX_PRODUCERS:
+            raise ValueError(f"a schedule holds 1..{MAX_PRODUCERS} producers")
+        return b"".join((bytes((TAG_SCHEDULE,)), encode_uvarint(self.round),
+                         encode_uvarint(len(self.producers)),
+                         *(encode_fixed(p, PUBKEY_SIZE, "schedule.producer")
+                           for p in self.producers)))
+
+    @classmethod
+    def decode(cls, data):
+        return _decode(data, cls._read, "schedule")
+
+    @classmethod
+    def _read(cls, r):
+        r.tag(TAG_SCHEDULE, "schedule.tag")
+        rnd = r.uvarint("schedule.round")
+        n = r.count(MAX_PRODUCERS, "schedule.producers")
+        if n == 0:
+            raise DecodeError("schedule.producers", "a schedule needs at least one producer")
+        return cls(rnd, tuple(r.fixed(PUBKEY_SIZE, "schedule.producer") for _ in range(n)))
+
+    def producer_for(self, slot):
+        return self.producers[slot % len(self.producers)]
+
+
+def encode_address_list(addresses):
+    """A sorted, duplicate-free list of addresses (agent index, unbonding queue)."""
+    return bytes((TAG_ADDRESS_LIST,)) + encode_address_set(sorted(addresses), MAX_LIST, "addresses")
+
+
+def decode_address_list(data):
+    def read(r):
+        r.tag(TAG_ADDRESS_LIST, "addresses.tag")
+        return read_address_set(r, MAX_LIST, "addresses")
+    return _decode(data, read, "addresses")
+
+
+def encode_amount(amount):
+    return bytes((TAG_AMOUNT,)) + encode_uvarint(amount)
+
+
+def decode_amount(data):
+    def read(r):
+        r.tag(TAG_AMOUNT, "amount.tag")
+        return r.uvarint("amount")
+    return _decode(data, read, "amount")
+

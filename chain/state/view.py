@@ -1,0 +1,69 @@
+"""A write-buffered view of the latest state, used to execute one block.
+
+Reads fall through to the committed state; writes stay in ``changes`` until the block commits
+them together with its SMT update (chain.ledger). Nothing here touches LMDB directly.
+"""
+
+from chain.state import records
+from chain.state.records import Account, Agent, Schedule
+
+
+class StateView:
+    """Typed access to state records over ``read(key) -> bytes | None``."""
+
+    def __init__(self, read):
+        self._read = read
+        self.changes = {}
+
+    def get(self, key):
+        if key in self.changes:
+            return self.changes[key]
+        return self._read(key)
+
+    def put(self, key, value):
+        self.changes[key] = value
+
+    def account(self, address):
+        raw = self.get(records.account_key(address))
+        return Account.decode(raw) if raw is not None else Account()
+
+    def set_account(self, address, account):
+        self.put(records.account_key(address), None if account.is_empty() else account.encode())
+
+    def agent(self, address):
+        raw = self.get(records.agent_key(address))
+        return Agent.decode(raw) if raw is not None else None
+
+    def set_agent(self, address, agent):
+        self.put(records.agent_key(address), agent.encode())
+
+    def agent_addresses(self):
+        raw = self.get(records.AGENTS_KEY)
+        return records.decode_address_list(raw) if raw is not None else ()
+
+    def set_agent_addresses(self, addresses):
+        self.put(records.AGENTS_KEY, records.encode_address_list(addresses))
+
+    def schedule(self):
+        raw = self.get(records.SCHEDULE_KEY)
+        if raw is None:
+            raise LookupError("the state holds no producer schedule")
+        return Schedule.decode(raw)
+
+    def set_schedule(self, schedule):
+        self.put(records.SCHEDULE_KEY, schedule.encode())
+
+    def pool(self):
+        raw = self.get(records.POOL_KEY)
+        return records.decode_amount(raw) if raw is not None else 0
+
+    def set_pool(self, amount):
+        self.put(records.POOL_KEY, records.encode_amount(amount))
+
+    def unbond_queue(self, height):
+        raw = self.get(records.unbond_key(height))
+        return records.decode_address_list(raw) if raw is not None else ()
+
+    def set_unbond_queue(self, height, addresses):
+        key = records.unbond_key(height)
+        self.put(key, records.encode_address_list(addresses) if addresses else None)

@@ -1,0 +1,162 @@
+"""Transactions: kinds, payloads, ids and signing (docs/protocol.md §4).
+
+A transaction's id is ``H("ss/tx", unsigned encoding)``; its signature signs that id on the
+transaction's chain (chain.crypto). Encoding and decoding are done by ``edge._fast`` (both twins).
+"""
+
+from typing import NamedTuple
+
+from edge import _fast
+from edge._fast import codec_py as wire
+from chain.address import address_from_pubkey, encode_address
+from chain.crypto import TAG_TX, hash_of
+
+NO_SIGNATURE = bytes(wire.SIGNATURE_SIZE)
+
+
+class Transfer(NamedTuple):
+    """Move ``amount`` base units to address ``to``."""
+    to: bytes
+    amount: int
+    memo: bytes = b""
+
+
+class Stake(NamedTuple):
+    """Lock ``amount`` of the balance as stake (vote weight, agent eligibility)."""
+    amount: int
+
+
+class Unstake(NamedTuple):
+    """Start unbonding ``amount`` of stake; it returns to the balance after the unbonding delay."""
+    amount: int
+
+
+class Vote(NamedTuple):
+    """Replace the sender's votes with ``candidates`` (agent addresses, sorted, unique)."""
+    candidates: tuple = ()
+
+
+class RegisterAgent(NamedTuple):
+    """Become a block-producer candidate."""
+    name: str
+    endpoint: str = ""
+
+
+class UnregisterAgent(NamedTuple):
+    """Stop being a candidate."""
+
+
+PAYLOADS = {
+    wire.KIND_TRANSFER: Transfer, wire.KIND_STAKE: Stake, wire.KIND_UNSTAKE: Unstake,
+    wire.KIND_VOTE: Vote, wire.KIND_REGISTER_AGENT: RegisterAgent,
+    wire.KIND_UNREGISTER_AGENT: UnregisterAgent,
+}
+KIND_OF = {cls: kind for kind, cls in PAYLOADS.items()}
+KIND_NAMES = {wire.KIND_TRANSFER: "transfer", wire.KIND_STAKE: "stake",
+              wire.KIND_UNSTAKE: "unstake", wire.KIND_VOTE: "vote",
+              wire.KIND_REGISTER_AGENT: "register_agent",
+              wire.KIND_UNREGISTER_AGENT: "unregister_agent"}
+
+
+class Tx:
+    """A signed transaction. Immutable by convention; ``raw`` and ``id`` are computed once."""
+
+    __slots__ = ("kind", "chain_id", "sender", "nonce", "fee", "payload", "signature",
+                 "_raw", "_id", "_sender_address")
+
+    def __init__(self, chain_id, sender, nonce, fee, payload, signature=NO_SIGNATURE, raw=None):
+        self.kind = KIND_OF[type(payload)]
+        self.chain_id = chain_id
+        self.sender = sender
+        self.nonce = nonce
+        self.fee = fee
+        self.payload = payload
+        self.signature = signature
+        self._raw = raw
+        self._id = None
+        self._sender_address = None
+
+    @classmethod
+    def from_fields(cls, fields, raw=None):
+        """Wrap a decoded ``edge._fast`` tuple."""
+        kind, chain_id, sender, nonce, fee, payload, signature = fields
+        return cls(chain_id, sender, nonce, fee, PAYLOADS[kind](*payload), signature, raw)
+
+    @classmethod
+    def decode(cls, data):
+        """Strictly decode one transaction (raises DecodeError naming the field)."""
+        data = bytes(data)
+        return cls.from_fields(_fast.decode_tx(data), data)
+
+    def fields(self):
+        return (self.kind, self.chain_id, self.sender, self.nonce, self.fee, tuple(self.payload),
+                self.signature)
+
+    @property
+    def raw(self):
+        if self._raw is None:
+            self._raw = _fast.encode_tx(self.fields())
+        return self._raw
+
+    @property
+    def unsigned(self):
+        return self.raw[:-wire.SIGNATURE_SIZE]
+
+    @property
+    def id(self):
+        if self._id is None:
+            self._id = hash_of(TAG_TX, self.unsigned)
+        return self._id
+
+    @property
+    def sender_address(self):
+        if self._sender_address is None:
+            self._sender_address = address_from_pubkey(self.sender)
+        return self._sender_address
+
+    @property
+    def kind_name(self):
+        return KIND_NAMES[self.kind]
+
+    def signed_by(self, keypair):
+        """A copy signed by ``keypair`` (whose public key must be the sender)."""
+        if keypair.pubkey != self.sender:
+            raise ValueError("signing key does not match the transaction's sender")
+        unsigned = Tx(self.chain_id, self.sender, self.nonce, self.fee, self.payload)
+        return Tx(self.chain_id, self.sender, self.nonce, self.fee, self.payload,
+                  keypair.sign(self.chain_id, unsigned.id))
+
+    def __eq__(self, other):
+        return isinstance(other, Tx) and self.raw == other.raw
+
+    def __hash__(self):
+        return hash(self.raw)
+
+    def __repr__(self):
+        return f"Tx({self.kind_name}, nonce={self.nonce}, id={self.id.hex()[:16]})"
+
+    def to_json(self):
+        """A JSON-ready description (amounts as decimal strings of base units)."""
+        return {"id": self.id.hex(), "kind": self.kind_name, "chain_id": self.chain_id,
+                "sender": encode_address(self.sender_address), "sender_pubkey": self.sender.hex(),
+                "nonce": self.nonce, "fee": str(self.fee), "payload": payload_json(self.payload),
+                "size": len(self.raw)}
+
+
+def payload_json(payload):
+    """JSON-ready payload fields."""
+    if isinstance(payload, Transfer):
+        return {"to": encode_address(payload.to), "amount": str(payload.amount),
+                "memo": payload.memo.hex()}
+    if isinstance(payload, (Stake, Unstake)):
+        return {"amount": str(payload.amount)}
+    if isinstance(payload, Vote):
+        return {"candidates": [encode_address(c) for c in payload.candidates]}
+    if isinstance(payload, RegisterAgent):
+        return {"name": payload.name, "endpoint": payload.endpoint}
+    return {}
+
+
+def make_tx(keypair, chain_id, nonce, fee, payload):
+    """Build and sign a transaction from ``keypair``."""
+    return Tx(chain_id, keypair.pubkey, nonce, fee, payload).signed_by(keypair)

@@ -1,0 +1,337 @@
+"""Canonical binary codec: primitives and the hot consensus types, the readable reference.
+
+The format is specified in docs/protocol.md §3-§5. Objects are plain tuples here (this layer imports
+nothing of ours); ``chain`` wraps them in named types. Decoding is strict: every failure raises
+``DecodeError`` naming the field, and a buffer must be consumed exactly.
+"""
+
+MAX_U64 = (1 << 64) - 1
+MAX_VARINT_BYTES = 10
+
+# Object tags (first byte of every top-level encoding).
+TAG_TX = 0x01
+TAG_HEADER = 0x02
+TAG_BLOCK = 0x03
+
+# Transaction kinds and their payload layouts.
+KIND_TRANSFER = 1
+KIND_STAKE = 2
+KIND_UNSTAKE = 3
+KIND_VOTE = 4
+KIND_REGISTER_AGENT = 5
+KIND_UNREGISTER_AGENT = 6
+TX_KINDS = (KIND_TRANSFER, KIND_STAKE, KIND_UNSTAKE, KIND_VOTE, KIND_REGISTER_AGENT,
+            KIND_UNREGISTER_AGENT)
+
+HEADER_VERSION = 1
+PUBKEY_SIZE = 32
+ADDRESS_SIZE = 20
+HASH_SIZE = 32
+SIGNATURE_SIZE = 64
+
+# Wire limits: the decoder's hard bounds. Consensus parameters may be tighter, never looser.
+MAX_CHAIN_ID = 32
+MAX_MEMO = 64
+MAX_NAME = 32
+MAX_ENDPOINT = 128
+MAX_VOTES = 64
+MAX_BLOCK_TXS = 65535
+
+
+class DecodeError(ValueError):
+    """A buffer is not a canonical encoding; ``field`` names where it went wrong."""
+
+    def __init__(self, field, message):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.reason = message
+
+
+# -- primitives ---------------------------------------------------------------------------------
+
+def encode_uvarint(value):
+    """Unsigned LEB128, minimal, at most 64 bits."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"integer expected, got {type(value).__name__}")
+    if value < 0 or value > MAX_U64:
+        raise ValueError(f"integer {value} is outside 0..2^64-1")
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def encode_bytes(data, limit, field):
+    """Length-prefixed bytes, refusing more than ``limit``."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise TypeError(f"{field}: bytes expected, got {type(data).__name__}")
+    if len(data) > limit:
+        raise ValueError(f"{field}: {len(data)} bytes exceeds the limit of {limit}")
+    return encode_uvarint(len(data)) + bytes(data)
+
+
+def encode_text(text, limit, field):
+    """Length-prefixed UTF-8 text."""
+    if not isinstance(text, str):
+        raise TypeError(f"{field}: str expected, got {type(text).__name__}")
+    return encode_bytes(text.encode("utf-8"), limit, field)
+
+
+def encode_fixed(data, size, field):
+    """Exactly ``size`` raw bytes."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise TypeError(f"{field}: bytes expected, got {type(data).__name__}")
+    if len(data) != size:
+        raise ValueError(f"{field}: must be {size} bytes, got {len(data)}")
+    return bytes(data)
+
+
+def encode_u8(value, field):
+    if not isinstance(value, int) or not 0 <= value <= 255:
+        raise ValueError(f"{field}: {value!r} is not a byte value")
+    return bytes((value,))
+
+
+class Reader:
+    """Strict cursor over a buffer; every read names its field for the error."""
+
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data, pos=0):
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"bytes expected, got {type(data).__name__}")
+        self.data = bytes(data)
+        self.pos = pos
+
+    def u8(self, field):
+        if self.pos >= len(self.data):
+            raise DecodeError(field, "unexpected end of data")
+        value = self.data[self.pos]
+        self.pos += 1
+        return value
+
+    def uvarint(self, field):
+        data, pos = self.data, self.pos
+        value = 0
+        for i in range(MAX_VARINT_BYTES):
+            if pos + i >= len(data):
+                raise DecodeError(field, "unexpected end of data")
+            byte = data[pos + i]
+            value |= (byte & 0x7F) << (7 * i)
+            if byte < 0x80:
+                if byte == 0 and i > 0:
+                    raise DecodeError(field, "non-minimal integer encoding")
+                if value > MAX_U64:
+                    raise DecodeError(field, "integer exceeds 64 bits")
+                self.pos = pos + i + 1
+                return value
+        raise DecodeError(field, "integer exceeds 64 bits")
+
+    def fixed(self, size, field):
+        end = self.pos + size
+        if end > len(self.data):
+            raise DecodeError(field, f"needs {size} bytes, {len(self.data) - self.pos} left")
+        out = self.data[self.pos:end]
+        self.pos = end
+        return out
+
+    def var_bytes(self, limit, field):
+        length = self.uvarint(field + ".length")
+        if length > limit:
+            raise DecodeError(field, f"{length} bytes exceeds the limit of {limit}")
+        return self.fixed(length, field)
+
+    def text(self, limit, field):
+        raw = self.var_bytes(limit, field)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DecodeError(field, "not valid UTF-8") from None
+
+    def count(self, limit, field):
+        n = self.uvarint(field + ".count")
+        if n > limit:
+            raise DecodeError(field, f"{n} items exceeds the limit of {limit}")
+        return n
+
+    def tag(self, expected, field):
+        got = self.u8(field)
+        if got != expected:
+            raise DecodeError(field, f"unknown type tag 0x{got:02x} (expected 0x{expected:02x})")
+
+    def end(self, what):
+        if self.pos != len(self.data):
+            raise DecodeError(what, f"{len(self.data) - self.pos} trailing bytes")
+
+
+# -- transactions ---------------------------------------------------------------------------------
+
+def _encode_payload(kind, payload):
+    if kind == KIND_TRANSFER:
+        to, amount, memo = payload
+        return (encode_fixed(to, ADDRESS_SIZE, "transfer.to") + encode_uvarint(amount)
+                + encode_bytes(memo, MAX_MEMO, "transfer.memo"))
+    if kind in (KIND_STAKE, KIND_UNSTAKE):
+        (amount,) = payload
+        return encode_uvarint(amount)
+    if kind == KIND_VOTE:
+        (candidates,) = payload
+        return encode_address_set(candidates, MAX_VOTES, "vote.candidates")
+    if kind == KIND_REGISTER_AGENT:
+        name, endpoint = payload
+        return encode_text(name, MAX_NAME, "agent.name") + encode_text(endpoint, MAX_ENDPOINT,
+                                                                        "agent.endpoint")
+    if kind == KIND_UNREGISTER_AGENT:
+        if tuple(payload) != ():
+            raise ValueError("unregister_agent has no payload")
+        return b""
+    raise ValueError(f"unknown transaction kind {kind!r}")
+
+
+def _decode_payload(r, kind):
+    if kind == KIND_TRANSFER:
+        return (r.fixed(ADDRESS_SIZE, "transfer.to"), r.uvarint("transfer.amount"),
+                r.var_bytes(MAX_MEMO, "transfer.memo"))
+    if kind == KIND_STAKE:
+        return (r.uvarint("stake.amount"),)
+    if kind == KIND_UNSTAKE:
+        return (r.uvarint("unstake.amount"),)
+    if kind == KIND_VOTE:
+        return (read_address_set(r, MAX_VOTES, "vote.candidates"),)
+    if kind == KIND_REGISTER_AGENT:
+        return (r.text(MAX_NAME, "agent.name"), r.text(MAX_ENDPOINT, "agent.endpoint"))
+    if kind == KIND_UNREGISTER_AGENT:
+        return ()
+    raise DecodeError("tx.kind", f"unknown transaction kind {kind}")
+
+
+def encode_address_set(addresses, limit, field):
+    """Count-prefixed 20-byte addresses in strictly increasing order (a canonical set)."""
+    addresses = tuple(addresses)
+    if len(addresses) > limit:
+        raise ValueError(f"{field}: {len(addresses)} items exceeds the limit of {limit}")
+    out = [encode_uvarint(len(addresses))]
+    previous = None
+    for address in addresses:
+        out.append(encode_fixed(address, ADDRESS_SIZE, field))
+        if previous is not None and address <= previous:
+            raise ValueError(f"{field}: addresses must be sorted and unique")
+        previous = address
+    return b"".join(out)
+
+
+def read_address_set(r, limit, field):
+    n = r.count(limit, field)
+    out = []
+    for _ in range(n):
+        address = r.fixed(ADDRESS_SIZE, field)
+        if out and address <= out[-1]:
+            raise DecodeError(field, "addresses must be sorted and unique")
+        out.append(address)
+    return tuple(out)
+
+
+def encode_tx_unsigned(tx):
+    """The signed part of a transaction: everything but the signature."""
+    kind, chain_id, sender, nonce, fee, payload = tx[:6]
+    return b"".join((
+        bytes((TAG_TX,)), encode_u8(kind, "tx.kind"),
+        encode_text(chain_id, MAX_CHAIN_ID, "tx.chain_id"),
+        encode_fixed(sender, PUBKEY_SIZE, "tx.sender"),
+        encode_uvarint(nonce), encode_uvarint(fee),
+        _encode_payload(kind, payload),
+    ))
+
+
+def encode_tx(tx):
+    """Encode ``(kind, chain_id, sender, nonce, fee, payload, signature)``."""
+    return encode_tx_unsigned(tx) + encode_fixed(tx[6], SIGNATURE_SIZE, "tx.signature")
+
+
+def read_tx(r):
+    r.tag(TAG_TX, "tx.tag")
+    kind = r.u8("tx.kind")
+    if kind not in TX_KINDS:
+        raise DecodeError("tx.kind", f"unknown transaction kind {kind}")
+    chain_id = r.text(MAX_CHAIN_ID, "tx.chain_id")
+    sender = r.fixed(PUBKEY_SIZE, "tx.sender")
+    nonce = r.uvarint("tx.nonce")
+    fee = r.uvarint("tx.fee")
+    payload = _decode_payload(r, kind)
+    signature = r.fixed(SIGNATURE_SIZE, "tx.signature")
+    return (kind, chain_id, sender, nonce, fee, payload, signature)
+
+
+def decode_tx(data):
+    """Decode one transaction; the buffer must hold exactly one."""
+    r = Reader(data)
+    tx = read_tx(r)
+    r.end("tx")
+    return tx
+
+
+# -- headers and blocks ---------------------------------------------------------------------------
+
+def encode_header_unsigned(h):
+    version, height, prev_hash, timestamp_ms, slot, producer, tx_root, state_root, receipts_root = h[:9]
+    return b"".join((
+        bytes((TAG_HEADER,)), encode_u8(version, "header.version"),
+        encode_uvarint(height), encode_fixed(prev_hash, HASH_SIZE, "header.prev_hash"),
+        encode_uvarint(timestamp_ms), encode_uvarint(slot),
+        encode_fixed(producer, PUBKEY_SIZE, "header.producer"),
+        encode_fixed(tx_root, HASH_SIZE, "header.tx_root"),
+        encode_fixed(state_root, HASH_SIZE, "header.state_root"),
+        encode_fixed(receipts_root, HASH_SIZE, "header.receipts_root"),
+    ))
+
+
+def encode_header(h):
+    """Encode ``(version, height, prev_hash, timestamp_ms, slot, producer, tx_root, state_root,
+    receipts_root, signature)``."""
+    return encode_header_unsigned(h) + encode_fixed(h[9], SIGNATURE_SIZE, "header.signature")
+
+
+def read_header(r):
+    r.tag(TAG_HEADER, "header.tag")
+    version = r.u8("header.version")
+    if version != HEADER_VERSION:
+        raise DecodeError("header.version", f"unsupported version {version}")
+    return (version, r.uvarint("header.height"), r.fixed(HASH_SIZE, "header.prev_hash"),
+            r.uvarint("header.timestamp_ms"), r.uvarint("header.slot"),
+            r.fixed(PUBKEY_SIZE, "header.producer"), r.fixed(HASH_SIZE, "header.tx_root"),
+            r.fixed(HASH_SIZE, "header.state_root"), r.fixed(HASH_SIZE, "header.receipts_root"),
+            r.fixed(SIGNATURE_SIZE, "header.signature"))
+
+
+def decode_header(data):
+    r = Reader(data)
+    header = read_header(r)
+    r.end("header")
+    return header
+
+
+def encode_block(header_bytes, tx_bytes_list):
+    """A block from an encoded header and encoded transactions."""
+    if len(tx_bytes_list) > MAX_BLOCK_TXS:
+        raise ValueError(f"block.txs: {len(tx_bytes_list)} exceeds the limit of {MAX_BLOCK_TXS}")
+    return b"".join((bytes((TAG_BLOCK,)), header_bytes, encode_uvarint(len(tx_bytes_list)),
+                     *tx_bytes_list))
+
+
+def decode_block(data):
+    """Decode a block into ``(header, header_bytes, txs, tx_bytes_list)``."""
+    r = Reader(data)
+    r.tag(TAG_BLOCK, "block.tag")
+    start = r.pos
+    header = read_header(r)
+    header_bytes = r.data[start:r.pos]
+    n = r.count(MAX_BLOCK_TXS, "block.txs")
+    txs, raws = [], []
+    for _ in range(n):
+        start = r.pos
+        txs.append(read_tx(r))
+        raws.append(r.data[start:r.pos])
+    r.end("block")
+    return header, header_bytes, txs, raws

@@ -1,0 +1,169 @@
+"""The node's local HTTP API on 127.0.0.1 (aiohttp), used by the CLI; JSON in and out.
+
+Routes (docs/api.md): ``GET /v1/status``, ``POST /v1/txs``, ``GET /v1/txs/{id}``,
+``GET /v1/accounts/{address}`` (with an SMT proof), ``GET /v1/accounts/{address}/txs``,
+``GET /v1/blocks/{height|hash|head}``, ``GET /metrics``. Amounts are decimal strings.
+"""
+
+from aiohttp import web
+
+from chain.address import AddressError, decode_address, encode_address
+from edge import _fast
+
+VERSION = "0.1.0"
+MAX_BODY = 8 << 20
+MAX_BATCH = 10_000
+
+
+def _error(status, code, message):
+    return web.json_response({"error": message, "code": code}, status=status)
+
+
+def build_app(node):
+    """The aiohttp application serving ``node``."""
+    app = web.Application(client_max_size=MAX_BODY)
+    handlers = _Handlers(node)
+    app.router.add_get("/v1/status", handlers.status)
+    app.router.add_post("/v1/txs", handlers.submit)
+    app.router.add_get("/v1/txs/{tx_id}", handlers.tx)
+    app.router.add_get("/v1/accounts/{address}", handlers.account)
+    app.router.add_get("/v1/accounts/{address}/txs", handlers.history)
+    app.router.add_get("/v1/blocks/{block_id}", handlers.block)
+    app.router.add_get("/metrics", handlers.metrics)
+    return app
+
+
+async def start_api(node, host, port):
+    """Start serving; returns the runner (call ``cleanup()`` to stop)."""
+    runner = web.AppRunner(build_app(node), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
+class _Handlers:
+    def __init__(self, node):
+        self.node = node
+        self.ledger = node.ledger
+
+    async def status(self, request):
+        head, ledger = self.ledger.head, self.ledger
+        params = ledger.params
+        return web.json_response({
+            "chain_id": ledger.chain_id, "genesis_hash": ledger.genesis.hash.hex(),
+            "height": head.height, "head_hash": head.hash.hex(),
+            "state_root": head.state_root.hex(), "slot": head.slot,
+            "timestamp_ms": head.timestamp_ms, "mempool": len(self.node.mempool),
+            "node_address": self.node.key.address_text, "node_pubkey": self.node.key.pubkey.hex(),
+            "role": "agent", "implementation": _fast.IMPLEMENTATION, "version": VERSION,
+            "decimals": ledger.genesis.decimals,
+            "params": {"min_fee": str(params.min_fee), "fee_per_byte": str(params.fee_per_byte),
+                       "slot_ms": params.slot_ms, "max_tx_bytes": params.max_tx_bytes},
+        })
+
+    async def submit(self, request):
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "bad_request", "body must be JSON: {\"txs\": [hex, ...]}")
+        raw_list = body.get("txs") if isinstance(body, dict) else None
+        if not isinstance(raw_list, list) or not 0 < len(raw_list) <= MAX_BATCH:
+            return _error(400, "bad_request", f"body must be {{\"txs\": [hex, ...]}} with 1.."
+                                              f"{MAX_BATCH} transactions")
+        try:
+            raws = [bytes.fromhex(item) for item in raw_list]
+        except (TypeError, ValueError):
+            return _error(400, "bad_request", "every transaction must be a hex string")
+        return web.json_response({"results": self.node.submit(raws)})
+
+    async def tx(self, request):
+        tx_id = _hex32(request.match_info["tx_id"])
+        if tx_id is None:
+            return _error(400, "bad_request", "transaction id must be 64 hex characters")
+        pending = self.node.mempool.get(tx_id)
+        if pending is not None:
+            return web.json_response({"status": "pending", "tx": pending.to_json()})
+        found = self.ledger.committed_tx(tx_id)
+        if found is None:
+            return _error(404, "not_found", f"no transaction {tx_id.hex()}")
+        tx, height, index, receipt = found
+        return web.json_response({"status": "committed", "height": height, "index": index,
+                                  "receipt": {"status": receipt.status, "fee": str(receipt.fee)},
+                                  "tx": tx.to_json()})
+
+    async def account(self, request):
+        address = _address(request)
+        if isinstance(address, web.Response):
+            return address
+        account, proof, header = self.ledger.account_proof(address)
+        agent = self._agent(address)
+        return web.json_response({
+            "address": encode_address(address), "balance": str(account.balance),
+            "nonce": account.nonce, "next_nonce": self.node.mempool.next_nonce(address, account),
+            "stake": str(account.stake),
+            "unbonding": [{"amount": str(a), "release_height": h} for a, h in account.unbonding],
+            "votes": [encode_address(v) for v in account.votes], "agent": agent,
+            "height": header.height, "state_root": header.state_root.hex(),
+            "proof": proof.encode().hex(),
+        })
+
+    def _agent(self, address):
+        with self.ledger.store.read() as txn:
+            agent = self.ledger.view(txn).agent(address)
+        if agent is None:
+            return None
+        return {"name": agent.name, "endpoint": agent.endpoint, "active": agent.active,
+                "votes": str(agent.votes), "registered_height": agent.registered_height}
+
+    async def history(self, request):
+        address = _address(request)
+        if isinstance(address, web.Response):
+            return address
+        try:
+            limit = min(int(request.query.get("limit", "50")), 1000)
+        except ValueError:
+            return _error(400, "bad_request", "limit must be an integer")
+        items = []
+        for (height, index), tx_id in self.ledger.history(address, limit):
+            tx, _, _, receipt = self.ledger.committed_tx(tx_id)
+            items.append({"height": height, "index": index, **tx.to_json(),
+                          "status": receipt.status})
+        return web.json_response({"address": encode_address(address), "txs": items})
+
+    async def block(self, request):
+        ident = request.match_info["block_id"]
+        if ident == "head":
+            block_hash = self.ledger.head.hash
+        elif ident.isdigit():
+            block_hash = self.ledger.block_hash_at(int(ident))
+        else:
+            block_hash = _hex32(ident)
+            if block_hash is None:
+                return _error(400, "bad_request", "block id must be a height, a hash or 'head'")
+        block = self.ledger.block(block_hash) if block_hash else None
+        if block is None:
+            return _error(404, "not_found", f"no block {ident}")
+        receipts = self.ledger.receipts(block_hash)
+        return web.json_response({
+            "header": block.header.to_json(), "txs": [tx.to_json() for tx in block.txs],
+            "receipts": [{"tx_id": r.tx_id.hex(), "status": r.status, "fee": str(r.fee)}
+                         for r in receipts], "size": len(block.encode())})
+
+    async def metrics(self, request):
+        return web.Response(body=self.node.metrics.render(),
+                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+def _hex32(text):
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        return None
+    return raw if len(raw) == 32 else None
+
+
+def _address(request):
+    try:
+        return decode_address(request.match_info["address"])
+    except AddressError as exc:
+        return _error(400, "bad_address", str(exc))

@@ -1,0 +1,141 @@
+"""The ``smartshare`` command line: set up a node, run it, and talk to it through its API.
+
+Every command takes ``--json`` and ``--home``. Errors are one line on stderr and exit status 1;
+usage errors exit 2. Nothing prints a traceback or a secret.
+"""
+
+import argparse
+import json
+import os
+import secrets
+import sys
+import time
+
+from chain import genesis as genesis_mod
+from chain.address import AddressError
+from chain.genesis import GenesisError
+from chain.keys import KeyFileError, KeyPair
+from edge import config as config_mod
+from edge.client import ApiError
+from edge.cli_base import CliError, client_for, home_of, load_config
+from edge.config import Config, ConfigError
+from edge import cli_wallet
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # --home/--json may come before or after the subcommand; both spellings share one action.
+    args.home = getattr(args, "home", None)
+    args.json = getattr(args, "json", False)
+    try:
+        result = args.func(args)
+    except (CliError, ApiError) as exc:
+        return _fail(args, str(exc), exc.code)
+    except (ConfigError, KeyFileError, GenesisError, AddressError, ValueError, OSError) as exc:
+        return _fail(args, str(exc), type(exc).__name__)
+    except KeyboardInterrupt:
+        return 130
+    if result is not None:
+        try:
+            emit(args, *result)
+        except BrokenPipeError:  # e.g. piped into `head`
+            sys.stderr.close()
+    return 0
+
+
+def _fail(args, message, code):
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message, "code": code}), file=sys.stderr)
+    else:
+        print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+def emit(args, data, text):
+    """Print ``data`` as JSON with --json, else the human ``text``."""
+    print(json.dumps(data, indent=2) if args.json else text)
+
+
+def build_parser():
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--home", default=argparse.SUPPRESS,
+                        help="node folder (default: $SMARTSHARE_HOME or ~/.smartshare)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print machine-readable JSON")
+    parser = argparse.ArgumentParser(prog="smartshare", parents=[common],
+                                     description="SmartShare Edge node and wallet")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("init", parents=[common], help="create a node home folder")
+    p.add_argument("--devnet", action="store_true", required=True,
+                   help="a single-node development network (the only kind for now)")
+    p.add_argument("--chain-id", help="chain id (default: ss-devnet-<random>)")
+    p.add_argument("--api-port", type=int, default=config_mod.DEFAULT_API_PORT)
+    p.set_defaults(func=cmd_init)
+
+    node = sub.add_parser("node", help="run the node").add_subparsers(dest="node_command",
+                                                                      required=True)
+    p = node.add_parser("run", parents=[common], help="run the node in the foreground")
+    p.set_defaults(func=cmd_node_run)
+
+    p = sub.add_parser("status", parents=[common], help="show the running node's head")
+    p.set_defaults(func=cmd_status)
+
+    cli_wallet.add_parsers(sub, common)
+    return parser
+
+
+def cmd_init(args):
+    home = home_of(args)
+    if os.path.exists(os.path.join(home, config_mod.CONFIG_NAME)):
+        raise CliError(f"{home} already holds a node; use another --home, or delete the folder "
+                       "to start over", "exists")
+    chain_id = args.chain_id or f"ss-devnet-{secrets.token_hex(3)}"
+    if not genesis_mod.CHAIN_ID_RE.match(chain_id):
+        raise CliError("chain id must be 1-32 characters of a-z, 0-9 and '-'", "bad_chain_id")
+    if not 0 < args.api_port < 65536:
+        raise CliError("--api-port must be 1..65535", "bad_port")
+    os.makedirs(os.path.join(home, cli_wallet.WALLET_DIR), mode=0o700, exist_ok=True)
+    config = Config(home=home, api_port=args.api_port)
+    node_key, wallet = KeyPair.generate(), KeyPair.generate()
+    node_key.save(config.path(config.key_file))
+    wallet.save(cli_wallet.wallet_path(home, cli_wallet.DEFAULT_WALLET))
+    slot_ms = genesis_mod.Params().slot_ms
+    start = time.time_ns() // 1_000_000 // slot_ms * slot_ms
+    genesis = genesis_mod.devnet(chain_id, start, node_key.pubkey, wallet.address)
+    genesis.save(config.path(config.genesis_file))
+    config.save()
+    data = {"home": home, "chain_id": chain_id, "genesis_hash": genesis.hash.hex(),
+            "node_address": node_key.address_text, "wallet": cli_wallet.DEFAULT_WALLET,
+            "wallet_address": wallet.address_text, "api": config.api_url}
+    text = (f"Initialised devnet {chain_id} in {home}\n"
+            f"  node (producer)  {node_key.address_text}\n"
+            f"  wallet 'default' {wallet.address_text} (holds the devnet's SSP)\n"
+            f"  API              {config.api_url}\n"
+            f"Run it with: smartshare --home {home} node run")
+    return data, text
+
+
+def cmd_node_run(args):
+    from edge.node import NodeError, run_node  # heavy imports only for the node itself
+    try:
+        run_node(load_config(args))
+    except NodeError as exc:
+        raise CliError(str(exc), "node") from None
+    return None
+
+
+def cmd_status(args):
+    s = client_for(args).get("/v1/status")
+    text = (f"chain    {s['chain_id']}\n"
+            f"height   {s['height']}  (slot {s['slot']})\n"
+            f"head     {s['head_hash']}\n"
+            f"state    {s['state_root']}\n"
+            f"mempool  {s['mempool']} pending\n"
+            f"node     {s['node_address']} ({s['role']}, {s['implementation']} build)")
+    return s, text
+
+
+if __name__ == "__main__":
+    sys.exit(main())

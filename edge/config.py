@@ -1,0 +1,88 @@
+"""Node home folder and its TOML config (DESIGN §9).
+
+The home is ``--home``, else ``$SMARTSHARE_HOME``, else ``~/.smartshare``. It holds
+``config.toml``, ``genesis.json``, ``node_key.json``, ``wallets/`` and the LMDB data folder.
+"""
+
+import os
+import tomllib
+from dataclasses import dataclass
+
+import tomli_w
+
+DEFAULT_API_PORT = 8645
+CONFIG_NAME = "config.toml"
+
+
+class ConfigError(Exception):
+    """The home folder or its config is missing or wrong; the message says how to fix it."""
+
+
+def resolve_home(cli_home=None):
+    """The home folder chosen by flag, environment or default."""
+    home = cli_home or os.environ.get("SMARTSHARE_HOME") or os.path.expanduser("~/.smartshare")
+    return os.path.abspath(home)
+
+
+@dataclass
+class Config:
+    """Settings of one node, with paths resolved against its home."""
+    home: str
+    data_dir: str = "data"
+    key_file: str = "node_key.json"
+    genesis_file: str = "genesis.json"
+    prune_depth: int = 1000
+    map_size_mb: int = 64
+    api_host: str = "127.0.0.1"
+    api_port: int = DEFAULT_API_PORT
+    mempool_limit: int = 20_000
+
+    def path(self, name):
+        return os.path.join(self.home, name)
+
+    @property
+    def api_url(self):
+        return f"http://{self.api_host}:{self.api_port}"
+
+    def to_toml(self):
+        return {
+            "node": {"data_dir": self.data_dir, "key_file": self.key_file,
+                     "genesis": self.genesis_file, "prune_depth": self.prune_depth,
+                     "map_size_mb": self.map_size_mb},
+            "api": {"host": self.api_host, "port": self.api_port},
+            "mempool": {"limit": self.mempool_limit},
+        }
+
+    def save(self):
+        with open(self.path(CONFIG_NAME), "wb") as f:
+            tomli_w.dump(self.to_toml(), f)
+
+
+_FIELDS = {("node", "data_dir"): ("data_dir", str), ("node", "key_file"): ("key_file", str),
+           ("node", "genesis"): ("genesis_file", str), ("node", "prune_depth"): ("prune_depth", int),
+           ("node", "map_size_mb"): ("map_size_mb", int), ("api", "host"): ("api_host", str),
+           ("api", "port"): ("api_port", int), ("mempool", "limit"): ("mempool_limit", int)}
+
+
+def load(home):
+    """Read ``home/config.toml``; raises ConfigError with what to do."""
+    path = os.path.join(home, CONFIG_NAME)
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"no node is set up in {home} (no {CONFIG_NAME}); "
+                          "create one with: smartshare init --devnet") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    config = Config(home=home)
+    for (section, key), (attr, kind) in _FIELDS.items():
+        value = doc.get(section, {}).get(key)
+        if value is None:
+            continue
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ConfigError(f"{path}: [{section}] {key} must be a {kind.__name__}")
+        setattr(config, attr, value)
+    if not 0 < config.api_port < 65536:
+        raise ConfigError(f"{path}: [api] port must be 1..65535")
+    return config

@@ -1,0 +1,200 @@
+"""The node process: ledger, durable mempool, slot-clock block production and the local API.
+
+Admitted transactions are written to LMDB before the API acknowledges them, so neither a crash
+nor ``kill -9`` loses a transaction the node accepted (DESIGN rule 4).
+"""
+
+import asyncio
+import fcntl
+import os
+import signal
+import struct
+import sys
+import time
+
+from chain import crypto
+from chain.errors import Reason, TxRejected
+from chain.execute import check_static
+from chain.genesis import Genesis, GenesisError
+from chain.keys import KeyFileError, KeyPair
+from chain.ledger import Ledger, LedgerError
+from chain.mempool import Mempool
+from chain.store import Store
+from chain.tx import Tx
+from edge._fast import DecodeError
+from edge.api import start_api
+from edge.metrics import NodeMetrics
+
+SEQ = struct.Struct(">Q")
+
+
+class NodeError(Exception):
+    """The node cannot start: the message says why and what to do."""
+
+
+def now_ms():
+    return time.time_ns() // 1_000_000
+
+
+class Node:
+    """One SmartShare node on a home folder's config."""
+
+    def __init__(self, config, log=None):
+        self.config = config
+        self.log = log or (lambda line: print(line, flush=True))
+        self.genesis = Genesis.load(config.path(config.genesis_file))
+        self.key = KeyPair.load(config.path(config.key_file))
+        data_dir = config.path(config.data_dir)
+        self._lock = _lock_data_dir(data_dir)
+        self.store = Store(data_dir, map_size=config.map_size_mb << 20)
+        self.ledger = Ledger(self.store, self.genesis, prune_depth=config.prune_depth)
+        self.mempool = Mempool(limit=config.mempool_limit)
+        self.metrics = NodeMetrics()
+        self._mempool_db = self.store.db("mempool")
+        self._seq = 0
+        self._stopping = asyncio.Event()
+        self._load_mempool()
+        self.metrics.height.set(self.ledger.head.height)
+
+    # -- transactions ---------------------------------------------------------------------------
+
+    def submit(self, raw_txs):
+        """Admit encoded transactions; returns one result dict per input. Accepted ones are
+        durable in LMDB before this returns."""
+        results, accepted, evicted = [], [], []
+        for raw in raw_txs:
+            try:
+                tx = self._admit(raw)
+                evicted += self.mempool.add(tx, self.ledger.account(tx.sender_address))
+            except TxRejected as exc:
+                self.metrics.txs_rejected.labels(exc.reason.value).inc()
+                results.append({"accepted": False, "reason": exc.reason.value,
+                                "detail": exc.detail})
+                continue
+            accepted.append(tx)
+            results.append({"accepted": True, "id": tx.id.hex()})
+        accepted = [tx for tx in accepted if tx.id in self.mempool]  # minus any evicted again
+        if accepted or evicted:
+            self._persist(accepted, evicted)
+        self.metrics.mempool_size.set(len(self.mempool))
+        return results
+
+    def _admit(self, raw):
+        try:
+            tx = Tx.decode(raw)
+        except DecodeError as exc:
+            raise TxRejected(Reason.MALFORMED, str(exc)) from None
+        check_static(tx, self.ledger.chain_id, self.ledger.params)
+        if tx.id in self.mempool or self.ledger.tx_location(tx.id) is not None:
+            raise TxRejected(Reason.DUPLICATE, "transaction is already pending or committed")
+        if not crypto.verify(tx.sender, tx.chain_id, tx.id, tx.signature):
+            raise TxRejected(Reason.BAD_SIGNATURE, "signature does not match the sender's key")
+        return tx
+
+    def _persist(self, accepted, evicted):
+        def work(txn):
+            for tx in evicted:
+                txn.delete(tx.id, db=self._mempool_db)
+            for tx in accepted:
+                self._seq += 1
+                txn.put(tx.id, SEQ.pack(self._seq) + tx.raw, db=self._mempool_db)
+        try:
+            self.store.write(work)
+        except Exception:
+            self.mempool.remove(accepted)
+            raise
+
+    def _load_mempool(self):
+        entries = []
+        with self.store.read() as txn:
+            for tx_id, value in txn.cursor(db=self._mempool_db):
+                entries.append((SEQ.unpack(value[:SEQ.size])[0], value[SEQ.size:]))
+        entries.sort()
+        for seq, raw in entries:
+            self._seq = max(self._seq, seq)
+            self.mempool.restore(Tx.decode(raw))
+        self._forget(self.mempool.revalidate(self.ledger.account))
+        self.metrics.mempool_size.set(len(self.mempool))
+
+    def _forget(self, txs):
+        if txs:
+            self.store.write(lambda txn: [txn.delete(tx.id, db=self._mempool_db) for tx in txs])
+
+    # -- blocks ---------------------------------------------------------------------------------
+
+    def produce(self, slot):
+        """Build, validate and commit this node's block for ``slot``; returns it."""
+        candidates = self.mempool.select(self.ledger.params.max_block_txs)
+        block, rejected = self.ledger.build_block(self.key, slot, candidates)
+        started = time.perf_counter()
+        self.ledger.apply_block(block, now_ms=now_ms())
+        self.metrics.apply_seconds.observe(time.perf_counter() - started)
+        self.mempool.remove(block.txs)
+        dropped = [tx for tx, _ in rejected] + self.mempool.revalidate(self.ledger.account)
+        self.mempool.remove(dropped)
+        self._forget(dropped)
+        self.metrics.height.set(block.height)
+        self.metrics.blocks_applied.inc()
+        self.metrics.txs_applied.inc(len(block.txs))
+        self.metrics.mempool_size.set(len(self.mempool))
+        h = block.header
+        self.log(f"block {h.height:>7}  slot {h.slot:>8}  txs {len(block.txs):>5}  "
+                 f"state {h.state_root.hex()[:12]}  hash {h.hash.hex()[:12]}")
+        return block
+
+    async def produce_forever(self):
+        """Produce a block in every slot this node is scheduled for, until stopped."""
+        ledger = self.ledger
+        while not self._stopping.is_set():
+            slot = ledger.slot_at(now_ms())
+            if slot > ledger.head.slot and ledger.producer_for(slot) == self.key.pubkey:
+                self.produce(slot)
+            wait_ms = ledger.slot_time_ms(slot + 1) - now_ms()
+            try:
+                await asyncio.wait_for(self._stopping.wait(), timeout=max(wait_ms, 1) / 1000)
+            except asyncio.TimeoutError:
+                pass
+
+    # -- running --------------------------------------------------------------------------------
+
+    async def run(self):
+        """Serve the API and produce blocks until SIGINT/SIGTERM."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stopping.set)
+        runner = await start_api(self, self.config.api_host, self.config.api_port)
+        self.log(f"SmartShare node {self.key.address_text} on chain {self.ledger.chain_id}: "
+                 f"height {self.ledger.head.height}, API {self.config.api_url}, "
+                 f"pid {os.getpid()}")
+        try:
+            await self.produce_forever()
+        finally:
+            await runner.cleanup()
+            self.store.close()
+            self.log("node stopped")
+
+
+def _lock_data_dir(data_dir):
+    """Hold an exclusive lock on the data folder for the life of the process."""
+    os.makedirs(data_dir, exist_ok=True)
+    handle = open(os.path.join(data_dir, "node.lock"), "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise NodeError(f"another node is already running on {data_dir}") from None
+    return handle
+
+
+def run_node(config):
+    """Run a node in the foreground (``smartshare node run``)."""
+    try:
+        node = Node(config)
+    except (GenesisError, KeyFileError, LedgerError) as exc:
+        raise NodeError(str(exc)) from None
+    try:
+        asyncio.run(node.run())
+    except OSError as exc:
+        raise NodeError(f"cannot serve the API on {config.api_url} ({exc.strerror or exc}); "
+                        "is another node running? Change [api] port in config.toml") from None
+    sys.stdout.flush()
