@@ -43,6 +43,8 @@ def verify(pubkey, chain_id, object_hash, signature):
 
 def verify_many(chain_id, items):
     """Verify ``(pubkey, object_hash, signature)`` triples in one batch; returns a list of bools."""
+    if not items:
+        return []
     pubkeys = [item[0] for item in items]
     messages = [signing_message(chain_id, item[1]) for item in items]
     signatures = [item[2] for item in items]

@@ -208,6 +208,11 @@ class Ledger:
         with self.store.read() as txn:
             return StateView(self._reader(txn)).account(address)
 
+    def view_agent(self, address):
+        """The agent record of ``address`` at the head, or None."""
+        with self.store.read() as txn:
+            return StateView(self._reader(txn)).agent(address)
+
     def view(self, txn):
         """A read-only StateView of the latest committed state inside ``txn``."""
         return StateView(self._reader(txn))

@@ -22,6 +22,7 @@ class Mempool:
         self.limit = limit
         self._by_id = {}        # tx id -> (seq, tx)
         self._by_sender = {}    # sender address -> list of txs in nonce order
+        self._spend = {}        # sender address -> sum of spend_of() over its pending txs
         self._seq = itertools.count()
 
     def __len__(self):
@@ -52,7 +53,7 @@ class Mempool:
         if tx.nonce != expected:
             raise TxRejected(Reason.BAD_NONCE, f"nonce {tx.nonce}, expected {expected}"
                              + (" (pending transactions count)" if chain else ""))
-        need = sum(spend_of(t) for t in chain) + spend_of(tx)
+        need = self._spend.get(sender, 0) + spend_of(tx)
         if need > account.balance:
             raise TxRejected(Reason.INSUFFICIENT_BALANCE,
                              f"balance {account.balance} does not cover {need} base units "
@@ -67,6 +68,7 @@ class Mempool:
             evicted.append(victim)
         self._by_id[tx.id] = (next(self._seq), tx)
         self._by_sender.setdefault(sender, []).append(tx)
+        self._spend[sender] = need
         return evicted
 
     def restore(self, tx):
@@ -76,6 +78,7 @@ class Mempool:
             chain = self._by_sender.setdefault(tx.sender_address, [])
             chain.append(tx)
             chain.sort(key=lambda t: t.nonce)
+            self._spend[tx.sender_address] = self._spend.get(tx.sender_address, 0) + spend_of(tx)
 
     def _cheapest_tail(self, exclude):
         tails = [chain[-1] for sender, chain in self._by_sender.items() if sender != exclude]
@@ -86,10 +89,13 @@ class Mempool:
         for tx in txs:
             if self._by_id.pop(tx.id, None) is None:
                 continue
-            chain = self._by_sender[tx.sender_address]
+            sender = tx.sender_address
+            chain = self._by_sender[sender]
             chain.remove(tx)
+            self._spend[sender] -= spend_of(tx)
             if not chain:
-                del self._by_sender[tx.sender_address]
+                del self._by_sender[sender]
+                del self._spend[sender]
 
     def select(self, limit):
         """Up to ``limit`` transactions by fee then arrival, keeping each sender's nonce order."""
@@ -115,6 +121,10 @@ class Mempool:
             account = account_of(sender)
             budget, nonce, keep = account.balance, account.nonce, True
             for tx in chain:
+                if tx.nonce < account.nonce:  # spent by a committed transaction
+                    dropped.append(tx)
+                    continue
+                # The rest must still form an affordable, gap-free chain.
                 keep = keep and tx.nonce == nonce and spend_of(tx) <= budget
                 if keep:
                     nonce += 1

@@ -221,6 +221,8 @@ class _Update:
 
     def subtree(self, ref, depth, lo, hi):
         """The new ref of subtree ``ref`` at ``depth`` once changes ``lo:hi`` are applied."""
+        if lo == hi:
+            return ref
         if ref[0] == REF_INNER:
             left, right = self.tree._inner(self.txn, ref)
             return self._split(ref, (left, right), depth, lo, hi)

@@ -5,6 +5,7 @@ from nacl.signing import VerifyKey
 
 PUBKEY_SIZE = 32
 SIGNATURE_SIZE = 64
+MAX_BATCH = 1 << 20
 
 
 def check_batch(pubkeys, messages, signatures):
@@ -13,6 +14,10 @@ def check_batch(pubkeys, messages, signatures):
         if not isinstance(seq, (list, tuple)):
             raise TypeError(f"{name} must be a list or tuple, not {type(seq).__name__}")
     n = len(pubkeys)
+    if n == 0:
+        raise ValueError("empty batch: nothing to verify")
+    if n > MAX_BATCH:
+        raise ValueError(f"batch of {n} exceeds the limit of {MAX_BATCH}")
     if len(messages) != n or len(signatures) != n:
         raise ValueError(f"batch lengths differ: {n} pubkeys, {len(messages)} messages, "
                          f"{len(signatures)} signatures")

@@ -1,0 +1,88 @@
+"""A real ledger on a temp LMDB with funded test keys, for rule and ledger tests."""
+
+from chain.address import address_from_pubkey
+from chain.genesis import Allocation, Genesis, GenesisAgent
+from chain.keys import KeyPair
+from chain.ledger import Ledger
+from chain.params import SSP_SUPPLY, Params
+from chain.state.records import Account
+from chain.store import Store
+from chain.tx import Tx
+
+CHAIN_ID = "ss-test"
+COIN = 10**8
+TOTAL = SSP_SUPPLY * COIN
+POOL = 1_000_000 * COIN
+FUNDED = 1_000 * COIN
+TEST_PARAMS = Params(agent_min_stake=100 * COIN, unbonding_blocks=3, max_votes=3,
+                     max_unbonding_entries=2, block_reward=5 * COIN)
+
+
+def make_genesis(keys, producer, params=TEST_PARAMS, chain_id=CHAIN_ID):
+    allocations = [Allocation(k.address, FUNDED) for k in keys]
+    producer_alloc = Allocation(producer.address, FUNDED, params.agent_min_stake)
+    rest = TOTAL - POOL - sum(a.balance + a.stake for a in allocations) - FUNDED - params.agent_min_stake
+    sink = Allocation(address_from_pubkey(bytes(32)), rest)
+    return Genesis(chain_id, 1_700_000_000_000, 8, TOTAL, POOL, params,
+                   tuple(sorted(allocations + [producer_alloc, sink])),
+                   (GenesisAgent(producer.pubkey, "producer"),))
+
+
+class TestChain:
+    """A ledger whose only producer is ``self.producer`` and whose ``keys`` hold FUNDED each."""
+
+    __test__ = False
+
+    def __init__(self, path, n_keys=4, params=TEST_PARAMS, map_size=64 << 20, prune_depth=1000):
+        self.keys = [KeyPair.from_seed(bytes([i + 1]) * 32) for i in range(n_keys)]
+        self.producer = KeyPair.from_seed(b"\xaa" * 32)
+        self.genesis = make_genesis(self.keys, self.producer, params)
+        self.params = params
+        self.path = str(path)
+        self.store = Store(self.path, map_size=map_size)
+        self.ledger = Ledger(self.store, self.genesis, prune_depth=prune_depth)
+
+    def reopen(self):
+        self.store.close()
+        self.store = Store(self.path)
+        self.ledger = Ledger(self.store, self.genesis, prune_depth=self.ledger.prune_depth)
+
+    def tx(self, key, payload, nonce=None, fee=None, chain_id=CHAIN_ID):
+        """A signed transaction paying the minimum fee unless told otherwise."""
+        if nonce is None:
+            nonce = self.ledger.account(key.address).nonce
+        chosen = fee if fee is not None else self.params.min_fee
+        while True:
+            tx = Tx(chain_id, key.pubkey, nonce, chosen, payload).signed_by(key)
+            floor = self.params.min_fee_for(len(tx.raw))
+            if fee is not None or chosen >= floor:
+                return tx
+            chosen = floor
+
+    def next_slot(self):
+        return self.ledger.head.slot + 1
+
+    def build(self, txs, slot=None):
+        return self.ledger.build_block(self.producer, slot or self.next_slot(), txs)
+
+    def block(self, txs=()):
+        """Build and apply a block holding ``txs``; every one must be valid."""
+        block, rejected = self.build(list(txs))
+        assert not rejected, [str(exc) for _, exc in rejected]
+        self.ledger.apply_block(block)
+        return block
+
+    def account(self, key_or_address):
+        address = getattr(key_or_address, "address", key_or_address)
+        return self.ledger.account(address)
+
+    def supply(self):
+        """Sum of every balance, stake and unbonding amount, plus the reward pool."""
+        total = 0
+        with self.store.read() as txn:
+            for _, value in txn.cursor(db=self.store.db("state")):
+                if value[0] == 0x10:
+                    a = Account.decode(value)
+                    total += a.balance + a.stake + a.unbonding_total
+            total += self.ledger.view(txn).pool()
+        return total

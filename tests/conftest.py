@@ -1,0 +1,55 @@
+"""Shared pytest fixtures.
+
+Node processes (tests/nodeproc.py):
+  ``node_factory``        function-scoped: make devnet homes and start nodes; all stopped after.
+  ``module_node_factory`` the same, shared by the tests of one module (one node, lower runtime).
+"""
+
+import pytest
+
+from tests import nodeproc
+
+
+class NodeFactory:
+    """Creates devnet homes under ``base`` and node processes on them; ``close()`` stops all."""
+
+    def __init__(self, base):
+        self.base = base
+        self.nodes = []
+
+    def home(self, name="home", api_port=None):
+        """``smartshare init --devnet`` in a new folder ``base/name``."""
+        return nodeproc.NodeHome.init(self.base / name, api_port)
+
+    def node(self, home, start=True):
+        """A node process on ``home`` (started and ready unless ``start`` is False)."""
+        node = nodeproc.NodeProcess(home, self.base / f"{home.path.rsplit('/', 1)[-1]}-node.log")
+        self.nodes.append(node)
+        if start:
+            node.start()
+        return node
+
+    def close(self):
+        for node in self.nodes:
+            node.stop()
+
+
+@pytest.fixture
+def node_factory(tmp_path):
+    factory = NodeFactory(tmp_path)
+    yield factory
+    factory.close()
+
+
+@pytest.fixture(scope="module")
+def module_node_factory(tmp_path_factory, request):
+    factory = NodeFactory(tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1]))
+    yield factory
+    factory.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_leftover_nodes():
+    """Last-resort cleanup: no node process outlives the test session."""
+    yield
+    nodeproc.stop_all()

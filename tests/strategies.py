@@ -1,0 +1,35 @@
+"""Hypothesis strategies for consensus objects (as the plain tuples of edge._fast)."""
+
+from hypothesis import strategies as st
+
+from edge._fast import codec_py as wire
+
+U64 = st.integers(0, 2**64 - 1)
+chain_ids = st.text("abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=32)
+hashes = st.binary(min_size=32, max_size=32)
+addresses = st.binary(min_size=20, max_size=20)
+signatures = st.binary(min_size=64, max_size=64)
+short_text = lambda n: st.text(max_size=n).filter(lambda s: len(s.encode()) <= n)  # noqa: E731
+address_sets = st.lists(addresses, max_size=wire.MAX_VOTES, unique=True).map(
+    lambda xs: tuple(sorted(xs)))
+
+payloads = st.one_of(
+    st.tuples(st.just(wire.KIND_TRANSFER),
+              st.tuples(addresses, U64, st.binary(max_size=wire.MAX_MEMO))),
+    st.tuples(st.just(wire.KIND_STAKE), st.tuples(U64)),
+    st.tuples(st.just(wire.KIND_UNSTAKE), st.tuples(U64)),
+    st.tuples(st.just(wire.KIND_VOTE), st.tuples(address_sets)),
+    st.tuples(st.just(wire.KIND_REGISTER_AGENT),
+              st.tuples(short_text(wire.MAX_NAME), short_text(wire.MAX_ENDPOINT))),
+    st.tuples(st.just(wire.KIND_UNREGISTER_AGENT), st.just(())),
+)
+
+
+@st.composite
+def txs(draw):
+    kind, payload = draw(payloads)
+    return (kind, draw(chain_ids), draw(hashes), draw(U64), draw(U64), payload, draw(signatures))
+
+
+headers = st.tuples(st.just(wire.HEADER_VERSION), U64, hashes, U64, U64, hashes, hashes, hashes,
+                    hashes, signatures)

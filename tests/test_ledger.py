@@ -1,0 +1,145 @@
+"""Block validation, atomic commit, restart and map growth on a real LMDB."""
+
+import pytest
+
+from chain.block import Block, receipts_root, tx_root
+from chain.errors import BlockRejected
+from chain.keys import KeyPair
+from chain.ledger import Ledger, LedgerError
+from chain.state.proof import verify_proof
+from chain.state.records import account_key
+from chain.tx import Transfer
+from tests.chainkit import COIN, TOTAL, TestChain, make_genesis
+
+
+@pytest.fixture
+def chain(tmp_path):
+    return TestChain(tmp_path)
+
+
+def resign(chain, block, **changes):
+    header = block.header._replace(**changes).signed_by(chain.producer, chain.genesis.chain_id)
+    return Block(header, block.txs)
+
+
+def assert_rejected(chain, block, match):
+    head, root = chain.ledger.head, chain.ledger.head.state_root
+    balances = [chain.account(k).balance for k in chain.keys]
+    with pytest.raises(BlockRejected, match=match):
+        chain.ledger.apply_block(block)
+    assert chain.ledger.head == head and head.state_root == root
+    assert [chain.account(k).balance for k in chain.keys] == balances
+    assert chain.ledger.block_hash_at(head.height + 1) is None
+
+
+def transfer_block(chain):
+    a, b = chain.keys[:2]
+    return chain.build([chain.tx(a, Transfer(b.address, COIN))])[0]
+
+
+def test_header_rules(chain):
+    block = transfer_block(chain)
+    h = block.header
+    assert_rejected(chain, resign(chain, block, height=h.height + 1), "does not follow")
+    assert_rejected(chain, resign(chain, block, prev_hash=bytes(32)), "prev_hash")
+    assert_rejected(chain, resign(chain, block, slot=0, timestamp_ms=chain.ledger.slot_time_ms(0)),
+                    "not after")
+    assert_rejected(chain, resign(chain, block, timestamp_ms=h.timestamp_ms + 1), "timestamp")
+    assert_rejected(chain, resign(chain, block, tx_root=bytes(32)), "tx_root")
+    assert_rejected(chain, resign(chain, block, state_root=bytes(32)), "state_root")
+    assert_rejected(chain, resign(chain, block, receipts_root=bytes(32)), "receipts_root")
+    assert_rejected(chain, Block(h._replace(signature=bytes(64)), block.txs), "signature")
+    with pytest.raises(BlockRejected, match="future"):
+        chain.ledger.apply_block(block, now_ms=h.timestamp_ms - 10 * chain.params.slot_ms)
+    chain.ledger.apply_block(block)  # the untouched block is fine
+
+
+def test_wrong_producer(chain):
+    intruder = KeyPair.from_seed(b"\x55" * 32)
+    block = transfer_block(chain)
+    header = block.header._replace(producer=intruder.pubkey).signed_by(intruder, "ss-test")
+    assert_rejected(chain, Block(header, block.txs), "another producer")
+
+
+def with_txs(chain, template, txs):
+    """``template`` re-signed around other transactions (tx_root updated to match)."""
+    return resign(chain, Block(template.header, txs), tx_root=tx_root(txs))
+
+
+def test_block_revalidates_transactions(chain):
+    a, b = chain.keys[:2]
+    good = chain.tx(a, Transfer(b.address, COIN))
+    block = chain.build([good])[0]
+    forged = good.__class__(good.chain_id, good.sender, good.nonce, good.fee, good.payload,
+                            bytes(64))
+    assert_rejected(chain, Block(block.header, [forged]), "bad signature")
+    overspend = chain.tx(a, Transfer(b.address, 10**6 * COIN))
+    assert_rejected(chain, with_txs(chain, block, [overspend]), "invalid transaction")
+    assert_rejected(chain, with_txs(chain, block, [good, good]), "twice")
+
+
+def test_receipts_and_indexes(chain):
+    a, b = chain.keys[:2]
+    txs = [chain.tx(a, Transfer(b.address, COIN)), chain.tx(b, Transfer(a.address, 2 * COIN))]
+    block = chain.block(txs)
+    receipts = chain.ledger.receipts(block.hash)
+    assert [r.tx_id for r in receipts] == [t.id for t in txs]
+    assert receipts_root(receipts) == block.header.receipts_root
+    assert chain.ledger.tx_location(txs[1].id) == (block.height, 1)
+    assert [tx_id for _, tx_id in chain.ledger.history(a.address)] == [txs[1].id, txs[0].id]
+    assert chain.ledger.block(chain.ledger.block_hash_at(block.height)).encode() == block.encode()
+
+
+def test_account_proof_verifies_against_header(chain):
+    a, b = chain.keys[:2]
+    chain.block([chain.tx(a, Transfer(b.address, COIN))])
+    account, proof, header = chain.ledger.account_proof(b.address)
+    assert verify_proof(header.state_root, account_key(b.address), account.encode(), proof)
+    assert not verify_proof(header.state_root, account_key(b.address),
+                            account._replace(balance=account.balance + 1).encode(), proof)
+    stranger = KeyPair.from_seed(b"\x66" * 32)
+    missing, proof, header = chain.ledger.account_proof(stranger.address)
+    assert missing.is_empty()
+    assert verify_proof(header.state_root, account_key(stranger.address), None, proof)
+
+
+def test_restart_resumes_from_last_block(chain):
+    a, b = chain.keys[:2]
+    for i in range(5):
+        chain.block([chain.tx(a, Transfer(b.address, COIN))])
+    head, balance = chain.ledger.head, chain.account(b).balance
+    chain.reopen()
+    assert chain.ledger.head == head
+    assert chain.account(b).balance == balance
+    chain.block([chain.tx(a, Transfer(b.address, COIN))])
+    assert chain.ledger.head.height == head.height + 1
+
+
+def test_other_genesis_refused(chain, tmp_path):
+    other = make_genesis(chain.keys, chain.producer, chain_id="ss-other")
+    chain.store.close()
+    from chain.store import Store
+    with pytest.raises(LedgerError, match="another genesis"):
+        Ledger(Store(chain.path), other)
+
+
+def test_map_grows_on_demand(tmp_path):
+    chain = TestChain(tmp_path, map_size=256 << 10, n_keys=20)
+    start = chain.store.map_size
+    for round_ in range(15):
+        txs = [chain.tx(k, Transfer(chain.keys[(i + 1) % 20].address, COIN, b"m" * 64))
+               for i, k in enumerate(chain.keys)]
+        chain.block(txs)
+    assert chain.store.map_size > start
+    assert chain.ledger.head.height == 15
+    assert chain.supply() == TOTAL
+
+
+def test_pruning_keeps_recent_versions(tmp_path):
+    chain = TestChain(tmp_path, prune_depth=3)
+    a, b = chain.keys[:2]
+    for _ in range(8):
+        chain.block([chain.tx(a, Transfer(b.address, COIN))])
+    with chain.store.read() as txn:
+        oldest, newest = chain.ledger.smt.versions(txn)
+    assert newest == 8 and oldest == 5
