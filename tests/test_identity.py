@@ -1,0 +1,123 @@
+"""Addresses, key files and the genesis document: formats and their error messages."""
+
+import json
+import os
+import stat
+
+import pytest
+
+from chain.address import AddressError, decode_address, encode_address
+from chain.genesis import Genesis, GenesisError, devnet, from_json
+from chain.keys import KeyFileError, KeyPair
+from chain.params import Params
+
+ADDRESS = encode_address(bytes(range(20)))
+
+
+@pytest.mark.parametrize("text, message", [
+    (ADDRESS[:-1] + ("q" if ADDRESS[-1] != "q" else "p"), "checksum"),
+    (ADDRESS[:8] + ADDRESS[9] + ADDRESS[8] + ADDRESS[10:], "checksum"),
+    ("btc1" + ADDRESS[4:], "must start with"),
+    (ADDRESS + "q", "expected 38"),
+    (ADDRESS[:10] + "b" + ADDRESS[11:], "not used in addresses"),
+    (ADDRESS[:5] + ADDRESS[5:].upper(), "mixes upper and lower"),
+])
+def test_mistyped_addresses(text, message):
+    if text == ADDRESS:
+        pytest.skip("mutation produced the same text")
+    with pytest.raises(AddressError, match=message):
+        decode_address(text)
+
+
+def test_every_single_character_typo_is_caught():
+    alphabet = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+    for i in range(4, len(ADDRESS)):
+        for c in alphabet:
+            if c != ADDRESS[i]:
+                with pytest.raises(AddressError):
+                    decode_address(ADDRESS[:i] + c + ADDRESS[i + 1:])
+
+
+def test_key_file_mode_and_secrecy(tmp_path):
+    pair = KeyPair.generate()
+    path = tmp_path / "key.json"
+    pair.save(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert KeyPair.load(path).pubkey == pair.pubkey
+    seed = json.loads(path.read_text())["seed"]
+    assert seed not in repr(pair) and seed not in str(pair)
+    with pytest.raises(FileExistsError):
+        pair.save(path)
+    os.chmod(path, 0o644)
+    with pytest.raises(KeyFileError, match="chmod 600"):
+        KeyPair.load(path)
+
+
+def test_key_file_errors(tmp_path):
+    with pytest.raises(KeyFileError, match="does not exist"):
+        KeyPair.load(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{\"type\": \"ed25519\", \"seed\": \"zz\"}")
+    os.chmod(bad, 0o600)
+    with pytest.raises(KeyFileError, match="not a valid"):
+        KeyPair.load(bad)
+
+
+def devnet_doc():
+    agent, faucet = KeyPair.from_seed(b"\x01" * 32), KeyPair.from_seed(b"\x02" * 32)
+    return devnet("ss-dev", 1_795_600_000_000, agent.pubkey, faucet.address).to_json()
+
+
+def test_genesis_round_trip(tmp_path):
+    doc = devnet_doc()
+    genesis = from_json(doc)
+    path = tmp_path / "genesis.json"
+    genesis.save(path)
+    loaded = Genesis.load(path)
+    assert loaded == genesis and loaded.hash == genesis.hash
+    assert genesis.total_supply == 10**17
+    assert sum(a.balance + a.stake for a in genesis.allocations) + genesis.reward_pool == 10**17
+
+
+def mutated(**changes):
+    doc = devnet_doc()
+    for path, value in changes.items():
+        target = doc
+        *parents, leaf = path.split("__")
+        for p in parents:
+            target = target[int(p)] if p.isdigit() else target[p]
+        target[leaf] = value
+    return doc
+
+
+@pytest.mark.parametrize("doc, message", [
+    (mutated(total_supply="100000000000000001"), "exactly 1,000,000,000 SSP"),
+    (mutated(reward_pool="1"), "not the total supply"),
+    (mutated(chain_id="Bad Chain"), "chain_id"),
+    (mutated(reward_pool=10**16), "string of decimal digits"),
+    (mutated(reward_pool="1e16"), "string of decimal digits"),
+    (mutated(params__slot_ms=0), "slot_ms must be positive"),
+    (mutated(params__warp_drive=1), "unknown parameter"),
+    (mutated(params__block_reward=5), "string of decimal digits"),
+    (mutated(allocations__0__address="ssp1nope"), "allocations\\[0\\]"),
+    (mutated(agents__0__pubkey="00"), "64 hex"),
+    (mutated(agents=[]), "at least one agent"),
+    (mutated(decimals=9), "decimals"),
+])
+def test_genesis_errors(doc, message):
+    with pytest.raises(GenesisError, match=message):
+        from_json(doc)
+
+
+def test_agent_needs_genesis_stake():
+    doc = devnet_doc()
+    staked = next(a for a in doc["allocations"] if a["stake"] != "0")
+    staked["balance"] = str(int(staked["balance"]) + int(staked["stake"]))
+    staked["stake"] = "0"
+    with pytest.raises(GenesisError, match="needs a stake"):
+        from_json(doc)
+
+
+def test_params_problems():
+    assert Params().problems() == []
+    assert Params(max_votes=65).problems()

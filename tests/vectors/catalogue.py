@@ -1,0 +1,228 @@
+"""Every encoded type, with sample objects, for the golden vectors in tests/vectors/*.json.
+
+A vector is ``{"name", "fields", "hex"}``: ``fields`` describe the object in JSON (bytes as
+``"0x..."`` strings), ``hex`` is its canonical encoding (or, for hash and address vectors, the
+output). ``generate.py`` writes them once; ``tests/test_vectors.py`` checks both directions.
+"""
+
+from enum import IntEnum
+
+from chain import crypto
+from chain.address import address_from_pubkey, decode_address, encode_address
+from chain.block import Block, Header, Receipt, decode_receipts, encode_receipts
+from chain.genesis import Allocation, Genesis, GenesisAgent
+from chain.keys import KeyPair
+from chain.params import Params
+from chain.state import records
+from chain.state.proof import Proof, ProofKind
+from chain.tx import PAYLOADS, KIND_NAMES, RegisterAgent, Stake, Transfer, Tx, UnregisterAgent, \
+    Unstake, Vote
+from edge import _fast
+
+CHAIN = "ss-vectors"
+ALICE = KeyPair.from_seed(bytes(range(1, 33)))
+BOB = KeyPair.from_seed(bytes(range(101, 133)))
+AGENT = KeyPair.from_seed(b"\x42" * 32)
+
+
+def to_json(value):
+    if isinstance(value, (bytes, bytearray)):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, IntEnum):
+        return int(value)
+    if hasattr(value, "_asdict"):
+        return {k: to_json(v) for k, v in value._asdict().items()}
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    return value
+
+
+def from_json(value):
+    if isinstance(value, str) and value.startswith("0x"):
+        return bytes.fromhex(value[2:])
+    if isinstance(value, list):
+        return tuple(from_json(v) for v in value)
+    if isinstance(value, dict):
+        return {k: from_json(v) for k, v in value.items()}
+    return value
+
+
+# -- per type: samples, fields <-> object, encode, decode ---------------------------------------------
+
+KIND_BY_NAME = {name: kind for kind, name in KIND_NAMES.items()}
+
+
+def tx_fields(tx):
+    return {"kind": tx.kind_name, "chain_id": tx.chain_id, "sender": to_json(tx.sender),
+            "nonce": tx.nonce, "fee": tx.fee, "payload": to_json(tx.payload),
+            "signature": to_json(tx.signature)}
+
+
+def tx_build(f):
+    f = from_json(f)
+    payload = PAYLOADS[KIND_BY_NAME[f["kind"]]](**f["payload"])
+    return Tx(f["chain_id"], f["sender"], f["nonce"], f["fee"], payload, f["signature"])
+
+
+def tx_samples():
+    to = BOB.address
+    payloads = [("transfer", Transfer(to, 125_000_000, b"parking 2h")),
+                ("transfer_max", Transfer(to, 2**64 - 1, b"m" * 64)),
+                ("stake", Stake(10**13)), ("unstake", Unstake(1)),
+                ("vote", Vote(tuple(sorted((AGENT.address, BOB.address))))),
+                ("vote_none", Vote(())),
+                ("register_agent", RegisterAgent("café-gateway", "tcp://192.168.1.20:7000")),
+                ("unregister_agent", UnregisterAgent())]
+    out = []
+    for nonce, (name, payload) in enumerate(payloads):
+        unsigned = Tx(CHAIN, ALICE.pubkey, nonce * 300, 2_500 + nonce, payload)
+        out.append((name, unsigned.signed_by(ALICE)))
+    return out
+
+
+def header_sample(height=7, tx_root=b"\x11" * 32):
+    h = Header(1, height, b"\x01" * 32, 1_795_600_007_000, 7, AGENT.pubkey, tx_root,
+               b"\x22" * 32, b"\x33" * 32)
+    return h.signed_by(AGENT, CHAIN)
+
+
+def block_samples():
+    txs = [tx for _, tx in tx_samples()[:2]]
+    from chain.block import tx_root
+    return [("empty", Block(header_sample(tx_root=bytes(32)), [])),
+            ("two_transfers", Block(header_sample(8, tx_root(txs)), txs))]
+
+
+def block_fields(block):
+    return {"header": to_json(block.header), "txs": [tx_fields(tx) for tx in block.txs]}
+
+
+def block_build(f):
+    return Block(Header(**from_json(f["header"])), [tx_build(t) for t in f["txs"]])
+
+
+def genesis_sample():
+    params = Params()
+    allocations = (Allocation(ALICE.address, 10**17 - 10**16 - params.agent_min_stake),
+                   Allocation(AGENT.address, 0, params.agent_min_stake))
+    return Genesis(CHAIN, 1_795_600_000_000, 8, 10**17, 10**16, params,
+                   tuple(sorted(allocations)), (GenesisAgent(AGENT.pubkey, "agent-1"),))
+
+
+def genesis_fields(g):
+    return {"chain_id": g.chain_id, "genesis_time_ms": g.genesis_time_ms, "decimals": g.decimals,
+            "total_supply": g.total_supply, "reward_pool": g.reward_pool,
+            "params": to_json(g.params), "allocations": to_json(g.allocations),
+            "agents": to_json(g.agents)}
+
+
+def genesis_build(f):
+    f = from_json(f)
+    return Genesis(f["chain_id"], f["genesis_time_ms"], f["decimals"], f["total_supply"],
+                   f["reward_pool"], Params(**f["params"]),
+                   tuple(Allocation(**a) for a in f["allocations"]),
+                   tuple(GenesisAgent(**a) for a in f["agents"]))
+
+
+def proof_samples():
+    """Proofs from a real three-key tree: inclusion, empty and other-leaf terminals."""
+    import tempfile
+    import lmdb
+    from chain.state.smt import SparseMerkleTree
+    keys = [bytes([0x00]) + b"\x01" * 31, bytes([0x40]) + b"\x02" * 31, bytes([0x41]) + b"\x03" * 31]
+    with tempfile.TemporaryDirectory() as path:
+        env = lmdb.open(path, max_dbs=4, map_size=1 << 24)
+        tree = SparseMerkleTree(env.open_db(b"n"), env.open_db(b"r"), env.open_db(b"s"))
+        with env.begin(write=True) as txn:
+            tree.update(txn, None, 0, {k: b"value-%d" % i for i, k in enumerate(keys)})
+            samples = [("inclusion", tree.prove(txn, 0, keys[1])[1]),
+                       ("empty", tree.prove(txn, 0, bytes([0xC0]) + bytes(31))[1]),
+                       ("other_leaf", tree.prove(txn, 0, bytes([0x01]) + bytes(31))[1])]
+        env.close()
+    return samples
+
+
+def named_tuple_type(cls, samples, decode=None):
+    return {"samples": samples, "fields": to_json,
+            "build": lambda f: cls(**from_json(f)),
+            "encode": lambda obj: obj.encode(), "decode": decode or cls.decode}
+
+
+TYPES = {
+    "tx": {"samples": tx_samples, "fields": tx_fields, "build": tx_build,
+           "encode": lambda tx: tx.raw, "decode": Tx.decode},
+    "header": named_tuple_type(Header, lambda: [("signed", header_sample())]),
+    "block": {"samples": block_samples, "fields": block_fields, "build": block_build,
+              "encode": lambda b: b.encode(), "decode": Block.decode},
+    "receipt": named_tuple_type(Receipt, lambda: [("ok", Receipt(b"\x07" * 32, 0, 2_440)),
+                                                  ("failed", Receipt(b"\x08" * 32, 3, 10**9))]),
+    "receipts": {"samples": lambda: [("two", [Receipt(b"\x07" * 32, 0, 2_440),
+                                              Receipt(b"\x08" * 32, 1, 300)])],
+                 "fields": to_json, "build": lambda f: [Receipt(**r) for r in from_json(f)],
+                 "encode": encode_receipts, "decode": decode_receipts},
+    "account": named_tuple_type(records.Account, lambda: [
+        ("empty_but_nonce", records.Account(nonce=1)),
+        ("full", records.Account(10**15, 42, 5 * 10**13, tuple(sorted((AGENT.address, BOB.address))),
+                                 ((10**8, 120), (3 * 10**8, 121))))]),
+    "agent": named_tuple_type(records.Agent, lambda: [
+        ("active", records.Agent(AGENT.pubkey, "agent-1", "tcp://10.0.0.1:7000", True, 0, 10**14)),
+        ("inactive", records.Agent(BOB.pubkey, "bob", "", False, 99, 0))]),
+    "schedule": named_tuple_type(records.Schedule, lambda: [
+        ("two", records.Schedule(3, (AGENT.pubkey, BOB.pubkey)))]),
+    "params": named_tuple_type(Params, lambda: [("defaults", Params())],
+                               decode=lambda raw: _read_params(raw)),
+    "genesis": {"samples": lambda: [("devnet", genesis_sample())], "fields": genesis_fields,
+                "build": genesis_build, "encode": lambda g: g.encode(), "decode": None},
+    "address_list": {"samples": lambda: [("two", tuple(sorted((BOB.address, AGENT.address))))],
+                     "fields": to_json, "build": lambda f: tuple(sorted(from_json(f))),
+                     "encode": records.encode_address_list,
+                     "decode": records.decode_address_list},
+    "amount": {"samples": lambda: [("pool", 10**16)], "fields": to_json, "build": from_json,
+               "encode": records.encode_amount, "decode": records.decode_amount},
+    "proof": {"samples": proof_samples, "fields": to_json,
+              "build": lambda f: _proof_build(from_json(f)),
+              "encode": lambda p: p.encode(), "decode": Proof.decode},
+}
+
+
+def _read_params(raw):
+    from edge._fast.codec_py import Reader
+    r = Reader(raw)
+    params = Params.read(r)
+    r.end("params")
+    return params
+
+
+def _proof_build(f):
+    return Proof(f["key"], ProofKind(f["kind"]), f["siblings"], f["other_key"],
+                 f["other_value_hash"])
+
+
+# Function vectors: inputs -> output bytes (hex), no decoder.
+FUNCTIONS = {
+    "tagged_hash": (lambda f: _fast.tagged_hash(f["tag"], f["data"]),
+                    [("tx_tag", {"tag": b"ss/tx", "data": b"abc"}),
+                     ("empty_data", {"tag": b"ss/header", "data": b""})]),
+    "merkle_root": (lambda f: _fast.merkle_root(list(f["items"])),
+                    [("empty", {"items": []}), ("one", {"items": [b"a"]}),
+                     ("three", {"items": [b"a", b"b", b"c"]}),
+                     ("five", {"items": [bytes([i]) * 32 for i in range(5)]})]),
+    "signing_message": (lambda f: crypto.signing_message(f["chain_id"], f["object_hash"]),
+                        [("tx", {"chain_id": CHAIN, "object_hash": b"\x09" * 32})]),
+    "state_key": (lambda f: records.state_key(f["namespace"], f["id"]),
+                  [("account", {"namespace": b"account", "id": BOB.address}),
+                   ("pool", {"namespace": b"pool", "id": b""})]),
+    "address_from_pubkey": (lambda f: address_from_pubkey(f["pubkey"]),
+                            [("bob", {"pubkey": BOB.pubkey})]),
+    "ed25519_sign": (lambda f: KeyPair.from_seed(f["seed"]).sign(f["chain_id"], f["object_hash"]),
+                     [("alice", {"seed": bytes(range(1, 33)), "chain_id": CHAIN,
+                                 "object_hash": b"\x05" * 32})]),
+}
+
+# Printed addresses: raw 20 bytes -> bech32m text.
+ADDRESSES = [("alice", ALICE.address), ("bob", BOB.address), ("zero", bytes(20)),
+             ("ones", b"\xff" * 20)]
+address_text = encode_address
+address_raw = decode_address
