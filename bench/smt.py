@@ -107,9 +107,10 @@ def report(args, update_s, commit_s, prove_s, verify_s):
         "prove_per_s": round(args.proofs / prove_s),
         "verify_per_s": round(args.proofs / verify_s),
     }
+    pure = os.environ.get("SMARTSHARE_PURE", "")
     print(f"SMT benchmark: {args.prefill} keys prefilled, batches of {args.updates} changes, "
           f"best of {args.rounds}; implementation {figures['impl']} "
-          f"(hashing: {figures['hashing_impl']}, SMARTSHARE_PURE={os.environ.get('SMARTSHARE_PURE', '')!r})")
+          f"(hashing: {figures['hashing_impl']}, SMARTSHARE_PURE={pure!r})")
     rows = [
         ("update batch + root", update_s, args.updates, figures["smt_updates_per_s"], "updates"),
         ("commit (sync off)", commit_s, 1, round(1 / commit_s), "commits"),

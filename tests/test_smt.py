@@ -29,7 +29,8 @@ def open_env(path):
 
 
 def open_store(env, name=b"smt"):
-    nodes, roots, stale = (env.open_db(name + suffix) for suffix in (b"/nodes", b"/roots", b"/stale"))
+    nodes, roots, stale = (env.open_db(name + suffix)
+                           for suffix in (b"/nodes", b"/roots", b"/stale"))
     return Store(SparseMerkleTree(nodes, roots, stale), nodes, roots, stale)
 
 
@@ -232,7 +233,7 @@ def test_root_does_not_depend_on_insertion_order(tmp_path_factory, model, order)
     env.close()
 
 
-# -- proofs -----------------------------------------------------------------------------------------
+# -- proofs ----------------------------------------------------------------------------------------
 
 def test_empty_tree(env, store):
     with env.begin(write=True) as txn:
@@ -365,7 +366,7 @@ def test_a_full_depth_proof_with_every_sibling_round_trips():
         proof._replace(siblings=siblings + (BASE,)).encode()
 
 
-# -- versions, pruning, storage ----------------------------------------------------------------------
+# -- versions, pruning, storage --------------------------------------------------------------------
 
 def test_a_value_set_back_survives_pruning(env, store):
     key, others = KEY_POOL[0], {k: b"other" for k in KEY_POOL[1:]}
@@ -481,3 +482,28 @@ def test_update_refuses_bad_versions_and_arguments(env, store):
         with pytest.raises(TypeError):
             store.tree.get(txn, "2", BASE)
         assert store.tree.versions(txn) == (1, 2)
+
+
+def test_the_worked_example_of_the_spec(env, store):
+    """docs/protocol.md §10.4, byte for byte."""
+    k1, k2 = prefix_key(0x00), prefix_key(0x20)
+    root = bytes.fromhex("6d7149b89536d084660d01606d897404352a317c5de4f17dc27225a8f6320d71")
+    depth1 = bytes.fromhex("0abc08de45f394e3078d87ab16e92f7118642a9abba65dada8a80456ba192361")
+    depth2 = bytes.fromhex("ff5591aa24847c832910dcb23cd4acdc7a4cb31059e637be389ec853323c7428")
+    leaf2 = bytes.fromhex("3490911a2c20645bbe6940c896ff8ce49fc7de361f45efdde9653dc8674d8e1e")
+    value_hash = bytes.fromhex("d64f5e52ae9563122d8c361d43a3576ec7332b623a1b89ee1f73a1c7e0924543")
+    leaf1 = bytes.fromhex("5ba4a2aae1bc197c41e98a68e2ba2db4ebc936264196fff4bb3ac6d6157ad4be")
+    version = (1).to_bytes(8, "big")
+    expected_proofs = {
+        k2: b"\x30" + k2 + b"\x00\x03\x20" + leaf1,
+        prefix_key(0x40): b"\x30" + prefix_key(0x40) + b"\x01\x02\x40" + depth2,
+        prefix_key(0x10): (b"\x30" + prefix_key(0x10) + b"\x02" + k1 + value_hash
+                           + b"\x03\x20" + leaf2),
+    }
+    with env.begin(write=True) as txn:
+        assert store.tree.update(txn, None, 1, {k1: b"one", k2: b"two"}) == root
+        assert txn.get(version, db=store.roots) == b"\x01" + root + b"\x01"
+        assert txn.get(version + root, db=store.nodes) == b"\x00\x01" + depth1 + b"\x01\x00"
+        assert txn.get(version + leaf1, db=store.nodes) == b"\x01" + k1 + b"\x03one"
+        for key, encoded in expected_proofs.items():
+            assert store.tree.prove(txn, 1, key)[1].encode() == encoded

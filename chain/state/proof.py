@@ -1,4 +1,4 @@
-"""Proofs of the state tree and their standalone verifier (docs/protocol.md, "State tree").
+"""Proofs of the state tree and their standalone verifier (docs/protocol.md §10.3).
 
 A light node checks a value (or its absence) against a state root from a header with
 ``verify_proof`` alone: this module needs no database and imports nothing but ``edge._fast``.
@@ -77,10 +77,10 @@ class Proof(NamedTuple):
 
 
 def verify_proof(root, key, value, proof) -> bool:
-    """True when ``proof`` shows that ``key`` maps to ``value`` (``None``: is absent) under ``root``.
+    """True when ``proof`` shows that ``key`` has ``value`` (``None``: is absent) under ``root``.
 
-    Wrong argument types or lengths raise ``TypeError``/``ValueError``; a proof that is merely wrong,
-    inconsistent, or of a shape no tree produces gives ``False``.
+    Wrong argument types or lengths raise ``TypeError``/``ValueError``; a proof that is merely
+    wrong, inconsistent, or of a shape no tree produces gives ``False``.
     """
     _check_hash(root, "root")
     _check_hash(key, "key")

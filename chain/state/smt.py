@@ -1,9 +1,9 @@
 """The authenticated state tree: a versioned sparse Merkle tree stored in LMDB.
 
-Spec: docs/protocol.md, "State tree". Keys are 32 bytes, values at most 4096 bytes. A subtree holding
-one key is that key's leaf, placed as high as it is alone, so the root depends only on the key/value
+Spec: docs/protocol.md §10. Keys are 32 bytes, values at most 4096 bytes. A subtree holding one
+key is that key's leaf, placed as high as it is alone, so the root depends only on the key/value
 set. Each update writes version ``v`` (the block height): new nodes are stored under
-``v (8 bytes BE) || node hash`` and every node it replaces is recorded stale since ``v``, which is what
+``v (8 bytes BE) || node hash`` and every node it replaces is recorded stale since ``v``, which
 ``prune`` deletes once no kept version can reach it. History is linear: each update builds on the
 newest version, and ``rollback`` forgets versions above a block being reorganised away.
 """
@@ -47,7 +47,7 @@ class SparseMerkleTree:
         self._stale = stale_db
 
     def update(self, txn, base_version, new_version, changes) -> bytes:
-        """Apply ``changes`` (key -> value, ``None`` deletes) to ``base_version`` as ``new_version``.
+        """Apply ``changes`` (key -> value or ``None`` to delete) as ``new_version``.
 
         ``base_version`` is the newest version, or ``None`` for the first one (on the empty tree).
         Returns the new root hash.
@@ -104,7 +104,7 @@ class SparseMerkleTree:
         return deleted
 
     def rollback(self, txn, to_version) -> int:
-        """Forget every version newer than ``to_version`` (a reorganisation); returns nodes deleted."""
+        """Forget every version after ``to_version`` (a reorganisation); returns nodes deleted."""
         self._root_ref(txn, to_version)
         if to_version == MAX_VERSION:
             return 0
@@ -251,8 +251,8 @@ class _Update:
         """Apply changes to both halves of a (possibly virtual, when ``ref`` is None) inner node."""
         mid = bisect_left(self.keys, _right_half_start(self.keys[lo], depth), lo, hi)
         left, right = children
-        new_left = self.subtree(left, depth + 1, lo, mid) if mid > lo else left
-        new_right = self.subtree(right, depth + 1, mid, hi) if hi > mid else right
+        new_left = self.subtree(left, depth + 1, lo, mid)
+        new_right = self.subtree(right, depth + 1, mid, hi)
         if ref is not None:
             if (new_left, new_right) == children:
                 return ref
@@ -310,7 +310,7 @@ def _version_from_key(key):
     return int.from_bytes(key[:8], "big")
 
 
-# -- helpers ----------------------------------------------------------------------------------------
+# -- helpers ---------------------------------------------------------------------------------------
 
 def _sorted_changes(changes):
     """Validated changes as two parallel lists sorted by key."""
