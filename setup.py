@@ -12,7 +12,7 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 REQUIRE = os.environ.get("SMARTSHARE_REQUIRE_EXT", "") not in ("", "0")
-TWINS = ["hashing"]
+TWINS = {"hashing": [], "codec": [], "sig": ["-fopenmp"]}
 
 
 def extensions():
@@ -25,7 +25,8 @@ def extensions():
         print("smartshare: Cython missing, installing the pure-Python reference only", file=sys.stderr)
         return []
     mods = [Extension(f"edge._fast.{name}_c", [f"edge/_fast/{name}_c.pyx"],
-                      extra_compile_args=["-O3"]) for name in TWINS]
+                      extra_compile_args=["-O3", *flags], extra_link_args=flags)
+            for name, flags in TWINS.items()]
     return cythonize(mods, compiler_directives={"language_level": "3"}, quiet=True)
 
 

@@ -182,3 +182,44 @@ def test_codec_twins_agree(tx):
     raw = py.encode_tx(tx)
     assert c.encode_tx(tx) == raw
     assert c.decode_tx(raw) == py.decode_tx(raw)
+
+
+def _outcome(fn, data):
+    try:
+        return ("ok", fn(data))
+    except DecodeError as exc:
+        return ("error", exc.field, exc.reason)
+
+
+@st.composite
+def damaged(draw):
+    """A valid transaction, header or block encoding with one random change."""
+    kind = draw(st.sampled_from(["tx", "header", "block"]))
+    py = both("codec")[0]
+    if kind == "tx":
+        raw = py.encode_tx(draw(txs()))
+    elif kind == "header":
+        raw = py.encode_header(draw(headers))
+    else:
+        raw = py.encode_block(py.encode_header(draw(headers)),
+                              [py.encode_tx(t) for t in draw(st.lists(txs(), max_size=3))])
+    at = draw(st.integers(0, len(raw) - 1))
+    change = draw(st.sampled_from(["flip", "cut", "insert", "none"]))
+    if change == "flip":
+        raw = raw[:at] + bytes([raw[at] ^ draw(st.integers(1, 255))]) + raw[at + 1:]
+    elif change == "cut":
+        raw = raw[:at]
+    elif change == "insert":
+        raw = raw[:at] + draw(st.binary(min_size=1, max_size=3)) + raw[at:]
+    return raw
+
+
+@settings(max_examples=500, deadline=None)
+@given(data=st.one_of(damaged(), st.binary(max_size=200)))
+def test_twins_agree_on_damaged_input(data):
+    """Same result, or the same DecodeError field and reason, in both twins."""
+    py, c = both("codec")
+    if c is None:
+        pytest.skip("compiled twin not built")
+    for name in ("decode_tx", "decode_header", "decode_block"):
+        assert _outcome(getattr(c, name), data) == _outcome(getattr(py, name), data), name

@@ -1,0 +1,408 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The canonical codec for the hot types in C: the compiled twin of codec_py.
+
+Same functions, same tuples, same ``DecodeError`` fields and messages as ``codec_py`` (the spec,
+docs/protocol.md §1-§5). Decoding walks the raw buffer with a C cursor; encoding writes into a
+stack buffer. Only transactions, headers and blocks live here; the rest of the format stays in
+the reference primitives.
+"""
+
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_CheckExact, PyByteArray_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, \
+    PyBytes_GET_SIZE
+from cpython.long cimport PyLong_AsUnsignedLongLong, PyLong_FromUnsignedLongLong
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.string cimport memcpy
+
+from edge._fast.codec_py import (ADDRESS_SIZE, HASH_SIZE, HEADER_VERSION, KIND_REGISTER_AGENT,
+                                 KIND_STAKE, KIND_TRANSFER, KIND_UNREGISTER_AGENT, KIND_UNSTAKE,
+                                 KIND_VOTE, MAX_BLOCK_TXS, MAX_CHAIN_ID, MAX_ENDPOINT, MAX_MEMO,
+                                 MAX_NAME, MAX_U64, MAX_VOTES, PUBKEY_SIZE, SIGNATURE_SIZE,
+                                 TAG_BLOCK, TAG_HEADER, TAG_TX, DecodeError, encode_block)
+
+DEF TX_BUF = 4096
+
+# C copies of the sizes, so pointer arithmetic stays in C (checked against codec_py below).
+cdef enum:
+    C_ADDRESS_SIZE = 20
+
+assert C_ADDRESS_SIZE == ADDRESS_SIZE
+
+
+# -- decoding ------------------------------------------------------------------------------------
+
+cdef struct Cursor:
+    const unsigned char *data
+    Py_ssize_t size
+    Py_ssize_t pos
+
+
+cdef int _fail(str field, str message) except -1:
+    raise DecodeError(field, message)
+
+
+cdef inline int _u8(Cursor *c, str field) except -1:
+    if c.pos >= c.size:
+        _fail(field, "unexpected end of data")
+    c.pos += 1
+    return c.data[c.pos - 1]
+
+
+cdef object _uvarint(Cursor *c, str field):
+    cdef unsigned long long value = 0
+    cdef unsigned char byte
+    cdef int i
+    for i in range(10):
+        if c.pos + i >= c.size:
+            _fail(field, "unexpected end of data")
+        byte = c.data[c.pos + i]
+        if byte < 0x80:
+            if byte == 0 and i > 0:
+                _fail(field, "non-minimal integer encoding")
+            if i == 9 and byte > 1:
+                _fail(field, "integer exceeds 64 bits")
+            value |= (<unsigned long long>byte) << (7 * i)
+            c.pos += i + 1
+            return PyLong_FromUnsignedLongLong(value)
+        value |= (<unsigned long long>(byte & 0x7F)) << (7 * i)
+    _fail(field, "integer exceeds 64 bits")
+
+
+cdef Py_ssize_t _length(Cursor *c, Py_ssize_t limit, str field, str suffix, str unit) except -1:
+    cdef object n = _uvarint(c, field + suffix)
+    if n > limit:
+        _fail(field, f"{n} {unit} exceeds the limit of {limit}")
+    return n
+
+
+cdef bytes _fixed(Cursor *c, Py_ssize_t size, str field):
+    if c.pos + size > c.size:
+        _fail(field, f"needs {size} bytes, {c.size - c.pos} left")
+    c.pos += size
+    return PyBytes_FromStringAndSize(<const char *>(c.data + c.pos - size), size)
+
+
+cdef bytes _var_bytes(Cursor *c, Py_ssize_t limit, str field):
+    return _fixed(c, _length(c, limit, field, ".length", "bytes"), field)
+
+
+cdef str _text(Cursor *c, Py_ssize_t limit, str field):
+    cdef Py_ssize_t n = _length(c, limit, field, ".length", "bytes")
+    if c.pos + n > c.size:
+        _fail(field, f"needs {n} bytes, {c.size - c.pos} left")
+    c.pos += n
+    try:
+        return PyUnicode_DecodeUTF8(<const char *>(c.data + c.pos - n), n, NULL)
+    except UnicodeDecodeError:
+        raise DecodeError(field, "not valid UTF-8") from None
+
+
+cdef int _tag(Cursor *c, int expected, str field) except -1:
+    cdef int got = _u8(c, field)
+    if got != expected:
+        _fail(field, f"unknown type tag 0x{got:02x} (expected 0x{expected:02x})")
+    return 0
+
+
+cdef int _end(Cursor *c, str what) except -1:
+    if c.pos != c.size:
+        _fail(what, f"{c.size - c.pos} trailing bytes")
+    return 0
+
+
+cdef tuple _address_set(Cursor *c, Py_ssize_t limit, str field):
+    cdef Py_ssize_t n = _length(c, limit, field, ".count", "items"), i
+    cdef list out = []
+    cdef bytes address
+    for i in range(n):
+        if c.pos + ADDRESS_SIZE > c.size:
+            _fail(field, f"needs {ADDRESS_SIZE} bytes, {c.size - c.pos} left")
+        if i > 0 and _compare20(c.data + c.pos, c.data + c.pos - C_ADDRESS_SIZE) <= 0:
+            _fail(field, "addresses must be sorted and unique")
+        out.append(_fixed(c, ADDRESS_SIZE, field))
+    return tuple(out)
+
+
+cdef inline int _compare20(const unsigned char *a, const unsigned char *b) noexcept:
+    cdef int i
+    for i in range(20):
+        if a[i] != b[i]:
+            return -1 if a[i] < b[i] else 1
+    return 0
+
+
+cdef tuple _payload(Cursor *c, int kind):
+    if kind == KIND_TRANSFER:
+        return (_fixed(c, ADDRESS_SIZE, "transfer.to"), _uvarint(c, "transfer.amount"),
+                _var_bytes(c, MAX_MEMO, "transfer.memo"))
+    if kind == KIND_STAKE:
+        return (_uvarint(c, "stake.amount"),)
+    if kind == KIND_UNSTAKE:
+        return (_uvarint(c, "unstake.amount"),)
+    if kind == KIND_VOTE:
+        return (_address_set(c, MAX_VOTES, "vote.candidates"),)
+    if kind == KIND_REGISTER_AGENT:
+        return (_text(c, MAX_NAME, "agent.name"), _text(c, MAX_ENDPOINT, "agent.endpoint"))
+    if kind == KIND_UNREGISTER_AGENT:
+        return ()
+    _fail("tx.kind", f"unknown transaction kind {kind}")
+
+
+cdef tuple _read_tx(Cursor *c):
+    _tag(c, TAG_TX, "tx.tag")
+    cdef int kind = _u8(c, "tx.kind")
+    if kind < KIND_TRANSFER or kind > KIND_UNREGISTER_AGENT:
+        _fail("tx.kind", f"unknown transaction kind {kind}")
+    chain_id = _text(c, MAX_CHAIN_ID, "tx.chain_id")
+    sender = _fixed(c, PUBKEY_SIZE, "tx.sender")
+    nonce = _uvarint(c, "tx.nonce")
+    fee = _uvarint(c, "tx.fee")
+    payload = _payload(c, kind)
+    signature = _fixed(c, SIGNATURE_SIZE, "tx.signature")
+    return (kind, chain_id, sender, nonce, fee, payload, signature)
+
+
+cdef tuple _read_header(Cursor *c):
+    _tag(c, TAG_HEADER, "header.tag")
+    cdef int version = _u8(c, "header.version")
+    if version != HEADER_VERSION:
+        _fail("header.version", f"unsupported version {version}")
+    return (version, _uvarint(c, "header.height"), _fixed(c, HASH_SIZE, "header.prev_hash"),
+            _uvarint(c, "header.timestamp_ms"), _uvarint(c, "header.slot"),
+            _fixed(c, PUBKEY_SIZE, "header.producer"), _fixed(c, HASH_SIZE, "header.tx_root"),
+            _fixed(c, HASH_SIZE, "header.state_root"),
+            _fixed(c, HASH_SIZE, "header.receipts_root"),
+            _fixed(c, SIGNATURE_SIZE, "header.signature"))
+
+
+cdef bytes _buffer_of(object data):
+    if PyBytes_CheckExact(data):
+        return <bytes>data
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError(f"bytes expected, got {type(data).__name__}")
+
+
+cdef inline void _open(Cursor *c, bytes data):
+    c.data = <const unsigned char *>PyBytes_AS_STRING(data)
+    c.size = PyBytes_GET_SIZE(data)
+    c.pos = 0
+
+
+def decode_tx(data):
+    """Decode one transaction; the buffer must hold exactly one."""
+    cdef bytes raw = _buffer_of(data)
+    cdef Cursor c
+    _open(&c, raw)
+    tx = _read_tx(&c)
+    _end(&c, "tx")
+    return tx
+
+
+def decode_header(data):
+    cdef bytes raw = _buffer_of(data)
+    cdef Cursor c
+    _open(&c, raw)
+    header = _read_header(&c)
+    _end(&c, "header")
+    return header
+
+
+def decode_block(data):
+    """Decode a block into ``(header, header_bytes, txs, tx_bytes_list)``."""
+    cdef bytes raw = _buffer_of(data)
+    cdef Cursor c
+    cdef Py_ssize_t start, n, i
+    _open(&c, raw)
+    _tag(&c, TAG_BLOCK, "block.tag")
+    start = c.pos
+    header = _read_header(&c)
+    header_bytes = raw[start:c.pos]
+    n = _length(&c, MAX_BLOCK_TXS, "block.txs", ".count", "items")
+    cdef list txs = [], raws = []
+    for i in range(n):
+        start = c.pos
+        txs.append(_read_tx(&c))
+        raws.append(PyBytes_FromStringAndSize(<const char *>(c.data + start), c.pos - start))
+    _end(&c, "block")
+    return header, header_bytes, txs, raws
+
+
+# -- encoding ------------------------------------------------------------------------------------
+
+cdef struct Out:
+    unsigned char *data
+    Py_ssize_t size
+    Py_ssize_t cap
+
+
+cdef inline void _start(Out *o, unsigned char *buf, Py_ssize_t cap) noexcept:
+    o.data = buf
+    o.size = 0
+    o.cap = cap
+
+
+cdef int _room(Out *o, Py_ssize_t n) except -1:
+    if o.size + n > o.cap:
+        raise ValueError("encoding exceeds the maximum object size")
+    return 0
+
+
+cdef int _put_u8(Out *o, int value) except -1:
+    _room(o, 1)
+    o.data[o.size] = <unsigned char>value
+    o.size += 1
+    return 0
+
+
+cdef int _put_uvarint(Out *o, object value) except -1:
+    if type(value) is not int and (not isinstance(value, int) or isinstance(value, bool)):
+        raise TypeError(f"integer expected, got {type(value).__name__}")
+    if value < 0 or value > MAX_U64:
+        raise ValueError(f"integer {value} is outside 0..2^64-1")
+    cdef unsigned long long v = PyLong_AsUnsignedLongLong(value)
+    _room(o, 10)
+    while v >= 0x80:
+        o.data[o.size] = <unsigned char>((v & 0x7F) | 0x80)
+        o.size += 1
+        v >>= 7
+    o.data[o.size] = <unsigned char>v
+    o.size += 1
+    return 0
+
+
+cdef int _put_raw(Out *o, object data, Py_ssize_t size, Py_ssize_t limit, str field,
+                  bint prefixed) except -1:
+    """Fixed-size (``size`` >= 0) or length-prefixed (``limit``) bytes."""
+    cdef const char *p
+    cdef Py_ssize_t n
+    if PyBytes_CheckExact(data):
+        p = PyBytes_AS_STRING(data)
+        n = PyBytes_GET_SIZE(data)
+    elif PyByteArray_CheckExact(data):
+        p = PyByteArray_AS_STRING(data)
+        n = PyByteArray_GET_SIZE(data)
+    else:
+        raise TypeError(f"{field}: bytes expected, got {type(data).__name__}")
+    if prefixed:
+        if n > limit:
+            raise ValueError(f"{field}: {n} bytes exceeds the limit of {limit}")
+        _put_uvarint(o, n)
+    elif n != size:
+        raise ValueError(f"{field}: must be {size} bytes, got {n}")
+    _room(o, n)
+    memcpy(o.data + o.size, p, n)
+    o.size += n
+    return 0
+
+
+cdef int _put_text(Out *o, object text, Py_ssize_t limit, str field) except -1:
+    if not isinstance(text, str):
+        raise TypeError(f"{field}: str expected, got {type(text).__name__}")
+    return _put_raw(o, (<str>text).encode("utf-8"), -1, limit, field, True)
+
+
+cdef int _put_byte_field(Out *o, object value, str field) except -1:
+    if not isinstance(value, int) or not 0 <= value <= 255:
+        raise ValueError(f"{field}: {value!r} is not a byte value")
+    return _put_u8(o, value)
+
+
+cdef int _put_address_set(Out *o, object addresses, Py_ssize_t limit, str field) except -1:
+    addresses = tuple(addresses)
+    if len(addresses) > limit:
+        raise ValueError(f"{field}: {len(addresses)} items exceeds the limit of {limit}")
+    _put_uvarint(o, len(addresses))
+    previous = None
+    for address in addresses:
+        _put_raw(o, address, ADDRESS_SIZE, 0, field, False)
+        if previous is not None and address <= previous:
+            raise ValueError(f"{field}: addresses must be sorted and unique")
+        previous = address
+    return 0
+
+
+cdef int _put_payload(Out *o, object kind, object payload) except -1:
+    if kind == KIND_TRANSFER:
+        to, amount, memo = payload
+        _put_raw(o, to, ADDRESS_SIZE, 0, "transfer.to", False)
+        _put_uvarint(o, amount)
+        return _put_raw(o, memo, -1, MAX_MEMO, "transfer.memo", True)
+    if kind == KIND_STAKE or kind == KIND_UNSTAKE:
+        (amount,) = payload
+        return _put_uvarint(o, amount)
+    if kind == KIND_VOTE:
+        (candidates,) = payload
+        return _put_address_set(o, candidates, MAX_VOTES, "vote.candidates")
+    if kind == KIND_REGISTER_AGENT:
+        name, endpoint = payload
+        _put_text(o, name, MAX_NAME, "agent.name")
+        return _put_text(o, endpoint, MAX_ENDPOINT, "agent.endpoint")
+    if kind == KIND_UNREGISTER_AGENT:
+        if tuple(payload) != ():
+            raise ValueError("unregister_agent has no payload")
+        return 0
+    raise ValueError(f"unknown transaction kind {kind!r}")
+
+
+cdef int _put_tx_unsigned(Out *o, object tx) except -1:
+    kind, chain_id, sender, nonce, fee, payload = tx[:6]
+    _put_u8(o, TAG_TX)
+    _put_byte_field(o, kind, "tx.kind")
+    _put_text(o, chain_id, MAX_CHAIN_ID, "tx.chain_id")
+    _put_raw(o, sender, PUBKEY_SIZE, 0, "tx.sender", False)
+    _put_uvarint(o, nonce)
+    _put_uvarint(o, fee)
+    return _put_payload(o, kind, payload)
+
+
+def encode_tx_unsigned(tx):
+    """The signed part of a transaction: everything but the signature."""
+    cdef unsigned char buf[TX_BUF]
+    cdef Out o
+    _start(&o, buf, TX_BUF)
+    _put_tx_unsigned(&o, tx)
+    return PyBytes_FromStringAndSize(<char *>buf, o.size)
+
+
+def encode_tx(tx):
+    """Encode ``(kind, chain_id, sender, nonce, fee, payload, signature)``."""
+    cdef unsigned char buf[TX_BUF]
+    cdef Out o
+    _start(&o, buf, TX_BUF)
+    _put_tx_unsigned(&o, tx)
+    _put_raw(&o, tx[6], SIGNATURE_SIZE, 0, "tx.signature", False)
+    return PyBytes_FromStringAndSize(<char *>buf, o.size)
+
+
+cdef int _put_header_unsigned(Out *o, object h) except -1:
+    version, height, prev_hash, timestamp_ms, slot, producer, tx_root, state_root, receipts_root = h[:9]
+    _put_u8(o, TAG_HEADER)
+    _put_byte_field(o, version, "header.version")
+    _put_uvarint(o, height)
+    _put_raw(o, prev_hash, HASH_SIZE, 0, "header.prev_hash", False)
+    _put_uvarint(o, timestamp_ms)
+    _put_uvarint(o, slot)
+    _put_raw(o, producer, PUBKEY_SIZE, 0, "header.producer", False)
+    _put_raw(o, tx_root, HASH_SIZE, 0, "header.tx_root", False)
+    _put_raw(o, state_root, HASH_SIZE, 0, "header.state_root", False)
+    return _put_raw(o, receipts_root, HASH_SIZE, 0, "header.receipts_root", False)
+
+
+def encode_header_unsigned(h):
+    cdef unsigned char buf[512]
+    cdef Out o
+    _start(&o, buf, 512)
+    _put_header_unsigned(&o, h)
+    return PyBytes_FromStringAndSize(<char *>buf, o.size)
+
+
+def encode_header(h):
+    """Encode ``(version, height, prev_hash, timestamp_ms, slot, producer, tx_root, state_root,
+    receipts_root, signature)``."""
+    cdef unsigned char buf[512]
+    cdef Out o
+    _start(&o, buf, 512)
+    _put_header_unsigned(&o, h)
+    _put_raw(&o, h[9], SIGNATURE_SIZE, 0, "header.signature", False)
+    return PyBytes_FromStringAndSize(<char *>buf, o.size)
