@@ -8,19 +8,14 @@ set. Each update writes version ``v`` (the block height): new nodes are stored u
 newest version, and ``rollback`` forgets versions above a block being reorganised away.
 """
 
-from bisect import bisect_left
-
-from edge._fast import DecodeError, smt_leaf_hash, smt_node_hash, smt_value_hash
-from edge._fast.codec_py import Reader, encode_bytes, encode_fixed, encode_uvarint
-from edge._fast.hashing_py import HASH_SIZE, ZERO_HASH
+from edge import _fast
+from edge._fast import smt_value_hash
+from edge._fast.codec_py import encode_fixed
+from edge._fast.smt_py import (EMPTY_REF, REF_EMPTY, REF_LEAF, decode_ref, encode_ref, node_key,
+                               read_leaf)
 
 from chain.state.proof import EMPTY, INCLUSION, KEY_SIZE, MAX_VALUE, OTHER_LEAF, Proof
 
-# A child reference is (kind, hash, version); the kinds are also the ref's first encoded byte.
-REF_EMPTY, REF_INNER, REF_LEAF = 0, 1, 2
-EMPTY_REF = (REF_EMPTY, ZERO_HASH, 0)
-# Node records start with one of these.
-RECORD_INNER, RECORD_LEAF = 0, 1
 MAX_VERSION = (1 << 64) - 1
 
 
@@ -54,8 +49,13 @@ class SparseMerkleTree:
         """
         keys, values = _sorted_changes(changes)
         base_root = self._check_new_version(txn, base_version, new_version)
-        root = _Update(self, txn, new_version, keys, values).subtree(base_root, 0, 0, len(keys))
-        txn.put(_version_key(new_version), _encode_ref(root), db=self._roots)
+        stale_prefix = _version_key(new_version)
+        nodes, stale = self._nodes, self._stale
+        root = _fast.smt_update(
+            base_root, keys, values, new_version, self._node_getter(txn),
+            lambda key, record: txn.put(key, record, db=nodes),
+            lambda key: txn.put(stale_prefix + key, b"", db=stale))
+        txn.put(_version_key(new_version), encode_ref(root), db=self._roots)
         return root[1]
 
     def root_hash(self, txn, version) -> bytes:
@@ -67,7 +67,7 @@ class SparseMerkleTree:
         key = _checked_key(key)
         terminal, _ = self._walk(txn, version, key)
         if terminal[0] == REF_LEAF:
-            leaf_key, value = self._leaf(txn, terminal)
+            leaf_key, value = read_leaf(self._node_getter(txn)(node_key(terminal)))
             if leaf_key == key:
                 return value
         return None
@@ -78,7 +78,7 @@ class SparseMerkleTree:
         terminal, siblings = self._walk(txn, version, key)
         if terminal[0] == REF_EMPTY:
             return None, Proof(key, EMPTY, siblings)
-        leaf_key, value = self._leaf(txn, terminal)
+        leaf_key, value = read_leaf(self._node_getter(txn)(node_key(terminal)))
         if leaf_key == key:
             return value, Proof(key, INCLUSION, siblings)
         return None, Proof(key, OTHER_LEAF, siblings, leaf_key, smt_value_hash(value))
@@ -147,10 +147,7 @@ class SparseMerkleTree:
         raw = txn.get(_version_key(version), db=self._roots)
         if raw is None:
             raise VersionPruned(self._missing_version_message(txn, version))
-        r = Reader(raw)
-        ref = _read_ref(r, "root")
-        r.end("root")
-        return ref
+        return decode_ref(raw)
 
     def _missing_version_message(self, txn, version):
         oldest, newest = self.versions(txn)
@@ -161,42 +158,18 @@ class SparseMerkleTree:
 
     def _walk(self, txn, version, key):
         """The ref where ``key``'s path ends in ``version`` and the sibling hashes, top first."""
-        ref = self._root_ref(txn, version)
-        siblings = []
-        depth = 0
-        while ref[0] == REF_INNER:
-            left, right = self._inner(txn, ref)
-            if _bit(key, depth):
-                ref, sibling = right, left
-            else:
-                ref, sibling = left, right
-            siblings.append(sibling[1])
-            depth += 1
-        return ref, tuple(siblings)
+        return _fast.smt_walk(self._root_ref(txn, version), key, self._node_getter(txn))
 
-    def _inner(self, txn, ref):
-        """``(left ref, right ref)`` of a stored inner node."""
-        r = self._record(txn, ref, RECORD_INNER)
-        children = _read_ref(r, "node.left"), _read_ref(r, "node.right")
-        r.end("node")
-        return children
+    def _node_getter(self, txn):
+        nodes = self._nodes
 
-    def _leaf(self, txn, ref):
-        """``(key, value)`` of a stored leaf."""
-        r = self._record(txn, ref, RECORD_LEAF)
-        leaf = r.fixed(KEY_SIZE, "node.key"), r.var_bytes(MAX_VALUE, "node.value")
-        r.end("node")
-        return leaf
-
-    def _record(self, txn, ref, record_tag):
-        raw = txn.get(_node_key(ref), db=self._nodes)
-        if raw is None:
-            raise StateError(f"node {ref[1].hex()} of version {ref[2]} is missing")
-        r = Reader(raw)
-        tag = r.u8("node.tag")
-        if tag != record_tag:
-            raise DecodeError("node.tag", f"record tag 0x{tag:02x}, expected 0x{record_tag:02x}")
-        return r
+        def get_node(key):
+            record = txn.get(key, db=nodes)
+            if record is None:
+                raise StateError(f"node {key[8:].hex()} of version "
+                                 f"{_version_from_key(key)} is missing")
+            return record
+        return get_node
 
     def _delete_stale_nodes(self, txn, up_to):
         """Delete nodes stale since ``up_to`` or earlier, with their stale records."""
@@ -208,98 +181,6 @@ class SparseMerkleTree:
             deleted += txn.delete(cursor.key()[8:], db=self._nodes)
             cursor.delete()
         return deleted
-
-
-class _Update:
-    """One batched update: a single recursive pass over the sorted changed keys."""
-
-    __slots__ = ("tree", "txn", "version", "keys", "values")
-
-    def __init__(self, tree, txn, version, keys, values):
-        self.tree, self.txn, self.version = tree, txn, version
-        self.keys, self.values = keys, values
-
-    def subtree(self, ref, depth, lo, hi):
-        """The new ref of subtree ``ref`` at ``depth`` once changes ``lo:hi`` are applied."""
-        if lo == hi:
-            return ref
-        if ref[0] == REF_INNER:
-            left, right = self.tree._inner(self.txn, ref)
-            return self._split(ref, (left, right), depth, lo, hi)
-        if ref[0] == REF_LEAF:
-            return self._at_leaf(ref, depth, lo, hi)
-        inserts = [i for i in range(lo, hi) if self.values[i] is not None]
-        if len(inserts) <= 1:
-            return self._write_leaf(inserts[0]) if inserts else EMPTY_REF
-        return self._split(None, (EMPTY_REF, EMPTY_REF), depth, lo, hi)
-
-    def _at_leaf(self, ref, depth, lo, hi):
-        """Changes reaching a leaf: settle them here, or push the leaf down beside new keys."""
-        leaf_key, leaf_value = self.tree._leaf(self.txn, ref)
-        own = bisect_left(self.keys, leaf_key, lo, hi)
-        own = own if own < hi and self.keys[own] == leaf_key else None
-        if any(self.values[i] is not None for i in range(lo, hi) if i != own):
-            # The leaf's hash does not depend on its depth, so it moves down as the same ref.
-            children = (ref, EMPTY_REF) if _bit(leaf_key, depth) == 0 else (EMPTY_REF, ref)
-            return self._split(None, children, depth, lo, hi)
-        if own is None or self.values[own] == leaf_value:
-            return ref
-        self._mark_stale(ref)
-        return EMPTY_REF if self.values[own] is None else self._write_leaf(own)
-
-    def _split(self, ref, children, depth, lo, hi):
-        """Apply changes to both halves of a (possibly virtual, when ``ref`` is None) inner node."""
-        mid = bisect_left(self.keys, _right_half_start(self.keys[lo], depth), lo, hi)
-        left, right = children
-        new_left = self.subtree(left, depth + 1, lo, mid)
-        new_right = self.subtree(right, depth + 1, mid, hi)
-        if ref is not None:
-            if (new_left, new_right) == children:
-                return ref
-            self._mark_stale(ref)
-        if new_left[0] == REF_EMPTY and new_right[0] != REF_INNER:
-            return new_right  # lift a lone leaf (or an empty subtree)
-        if new_right[0] == REF_EMPTY and new_left[0] != REF_INNER:
-            return new_left
-        return self._write_inner(new_left, new_right)
-
-    def _write_leaf(self, index):
-        key, value = self.keys[index], self.values[index]
-        ref = (REF_LEAF, smt_leaf_hash(key, smt_value_hash(value)), self.version)
-        record = bytes((RECORD_LEAF,)) + key + encode_bytes(value, MAX_VALUE, "node.value")
-        self.txn.put(_node_key(ref), record, db=self.tree._nodes)
-        return ref
-
-    def _write_inner(self, left, right):
-        ref = (REF_INNER, smt_node_hash(left[1], right[1]), self.version)
-        record = bytes((RECORD_INNER,)) + _encode_ref(left) + _encode_ref(right)
-        self.txn.put(_node_key(ref), record, db=self.tree._nodes)
-        return ref
-
-    def _mark_stale(self, ref):
-        self.txn.put(_version_key(self.version) + _node_key(ref), b"", db=self.tree._stale)
-
-
-# -- encodings ------------------------------------------------------------------------------------
-
-def _encode_ref(ref):
-    kind, node_hash, version = ref
-    if kind == REF_EMPTY:
-        return b"\x00"
-    return bytes((kind,)) + node_hash + encode_uvarint(version)
-
-
-def _read_ref(r, field):
-    kind = r.u8(field + ".kind")
-    if kind == REF_EMPTY:
-        return EMPTY_REF
-    if kind not in (REF_INNER, REF_LEAF):
-        raise DecodeError(field + ".kind", f"unknown child kind {kind}")
-    return kind, r.fixed(HASH_SIZE, field + ".hash"), r.uvarint(field + ".version")
-
-
-def _node_key(ref):
-    return _version_key(ref[2]) + ref[1]
 
 
 def _version_key(version):
@@ -342,18 +223,6 @@ def _check_version(version):
         raise TypeError(f"version must be an int, not {type(version).__name__}")
     if not 0 <= version <= MAX_VERSION:
         raise ValueError(f"version {version} is outside 0..2^64-1")
-
-
-def _bit(key, depth):
-    """Bit ``depth`` of ``key``, most significant first: 1 means the path goes right."""
-    return key[depth >> 3] >> (7 - (depth & 7)) & 1
-
-
-def _right_half_start(key, depth):
-    """The smallest key sharing ``key``'s first ``depth`` bits whose bit ``depth`` is set."""
-    shift = 8 * KEY_SIZE - 1 - depth
-    n = int.from_bytes(key, "big") >> (shift + 1) << 1 | 1
-    return (n << shift).to_bytes(KEY_SIZE, "big")
 
 
 def _first_key_from(txn, db, start):

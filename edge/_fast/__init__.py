@@ -10,7 +10,7 @@ import importlib
 import os
 
 PURE = os.environ.get("SMARTSHARE_PURE", "").strip() not in ("", "0")
-MODULES = ("hashing", "codec", "sig")
+MODULES = ("hashing", "codec", "sig", "smt")
 
 
 def _load(name):
@@ -36,7 +36,8 @@ def compiled_modules():
 hashing, _h = _load("hashing")
 codec, _c = _load("codec")
 sig, _s = _load("sig")
-IMPLEMENTATIONS = {"hashing": _h, "codec": _c, "sig": _s}
+smt, _t = _load("smt")
+IMPLEMENTATIONS = {"hashing": _h, "codec": _c, "sig": _s, "smt": _t}
 IMPLEMENTATION = "c" if set(IMPLEMENTATIONS.values()) == {"c"} else "py"
 
 from .codec_py import DecodeError  # noqa: E402  (one exception class for both twins)
@@ -57,3 +58,5 @@ encode_header_unsigned = codec.encode_header_unsigned
 decode_header = codec.decode_header
 encode_block = codec.encode_block
 decode_block = codec.decode_block
+smt_update = smt.update
+smt_walk = smt.walk

@@ -1,0 +1,173 @@
+"""The sparse Merkle tree's inner loop: node records, batched updates and path walks (reference).
+
+Spec: docs/protocol.md §10. Storage stays with the caller, reached through three callables:
+``get_node(node_key) -> record`` (raising when missing), ``put_node(node_key, record)`` and
+``mark_stale(node_key)``. A reference is a tuple ``(kind, hash, version)``.
+"""
+
+from bisect import bisect_left
+
+from edge._fast.codec_py import DecodeError, Reader, encode_bytes, encode_uvarint
+from edge._fast.hashing_py import HASH_SIZE, ZERO_HASH, smt_leaf_hash, smt_node_hash, \
+    smt_value_hash
+
+KEY_SIZE = HASH_SIZE
+MAX_VALUE = 4096
+REF_EMPTY, REF_INNER, REF_LEAF = 0, 1, 2
+EMPTY_REF = (REF_EMPTY, ZERO_HASH, 0)
+RECORD_INNER, RECORD_LEAF = 0, 1
+
+
+# -- records --------------------------------------------------------------------------------------
+
+def encode_ref(ref):
+    """``0x00`` for an empty subtree, else kind, hash and creating version."""
+    kind, node_hash, version = ref
+    if kind == REF_EMPTY:
+        return b"\x00"
+    return bytes((kind,)) + node_hash + encode_uvarint(version)
+
+
+def read_ref(r, field):
+    kind = r.u8(field + ".kind")
+    if kind == REF_EMPTY:
+        return EMPTY_REF
+    if kind not in (REF_INNER, REF_LEAF):
+        raise DecodeError(field + ".kind", f"unknown child kind {kind}")
+    return kind, r.fixed(HASH_SIZE, field + ".hash"), r.uvarint(field + ".version")
+
+
+def decode_ref(data):
+    r = Reader(data)
+    ref = read_ref(r, "root")
+    r.end("root")
+    return ref
+
+
+def node_key(ref):
+    """Where a node is stored: its creating version (8 bytes big-endian) and its hash."""
+    return ref[2].to_bytes(8, "big") + ref[1]
+
+
+def read_inner(record):
+    """``(left ref, right ref)`` of an inner-node record."""
+    r = _record(record, RECORD_INNER)
+    children = read_ref(r, "node.left"), read_ref(r, "node.right")
+    r.end("node")
+    return children
+
+
+def read_leaf(record):
+    """``(key, value)`` of a leaf record."""
+    r = _record(record, RECORD_LEAF)
+    leaf = r.fixed(KEY_SIZE, "node.key"), r.var_bytes(MAX_VALUE, "node.value")
+    r.end("node")
+    return leaf
+
+
+def _record(record, record_tag):
+    r = Reader(record)
+    tag = r.u8("node.tag")
+    if tag != record_tag:
+        raise DecodeError("node.tag", f"record tag 0x{tag:02x}, expected 0x{record_tag:02x}")
+    return r
+
+
+# -- walking and updating -------------------------------------------------------------------------
+
+def walk(root, key, get_node):
+    """The ref where ``key``'s path ends below ``root``, and the sibling hashes, top first."""
+    ref, siblings, depth = root, [], 0
+    while ref[0] == REF_INNER:
+        left, right = read_inner(get_node(node_key(ref)))
+        if bit(key, depth):
+            ref, sibling = right, left
+        else:
+            ref, sibling = left, right
+        siblings.append(sibling[1])
+        depth += 1
+    return ref, tuple(siblings)
+
+
+def update(root, keys, values, version, get_node, put_node, mark_stale):
+    """Apply ``values[i]`` (``None`` deletes) at the sorted, distinct ``keys[i]`` below ``root``,
+    writing new nodes under ``version``; returns the new root ref."""
+    return _Update(keys, values, version, get_node, put_node, mark_stale).subtree(
+        root, 0, 0, len(keys))
+
+
+class _Update:
+    """One batched update: a single recursive pass over the sorted changed keys."""
+
+    __slots__ = ("keys", "values", "version", "get_node", "put_node", "mark_stale")
+
+    def __init__(self, keys, values, version, get_node, put_node, mark_stale):
+        self.keys, self.values, self.version = keys, values, version
+        self.get_node, self.put_node, self.mark_stale = get_node, put_node, mark_stale
+
+    def subtree(self, ref, depth, lo, hi):
+        """The new ref of subtree ``ref`` at ``depth`` once changes ``lo:hi`` are applied."""
+        if lo == hi:
+            return ref
+        if ref[0] == REF_INNER:
+            return self._split(ref, read_inner(self.get_node(node_key(ref))), depth, lo, hi)
+        if ref[0] == REF_LEAF:
+            return self._at_leaf(ref, depth, lo, hi)
+        inserts = [i for i in range(lo, hi) if self.values[i] is not None]
+        if len(inserts) <= 1:
+            return self._write_leaf(inserts[0]) if inserts else EMPTY_REF
+        return self._split(None, (EMPTY_REF, EMPTY_REF), depth, lo, hi)
+
+    def _at_leaf(self, ref, depth, lo, hi):
+        """Changes reaching a leaf: settle them here, or push the leaf down beside new keys."""
+        leaf_key, leaf_value = read_leaf(self.get_node(node_key(ref)))
+        own = bisect_left(self.keys, leaf_key, lo, hi)
+        own = own if own < hi and self.keys[own] == leaf_key else None
+        if any(self.values[i] is not None for i in range(lo, hi) if i != own):
+            # The leaf's hash does not depend on its depth, so it moves down as the same ref.
+            children = (ref, EMPTY_REF) if bit(leaf_key, depth) == 0 else (EMPTY_REF, ref)
+            return self._split(None, children, depth, lo, hi)
+        if own is None or self.values[own] == leaf_value:
+            return ref
+        self.mark_stale(node_key(ref))
+        return EMPTY_REF if self.values[own] is None else self._write_leaf(own)
+
+    def _split(self, ref, children, depth, lo, hi):
+        """Apply changes to both halves of a (possibly virtual, when ``ref`` is None) inner node."""
+        mid = bisect_left(self.keys, right_half_start(self.keys[lo], depth), lo, hi)
+        left, right = children
+        new_left = self.subtree(left, depth + 1, lo, mid) if mid > lo else left
+        new_right = self.subtree(right, depth + 1, mid, hi) if hi > mid else right
+        if ref is not None:
+            if (new_left, new_right) == children:
+                return ref
+            self.mark_stale(node_key(ref))
+        if new_left[0] == REF_EMPTY and new_right[0] != REF_INNER:
+            return new_right  # lift a lone leaf (or an empty subtree)
+        if new_right[0] == REF_EMPTY and new_left[0] != REF_INNER:
+            return new_left
+        return self._write_inner(new_left, new_right)
+
+    def _write_leaf(self, index):
+        key, value = self.keys[index], self.values[index]
+        ref = (REF_LEAF, smt_leaf_hash(key, smt_value_hash(value)), self.version)
+        self.put_node(node_key(ref), bytes((RECORD_LEAF,)) + key
+                      + encode_bytes(value, MAX_VALUE, "node.value"))
+        return ref
+
+    def _write_inner(self, left, right):
+        ref = (REF_INNER, smt_node_hash(left[1], right[1]), self.version)
+        self.put_node(node_key(ref), bytes((RECORD_INNER,)) + encode_ref(left) + encode_ref(right))
+        return ref
+
+
+def bit(key, depth):
+    """Bit ``depth`` of ``key``, most significant first: 1 means the path goes right."""
+    return key[depth >> 3] >> (7 - (depth & 7)) & 1
+
+
+def right_half_start(key, depth):
+    """The smallest key sharing ``key``'s first ``depth`` bits whose bit ``depth`` is set."""
+    shift = 8 * KEY_SIZE - 1 - depth
+    n = int.from_bytes(key, "big") >> (shift + 1) << 1 | 1
+    return (n << shift).to_bytes(KEY_SIZE, "big")
