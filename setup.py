@@ -12,7 +12,7 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 REQUIRE = os.environ.get("SMARTSHARE_REQUIRE_EXT", "") not in ("", "0")
-TWINS = {"hashing": [], "codec": [], "sig": ["-fopenmp"]}
+TWINS = {"hashing": [], "codec": [], "sig": ["-fopenmp"], "smt": []}
 
 
 def extensions():

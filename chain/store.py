@@ -22,7 +22,7 @@ CHAIN_DBS = {
     "state": "state key -> record (latest version, flat)",
     "smt_nodes": "u64be version || node hash -> SMT node",
     "smt_roots": "u64be version -> SMT root reference",
-    "smt_stale": "u64be stale-since version || node key -> ''",
+    "smt_stale": "u64be version -> node keys it made stale (40 bytes each, sorted)",
     "mempool": "tx id -> u64be arrival seq || encoded tx (accepted, not yet in a block)",
 }
 MAX_DBS = 64

@@ -10,7 +10,7 @@ the reference primitives.
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_CheckExact, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, \
     PyBytes_GET_SIZE
-from cpython.long cimport PyLong_AsUnsignedLongLong, PyLong_FromUnsignedLongLong
+from cpython.long cimport PyLong_AsUnsignedLongLong
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.string cimport memcpy
 
@@ -29,67 +29,15 @@ cdef enum:
 assert C_ADDRESS_SIZE == ADDRESS_SIZE
 
 
+from edge._fast.cursor cimport (Cursor, as_bytes, fail, need, open_cursor, read_end,
+                                read_fixed, read_length, read_tag, read_u8, read_uvarint_obj,
+                                read_var_bytes)
+
 # -- decoding ------------------------------------------------------------------------------------
 
-cdef struct Cursor:
-    const unsigned char *data
-    Py_ssize_t size
-    Py_ssize_t pos
-
-
-cdef int _fail(str field, str message) except -1:
-    raise DecodeError(field, message)
-
-
-cdef inline int _u8(Cursor *c, str field) except -1:
-    if c.pos >= c.size:
-        _fail(field, "unexpected end of data")
-    c.pos += 1
-    return c.data[c.pos - 1]
-
-
-cdef object _uvarint(Cursor *c, str field):
-    cdef unsigned long long value = 0
-    cdef unsigned char byte
-    cdef int i
-    for i in range(10):
-        if c.pos + i >= c.size:
-            _fail(field, "unexpected end of data")
-        byte = c.data[c.pos + i]
-        if byte < 0x80:
-            if byte == 0 and i > 0:
-                _fail(field, "non-minimal integer encoding")
-            if i == 9 and byte > 1:
-                _fail(field, "integer exceeds 64 bits")
-            value |= (<unsigned long long>byte) << (7 * i)
-            c.pos += i + 1
-            return PyLong_FromUnsignedLongLong(value)
-        value |= (<unsigned long long>(byte & 0x7F)) << (7 * i)
-    _fail(field, "integer exceeds 64 bits")
-
-
-cdef Py_ssize_t _length(Cursor *c, Py_ssize_t limit, str field, str suffix, str unit) except -1:
-    cdef object n = _uvarint(c, field + suffix)
-    if n > limit:
-        _fail(field, f"{n} {unit} exceeds the limit of {limit}")
-    return n
-
-
-cdef bytes _fixed(Cursor *c, Py_ssize_t size, str field):
-    if c.pos + size > c.size:
-        _fail(field, f"needs {size} bytes, {c.size - c.pos} left")
-    c.pos += size
-    return PyBytes_FromStringAndSize(<const char *>(c.data + c.pos - size), size)
-
-
-cdef bytes _var_bytes(Cursor *c, Py_ssize_t limit, str field):
-    return _fixed(c, _length(c, limit, field, ".length", "bytes"), field)
-
-
 cdef str _text(Cursor *c, Py_ssize_t limit, str field):
-    cdef Py_ssize_t n = _length(c, limit, field, ".length", "bytes")
-    if c.pos + n > c.size:
-        _fail(field, f"needs {n} bytes, {c.size - c.pos} left")
+    cdef Py_ssize_t n = read_length(c, limit, field, ".length", "bytes")
+    need(c, n, field)
     c.pos += n
     try:
         return PyUnicode_DecodeUTF8(<const char *>(c.data + c.pos - n), n, NULL)
@@ -97,29 +45,15 @@ cdef str _text(Cursor *c, Py_ssize_t limit, str field):
         raise DecodeError(field, "not valid UTF-8") from None
 
 
-cdef int _tag(Cursor *c, int expected, str field) except -1:
-    cdef int got = _u8(c, field)
-    if got != expected:
-        _fail(field, f"unknown type tag 0x{got:02x} (expected 0x{expected:02x})")
-    return 0
-
-
-cdef int _end(Cursor *c, str what) except -1:
-    if c.pos != c.size:
-        _fail(what, f"{c.size - c.pos} trailing bytes")
-    return 0
-
-
 cdef tuple _address_set(Cursor *c, Py_ssize_t limit, str field):
-    cdef Py_ssize_t n = _length(c, limit, field, ".count", "items"), i
+    cdef Py_ssize_t n = read_length(c, limit, field, ".count", "items"), i
     cdef list out = []
     cdef bytes address
     for i in range(n):
-        if c.pos + ADDRESS_SIZE > c.size:
-            _fail(field, f"needs {ADDRESS_SIZE} bytes, {c.size - c.pos} left")
+        need(c, C_ADDRESS_SIZE, field)
         if i > 0 and _compare20(c.data + c.pos, c.data + c.pos - C_ADDRESS_SIZE) <= 0:
-            _fail(field, "addresses must be sorted and unique")
-        out.append(_fixed(c, ADDRESS_SIZE, field))
+            fail(field, "addresses must be sorted and unique")
+        out.append(read_fixed(c, ADDRESS_SIZE, field))
     return tuple(out)
 
 
@@ -133,98 +67,84 @@ cdef inline int _compare20(const unsigned char *a, const unsigned char *b) noexc
 
 cdef tuple _payload(Cursor *c, int kind):
     if kind == KIND_TRANSFER:
-        return (_fixed(c, ADDRESS_SIZE, "transfer.to"), _uvarint(c, "transfer.amount"),
-                _var_bytes(c, MAX_MEMO, "transfer.memo"))
+        return (read_fixed(c, ADDRESS_SIZE, "transfer.to"), read_uvarint_obj(c, "transfer.amount"),
+                read_var_bytes(c, MAX_MEMO, "transfer.memo"))
     if kind == KIND_STAKE:
-        return (_uvarint(c, "stake.amount"),)
+        return (read_uvarint_obj(c, "stake.amount"),)
     if kind == KIND_UNSTAKE:
-        return (_uvarint(c, "unstake.amount"),)
+        return (read_uvarint_obj(c, "unstake.amount"),)
     if kind == KIND_VOTE:
         return (_address_set(c, MAX_VOTES, "vote.candidates"),)
     if kind == KIND_REGISTER_AGENT:
         return (_text(c, MAX_NAME, "agent.name"), _text(c, MAX_ENDPOINT, "agent.endpoint"))
     if kind == KIND_UNREGISTER_AGENT:
         return ()
-    _fail("tx.kind", f"unknown transaction kind {kind}")
+    fail("tx.kind", f"unknown transaction kind {kind}")
 
 
 cdef tuple _read_tx(Cursor *c):
-    _tag(c, TAG_TX, "tx.tag")
-    cdef int kind = _u8(c, "tx.kind")
+    read_tag(c, TAG_TX, "tx.tag")
+    cdef int kind = read_u8(c, "tx.kind")
     if kind < KIND_TRANSFER or kind > KIND_UNREGISTER_AGENT:
-        _fail("tx.kind", f"unknown transaction kind {kind}")
+        fail("tx.kind", f"unknown transaction kind {kind}")
     chain_id = _text(c, MAX_CHAIN_ID, "tx.chain_id")
-    sender = _fixed(c, PUBKEY_SIZE, "tx.sender")
-    nonce = _uvarint(c, "tx.nonce")
-    fee = _uvarint(c, "tx.fee")
+    sender = read_fixed(c, PUBKEY_SIZE, "tx.sender")
+    nonce = read_uvarint_obj(c, "tx.nonce")
+    fee = read_uvarint_obj(c, "tx.fee")
     payload = _payload(c, kind)
-    signature = _fixed(c, SIGNATURE_SIZE, "tx.signature")
+    signature = read_fixed(c, SIGNATURE_SIZE, "tx.signature")
     return (kind, chain_id, sender, nonce, fee, payload, signature)
 
 
 cdef tuple _read_header(Cursor *c):
-    _tag(c, TAG_HEADER, "header.tag")
-    cdef int version = _u8(c, "header.version")
+    read_tag(c, TAG_HEADER, "header.tag")
+    cdef int version = read_u8(c, "header.version")
     if version != HEADER_VERSION:
-        _fail("header.version", f"unsupported version {version}")
-    return (version, _uvarint(c, "header.height"), _fixed(c, HASH_SIZE, "header.prev_hash"),
-            _uvarint(c, "header.timestamp_ms"), _uvarint(c, "header.slot"),
-            _fixed(c, PUBKEY_SIZE, "header.producer"), _fixed(c, HASH_SIZE, "header.tx_root"),
-            _fixed(c, HASH_SIZE, "header.state_root"),
-            _fixed(c, HASH_SIZE, "header.receipts_root"),
-            _fixed(c, SIGNATURE_SIZE, "header.signature"))
-
-
-cdef bytes _buffer_of(object data):
-    if PyBytes_CheckExact(data):
-        return <bytes>data
-    if isinstance(data, (bytearray, memoryview)):
-        return bytes(data)
-    raise TypeError(f"bytes expected, got {type(data).__name__}")
-
-
-cdef inline void _open(Cursor *c, bytes data):
-    c.data = <const unsigned char *>PyBytes_AS_STRING(data)
-    c.size = PyBytes_GET_SIZE(data)
-    c.pos = 0
+        fail("header.version", f"unsupported version {version}")
+    return (version, read_uvarint_obj(c, "header.height"), read_fixed(c, HASH_SIZE, "header.prev_hash"),
+            read_uvarint_obj(c, "header.timestamp_ms"), read_uvarint_obj(c, "header.slot"),
+            read_fixed(c, PUBKEY_SIZE, "header.producer"), read_fixed(c, HASH_SIZE, "header.tx_root"),
+            read_fixed(c, HASH_SIZE, "header.state_root"),
+            read_fixed(c, HASH_SIZE, "header.receipts_root"),
+            read_fixed(c, SIGNATURE_SIZE, "header.signature"))
 
 
 def decode_tx(data):
     """Decode one transaction; the buffer must hold exactly one."""
-    cdef bytes raw = _buffer_of(data)
+    cdef bytes raw = as_bytes(data)
     cdef Cursor c
-    _open(&c, raw)
+    open_cursor(&c, raw)
     tx = _read_tx(&c)
-    _end(&c, "tx")
+    read_end(&c, "tx")
     return tx
 
 
 def decode_header(data):
-    cdef bytes raw = _buffer_of(data)
+    cdef bytes raw = as_bytes(data)
     cdef Cursor c
-    _open(&c, raw)
+    open_cursor(&c, raw)
     header = _read_header(&c)
-    _end(&c, "header")
+    read_end(&c, "header")
     return header
 
 
 def decode_block(data):
     """Decode a block into ``(header, header_bytes, txs, tx_bytes_list)``."""
-    cdef bytes raw = _buffer_of(data)
+    cdef bytes raw = as_bytes(data)
     cdef Cursor c
     cdef Py_ssize_t start, n, i
-    _open(&c, raw)
-    _tag(&c, TAG_BLOCK, "block.tag")
+    open_cursor(&c, raw)
+    read_tag(&c, TAG_BLOCK, "block.tag")
     start = c.pos
     header = _read_header(&c)
     header_bytes = raw[start:c.pos]
-    n = _length(&c, MAX_BLOCK_TXS, "block.txs", ".count", "items")
+    n = read_length(&c, MAX_BLOCK_TXS, "block.txs", ".count", "items")
     cdef list txs = [], raws = []
     for i in range(n):
         start = c.pos
         txs.append(_read_tx(&c))
         raws.append(PyBytes_FromStringAndSize(<const char *>(c.data + start), c.pos - start))
-    _end(&c, "block")
+    read_end(&c, "block")
     return header, header_bytes, txs, raws
 
 

@@ -14,13 +14,9 @@ from edge._fast._sodium import symbol_address
 from edge._fast.hashing_py import (HASH_SIZE, MAX_TAG, TAG_MERKLE_LEAF, TAG_MERKLE_NODE,
                                    TAG_SMT_LEAF, TAG_SMT_NODE, TAG_SMT_VALUE, ZERO_HASH)
 
-ctypedef int (*generichash_fn)(unsigned char *out, size_t outlen, const unsigned char *inp,
-                               unsigned long long inlen, const unsigned char *key,
-                               size_t keylen) noexcept nogil
+from edge._fast.blake cimport generichash_fn, hash_pair, hash_parts
 
 cdef generichash_fn _blake2b = <generichash_fn><uintptr_t>symbol_address("crypto_generichash_blake2b")
-
-DEF STACK_BUF = 512
 
 
 cdef bytes _as_bytes(object item, str what):
@@ -39,26 +35,9 @@ cdef bytes _prefix(object tag):
     return bytes((len(tag),)) + tag
 
 
-cdef int _hash_parts(unsigned char *out, const unsigned char *p, size_t plen,
-                     const unsigned char *d, size_t dlen) noexcept nogil:
-    """out = BLAKE2b-256(p || d); returns -1 when memory runs out."""
-    cdef unsigned char stack[STACK_BUF]
-    cdef unsigned char *buf = stack
-    if plen + dlen > STACK_BUF:
-        buf = <unsigned char *>malloc(plen + dlen)
-        if buf == NULL:
-            return -1
-    memcpy(buf, p, plen)
-    memcpy(buf + plen, d, dlen)
-    _blake2b(out, 32, buf, plen + dlen, NULL, 0)
-    if buf != stack:
-        free(buf)
-    return 0
-
-
 cdef bytes _digest(bytes prefix, const unsigned char *d, size_t dlen):
     cdef unsigned char out[32]
-    if _hash_parts(out, <const unsigned char *>PyBytes_AS_STRING(prefix),
+    if hash_parts(_blake2b, out, <const unsigned char *>PyBytes_AS_STRING(prefix),
                    PyBytes_GET_SIZE(prefix), d, dlen) != 0:
         raise MemoryError()
     return PyBytes_FromStringAndSize(<char *>out, 32)
@@ -93,7 +72,7 @@ def hash_batch(tag, items):
             lens[i] = PyBytes_GET_SIZE(keep[i])
         with nogil:
             for i in range(n):
-                if _hash_parts(outs + 32 * i, p, plen, ptrs[i], lens[i]) != 0:
+                if hash_parts(_blake2b, outs + 32 * i, p, plen, ptrs[i], lens[i]) != 0:
                     failed = 1
                     break
         if failed:
@@ -111,11 +90,8 @@ cdef bytes _SMT_VALUE_PREFIX = _prefix(TAG_SMT_VALUE)
 
 cdef inline void _pair(unsigned char *out, bytes prefix, const unsigned char *left,
                        const unsigned char *right) noexcept:
-    cdef unsigned char buf[64]
-    memcpy(buf, left, 32)
-    memcpy(buf + 32, right, 32)
-    _hash_parts(out, <const unsigned char *>PyBytes_AS_STRING(prefix), PyBytes_GET_SIZE(prefix),
-                buf, 64)
+    hash_pair(_blake2b, out, <const unsigned char *>PyBytes_AS_STRING(prefix),
+              PyBytes_GET_SIZE(prefix), left, right)
 
 
 def merkle_node(left, right):

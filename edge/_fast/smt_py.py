@@ -1,8 +1,8 @@
 """The sparse Merkle tree's inner loop: node records, batched updates and path walks (reference).
 
-Spec: docs/protocol.md §10. Storage stays with the caller, reached through three callables:
-``get_node(node_key) -> record`` (raising when missing), ``put_node(node_key, record)`` and
-``mark_stale(node_key)``. A reference is a tuple ``(kind, hash, version)``.
+Spec: docs/protocol.md §10. Storage stays with the caller: an update reads nodes through
+``get_node(node_key) -> record or None`` and returns what to write, so the caller can batch it.
+A reference is a tuple ``(kind, hash, version)``. A missing node raises ``LookupError``.
 """
 
 from bisect import bisect_left
@@ -49,6 +49,14 @@ def node_key(ref):
     return ref[2].to_bytes(8, "big") + ref[1]
 
 
+def load_node(get_node, ref):
+    """The stored record of ``ref``; LookupError when storage lacks it."""
+    record = get_node(node_key(ref))
+    if record is None:
+        raise LookupError(f"node {ref[1].hex()} of version {ref[2]} is missing")
+    return record
+
+
 def read_inner(record):
     """``(left ref, right ref)`` of an inner-node record."""
     r = _record(record, RECORD_INNER)
@@ -79,7 +87,7 @@ def walk(root, key, get_node):
     """The ref where ``key``'s path ends below ``root``, and the sibling hashes, top first."""
     ref, siblings, depth = root, [], 0
     while ref[0] == REF_INNER:
-        left, right = read_inner(get_node(node_key(ref)))
+        left, right = read_inner(load_node(get_node, ref))
         if bit(key, depth):
             ref, sibling = right, left
         else:
@@ -89,28 +97,29 @@ def walk(root, key, get_node):
     return ref, tuple(siblings)
 
 
-def update(root, keys, values, version, get_node, put_node, mark_stale):
-    """Apply ``values[i]`` (``None`` deletes) at the sorted, distinct ``keys[i]`` below ``root``,
-    writing new nodes under ``version``; returns the new root ref."""
-    return _Update(keys, values, version, get_node, put_node, mark_stale).subtree(
-        root, 0, 0, len(keys))
+def update(root, keys, values, version, get_node):
+    """Apply ``values[i]`` (``None`` deletes) at the sorted, distinct ``keys[i]`` below ``root``
+    as ``version``. Returns ``(new root ref, new nodes as [(node_key, record)], node keys made
+    stale)``; nothing is written."""
+    job = _Update(keys, values, version, get_node)
+    return job.subtree(root, 0, 0, len(keys)), job.new_nodes, job.stale
 
 
 class _Update:
     """One batched update: a single recursive pass over the sorted changed keys."""
 
-    __slots__ = ("keys", "values", "version", "get_node", "put_node", "mark_stale")
+    __slots__ = ("keys", "values", "version", "get_node", "new_nodes", "stale")
 
-    def __init__(self, keys, values, version, get_node, put_node, mark_stale):
+    def __init__(self, keys, values, version, get_node):
         self.keys, self.values, self.version = keys, values, version
-        self.get_node, self.put_node, self.mark_stale = get_node, put_node, mark_stale
+        self.get_node, self.new_nodes, self.stale = get_node, [], []
 
     def subtree(self, ref, depth, lo, hi):
         """The new ref of subtree ``ref`` at ``depth`` once changes ``lo:hi`` are applied."""
         if lo == hi:
             return ref
         if ref[0] == REF_INNER:
-            return self._split(ref, read_inner(self.get_node(node_key(ref))), depth, lo, hi)
+            return self._split(ref, read_inner(load_node(self.get_node, ref)), depth, lo, hi)
         if ref[0] == REF_LEAF:
             return self._at_leaf(ref, depth, lo, hi)
         inserts = [i for i in range(lo, hi) if self.values[i] is not None]
@@ -120,7 +129,7 @@ class _Update:
 
     def _at_leaf(self, ref, depth, lo, hi):
         """Changes reaching a leaf: settle them here, or push the leaf down beside new keys."""
-        leaf_key, leaf_value = read_leaf(self.get_node(node_key(ref)))
+        leaf_key, leaf_value = read_leaf(load_node(self.get_node, ref))
         own = bisect_left(self.keys, leaf_key, lo, hi)
         own = own if own < hi and self.keys[own] == leaf_key else None
         if any(self.values[i] is not None for i in range(lo, hi) if i != own):
@@ -129,7 +138,7 @@ class _Update:
             return self._split(None, children, depth, lo, hi)
         if own is None or self.values[own] == leaf_value:
             return ref
-        self.mark_stale(node_key(ref))
+        self._stale(ref)
         return EMPTY_REF if self.values[own] is None else self._write_leaf(own)
 
     def _split(self, ref, children, depth, lo, hi):
@@ -141,23 +150,27 @@ class _Update:
         if ref is not None:
             if (new_left, new_right) == children:
                 return ref
-            self.mark_stale(node_key(ref))
+            self._stale(ref)
         if new_left[0] == REF_EMPTY and new_right[0] != REF_INNER:
             return new_right  # lift a lone leaf (or an empty subtree)
         if new_right[0] == REF_EMPTY and new_left[0] != REF_INNER:
             return new_left
         return self._write_inner(new_left, new_right)
 
+    def _stale(self, ref):
+        self.stale.append(node_key(ref))
+
     def _write_leaf(self, index):
         key, value = self.keys[index], self.values[index]
         ref = (REF_LEAF, smt_leaf_hash(key, smt_value_hash(value)), self.version)
-        self.put_node(node_key(ref), bytes((RECORD_LEAF,)) + key
-                      + encode_bytes(value, MAX_VALUE, "node.value"))
+        self.new_nodes.append((node_key(ref), bytes((RECORD_LEAF,)) + key
+                               + encode_bytes(value, MAX_VALUE, "node.value")))
         return ref
 
     def _write_inner(self, left, right):
         ref = (REF_INNER, smt_node_hash(left[1], right[1]), self.version)
-        self.put_node(node_key(ref), bytes((RECORD_INNER,)) + encode_ref(left) + encode_ref(right))
+        self.new_nodes.append((node_key(ref),
+                               bytes((RECORD_INNER,)) + encode_ref(left) + encode_ref(right)))
         return ref
 
 
