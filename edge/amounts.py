@@ -2,7 +2,7 @@
 
 import re
 
-_AMOUNT = re.compile(r"^(\d+)(?:\.(\d+))?$")
+_AMOUNT = re.compile(r"^([0-9]+)(?:\.([0-9]+))?$")  # ASCII digits only
 
 
 def parse_amount(text, decimals):

@@ -17,7 +17,7 @@ from chain.genesis import GenesisError
 from chain.keys import KeyFileError, KeyPair
 from edge import config as config_mod
 from edge.client import ApiError
-from edge.cli_base import CliError, client_for, home_of, load_config
+from edge.cli_base import CliError, home_of, load_config, node_status
 from edge.config import Config, ConfigError
 from edge import cli_wallet
 
@@ -91,6 +91,9 @@ def cmd_init(args):
     if os.path.exists(os.path.join(home, config_mod.CONFIG_NAME)):
         raise CliError(f"{home} already holds a node; use another --home, or delete the folder "
                        "to start over", "exists")
+    if os.path.exists(os.path.join(home, Config(home=home).key_file)):
+        raise CliError(f"{home} holds keys from an interrupted init; delete the folder and run "
+                       "init again", "partial")
     chain_id = args.chain_id or f"ss-devnet-{secrets.token_hex(3)}"
     if not genesis_mod.CHAIN_ID_RE.match(chain_id):
         raise CliError("chain id must be 1-32 characters of a-z, 0-9 and '-'", "bad_chain_id")
@@ -127,7 +130,7 @@ def cmd_node_run(args):
 
 
 def cmd_status(args):
-    s = client_for(args).get("/v1/status")
+    _, s = node_status(args)
     text = (f"chain    {s['chain_id']}\n"
             f"height   {s['height']}  (slot {s['slot']})\n"
             f"head     {s['head_hash']}\n"

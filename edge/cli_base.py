@@ -1,5 +1,6 @@
 """What every ``smartshare`` subcommand shares: the user-facing error and the way to the node."""
 
+from chain.genesis import Genesis
 from edge import config as config_mod
 from edge.client import ApiClient
 
@@ -20,6 +21,14 @@ def load_config(args):
     return config_mod.load(home_of(args))
 
 
-def client_for(args):
-    """An API client for the node configured in the chosen home."""
-    return ApiClient(load_config(args).api_url)
+def node_status(args):
+    """``(client, status)`` of the home's node, refusing a node that runs another chain."""
+    config = load_config(args)
+    client = ApiClient(config.api_url)
+    status = client.get("/v1/status")
+    expected = Genesis.load(config.path(config.genesis_file)).chain_id
+    if status["chain_id"] != expected:
+        raise CliError(f"the node at {config.api_url} runs chain {status['chain_id']!r}, but "
+                       f"{config.home} is set up for {expected!r}; check [api] port in "
+                       "config.toml", "wrong_node")
+    return client, status

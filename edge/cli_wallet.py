@@ -8,7 +8,7 @@ from chain.address import decode_address, encode_address
 from chain.keys import KeyPair
 from chain.tx import Transfer, Tx
 from edge.amounts import format_amount, parse_amount
-from edge.cli_base import CliError, client_for, home_of
+from edge.cli_base import CliError, home_of, node_status
 
 WALLET_DIR = "wallets"
 DEFAULT_WALLET = "default"
@@ -79,8 +79,8 @@ def _target(args):
 
 
 def cmd_balance(args):
-    client = client_for(args)
-    decimals = client.get("/v1/status")["decimals"]
+    client, status = node_status(args)
+    decimals = status["decimals"]
     a = client.get(f"/v1/accounts/{_target(args)}")
     fmt = lambda v: format_amount(int(v), decimals)  # noqa: E731
     unbonding = sum(int(u["amount"]) for u in a["unbonding"])
@@ -94,9 +94,8 @@ def cmd_balance(args):
 
 
 def cmd_transfer(args):
-    client = client_for(args)
     pair = load_wallet(args)
-    status = client.get("/v1/status")
+    client, status = node_status(args)
     to = decode_address(args.to)
     amount = parse_amount(args.amount, status["decimals"])
     if amount == 0:
@@ -144,8 +143,8 @@ def wait_committed(client, tx_id):
 
 
 def cmd_history(args):
-    client = client_for(args)
-    decimals = client.get("/v1/status")["decimals"]
+    client, status = node_status(args)
+    decimals = status["decimals"]
     doc = client.get(f"/v1/accounts/{_target(args)}/txs?limit={max(1, min(args.limit, 1000))}")
     lines = [f"{doc['address']}: {len(doc['txs'])} transaction(s), newest first"]
     for t in doc["txs"]:

@@ -169,6 +169,8 @@ class Node:
         try:
             await self.produce_forever()
         finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
             await runner.cleanup()
             self.store.close()
             self.log("node stopped")

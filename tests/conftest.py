@@ -25,8 +25,15 @@ class NodeFactory:
         """A node process on ``home`` (started and ready unless ``start`` is False)."""
         node = nodeproc.NodeProcess(home, self.base / f"{home.path.rsplit('/', 1)[-1]}-node.log")
         self.nodes.append(node)
-        if start:
-            node.start()
+        for attempt in range(3 if start else 0):
+            try:
+                node.start()
+                break
+            except AssertionError:
+                # The free port picked at init was taken by someone else meanwhile: move on.
+                if attempt == 2 or "cannot serve the API" not in node.log_tail(3):
+                    raise
+                home.set_api_port(nodeproc.free_port())
         return node
 
     def close(self):

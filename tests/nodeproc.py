@@ -6,10 +6,13 @@ sleep: helpers poll the node's API until a deadline and fail with the tail of th
 
 Every node started here is registered until it has exited; ``stop_all()`` (called by the
 conftest fixtures and, as a last resort, at interpreter exit) kills whatever is left, so a
-failing test never leaves a node behind.
+failing test never leaves a node behind. On Linux a node also gets SIGKILL when the thread that
+started it dies (PR_SET_PDEATHSIG), so even a SIGKILLed pytest leaves none: start nodes from
+the main thread.
 """
 
 import atexit
+import ctypes
 import json
 import os
 import signal
@@ -19,6 +22,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from edge import config as config_mod
 from edge.client import ApiClient, ApiError
 
 READY_TIMEOUT = 30.0
@@ -27,6 +31,16 @@ CLI_TIMEOUT = 90.0
 POLL = 0.05
 
 _RUNNING = set()
+_PR_SET_PDEATHSIG = 1
+try:  # resolved here, in the parent: the child only calls it (no dlopen after fork)
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+except (OSError, AttributeError):
+    _prctl = None
+
+
+def _die_with_parent():
+    """In the child before exec: ask Linux to SIGKILL it when the parent goes away."""
+    _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
 
 
 def free_port():
@@ -40,6 +54,7 @@ def cli_env():
     env = dict(os.environ)
     env.pop("SMARTSHARE_HOME", None)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("PYTHONFAULTHANDLER", "1")  # a crash of compiled code leaves a stack in the log
     return env
 
 
@@ -108,6 +123,14 @@ class NodeHome:
     def wallet_address(self):
         return self.info["wallet_address"]
 
+    def set_api_port(self, port):
+        """Move the node's API to ``port`` (rewrites config.toml)."""
+        config = config_mod.load(self.path)
+        config.api_port = port
+        config.save()
+        self.api_port = port
+        self.info["api"] = self.api_url
+
     def wallet_file(self, name="default"):
         return os.path.join(self.path, "wallets", f"{name}.json")
 
@@ -146,7 +169,8 @@ class NodeProcess:
             log.flush()
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "edge.cli", "--home", self.home.path, "node", "run"],
-                env=cli_env(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+                env=cli_env(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent if _prctl else None)
         _RUNNING.add(self)
         if wait:
             self.wait_ready(timeout)
@@ -232,10 +256,17 @@ class NodeProcess:
             time.sleep(POLL)
         self._fail(f"node not ready after {timeout}s (last error: {last})")
 
-    def status(self):
-        return self.client().get("/v1/status")
+    def get(self, path):
+        """``GET path`` on this node; a failure names the node's state and shows its log."""
+        try:
+            return self.client().get(path)
+        except ApiError as exc:
+            self._fail(f"GET {path} failed: {exc}")
 
-    def wait_until(self, predicate, what, timeout=READY_TIMEOUT):
+    def status(self):
+        return self.get("/v1/status")
+
+    def wait_until(self, predicate, what, timeout=READY_TIMEOUT, poll=POLL):
         """Poll status until ``predicate(status)`` holds; returns that status."""
         client = self.client(timeout=2.0)
         deadline = time.monotonic() + timeout
@@ -250,11 +281,12 @@ class NodeProcess:
                 status = None
             if status is not None and predicate(status):
                 return status
-            time.sleep(POLL)
+            time.sleep(poll)
         self._fail(f"timed out after {timeout}s waiting for {what} (last status: {status})")
 
-    def wait_height(self, height, timeout=READY_TIMEOUT):
-        return self.wait_until(lambda s: s["height"] >= height, f"height >= {height}", timeout)
+    def wait_height(self, height, timeout=READY_TIMEOUT, poll=POLL):
+        return self.wait_until(lambda s: s["height"] >= height, f"height >= {height}", timeout,
+                               poll)
 
     def wait_mempool_empty(self, timeout=READY_TIMEOUT):
         return self.wait_until(lambda s: s["mempool"] == 0, "an empty mempool", timeout)

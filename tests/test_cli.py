@@ -229,6 +229,15 @@ def test_node_run_twice_on_one_home_refused(net):
 
 
 @JSON_OR_PLAIN
+def test_node_run_with_api_port_taken_refused(net, tmp_path, json_mode):
+    other = NodeHome.init(tmp_path / "other", api_port=net.home.api_port)
+    result = other.cli("node", "run", *flags(json_mode), timeout=60)
+    assert_error(result, "cannot serve the API", net.home.api_url, code="node",
+                 json_mode=json_mode)
+    assert net.node.alive
+
+
+@JSON_OR_PLAIN
 def test_node_run_without_home_refused(tmp_path, json_mode):
     home = str(tmp_path / "nothing")
     result = run_cli("--home", home, "node", "run", *flags(json_mode), timeout=60)
@@ -434,6 +443,7 @@ def test_unknown_wallet_name(net, json_mode):
     ("0", "more than 0"),
     ("0.00000000", "more than 0"),
     ("184467440737.09551616", "too large"),
+    ("\uff11\uff12.5", "is not a number"),  # full-width digits are not ASCII digits
 ])
 def test_malformed_amount(net, json_mode, amount, needle):
     to = net.home.info["node_address"]
@@ -453,3 +463,13 @@ def test_missing_home(tmp_path, json_mode):
         assert_error(result, "no node is set up", home, "init --devnet", code="ConfigError",
                      json_mode=json_mode)
     assert not os.path.exists(home), "a failed command must not create the home folder"
+
+
+@JSON_OR_PLAIN
+def test_node_of_another_chain_refused(net, module_node_factory, json_mode):
+    other = module_node_factory.home(f"other-{int(json_mode)}")
+    other.set_api_port(int(net.home.api_url.rsplit(":", 1)[1]))  # points at net's node
+    for argv in (["status"], ["wallet", "balance"], ["wallet", "history"],
+                 ["wallet", "transfer", net.home.wallet_address, "1"]):
+        result = other.cli(*argv, *flags(json_mode))
+        assert_error(result, "runs chain", other.chain_id, code="wrong_node", json_mode=json_mode)
