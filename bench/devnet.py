@@ -19,6 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from chain.genesis import Genesis  # noqa: E402
 from chain.keys import KeyPair  # noqa: E402
 from chain.tx import Transfer, Tx  # noqa: E402
 from edge import _fast  # noqa: E402
@@ -46,6 +47,10 @@ def main():
         with contextlib.redirect_stdout(io.StringIO()):
             cli.main(["--home", home, "init", "--devnet", "--api-port", "1"])
         config = load(home)
+        # Start the chain a day ago, so blocks can be produced faster than one per wall-clock slot.
+        genesis_path = config.path(config.genesis_file)
+        genesis = Genesis.load(genesis_path)
+        genesis._replace(genesis_time_ms=genesis.genesis_time_ms - 86_400_000).save(genesis_path)
         node = Node(config, log=lambda line: None)
         node.ledger.params = node.ledger.params._replace(max_block_txs=args.block)
         wallet = KeyPair.load(os.path.join(home, "wallets", "default.json"))

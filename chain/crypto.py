@@ -5,6 +5,8 @@ Every signature covers the chain id: the signed message is
 on another.
 """
 
+from concurrent.futures import ThreadPoolExecutor
+
 from nacl.signing import SigningKey
 
 from edge import _fast
@@ -45,7 +47,15 @@ def verify_many(chain_id, items):
     """Verify ``(pubkey, object_hash, signature)`` triples in one batch; returns a list of bools."""
     if not items:
         return []
-    pubkeys = [item[0] for item in items]
-    messages = [signing_message(chain_id, item[1]) for item in items]
-    signatures = [item[2] for item in items]
-    return _fast.verify_batch(pubkeys, messages, signatures)
+    prefix = encode_text(chain_id, MAX_CHAIN_ID, "chain_id")
+    messages = _fast.hash_batch(TAG_SIG, [prefix + item[1] for item in items])
+    return _fast.verify_batch([item[0] for item in items], messages, [item[2] for item in items])
+
+
+_verifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify")
+
+
+def verify_many_async(chain_id, items):
+    """``verify_many`` on a worker thread; returns a Future. The compiled verifier releases the
+    GIL, so a block's signatures are checked while its transactions execute."""
+    return _verifier.submit(verify_many, chain_id, items)

@@ -16,7 +16,7 @@ from chain.genesis import apply_genesis
 from chain.state.records import Account, account_key
 from chain.state.smt import SparseMerkleTree
 from chain.state.view import StateView
-from chain.tx import Transfer
+from chain.tx import Transfer, compute_ids
 from edge._fast.codec_py import HEADER_VERSION
 
 U64 = struct.Struct(">Q")
@@ -82,7 +82,7 @@ class Ledger:
     def _apply(self, txn, block, now_ms):
         header = block.header
         self._check_header(txn, header, now_ms)
-        self._check_txs(block.txs)
+        signatures = self._check_txs(block.txs)
         if tx_root(block.txs) != header.tx_root:
             raise BlockRejected("tx_root does not match the transactions")
         view = StateView(self._reader(txn))
@@ -91,6 +91,9 @@ class Ledger:
                                      self.params, header.height)
         except TxRejected as exc:
             raise BlockRejected(f"invalid transaction in block: {exc}") from None
+        valid = signatures.result()
+        if not all(valid):
+            raise BlockRejected(f"bad signature on transaction {valid.index(False)}")
         root = self.smt.update(txn, header.height - 1, header.height, view.changes)
         if root != header.state_root:
             raise BlockRejected(f"state_root {header.state_root.hex()[:16]} does not match the "
@@ -125,8 +128,10 @@ class Ledger:
             raise BlockRejected("bad producer signature")
 
     def _check_txs(self, txs):
+        """Stateless checks; returns a Future of the signature checks, which run meanwhile."""
         if len(txs) > self.params.max_block_txs:
             raise BlockRejected(f"{len(txs)} transactions, at most {self.params.max_block_txs}")
+        compute_ids(txs)
         if len({tx.id for tx in txs}) != len(txs):
             raise BlockRejected("a transaction appears twice")
         try:
@@ -134,9 +139,8 @@ class Ledger:
                 check_static(tx, self.chain_id, self.params)
         except TxRejected as exc:
             raise BlockRejected(f"invalid transaction in block: {exc}") from None
-        valid = crypto.verify_many(self.chain_id, [(tx.sender, tx.id, tx.signature) for tx in txs])
-        if not all(valid):
-            raise BlockRejected(f"bad signature on transaction {valid.index(False)}")
+        return crypto.verify_many_async(self.chain_id,
+                                        [(tx.sender, tx.id, tx.signature) for tx in txs])
 
     def _commit(self, txn, block, receipts, changes):
         header, h = block.header, block.header.height

@@ -143,6 +143,13 @@ class Tx:
                 "size": len(self.raw)}
 
 
+def compute_ids(txs):
+    """Fill in the ids of ``txs`` with one batched hash call (a block's worth at once)."""
+    missing = [tx for tx in txs if tx._id is None]
+    for tx, tx_id in zip(missing, _fast.hash_batch(TAG_TX, [tx.unsigned for tx in missing])):
+        tx._id = tx_id
+
+
 def payload_json(payload):
     """JSON-ready payload fields."""
     if isinstance(payload, Transfer):

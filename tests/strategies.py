@@ -33,3 +33,7 @@ def txs(draw):
 
 headers = st.tuples(st.just(wire.HEADER_VERSION), U64, hashes, U64, U64, hashes, hashes, hashes,
                     hashes, signatures)
+
+unbonding = st.lists(st.tuples(U64, U64), max_size=wire.MAX_UNBONDING).map(
+    lambda xs: tuple(sorted(xs, key=lambda e: e[1])))
+accounts = st.tuples(U64, U64, U64, address_sets, unbonding)

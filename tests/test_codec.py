@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 from edge._fast import DecodeError
 from edge._fast import codec_py
 from tests.impls import both, twins
-from tests.strategies import headers, txs
+from tests.strategies import accounts, headers, txs
 
 U64_MAX = 2**64 - 1
 
@@ -194,9 +194,11 @@ def _outcome(fn, data):
 @st.composite
 def damaged(draw):
     """A valid transaction, header or block encoding with one random change."""
-    kind = draw(st.sampled_from(["tx", "header", "block"]))
+    kind = draw(st.sampled_from(["tx", "header", "block", "account"]))
     py = both("codec")[0]
-    if kind == "tx":
+    if kind == "account":
+        raw = py.encode_account(draw(accounts))
+    elif kind == "tx":
         raw = py.encode_tx(draw(txs()))
     elif kind == "header":
         raw = py.encode_header(draw(headers))
@@ -221,5 +223,26 @@ def test_twins_agree_on_damaged_input(data):
     py, c = both("codec")
     if c is None:
         pytest.skip("compiled twin not built")
-    for name in ("decode_tx", "decode_header", "decode_block"):
+    for name in ("decode_tx", "decode_header", "decode_block", "decode_account"):
         assert _outcome(getattr(c, name), data) == _outcome(getattr(py, name), data), name
+
+
+@settings(max_examples=200, deadline=None)
+@given(account=accounts)
+def test_account_round_trip(codec, account):
+    raw = codec.encode_account(account)
+    assert codec.decode_account(raw) == account
+    py, c = both("codec")
+    assert py.encode_account(account) == raw
+
+
+def test_account_rules(codec):
+    good = (5, 1, 2, (), ((10, 7), (3, 9)))
+    raw = codec.encode_account(good)
+    with pytest.raises(ValueError, match="release order"):
+        codec.encode_account((5, 1, 2, (), ((10, 9), (3, 7))))
+    swapped = raw.replace(bytes([10, 7, 3, 9]), bytes([10, 9, 3, 7]))
+    with pytest.raises(DecodeError, match="release order"):
+        codec.decode_account(swapped)
+    with pytest.raises(ValueError, match="exceeds the limit"):
+        codec.encode_account((0, 0, 0, (), ((1, 1),) * 65))

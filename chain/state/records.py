@@ -4,21 +4,22 @@ Every record sits under a 32-byte key ``H("ss/state-key", u8(len(ns)) || ns || i
 keys spread evenly over the sparse Merkle tree and a light node can compute the key it needs.
 """
 
+from functools import lru_cache
 from typing import NamedTuple
 
 from edge._fast.codec_py import (PUBKEY_SIZE, MAX_ENDPOINT, MAX_NAME, MAX_VOTES,
                                  Reader, encode_address_set, encode_fixed, encode_text,
                                  encode_u8, encode_uvarint, read_address_set)
+from edge import _fast
 from edge._fast import DecodeError
 from chain.crypto import TAG_STATE_KEY, hash_of
 
-TAG_ACCOUNT = 0x10
+TAG_ACCOUNT = _fast.codec_py.TAG_ACCOUNT
 TAG_AGENT = 0x11
 TAG_SCHEDULE = 0x12
 TAG_ADDRESS_LIST = 0x13
 TAG_AMOUNT = 0x14
 
-MAX_UNBONDING = 64
 MAX_PRODUCERS = 255
 MAX_LIST = 1 << 20
 
@@ -35,10 +36,12 @@ def state_key(namespace, ident=b""):
     return hash_of(TAG_STATE_KEY, bytes((len(namespace),)) + namespace + ident)
 
 
+@lru_cache(maxsize=1 << 16)
 def account_key(address):
     return state_key(NS_ACCOUNT, address)
 
 
+@lru_cache(maxsize=1 << 12)
 def agent_key(address):
     return state_key(NS_AGENT, address)
 
@@ -68,30 +71,11 @@ class Account(NamedTuple):
     unbonding: tuple = ()
 
     def encode(self):
-        parts = [bytes((TAG_ACCOUNT,)), encode_uvarint(self.balance), encode_uvarint(self.nonce),
-                 encode_uvarint(self.stake), encode_address_set(self.votes, MAX_VOTES, "votes"),
-                 encode_uvarint(len(self.unbonding))]
-        for amount, release in self.unbonding:
-            parts += [encode_uvarint(amount), encode_uvarint(release)]
-        return b"".join(parts)
+        return _fast.encode_account(self)
 
     @classmethod
     def decode(cls, data):
-        return _decode(data, cls._read, "account")
-
-    @classmethod
-    def _read(cls, r):
-        r.tag(TAG_ACCOUNT, "account.tag")
-        balance, nonce, stake = (r.uvarint("account.balance"), r.uvarint("account.nonce"),
-                                 r.uvarint("account.stake"))
-        votes = read_address_set(r, MAX_VOTES, "account.votes")
-        unbonding = []
-        for _ in range(r.count(MAX_UNBONDING, "account.unbonding")):
-            entry = (r.uvarint("account.unbonding.amount"), r.uvarint("account.unbonding.release"))
-            if unbonding and entry[1] < unbonding[-1][1]:
-                raise DecodeError("account.unbonding", "entries must be in release order")
-            unbonding.append(entry)
-        return cls(balance, nonce, stake, votes, tuple(unbonding))
+        return tuple.__new__(cls, _fast.decode_account(data))
 
     @property
     def unbonding_total(self):

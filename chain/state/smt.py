@@ -40,6 +40,8 @@ class SparseMerkleTree:
     """
 
     __slots__ = ("_nodes", "_roots", "_stale")
+    #: The inner-loop implementation (``edge._fast.smt_py`` or ``smt_c``); bench/ swaps it.
+    engine = _fast.smt
 
     def __init__(self, nodes_db, roots_db, stale_db):
         self._nodes = nodes_db
@@ -55,7 +57,7 @@ class SparseMerkleTree:
         keys, values = _sorted_changes(changes)
         base_root = self._check_new_version(txn, base_version, new_version)
         with _missing_nodes_as_state_errors():
-            root, new_nodes, stale = _fast.smt_update(base_root, keys, values, new_version,
+            root, new_nodes, stale = self.engine.update(base_root, keys, values, new_version,
                                                       self._node_getter(txn))
         # Performance note: one sorted batch insert of the nodes, one record for the stale list.
         new_nodes.sort()
@@ -166,7 +168,7 @@ class SparseMerkleTree:
     def _walk(self, txn, version, key):
         """The ref where ``key``'s path ends in ``version`` and the sibling hashes, top first."""
         with _missing_nodes_as_state_errors():
-            return _fast.smt_walk(self._root_ref(txn, version), key, self._node_getter(txn))
+            return self.engine.walk(self._root_ref(txn, version), key, self._node_getter(txn))
 
     def _leaf(self, txn, ref):
         with _missing_nodes_as_state_errors():

@@ -40,6 +40,7 @@ smt, _t = _load("smt")
 IMPLEMENTATIONS = {"hashing": _h, "codec": _c, "sig": _s, "smt": _t}
 IMPLEMENTATION = "c" if set(IMPLEMENTATIONS.values()) == {"c"} else "py"
 
+from . import codec_py  # noqa: E402  (the format's constants, whichever twin runs)
 from .codec_py import DecodeError  # noqa: E402  (one exception class for both twins)
 
 tagged_hash = hashing.tagged_hash
@@ -58,5 +59,5 @@ encode_header_unsigned = codec.encode_header_unsigned
 decode_header = codec.decode_header
 encode_block = codec.encode_block
 decode_block = codec.decode_block
-smt_update = smt.update
-smt_walk = smt.walk
+encode_account = codec.encode_account
+decode_account = codec.decode_account

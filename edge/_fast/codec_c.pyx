@@ -18,7 +18,8 @@ from edge._fast.codec_py import (ADDRESS_SIZE, HASH_SIZE, HEADER_VERSION, KIND_R
                                  KIND_STAKE, KIND_TRANSFER, KIND_UNREGISTER_AGENT, KIND_UNSTAKE,
                                  KIND_VOTE, MAX_BLOCK_TXS, MAX_CHAIN_ID, MAX_ENDPOINT, MAX_MEMO,
                                  MAX_NAME, MAX_U64, MAX_VOTES, PUBKEY_SIZE, SIGNATURE_SIZE,
-                                 TAG_BLOCK, TAG_HEADER, TAG_TX, DecodeError, encode_block)
+                                 TAG_ACCOUNT, TAG_BLOCK, TAG_HEADER, TAG_TX, MAX_UNBONDING,
+                                 DecodeError, encode_block)
 
 DEF TX_BUF = 4096
 
@@ -326,3 +327,57 @@ def encode_header(h):
     _put_header_unsigned(&o, h)
     _put_raw(&o, h[9], SIGNATURE_SIZE, 0, "header.signature", False)
     return PyBytes_FromStringAndSize(<char *>buf, o.size)
+
+
+
+# -- account records ------------------------------------------------------------------------------
+
+def encode_account(account):
+    """Encode ``(balance, nonce, stake, votes, unbonding)``; unbonding holds
+    ``(amount, release_height)`` pairs in release order."""
+    balance, nonce, stake, votes, unbonding = account
+    if len(unbonding) > MAX_UNBONDING:
+        raise ValueError(f"account.unbonding: {len(unbonding)} items exceeds the limit of "
+                         f"{MAX_UNBONDING}")
+    cdef unsigned char buf[TX_BUF]
+    cdef Out o
+    _start(&o, buf, TX_BUF)
+    _put_u8(&o, TAG_ACCOUNT)
+    _put_uvarint(&o, balance)
+    _put_uvarint(&o, nonce)
+    _put_uvarint(&o, stake)
+    _put_address_set(&o, votes, MAX_VOTES, "account.votes")
+    _put_uvarint(&o, len(unbonding))
+    previous = 0
+    for amount, release in unbonding:
+        if release < previous:
+            raise ValueError("account.unbonding: entries must be in release order")
+        _put_uvarint(&o, amount)
+        _put_uvarint(&o, release)
+        previous = release
+    return PyBytes_FromStringAndSize(<char *>buf, o.size)
+
+
+def decode_account(data):
+    """Decode an account record; the buffer must hold exactly one."""
+    cdef bytes raw = as_bytes(data)
+    cdef Cursor c
+    cdef Py_ssize_t n, i
+    open_cursor(&c, raw)
+    read_tag(&c, TAG_ACCOUNT, "account.tag")
+    balance = read_uvarint_obj(&c, "account.balance")
+    nonce = read_uvarint_obj(&c, "account.nonce")
+    stake = read_uvarint_obj(&c, "account.stake")
+    votes = _address_set(&c, MAX_VOTES, "account.votes")
+    n = read_length(&c, MAX_UNBONDING, "account.unbonding", ".count", "items")
+    cdef list unbonding = []
+    previous = 0
+    for i in range(n):
+        amount = read_uvarint_obj(&c, "account.unbonding.amount")
+        release = read_uvarint_obj(&c, "account.unbonding.release")
+        if release < previous:
+            fail("account.unbonding", "entries must be in release order")
+        unbonding.append((amount, release))
+        previous = release
+    read_end(&c, "account")
+    return (balance, nonce, stake, votes, tuple(unbonding))

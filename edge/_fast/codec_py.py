@@ -12,6 +12,7 @@ MAX_VARINT_BYTES = 10
 TAG_TX = 0x01
 TAG_HEADER = 0x02
 TAG_BLOCK = 0x03
+TAG_ACCOUNT = 0x10
 
 # Transaction kinds and their payload layouts.
 KIND_TRANSFER = 1
@@ -36,6 +37,7 @@ MAX_NAME = 32
 MAX_ENDPOINT = 128
 MAX_VOTES = 64
 MAX_BLOCK_TXS = 65535
+MAX_UNBONDING = 64
 
 
 class DecodeError(ValueError):
@@ -335,3 +337,41 @@ def decode_block(data):
         raws.append(r.data[start:r.pos])
     r.end("block")
     return header, header_bytes, txs, raws
+
+
+# -- account records (read and written by every transfer) ----------------------------------------
+
+def encode_account(account):
+    """Encode ``(balance, nonce, stake, votes, unbonding)``; unbonding holds
+    ``(amount, release_height)`` pairs in release order."""
+    balance, nonce, stake, votes, unbonding = account
+    if len(unbonding) > MAX_UNBONDING:
+        raise ValueError(f"account.unbonding: {len(unbonding)} items exceeds the limit of "
+                         f"{MAX_UNBONDING}")
+    parts = [bytes((TAG_ACCOUNT,)), encode_uvarint(balance), encode_uvarint(nonce),
+             encode_uvarint(stake), encode_address_set(votes, MAX_VOTES, "account.votes"),
+             encode_uvarint(len(unbonding))]
+    previous = 0
+    for amount, release in unbonding:
+        if release < previous:
+            raise ValueError("account.unbonding: entries must be in release order")
+        parts += [encode_uvarint(amount), encode_uvarint(release)]
+        previous = release
+    return b"".join(parts)
+
+
+def decode_account(data):
+    """Decode an account record; the buffer must hold exactly one."""
+    r = Reader(data)
+    r.tag(TAG_ACCOUNT, "account.tag")
+    balance, nonce, stake = (r.uvarint("account.balance"), r.uvarint("account.nonce"),
+                             r.uvarint("account.stake"))
+    votes = read_address_set(r, MAX_VOTES, "account.votes")
+    unbonding = []
+    for _ in range(r.count(MAX_UNBONDING, "account.unbonding")):
+        entry = (r.uvarint("account.unbonding.amount"), r.uvarint("account.unbonding.release"))
+        if unbonding and entry[1] < unbonding[-1][1]:
+            raise DecodeError("account.unbonding", "entries must be in release order")
+        unbonding.append(entry)
+    r.end("account")
+    return (balance, nonce, stake, votes, tuple(unbonding))

@@ -1,0 +1,246 @@
+"""edge/_fast against its references and against the raw libsodium limit, in one run.
+
+Measures, side by side on this machine:
+  * batch Ed25519 verification (compiled, all cores) vs raw libsodium called through cffi on as
+    many threads as there are cores (the limit), and the pure reference;
+  * decode + encode of a block of 1,000 transfers, compiled vs reference codec;
+  * 1,000 SMT updates + root on a 10,000-key tree in LMDB, compiled vs reference inner loop;
+  * batch leaf hashing vs a Python loop over hashlib;
+  * full validation of a 1,000-transfer block (decode, verify, execute, SMT, commit) in tx/s.
+Prints a table, then one JSON object on the last line. Run: python bench/fast.py [--quick]
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import lmdb  # noqa: E402
+from nacl.signing import SigningKey  # noqa: E402
+
+from chain.address import address_from_pubkey  # noqa: E402
+from chain.block import Block  # noqa: E402
+from chain.genesis import Allocation, Genesis, GenesisAgent  # noqa: E402
+from chain.keys import KeyPair  # noqa: E402
+from chain.ledger import Ledger  # noqa: E402
+from chain.params import SSP_SUPPLY, Params  # noqa: E402
+from chain.state.smt import SparseMerkleTree  # noqa: E402
+from chain.store import Store  # noqa: E402
+from chain.tx import Transfer, Tx  # noqa: E402
+from edge import _fast  # noqa: E402
+from edge._fast import _sodium, codec_py, hashing_py, sig_py, smt_py  # noqa: E402
+
+THREADS = os.cpu_count() or 1
+COIN = 10**8
+
+
+def best_of(rounds, fn):
+    """The fastest of ``rounds`` timed calls of ``fn()``, in seconds."""
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+# -- signatures ------------------------------------------------------------------------------------
+
+def signed_batch(n):
+    keys = [SigningKey(bytes([i % 251 + 1]) * 32) for i in range(64)]
+    msgs = [os.urandom(32) for _ in range(n)]
+    pks = [bytes(keys[i % 64].verify_key) for i in range(n)]
+    sigs = [keys[i % 64].sign(msgs[i]).signature for i in range(n)]
+    return pks, msgs, sigs
+
+
+def bench_verify(n, rounds):
+    pks, msgs, sigs = signed_batch(n)
+    compiled = _fast.compiled_modules()["sig"]
+    assert all(compiled.verify_batch(pks, msgs, sigs))
+    # The limit: libsodium's verify straight through cffi (GIL released), one chunk per thread.
+    with ThreadPoolExecutor(THREADS) as pool:
+        verify = _sodium._lib.crypto_sign_verify_detached
+        bounds = [(n * t // THREADS, n * (t + 1) // THREADS) for t in range(THREADS)]
+
+        def chunk(bound):
+            return [verify(sigs[i], msgs[i], 32, pks[i]) == 0 for i in range(*bound)]
+
+        limit_s = ours_s = float("inf")
+        for _ in range(rounds):  # interleaved, so both see the same machine
+            limit_s = min(limit_s, best_of(1, lambda: list(pool.map(chunk, bounds))))
+            ours_s = min(ours_s, best_of(1, lambda: compiled.verify_batch(pks, msgs, sigs)))
+    ref_s = best_of(1, lambda: sig_py.verify_batch(pks[:n // 4], msgs[:n // 4], sigs[:n // 4])) * 4
+    return {"verify_per_s": n / ours_s, "verify_limit_per_s": n / limit_s,
+            "verify_ratio": limit_s / ours_s, "verify_reference_per_s": n / ref_s}
+
+
+# -- codec -----------------------------------------------------------------------------------------
+
+def bench_codec(rounds):
+    rng = random.Random(7)
+    txs = [(1, "ss-bench", rng.randbytes(32), i, 2_500, (rng.randbytes(20), COIN + i, b""),
+            rng.randbytes(64)) for i in range(1000)]
+    header = (1, 9, bytes(32), 1_000, 9, bytes(32), bytes(32), bytes(32), bytes(32), bytes(64))
+    compiled = _fast.compiled_modules()["codec"]
+
+    def round_trip(codec):
+        raw = codec.encode_block(codec.encode_header(header), [codec.encode_tx(t) for t in txs])
+        assert codec.decode_block(raw)[2] == txs
+
+    ref_s = best_of(rounds, lambda: round_trip(codec_py))
+    c_s = best_of(rounds, lambda: round_trip(compiled))
+    return {"codec_speedup": ref_s / c_s, "codec_block_ms_reference": ref_s * 1e3,
+            "codec_block_ms": c_s * 1e3}
+
+
+# -- SMT -------------------------------------------------------------------------------------------
+
+class ReferenceTree(SparseMerkleTree):
+    __slots__ = ()
+    engine = smt_py
+
+
+class CompiledTree(SparseMerkleTree):
+    __slots__ = ()
+    engine = _fast.compiled_modules().get("smt")
+
+
+def bench_smt(rounds, prefill=10_000, updates=1_000):
+    rng = random.Random(11)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench-fast-") as path:
+        env = lmdb.open(path, max_dbs=8, map_size=1 << 32, sync=False)
+        keys = [rng.randbytes(32) for _ in range(prefill)]
+        for name, cls in (("reference", ReferenceTree), ("compiled", CompiledTree)):
+            dbs = [env.open_db(f"{name}/{part}".encode()) for part in ("nodes", "roots", "stale")]
+            tree = cls(*dbs)
+            with env.begin(write=True) as txn:
+                tree.update(txn, None, 0, {k: rng.randbytes(40) for k in keys})
+            best = float("inf")
+            for version in range(rounds):
+                changes = {k: rng.randbytes(40) for k in rng.sample(keys, updates * 7 // 10)}
+                changes.update({rng.randbytes(32): rng.randbytes(40)
+                                for _ in range(updates - len(changes))})
+                with env.begin(write=True) as txn:
+                    start = time.perf_counter()
+                    tree.update(txn, version, version + 1, changes)
+                    best = min(best, time.perf_counter() - start)
+            results[name] = best
+        env.close()
+    return {"smt_speedup": results["reference"] / results["compiled"],
+            "smt_updates_per_s": updates / results["compiled"],
+            "smt_updates_per_s_reference": updates / results["reference"]}
+
+
+# -- hashing ---------------------------------------------------------------------------------------
+
+def bench_hash(rounds, n=10_000):
+    items = [os.urandom(32) for _ in range(n)]
+    prefix = bytes((len(hashing_py.TAG_MERKLE_LEAF),)) + hashing_py.TAG_MERKLE_LEAF
+
+    def python_loop():
+        return [hashlib.blake2b(prefix + item, digest_size=32).digest() for item in items]
+
+    compiled = _fast.compiled_modules()["hashing"]
+    assert compiled.hash_batch(hashing_py.TAG_MERKLE_LEAF, items) == python_loop()
+    loop_s = best_of(rounds, python_loop)
+    c_s = best_of(rounds, lambda: compiled.hash_batch(hashing_py.TAG_MERKLE_LEAF, items))
+    return {"hash_speedup": loop_s / c_s, "hash_batch_per_s": n / c_s}
+
+
+# -- full block validation -------------------------------------------------------------------------
+
+def bench_block(rounds, n=1000):
+    """Decode + validate + apply + commit blocks of ``n`` transfers from distinct senders."""
+    senders = [KeyPair.from_seed(i.to_bytes(32, "big")) for i in range(1, n + 1)]
+    producer = KeyPair.from_seed(b"\xaa" * 32)
+    params = Params(max_block_txs=n)
+    genesis = bench_genesis(senders, producer, params)
+    with tempfile.TemporaryDirectory(prefix="bench-block-") as path:
+        builder = Ledger(Store(os.path.join(path, "a")), genesis)
+        checker = Ledger(Store(os.path.join(path, "b")), genesis)
+        best = float("inf")
+        for round_ in range(rounds):
+            txs = []
+            for i, key in enumerate(senders):
+                to = senders[(i + 1 + round_) % n].address
+                tx = Tx(genesis.chain_id, key.pubkey, round_, 0, Transfer(to, COIN))
+                fee = params.min_fee_for(len(tx.raw) + 2)
+                txs.append(Tx(genesis.chain_id, key.pubkey, round_, fee, Transfer(to, COIN))
+                           .signed_by(key))
+            block, rejected = builder.build_block(producer, builder.head.slot + 1, txs)
+            assert not rejected and len(block.txs) == n
+            builder.apply_block(block)
+            raw = block.encode()
+            start = time.perf_counter()
+            checker.apply_block(Block.decode(raw))
+            best = min(best, time.perf_counter() - start)
+        builder.store.close()
+        checker.store.close()
+    return {"block_validate_txs_per_s": n / best, "block_validate_ms": best * 1e3}
+
+
+def bench_genesis(senders, producer, params):
+    total = SSP_SUPPLY * COIN
+    pool = 10**6 * COIN
+    allocations = [Allocation(k.address, 1000 * COIN) for k in senders]
+    allocations.append(Allocation(producer.address, 0, params.agent_min_stake))
+    rest = total - pool - sum(a.balance + a.stake for a in allocations)
+    allocations.append(Allocation(address_from_pubkey(bytes(32)), rest))
+    return Genesis("ss-bench", 1_700_000_000_000, 8, total, pool, params,
+                   tuple(sorted(allocations)), (GenesisAgent(producer.pubkey, "bench"),))
+
+
+# -- report ----------------------------------------------------------------------------------------
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
+    args = parser.parse_args()
+    rounds = 2 if args.quick else 5
+    figures = {"threads": THREADS, "implementation": _fast.IMPLEMENTATION}
+    figures.update(bench_verify(2000 if args.quick else 8000, rounds))
+    figures.update(bench_codec(rounds))
+    figures.update(bench_smt(rounds))
+    figures.update(bench_hash(rounds))
+    figures.update(bench_block(2 if args.quick else 4))
+    figures["block_validate_ratio"] = (figures["block_validate_txs_per_s"]
+                                       / figures["verify_limit_per_s"])
+    print_table(figures)
+    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}))
+
+
+TARGETS = [
+    ("verify_per_s", "batch verify, compiled, all cores", "/s", None),
+    ("verify_limit_per_s", "raw libsodium, same threads", "/s", None),
+    ("verify_ratio", "verify ratio", "x", 0.90),
+    ("verify_reference_per_s", "batch verify, reference", "/s", None),
+    ("codec_speedup", "codec block round trip", "x", 10),
+    ("smt_speedup", "SMT 1,000 updates + root", "x", 5),
+    ("hash_speedup", "batch leaf hashing vs hashlib loop", "x", None),
+    ("block_validate_txs_per_s", "1,000-transfer block validation", "tx/s", None),
+    ("block_validate_ratio", "block validation / verify limit", "x", 0.50),
+]
+
+
+def print_table(f):
+    print(f"edge/_fast on {f['threads']} threads ({f['implementation']} build)")
+    print(f"{'measure':<40}{'value':>14}   target")
+    for key, label, unit, target in TARGETS:
+        value = f[key]
+        shown = f"{value:,.0f} {unit}" if unit != "x" else f"{value:.2f} x"
+        verdict = "" if target is None else (f">= {target}  " + ("ok" if value >= target
+                                                                 else "MISSED"))
+        print(f"{label:<40}{shown:>14}   {verdict}")
+
+
+if __name__ == "__main__":
+    main()
