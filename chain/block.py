@@ -4,7 +4,7 @@ from typing import NamedTuple
 
 from edge import _fast
 from edge._fast import codec_py as wire
-from edge._fast.codec_py import Reader, encode_fixed, encode_u8, encode_uvarint
+from edge._fast.codec_py import Reader, encode_fixed, encode_uvarint
 from chain.address import address_from_pubkey, encode_address
 from chain.crypto import TAG_HEADER, hash_of, verify
 from chain.tx import Tx
@@ -93,8 +93,8 @@ class Receipt(NamedTuple):
     fee: int
 
     def encode(self):
-        return b"".join((bytes((TAG_RECEIPT,)), encode_fixed(self.tx_id, 32, "receipt.tx_id"),
-                         encode_u8(self.status, "receipt.status"), encode_uvarint(self.fee)))
+        return (bytes((TAG_RECEIPT,)) + encode_fixed(self.tx_id, 32, "receipt.tx_id")
+                + bytes((self.status,)) + encode_uvarint(self.fee))
 
     @classmethod
     def read(cls, r: Reader):

@@ -5,8 +5,6 @@ Every signature covers the chain id: the signed message is
 on another.
 """
 
-from concurrent.futures import ThreadPoolExecutor
-
 from nacl.signing import SigningKey
 
 from edge import _fast
@@ -19,6 +17,7 @@ TAG_ADDRESS = b"ss/addr"
 TAG_GENESIS = b"ss/genesis"
 TAG_RECEIPT = b"ss/receipt"
 TAG_STATE_KEY = b"ss/state-key"
+TAG_FRAME = b"ss/frame"
 
 HASH_SIZE = 32
 
@@ -45,17 +44,20 @@ def verify(pubkey, chain_id, object_hash, signature):
 
 def verify_many(chain_id, items):
     """Verify ``(pubkey, object_hash, signature)`` triples in one batch; returns a list of bools."""
-    if not items:
+    return start_verify_many(chain_id, items).result()
+
+
+class _NothingToVerify:
+    def result(self):
         return []
+
+
+def start_verify_many(chain_id, items):
+    """Start verifying ``(pubkey, object_hash, signature)`` triples; returns a job whose
+    ``result()`` is the list of bools. The compiled verifier runs on its own native thread, so a
+    block's signatures are checked while its transactions execute."""
+    if not items:
+        return _NothingToVerify()
     prefix = encode_text(chain_id, MAX_CHAIN_ID, "chain_id")
     messages = _fast.hash_batch(TAG_SIG, [prefix + item[1] for item in items])
-    return _fast.verify_batch([item[0] for item in items], messages, [item[2] for item in items])
-
-
-_verifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify")
-
-
-def verify_many_async(chain_id, items):
-    """``verify_many`` on a worker thread; returns a Future. The compiled verifier releases the
-    GIL, so a block's signatures are checked while its transactions execute."""
-    return _verifier.submit(verify_many, chain_id, items)
+    return _fast.start_verify([item[0] for item in items], messages, [item[2] for item in items])

@@ -8,7 +8,7 @@ from chain import tx as txmod
 from chain.address import encode_address
 from chain.block import STATUS_OK, Receipt
 from chain.errors import Reason, TxRejected
-from chain.state.records import Agent
+from chain.state.records import Account, Agent
 
 
 def check_static(tx, chain_id, params):
@@ -55,16 +55,19 @@ def apply_tx(view, tx, params, height):
     if account.balance < need:
         raise TxRejected(Reason.INSUFFICIENT_BALANCE, f"needs {need} base units, balance is "
                                                       f"{account.balance}")
-    paid = account._replace(nonce=account.nonce + 1, balance=account.balance - tx.fee)
+    # Performance note: positional construction, not _replace (this runs for every transaction).
+    paid = Account(account.balance - tx.fee, account.nonce + 1, account.stake, account.votes,
+                   account.unbonding)
     _HANDLERS[type(tx.payload)](view, tx, paid, params, height)
     return Receipt(tx.id, STATUS_OK, tx.fee)
 
 
 def _transfer(view, tx, sender, params, height):
-    amount = tx.payload.amount
-    view.set_account(tx.sender_address, sender._replace(balance=sender.balance - amount))
-    recipient = view.account(tx.payload.to)
-    view.set_account(tx.payload.to, recipient._replace(balance=recipient.balance + amount))
+    amount, to = tx.payload.amount, tx.payload.to
+    view.set_account(tx.sender_address, Account(sender.balance - amount, sender.nonce,
+                                                sender.stake, sender.votes, sender.unbonding))
+    r = view.account(to)
+    view.set_account(to, Account(r.balance + amount, r.nonce, r.stake, r.votes, r.unbonding))
 
 
 def _stake(view, tx, sender, params, height):

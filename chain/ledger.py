@@ -24,6 +24,11 @@ LOCATION = struct.Struct(">QI")
 DEFAULT_PRUNE_DEPTH = 1000
 
 
+def _put_many(txn, db, items):
+    """Write many records in one C-level call."""
+    txn.cursor(db=db).putmulti(items)
+
+
 class LedgerError(Exception):
     """The data directory does not fit this genesis, or is damaged."""
 
@@ -91,9 +96,6 @@ class Ledger:
                                      self.params, header.height)
         except TxRejected as exc:
             raise BlockRejected(f"invalid transaction in block: {exc}") from None
-        valid = signatures.result()
-        if not all(valid):
-            raise BlockRejected(f"bad signature on transaction {valid.index(False)}")
         root = self.smt.update(txn, header.height - 1, header.height, view.changes)
         if root != header.state_root:
             raise BlockRejected(f"state_root {header.state_root.hex()[:16]} does not match the "
@@ -103,6 +105,10 @@ class Ledger:
         self._commit(txn, block, receipts, view.changes)
         if header.height > self.prune_depth:
             self.smt.prune(txn, header.height - self.prune_depth)
+        # Everything above overlapped the signature checks; only the commit waits for them.
+        valid = signatures.result()
+        if not all(valid):
+            raise BlockRejected(f"bad signature on transaction {valid.index(False)}")
         return receipts
 
     def _check_header(self, txn, header, now_ms):
@@ -128,7 +134,7 @@ class Ledger:
             raise BlockRejected("bad producer signature")
 
     def _check_txs(self, txs):
-        """Stateless checks; returns a Future of the signature checks, which run meanwhile."""
+        """Stateless checks; returns the job checking the signatures, which runs meanwhile."""
         if len(txs) > self.params.max_block_txs:
             raise BlockRejected(f"{len(txs)} transactions, at most {self.params.max_block_txs}")
         compute_ids(txs)
@@ -139,7 +145,7 @@ class Ledger:
                 check_static(tx, self.chain_id, self.params)
         except TxRejected as exc:
             raise BlockRejected(f"invalid transaction in block: {exc}") from None
-        return crypto.verify_many_async(self.chain_id,
+        return crypto.start_verify_many(self.chain_id,
                                         [(tx.sender, tx.id, tx.signature) for tx in txs])
 
     def _commit(self, txn, block, receipts, changes):
@@ -150,19 +156,22 @@ class Ledger:
         txn.put(block_hash, header.encode(), db=db["headers"])
         txn.put(U64.pack(h), block_hash, db=db["heights"])
         txn.put(block_hash, encode_receipts(receipts), db=db["receipts"])
+        tx_index, history = [], []
         for index, tx in enumerate(block.txs):
             where = LOCATION.pack(h, index)
-            txn.put(tx.id, where, db=db["txs"])
-            txn.put(tx.sender_address + where, tx.id, db=db["history"])
+            tx_index.append((tx.id, where))
+            history.append((tx.sender_address + where, tx.id))
             if isinstance(tx.payload, Transfer) and tx.payload.to != tx.sender_address:
-                txn.put(tx.payload.to + where, tx.id, db=db["history"])
-            txn.delete(tx.id, db=db["mempool"])
-        for key in sorted(changes):
-            value = changes[key]
+                history.append((tx.payload.to + where, tx.id))
+        _put_many(txn, db["txs"], tx_index)
+        _put_many(txn, db["history"], history)
+        if txn.stat(db["mempool"])["entries"]:
+            for tx in block.txs:
+                txn.delete(tx.id, db=db["mempool"])
+        _put_many(txn, db["state"], [(k, v) for k, v in changes.items() if v is not None])
+        for key, value in changes.items():
             if value is None:
                 txn.delete(key, db=db["state"])
-            else:
-                txn.put(key, value, db=db["state"])
         txn.put(b"head", block_hash, db=db["meta"])
 
     def _reader(self, txn):

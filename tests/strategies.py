@@ -37,3 +37,6 @@ headers = st.tuples(st.just(wire.HEADER_VERSION), U64, hashes, U64, U64, hashes,
 unbonding = st.lists(st.tuples(U64, U64), max_size=wire.MAX_UNBONDING).map(
     lambda xs: tuple(sorted(xs, key=lambda e: e[1])))
 accounts = st.tuples(U64, U64, U64, address_sets, unbonding)
+frames = st.tuples(st.just(wire.FRAME_VERSION), st.sampled_from(wire.FRAME_KINDS),
+                   st.binary(min_size=8, max_size=8), U64, U64,
+                   short_text(wire.MAX_FRAME_PAYLOAD), signatures)

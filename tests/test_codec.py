@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 from edge._fast import DecodeError
 from edge._fast import codec_py
 from tests.impls import both, twins
-from tests.strategies import accounts, headers, txs
+from tests.strategies import accounts, frames, headers, txs
 
 U64_MAX = 2**64 - 1
 
@@ -194,10 +194,12 @@ def _outcome(fn, data):
 @st.composite
 def damaged(draw):
     """A valid transaction, header or block encoding with one random change."""
-    kind = draw(st.sampled_from(["tx", "header", "block", "account"]))
+    kind = draw(st.sampled_from(["tx", "header", "block", "account", "frame"]))
     py = both("codec")[0]
     if kind == "account":
         raw = py.encode_account(draw(accounts))
+    elif kind == "frame":
+        raw = py.encode_frame(draw(frames))
     elif kind == "tx":
         raw = py.encode_tx(draw(txs()))
     elif kind == "header":
@@ -223,7 +225,7 @@ def test_twins_agree_on_damaged_input(data):
     py, c = both("codec")
     if c is None:
         pytest.skip("compiled twin not built")
-    for name in ("decode_tx", "decode_header", "decode_block", "decode_account"):
+    for name in ("decode_tx", "decode_header", "decode_block", "decode_account", "decode_frame"):
         assert _outcome(getattr(c, name), data) == _outcome(getattr(py, name), data), name
 
 
@@ -246,3 +248,34 @@ def test_account_rules(codec):
         codec.decode_account(swapped)
     with pytest.raises(ValueError, match="exceeds the limit"):
         codec.encode_account((0, 0, 0, (), ((1, 1),) * 65))
+
+
+@settings(max_examples=200, deadline=None)
+@given(frame=frames)
+def test_frame_round_trip(codec, frame):
+    raw = codec.encode_frame(frame)
+    assert codec.decode_frame(raw) == frame
+    assert codec.encode_frame_unsigned(frame) == raw[:-64]
+    assert both("codec")[0].encode_frame(frame) == raw
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda raw: raw[:1] + b"\x02" + raw[2:], "frame.version"),
+    (lambda raw: raw[:2] + b"\x09" + raw[3:], "frame.kind"),
+    (lambda raw: raw[:-64] + raw[-63:], "frame.signature"),
+])
+def test_frame_bad_fields_named(codec, mutate, field):
+    frame = (1, 2, b"gate0001", 7, 1_795_600_000_000, '{"kwh": 3}', bytes(64))
+    with pytest.raises(DecodeError) as info:
+        codec.decode_frame(mutate(codec.encode_frame(frame)))
+    assert info.value.field == field
+
+
+def test_frame_payload_limits(codec):
+    with pytest.raises(ValueError, match="exceeds the limit"):
+        codec.encode_frame((1, 2, b"gate0001", 1, 1, "x" * 1025, bytes(64)))
+    with pytest.raises(ValueError, match="unknown frame kind"):
+        codec.encode_frame((1, 9, b"gate0001", 1, 1, "", bytes(64)))
+    raw = codec.encode_frame((1, 4, b"gate0001", 1, 1, "ab", bytes(64)))
+    with pytest.raises(DecodeError, match="UTF-8"):
+        codec.decode_frame(raw.replace(b"\x02ab", b"\x02\xff\xfe"))

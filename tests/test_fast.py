@@ -175,3 +175,43 @@ def test_extension_is_live_when_built():
         pytest.skip("pure pass")
     assert _fast.compiled_modules(), "the Cython twins are not built: run `make install`"
     assert "c" in _implementation_in_subprocess(None)
+
+
+def test_start_verify_matches_verify_batch(sig):
+    pks, msgs, sigs = _signed(40)
+    sigs[7] = bytes(64)
+    job = sig.start_verify(pks, msgs, sigs)
+    expected = sig.verify_batch(pks, msgs, sigs)
+    assert job.result() == expected == [i != 7 for i in range(40)]
+    assert job.result() == expected  # asking twice is fine
+
+
+def test_start_verify_checks_input_at_once(sig):
+    with pytest.raises(ValueError):
+        sig.start_verify([bytes(31)], [b"m"], [bytes(64)])
+    with pytest.raises(TypeError):
+        sig.start_verify([bytes(32)], [None], [bytes(64)])
+
+
+def test_abandoned_jobs_are_safe(sig):
+    """Jobs dropped before their result is read must not crash or leak into later ones."""
+    import gc
+    pks, msgs, sigs = _signed(200)
+    for _ in range(20):
+        sig.start_verify(list(pks), list(msgs), list(sigs))
+    gc.collect()
+    assert all(sig.start_verify(pks, msgs, sigs).result())
+
+
+@settings(max_examples=50, deadline=None)
+@given(flips=st.lists(st.integers(0, 63), max_size=8), n=st.integers(1, 64))
+def test_verify_twins_agree(flips, n):
+    py, c = both("sig")
+    if c is None:
+        pytest.skip("compiled twin not built")
+    pks, msgs, sigs = _signed(n)
+    for i in flips:
+        if i < n:
+            sigs[i] = sigs[i][:5] + bytes([sigs[i][5] ^ 0x40]) + sigs[i][6:]
+    assert c.verify_batch(pks, msgs, sigs) == py.verify_batch(pks, msgs, sigs)
+    assert c.start_verify(pks, msgs, sigs).result() == py.start_verify(pks, msgs, sigs).result()

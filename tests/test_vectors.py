@@ -6,6 +6,7 @@ import os
 import pytest
 
 from chain import crypto
+from chain.keys import KeyPair
 from tests.impls import twins
 from tests.vectors.catalogue import FUNCTIONS, TYPES, address_raw, address_text, from_json
 
@@ -58,6 +59,11 @@ def test_vector_signatures_verify():
     for vector in load("tx"):
         tx = TYPES["tx"]["decode"](bytes.fromhex(vector["hex"]))
         assert crypto.verify(tx.sender, tx.chain_id, tx.id, tx.signature), vector["name"]
+    gate = KeyPair.from_seed(b"\x07" * 32)
+    for vector in load("frame"):
+        raw = bytes.fromhex(vector["hex"])
+        digest = crypto.hash_of(crypto.TAG_FRAME, raw[:-64])
+        assert crypto.verify(gate.pubkey, "ss-vectors", digest, raw[-64:]), vector["name"]
     header = TYPES["header"]["decode"](bytes.fromhex(load("header")[0]["hex"]))
     assert header.signature_valid("ss-vectors")
     assert not header.signature_valid("ss-other")

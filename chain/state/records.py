@@ -82,7 +82,10 @@ class Account(NamedTuple):
         return sum(amount for amount, _ in self.unbonding)
 
     def is_empty(self):
-        return self == Account()
+        return self == _EMPTY_ACCOUNT
+
+
+_EMPTY_ACCOUNT = Account()
 
 
 class Agent(NamedTuple):

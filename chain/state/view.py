@@ -7,6 +7,8 @@ them together with its SMT update (chain.ledger). Nothing here touches LMDB dire
 from chain.state import records
 from chain.state.records import Account, Agent, Schedule
 
+EMPTY_ACCOUNT = Account()
+
 
 class StateView:
     """Typed access to state records over ``read(key) -> bytes | None``."""
@@ -25,7 +27,7 @@ class StateView:
 
     def account(self, address):
         raw = self.get(records.account_key(address))
-        return Account.decode(raw) if raw is not None else Account()
+        return Account.decode(raw) if raw is not None else EMPTY_ACCOUNT
 
     def set_account(self, address, account):
         self.put(records.account_key(address), None if account.is_empty() else account.encode())

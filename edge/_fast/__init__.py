@@ -10,6 +10,9 @@ import importlib
 import os
 
 PURE = os.environ.get("SMARTSHARE_PURE", "").strip() not in ("", "0")
+# The OpenMP threads of the batch verifier sleep between batches instead of spinning, so they
+# leave the cores to the transactions that execute meanwhile (must be set before libgomp loads).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 MODULES = ("hashing", "codec", "sig", "smt")
 
 
@@ -51,6 +54,7 @@ smt_leaf_hash = hashing.smt_leaf_hash
 smt_node_hash = hashing.smt_node_hash
 smt_climb = hashing.smt_climb
 verify_batch = sig.verify_batch
+start_verify = sig.start_verify
 encode_tx = codec.encode_tx
 encode_tx_unsigned = codec.encode_tx_unsigned
 decode_tx = codec.decode_tx
@@ -61,3 +65,6 @@ encode_block = codec.encode_block
 decode_block = codec.decode_block
 encode_account = codec.encode_account
 decode_account = codec.decode_account
+encode_frame = codec.encode_frame
+encode_frame_unsigned = codec.encode_frame_unsigned
+decode_frame = codec.decode_frame

@@ -19,7 +19,8 @@ from edge._fast.codec_py import (ADDRESS_SIZE, HASH_SIZE, HEADER_VERSION, KIND_R
                                  KIND_VOTE, MAX_BLOCK_TXS, MAX_CHAIN_ID, MAX_ENDPOINT, MAX_MEMO,
                                  MAX_NAME, MAX_U64, MAX_VOTES, PUBKEY_SIZE, SIGNATURE_SIZE,
                                  TAG_ACCOUNT, TAG_BLOCK, TAG_HEADER, TAG_TX, MAX_UNBONDING,
-                                 DecodeError, encode_block)
+                                 TAG_FRAME, FRAME_VERSION, FRAME_HELLO, FRAME_DATA,
+                                 MAX_FRAME_PAYLOAD, DEVICE_ID_SIZE, DecodeError, encode_block)
 
 DEF TX_BUF = 4096
 
@@ -381,3 +382,61 @@ def decode_account(data):
         previous = release
     read_end(&c, "account")
     return (balance, nonce, stake, votes, tuple(unbonding))
+
+
+
+# -- device frames --------------------------------------------------------------------------------
+
+cdef int _put_frame_unsigned(Out *o, object frame) except -1:
+    version, kind, device_id, seq, timestamp_ms, payload = frame[:6]
+    if version != FRAME_VERSION:
+        raise ValueError(f"frame.version: unsupported version {version!r}")
+    if not isinstance(kind, int) or not FRAME_HELLO <= kind <= FRAME_DATA:
+        raise ValueError(f"frame.kind: unknown frame kind {kind!r}")
+    _put_u8(o, TAG_FRAME)
+    _put_u8(o, version)
+    _put_u8(o, kind)
+    _put_raw(o, device_id, DEVICE_ID_SIZE, 0, "frame.device_id", False)
+    _put_uvarint(o, seq)
+    _put_uvarint(o, timestamp_ms)
+    return _put_text(o, payload, MAX_FRAME_PAYLOAD, "frame.payload")
+
+
+def encode_frame_unsigned(frame):
+    """The signed part of a device frame: everything but the signature."""
+    cdef unsigned char buf[TX_BUF]
+    cdef Out o
+    _start(&o, buf, TX_BUF)
+    _put_frame_unsigned(&o, frame)
+    return PyBytes_FromStringAndSize(<char *>buf, o.size)
+
+
+def encode_frame(frame):
+    """Encode ``(version, kind, device_id, seq, timestamp_ms, payload, signature)``."""
+    cdef unsigned char buf[TX_BUF]
+    cdef Out o
+    _start(&o, buf, TX_BUF)
+    _put_frame_unsigned(&o, frame)
+    _put_raw(&o, frame[6], SIGNATURE_SIZE, 0, "frame.signature", False)
+    return PyBytes_FromStringAndSize(<char *>buf, o.size)
+
+
+def decode_frame(data):
+    """Decode one device frame; the buffer must hold exactly one."""
+    cdef bytes raw = as_bytes(data)
+    cdef Cursor c
+    open_cursor(&c, raw)
+    read_tag(&c, TAG_FRAME, "frame.tag")
+    cdef int version = read_u8(&c, "frame.version")
+    if version != FRAME_VERSION:
+        fail("frame.version", f"unsupported version {version}")
+    cdef int kind = read_u8(&c, "frame.kind")
+    if kind < FRAME_HELLO or kind > FRAME_DATA:
+        fail("frame.kind", f"unknown frame kind {kind}")
+    device_id = read_fixed(&c, DEVICE_ID_SIZE, "frame.device_id")
+    seq = read_uvarint_obj(&c, "frame.seq")
+    timestamp_ms = read_uvarint_obj(&c, "frame.timestamp_ms")
+    payload = _text(&c, MAX_FRAME_PAYLOAD, "frame.payload")
+    signature = read_fixed(&c, SIGNATURE_SIZE, "frame.signature")
+    read_end(&c, "frame")
+    return (version, kind, device_id, seq, timestamp_ms, payload, signature)

@@ -13,6 +13,7 @@ TAG_TX = 0x01
 TAG_HEADER = 0x02
 TAG_BLOCK = 0x03
 TAG_ACCOUNT = 0x10
+TAG_FRAME = 0x40
 
 # Transaction kinds and their payload layouts.
 KIND_TRANSFER = 1
@@ -38,6 +39,13 @@ MAX_ENDPOINT = 128
 MAX_VOTES = 64
 MAX_BLOCK_TXS = 65535
 MAX_UNBONDING = 64
+MAX_FRAME_PAYLOAD = 1024
+
+# Device frames (docs/protocol.md §11).
+FRAME_VERSION = 1
+FRAME_HELLO, FRAME_METER, FRAME_EVENT, FRAME_DATA = 1, 2, 3, 4
+FRAME_KINDS = (FRAME_HELLO, FRAME_METER, FRAME_EVENT, FRAME_DATA)
+DEVICE_ID_SIZE = 8
 
 
 class DecodeError(ValueError):
@@ -375,3 +383,40 @@ def decode_account(data):
         unbonding.append(entry)
     r.end("account")
     return (balance, nonce, stake, votes, tuple(unbonding))
+
+
+# -- device frames (signed by devices, sent over MQTT) ---------------------------------------------
+
+def encode_frame_unsigned(frame):
+    """The signed part of a device frame: everything but the signature."""
+    version, kind, device_id, seq, timestamp_ms, payload = frame[:6]
+    if version != FRAME_VERSION:
+        raise ValueError(f"frame.version: unsupported version {version!r}")
+    if kind not in FRAME_KINDS:
+        raise ValueError(f"frame.kind: unknown frame kind {kind!r}")
+    return b"".join((bytes((TAG_FRAME, version, kind)),
+                     encode_fixed(device_id, DEVICE_ID_SIZE, "frame.device_id"),
+                     encode_uvarint(seq), encode_uvarint(timestamp_ms),
+                     encode_text(payload, MAX_FRAME_PAYLOAD, "frame.payload")))
+
+
+def encode_frame(frame):
+    """Encode ``(version, kind, device_id, seq, timestamp_ms, payload, signature)``."""
+    return encode_frame_unsigned(frame) + encode_fixed(frame[6], SIGNATURE_SIZE, "frame.signature")
+
+
+def decode_frame(data):
+    """Decode one device frame; the buffer must hold exactly one."""
+    r = Reader(data)
+    r.tag(TAG_FRAME, "frame.tag")
+    version = r.u8("frame.version")
+    if version != FRAME_VERSION:
+        raise DecodeError("frame.version", f"unsupported version {version}")
+    kind = r.u8("frame.kind")
+    if kind not in FRAME_KINDS:
+        raise DecodeError("frame.kind", f"unknown frame kind {kind}")
+    frame = (version, kind, r.fixed(DEVICE_ID_SIZE, "frame.device_id"), r.uvarint("frame.seq"),
+             r.uvarint("frame.timestamp_ms"), r.text(MAX_FRAME_PAYLOAD, "frame.payload"),
+             r.fixed(SIGNATURE_SIZE, "frame.signature"))
+    r.end("frame")
+    return frame

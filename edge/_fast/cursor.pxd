@@ -14,9 +14,10 @@ cdef struct Cursor:
     Py_ssize_t pos
 
 
-cdef inline int fail(str field, str message) except -1:
+cdef inline int fail(str field, str message, str suffix=None) except -1:
+    """Raise DecodeError for ``field + suffix`` (joined only now: hot paths pass them apart)."""
     from edge._fast.codec_py import DecodeError
-    raise DecodeError(field, message)
+    raise DecodeError(field if suffix is None else field + suffix, message)
 
 
 cdef inline void open_cursor(Cursor *c, bytes data) noexcept:
@@ -25,32 +26,33 @@ cdef inline void open_cursor(Cursor *c, bytes data) noexcept:
     c.pos = 0
 
 
-cdef inline int read_u8(Cursor *c, str field) except -1:
+cdef inline int read_u8(Cursor *c, str field, str suffix=None) except -1:
     if c.pos >= c.size:
-        fail(field, "unexpected end of data")
+        fail(field, "unexpected end of data", suffix)
     c.pos += 1
     return c.data[c.pos - 1]
 
 
-cdef inline int read_uvarint(Cursor *c, str field, unsigned long long *out) except -1:
+cdef inline int read_uvarint(Cursor *c, str field, unsigned long long *out,
+                             str suffix=None) except -1:
     """Minimal LEB128 of at most 64 bits into ``out``."""
     cdef unsigned long long value = 0
     cdef unsigned char byte
     cdef int i
     for i in range(10):
         if c.pos + i >= c.size:
-            fail(field, "unexpected end of data")
+            fail(field, "unexpected end of data", suffix)
         byte = c.data[c.pos + i]
         if byte < 0x80:
             if byte == 0 and i > 0:
-                fail(field, "non-minimal integer encoding")
+                fail(field, "non-minimal integer encoding", suffix)
             if i == 9 and byte > 1:
-                fail(field, "integer exceeds 64 bits")
+                fail(field, "integer exceeds 64 bits", suffix)
             out[0] = value | ((<unsigned long long>byte) << (7 * i))
             c.pos += i + 1
             return 0
         value |= (<unsigned long long>(byte & 0x7F)) << (7 * i)
-    return fail(field, "integer exceeds 64 bits")
+    return fail(field, "integer exceeds 64 bits", suffix)
 
 
 cdef inline object read_uvarint_obj(Cursor *c, str field):
@@ -59,14 +61,14 @@ cdef inline object read_uvarint_obj(Cursor *c, str field):
     return PyLong_FromUnsignedLongLong(value)
 
 
-cdef inline int need(Cursor *c, Py_ssize_t size, str field) except -1:
+cdef inline int need(Cursor *c, Py_ssize_t size, str field, str suffix=None) except -1:
     if c.pos + size > c.size:
-        fail(field, f"needs {size} bytes, {c.size - c.pos} left")
+        fail(field, f"needs {size} bytes, {c.size - c.pos} left", suffix)
     return 0
 
 
-cdef inline bytes read_fixed(Cursor *c, Py_ssize_t size, str field):
-    need(c, size, field)
+cdef inline bytes read_fixed(Cursor *c, Py_ssize_t size, str field, str suffix=None):
+    need(c, size, field, suffix)
     c.pos += size
     return PyBytes_FromStringAndSize(<const char *>(c.data + c.pos - size), size)
 
@@ -74,7 +76,7 @@ cdef inline bytes read_fixed(Cursor *c, Py_ssize_t size, str field):
 cdef inline Py_ssize_t read_length(Cursor *c, Py_ssize_t limit, str field, str suffix,
                                    str unit) except -1:
     cdef unsigned long long n
-    read_uvarint(c, field + suffix, &n)
+    read_uvarint(c, field, &n, suffix)
     if n > <unsigned long long>limit:
         fail(field, f"{n} {unit} exceeds the limit of {limit}")
     return <Py_ssize_t>n

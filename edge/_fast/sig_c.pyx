@@ -3,6 +3,8 @@
 
 The batch is checked under the GIL, then ``crypto_sign_verify_detached`` runs for every item in a
 ``prange`` loop with the GIL released (OpenMP threads), so verification scales with the cores.
+``start_verify`` runs that loop on a native thread of its own, so the caller goes on with Python
+work (executing the block) while the signatures are checked, with no GIL hand-offs at all.
 Same names, results and errors as ``sig_py`` (the spec).
 """
 
@@ -51,26 +53,104 @@ cdef inline int _check_item(object item, str what, Py_ssize_t i, Py_ssize_t size
     return 0
 
 
+cdef extern from "<pthread.h>" nogil:
+    ctypedef unsigned long pthread_t
+    int pthread_create(pthread_t *thread, const void *attr, void *(*start)(void *) noexcept nogil,
+                       void *arg)
+    int pthread_join(pthread_t thread, void **retval)
+
+
+cdef struct Batch:
+    Py_ssize_t n
+    const unsigned char **pks
+    const unsigned char **msgs
+    const unsigned char **sigs
+    unsigned long long *lens
+    char *ok
+
+
+cdef void _run(Batch *b) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in prange(b.n, num_threads=THREADS, schedule="static"):
+        b.ok[i] = _verify(b.sigs[i], b.msgs[i], b.lens[i], b.pks[i]) == 0
+
+
+cdef void *_thread_main(void *arg) noexcept nogil:
+    _run(<Batch *>arg)
+    return NULL
+
+
+cdef class VerifyJob:
+    """A checked batch and its verification, run now or on a native thread of its own.
+
+    The job holds the three lists, so every buffer it points into stays alive until it is done.
+    """
+
+    cdef Batch batch
+    cdef tuple keep
+    cdef pthread_t thread
+    cdef bint running
+    cdef list results
+
+    def __cinit__(self, pubkeys, messages, signatures):
+        cdef Py_ssize_t n = _check_batch(pubkeys, messages, signatures), i
+        self.keep = (pubkeys, messages, signatures)
+        self.batch.n = n
+        self.batch.pks = <const unsigned char **>malloc(n * sizeof(void *))
+        self.batch.msgs = <const unsigned char **>malloc(n * sizeof(void *))
+        self.batch.sigs = <const unsigned char **>malloc(n * sizeof(void *))
+        self.batch.lens = <unsigned long long *>malloc(n * sizeof(unsigned long long))
+        self.batch.ok = <char *>malloc(n)
+        if (self.batch.pks == NULL or self.batch.msgs == NULL or self.batch.sigs == NULL
+                or self.batch.lens == NULL or self.batch.ok == NULL):
+            raise MemoryError()
+        for i in range(n):
+            self.batch.pks[i] = <const unsigned char *>PyBytes_AS_STRING(pubkeys[i])
+            self.batch.msgs[i] = <const unsigned char *>PyBytes_AS_STRING(messages[i])
+            self.batch.lens[i] = PyBytes_GET_SIZE(messages[i])
+            self.batch.sigs[i] = <const unsigned char *>PyBytes_AS_STRING(signatures[i])
+
+    cdef start(self):
+        if pthread_create(&self.thread, NULL, _thread_main, &self.batch) != 0:
+            with nogil:  # no thread to be had: verify on this one instead
+                _run(&self.batch)
+            self._collect()
+        else:
+            self.running = True
+
+    cdef _collect(self):
+        cdef Py_ssize_t i
+        self.results = [self.batch.ok[i] != 0 for i in range(self.batch.n)]
+
+    def result(self):
+        """The per-item results, waiting for the verifying thread when there is one."""
+        if self.results is None and self.running:
+            with nogil:
+                pthread_join(self.thread, NULL)
+            self.running = False
+            self._collect()
+        elif self.results is None:
+            with nogil:
+                _run(&self.batch)
+            self._collect()
+        return list(self.results)
+
+    def __dealloc__(self):
+        if self.running:  # never free what the verifying thread still reads
+            with nogil:
+                pthread_join(self.thread, NULL)
+        free(self.batch.pks); free(self.batch.msgs); free(self.batch.sigs)
+        free(self.batch.lens); free(self.batch.ok)
+
+
 def verify_batch(pubkeys, messages, signatures):
     """Verify each (pubkey, message, signature) triple; returns a list of bools."""
-    cdef Py_ssize_t n = _check_batch(pubkeys, messages, signatures), i
-    cdef const unsigned char **pks = <const unsigned char **>malloc(n * sizeof(void *))
-    cdef const unsigned char **msgs = <const unsigned char **>malloc(n * sizeof(void *))
-    cdef const unsigned char **sigs = <const unsigned char **>malloc(n * sizeof(void *))
-    cdef unsigned long long *lens = <unsigned long long *>malloc(n * sizeof(unsigned long long))
-    cdef char *ok = <char *>malloc(n)
-    if pks == NULL or msgs == NULL or sigs == NULL or lens == NULL or ok == NULL:
-        free(pks); free(msgs); free(sigs); free(lens); free(ok)
-        raise MemoryError()
-    try:
-        for i in range(n):
-            pks[i] = <const unsigned char *>PyBytes_AS_STRING(pubkeys[i])
-            msgs[i] = <const unsigned char *>PyBytes_AS_STRING(messages[i])
-            lens[i] = PyBytes_GET_SIZE(messages[i])
-            sigs[i] = <const unsigned char *>PyBytes_AS_STRING(signatures[i])
-        # The lists hold references to every buffer for the whole call, so the pointers stay valid.
-        for i in prange(n, nogil=True, num_threads=THREADS, schedule="static"):
-            ok[i] = _verify(sigs[i], msgs[i], lens[i], pks[i]) == 0
-        return [ok[i] != 0 for i in range(n)]
-    finally:
-        free(pks); free(msgs); free(sigs); free(lens); free(ok)
+    return VerifyJob(pubkeys, messages, signatures).result()
+
+
+def start_verify(pubkeys, messages, signatures):
+    """Check the batch now and verify it in the background (all cores, no GIL); returns a job
+    whose ``result()`` gives the list of bools."""
+    cdef VerifyJob job = VerifyJob(pubkeys, messages, signatures)
+    job.start()
+    return job

@@ -45,3 +45,22 @@ def verify_batch(pubkeys, messages, signatures):
     """Verify each (pubkey, message, signature) triple; returns a list of bools."""
     n = check_batch(pubkeys, messages, signatures)
     return [verify_one(pubkeys[i], messages[i], signatures[i]) for i in range(n)]
+
+
+class VerifyJob:
+    """A checked batch whose verification runs when its result is first asked for."""
+
+    def __init__(self, pubkeys, messages, signatures):
+        check_batch(pubkeys, messages, signatures)
+        self._batch = (pubkeys, messages, signatures)
+        self._results = None
+
+    def result(self):
+        if self._results is None:
+            self._results = verify_batch(*self._batch)
+        return list(self._results)
+
+
+def start_verify(pubkeys, messages, signatures):
+    """Check the batch now; verify it by ``result()`` (the compiled twin starts at once)."""
+    return VerifyJob(pubkeys, messages, signatures)

@@ -84,14 +84,14 @@ def load_node(get_node, ref):
 
 
 cdef tuple _read_ref(Cursor *c, str field):
-    cdef int kind = read_u8(c, field + ".kind")
+    cdef int kind = read_u8(c, field, ".kind")
     cdef unsigned long long version
     if kind == C_EMPTY:
         return C_EMPTY_REF
     if kind != C_INNER and kind != C_LEAF:
-        fail(field + ".kind", f"unknown child kind {kind}")
-    node_hash = read_fixed(c, C_KEY, field + ".hash")
-    read_uvarint(c, field + ".version", &version)
+        fail(field, f"unknown child kind {kind}", ".kind")
+    node_hash = read_fixed(c, C_KEY, field, ".hash")
+    read_uvarint(c, field, &version, ".version")
     return (kind, node_hash, version)
 
 

@@ -144,6 +144,23 @@ def proof_samples():
     return samples
 
 
+def frame_samples():
+    """Device frames signed like a gateway expects (docs/protocol.md §11)."""
+    gate = KeyPair.from_seed(b"\x07" * 32)
+    out = []
+    for name, kind, payload in (("meter", 2, '{"kwh": 0.25, "session": 17}'),
+                                ("event", 3, '{"event": "vehicle_entry", "plate": "B-SS 42"}'),
+                                ("hello", 1, '{"model": "gate-1", "fw": "1.0.3"}'),
+                                ("data", 4, '{"t_c": 21.5, "rh": 40}')):
+        unsigned = (1, kind, b"gate0001", 41 + kind, 1_795_600_000_000 + kind, payload)
+        digest = crypto.hash_of(crypto.TAG_FRAME, _fast.encode_frame_unsigned(unsigned))
+        out.append((name, unsigned + (gate.sign(CHAIN, digest),)))
+    return out
+
+
+FRAME_FIELDS = ("version", "kind", "device_id", "seq", "timestamp_ms", "payload", "signature")
+
+
 def named_tuple_type(cls, samples, decode=None):
     return {"samples": samples, "fields": to_json,
             "build": lambda f: cls(**from_json(f)),
@@ -181,6 +198,10 @@ TYPES = {
                      "decode": records.decode_address_list},
     "amount": {"samples": lambda: [("pool", 10**16)], "fields": to_json, "build": from_json,
                "encode": records.encode_amount, "decode": records.decode_amount},
+    "frame": {"samples": frame_samples,
+              "fields": lambda f: {k: to_json(v) for k, v in zip(FRAME_FIELDS, f)},
+              "build": lambda f: tuple(from_json(f)[k] for k in FRAME_FIELDS),
+              "encode": _fast.encode_frame, "decode": _fast.decode_frame},
     "proof": {"samples": proof_samples, "fields": to_json,
               "build": lambda f: _proof_build(from_json(f)),
               "encode": lambda p: p.encode(), "decode": Proof.decode},
