@@ -278,23 +278,29 @@ cdef int _put_tx_unsigned(Out *o, object tx) except -1:
     return _put_payload(o, kind, payload)
 
 
-def encode_tx_unsigned(tx):
-    """The signed part of a transaction: everything but the signature."""
+ctypedef int (*Writer)(Out *o, object obj) except -1
+
+
+cdef bytes _encode(Writer write, object obj, Py_ssize_t signature_at, str field):
+    """``write`` the unsigned part of ``obj``, then its signature ``obj[signature_at]`` unless
+    ``signature_at`` is negative."""
     cdef unsigned char buf[TX_BUF]
     cdef Out o
     _start(&o, buf, TX_BUF)
-    _put_tx_unsigned(&o, tx)
+    write(&o, obj)
+    if signature_at >= 0:
+        _put_raw(&o, obj[signature_at], SIGNATURE_SIZE, 0, field, False)
     return PyBytes_FromStringAndSize(<char *>buf, o.size)
+
+
+def encode_tx_unsigned(tx):
+    """The signed part of a transaction: everything but the signature."""
+    return _encode(_put_tx_unsigned, tx, -1, None)
 
 
 def encode_tx(tx):
     """Encode ``(kind, chain_id, sender, nonce, fee, payload, signature)``."""
-    cdef unsigned char buf[TX_BUF]
-    cdef Out o
-    _start(&o, buf, TX_BUF)
-    _put_tx_unsigned(&o, tx)
-    _put_raw(&o, tx[6], SIGNATURE_SIZE, 0, "tx.signature", False)
-    return PyBytes_FromStringAndSize(<char *>buf, o.size)
+    return _encode(_put_tx_unsigned, tx, 6, "tx.signature")
 
 
 cdef int _put_header_unsigned(Out *o, object h) except -1:
@@ -312,22 +318,13 @@ cdef int _put_header_unsigned(Out *o, object h) except -1:
 
 
 def encode_header_unsigned(h):
-    cdef unsigned char buf[512]
-    cdef Out o
-    _start(&o, buf, 512)
-    _put_header_unsigned(&o, h)
-    return PyBytes_FromStringAndSize(<char *>buf, o.size)
+    return _encode(_put_header_unsigned, h, -1, None)
 
 
 def encode_header(h):
     """Encode ``(version, height, prev_hash, timestamp_ms, slot, producer, tx_root, state_root,
     receipts_root, signature)``."""
-    cdef unsigned char buf[512]
-    cdef Out o
-    _start(&o, buf, 512)
-    _put_header_unsigned(&o, h)
-    _put_raw(&o, h[9], SIGNATURE_SIZE, 0, "header.signature", False)
-    return PyBytes_FromStringAndSize(<char *>buf, o.size)
+    return _encode(_put_header_unsigned, h, 9, "header.signature")
 
 
 
@@ -404,21 +401,12 @@ cdef int _put_frame_unsigned(Out *o, object frame) except -1:
 
 def encode_frame_unsigned(frame):
     """The signed part of a device frame: everything but the signature."""
-    cdef unsigned char buf[TX_BUF]
-    cdef Out o
-    _start(&o, buf, TX_BUF)
-    _put_frame_unsigned(&o, frame)
-    return PyBytes_FromStringAndSize(<char *>buf, o.size)
+    return _encode(_put_frame_unsigned, frame, -1, None)
 
 
 def encode_frame(frame):
     """Encode ``(version, kind, device_id, seq, timestamp_ms, payload, signature)``."""
-    cdef unsigned char buf[TX_BUF]
-    cdef Out o
-    _start(&o, buf, TX_BUF)
-    _put_frame_unsigned(&o, frame)
-    _put_raw(&o, frame[6], SIGNATURE_SIZE, 0, "frame.signature", False)
-    return PyBytes_FromStringAndSize(<char *>buf, o.size)
+    return _encode(_put_frame_unsigned, frame, 6, "frame.signature")
 
 
 def decode_frame(data):

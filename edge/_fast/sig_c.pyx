@@ -10,47 +10,20 @@ Same names, results and errors as ``sig_py`` (the spec).
 
 import os
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cython.parallel cimport prange
 from libc.stdint cimport uintptr_t
 from libc.stdlib cimport free, malloc
 
 from edge._fast._sodium import symbol_address
-from edge._fast.sig_py import MAX_BATCH, PUBKEY_SIZE, SIGNATURE_SIZE
+from edge._fast.sig_py import (MAX_BATCH, PUBKEY_SIZE, SIGNATURE_SIZE,  # same API as sig_py
+                               check_batch)  # one set of input rules for both twins
 
 ctypedef int (*verify_fn)(const unsigned char *sig, const unsigned char *m,
                           unsigned long long mlen, const unsigned char *pk) noexcept nogil
 
 cdef verify_fn _verify = <verify_fn><uintptr_t>symbol_address("crypto_sign_verify_detached")
 cdef int THREADS = max(1, os.cpu_count() or 1)
-
-
-cdef Py_ssize_t _check_batch(object pubkeys, object messages, object signatures) except -1:
-    cdef Py_ssize_t n, i
-    for name, seq in (("pubkeys", pubkeys), ("messages", messages), ("signatures", signatures)):
-        if not isinstance(seq, (list, tuple)):
-            raise TypeError(f"{name} must be a list or tuple, not {type(seq).__name__}")
-    n = len(pubkeys)
-    if n == 0:
-        raise ValueError("empty batch: nothing to verify")
-    if n > MAX_BATCH:
-        raise ValueError(f"batch of {n} exceeds the limit of {MAX_BATCH}")
-    if len(messages) != n or len(signatures) != n:
-        raise ValueError(f"batch lengths differ: {n} pubkeys, {len(messages)} messages, "
-                         f"{len(signatures)} signatures")
-    for i in range(n):
-        _check_item(pubkeys[i], "pubkey", i, PUBKEY_SIZE)
-        _check_item(messages[i], "message", i, -1)
-        _check_item(signatures[i], "signature", i, SIGNATURE_SIZE)
-    return n
-
-
-cdef inline int _check_item(object item, str what, Py_ssize_t i, Py_ssize_t size) except -1:
-    if not PyBytes_CheckExact(item):
-        raise TypeError(f"{what} {i} must be bytes, not {type(item).__name__}")
-    if size >= 0 and PyBytes_GET_SIZE(item) != size:
-        raise ValueError(f"{what} {i} must be {size} bytes, got {len(item)}")
-    return 0
 
 
 cdef extern from "<pthread.h>" nogil:
@@ -93,7 +66,7 @@ cdef class VerifyJob:
     cdef list results
 
     def __cinit__(self, pubkeys, messages, signatures):
-        cdef Py_ssize_t n = _check_batch(pubkeys, messages, signatures), i
+        cdef Py_ssize_t n = check_batch(pubkeys, messages, signatures), i
         self.keep = (pubkeys, messages, signatures)
         self.batch.n = n
         self.batch.pks = <const unsigned char **>malloc(n * sizeof(void *))
