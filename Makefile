@@ -23,6 +23,7 @@ test: $(STAMP)
 	SMARTSHARE_PURE=1 $(PYTEST) -m "not slow"; $(STRICT)
 
 bench: $(STAMP)
+	$(PY) bench/fast.py
 	$(PY) bench/smt.py
 	$(PY) bench/devnet.py
 

@@ -14,6 +14,7 @@ from edge._fast.codec_py import (MAX_CHAIN_ID, MAX_NAME, PUBKEY_SIZE, encode_fix
 from chain.address import AddressError, address_from_pubkey, decode_address, encode_address
 from chain.crypto import TAG_GENESIS, hash_of
 from chain.params import SSP_SUPPLY, Params
+from chain.state.records import Account, Agent, Schedule
 
 TAG_GENESIS_DOC = 0x20
 CHAIN_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
@@ -221,7 +222,6 @@ def devnet(chain_id, genesis_time_ms, agent_pubkey, faucet_address, params=None)
 
 def apply_genesis(view, genesis):
     """Write the genesis allocations, agents, reward pool and first schedule into ``view``."""
-    from chain.state.records import Account, Agent, Schedule  # state sits above genesis parsing
     for a in genesis.allocations:
         view.set_account(a.address, Account(balance=a.balance, stake=a.stake))
     addresses = []

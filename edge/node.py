@@ -59,27 +59,41 @@ class Node:
     # -- transactions ---------------------------------------------------------------------------
 
     def submit(self, raw_txs):
-        """Admit encoded transactions; returns one result dict per input. Accepted ones are
-        durable in LMDB before this returns."""
-        results, accepted, evicted = [], [], []
-        for raw in raw_txs:
+        """Admit encoded transactions; returns one result dict per input, in order. Accepted
+        ones are durable in LMDB before this returns."""
+        results = [None] * len(raw_txs)
+        candidates = []
+        for i, raw in enumerate(raw_txs):
             try:
-                tx = self._admit(raw)
+                candidates.append((i, self._decode_and_check(raw)))
+            except TxRejected as exc:
+                results[i] = self._refused(exc)
+        valid = crypto.verify_many(self.ledger.chain_id, [(tx.sender, tx.id, tx.signature)
+                                                          for _, tx in candidates])
+        accepted, evicted = [], []
+        for (i, tx), signature_ok in zip(candidates, valid):
+            try:
+                if not signature_ok:
+                    raise TxRejected(Reason.BAD_SIGNATURE,
+                                     "signature does not match the sender's key")
                 evicted += self.mempool.add(tx, self.ledger.account(tx.sender_address))
             except TxRejected as exc:
-                self.metrics.txs_rejected.labels(exc.reason.value).inc()
-                results.append({"accepted": False, "reason": exc.reason.value,
-                                "detail": exc.detail})
+                results[i] = self._refused(exc)
                 continue
             accepted.append(tx)
-            results.append({"accepted": True, "id": tx.id.hex()})
+            results[i] = {"accepted": True, "id": tx.id.hex()}
         accepted = [tx for tx in accepted if tx.id in self.mempool]  # minus any evicted again
         if accepted or evicted:
             self._persist(accepted, evicted)
         self.metrics.mempool_size.set(len(self.mempool))
         return results
 
-    def _admit(self, raw):
+    def _refused(self, exc):
+        self.metrics.txs_rejected.labels(exc.reason.value).inc()
+        return {"accepted": False, "reason": exc.reason.value, "detail": exc.detail}
+
+    def _decode_and_check(self, raw):
+        """Everything but the signature and the mempool's nonce and balance rules."""
         try:
             tx = Tx.decode(raw)
         except DecodeError as exc:
@@ -87,17 +101,17 @@ class Node:
         check_static(tx, self.ledger.chain_id, self.ledger.params)
         if tx.id in self.mempool or self.ledger.tx_location(tx.id) is not None:
             raise TxRejected(Reason.DUPLICATE, "transaction is already pending or committed")
-        if not crypto.verify(tx.sender, tx.chain_id, tx.id, tx.signature):
-            raise TxRejected(Reason.BAD_SIGNATURE, "signature does not match the sender's key")
         return tx
 
     def _persist(self, accepted, evicted):
+        first = self._seq + 1
+        self._seq += len(accepted)
+
         def work(txn):
             for tx in evicted:
                 txn.delete(tx.id, db=self._mempool_db)
-            for tx in accepted:
-                self._seq += 1
-                txn.put(tx.id, SEQ.pack(self._seq) + tx.raw, db=self._mempool_db)
+            for seq, tx in enumerate(accepted, start=first):
+                txn.put(tx.id, SEQ.pack(seq) + tx.raw, db=self._mempool_db)
         try:
             self.store.write(work)
         except Exception:
