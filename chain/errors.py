@@ -21,6 +21,10 @@ class Reason(str, Enum):
     NOT_AN_AGENT = "not_an_agent"
     INVALID_NAME = "invalid_name"
     TOO_MANY_UNBONDING = "too_many_unbonding"
+    NOT_JAILED = "not_jailed"
+    STILL_JAILED = "still_jailed"
+    INVALID_EVIDENCE = "invalid_evidence"
+    DUPLICATE_EVIDENCE = "duplicate_evidence"
     DUPLICATE = "duplicate"
     MEMPOOL_FULL = "mempool_full"
 

@@ -5,10 +5,13 @@ leaves the view untouched. Amounts are integers; nothing here reads a clock or a
 """
 
 from chain import tx as txmod
-from chain.address import encode_address
-from chain.block import STATUS_OK, Receipt
+from chain.address import address_from_pubkey, encode_address
+from chain.block import STATUS_OK, Header, Receipt
+from chain.dpos.rewards import slash
+from chain.dpos.rounds import begin_round_and_slot, pay_producer
 from chain.errors import Reason, TxRejected
-from chain.state.records import Account, Agent
+from chain.state.records import Account, Agent, evidence_key
+from edge._fast import DecodeError
 
 
 def check_static(tx, chain_id, params):
@@ -104,6 +107,10 @@ def _vote(view, tx, sender, params, height):
                              f"{encode_address(candidate)} is not a registered agent")
     _shift_votes(view, sender.votes, -sender.stake)
     _shift_votes(view, candidates, sender.stake)
+    for old in set(sender.votes) - set(candidates):
+        view.set_vote(old, tx.sender_address, False)
+    for new in set(candidates) - set(sender.votes):
+        view.set_vote(new, tx.sender_address, True)
     view.set_account(tx.sender_address, sender._replace(votes=tuple(candidates)))
 
 
@@ -132,6 +139,53 @@ def _unregister_agent(view, tx, sender, params, height):
     view.set_account(tx.sender_address, sender)
 
 
+def _unjail(view, tx, sender, params, height):
+    agent = view.agent(tx.sender_address)
+    if agent is None or not agent.jailed:
+        raise TxRejected(Reason.NOT_JAILED, "this account is not a jailed agent")
+    if height < agent.jailed_until:
+        raise TxRejected(Reason.STILL_JAILED, f"jailed until height {agent.jailed_until}")
+    view.set_agent(tx.sender_address, agent._replace(jailed_until=0, missed_in_a_row=0))
+    view.set_account(tx.sender_address, sender)
+
+
+def _evidence(view, tx, sender, params, height):
+    producer, slot = check_evidence(view, tx.payload, tx.chain_id)
+    view.set_account(tx.sender_address, sender)
+    address = address_from_pubkey(producer)
+    offender = view.account(address)
+    slashed, to_reporter, to_pool = slash(offender.stake, params.slash_permille,
+                                          params.reporter_permille)
+    view.set_account(address, offender._replace(stake=offender.stake - slashed))
+    _shift_votes(view, offender.votes, -slashed)
+    reporter = view.account(tx.sender_address)
+    view.set_account(tx.sender_address, reporter._replace(balance=reporter.balance + to_reporter))
+    view.set_pool(view.pool() + to_pool)
+    agent = view.agent(address)
+    view.set_agent(address, agent._replace(jailed_until=max(agent.jailed_until,
+                                                            height + params.jail_blocks)))
+    view.put(evidence_key(producer, slot), b"\x01")
+
+
+def check_evidence(view, evidence, chain_id):
+    """``(producer, slot)`` of valid, unpunished double-production evidence, else TxRejected."""
+    try:
+        first, second = Header.decode(evidence.first), Header.decode(evidence.second)
+    except DecodeError as exc:
+        raise TxRejected(Reason.INVALID_EVIDENCE, f"a header does not decode: {exc}") from None
+    if first.producer != second.producer or first.slot != second.slot:
+        raise TxRejected(Reason.INVALID_EVIDENCE, "the headers are not from one producer and slot")
+    if first.hash == second.hash:
+        raise TxRejected(Reason.INVALID_EVIDENCE, "the two headers are the same block")
+    if not (first.signature_valid(chain_id) and second.signature_valid(chain_id)):
+        raise TxRejected(Reason.INVALID_EVIDENCE, "a header's signature does not verify")
+    if view.agent(address_from_pubkey(first.producer)) is None:
+        raise TxRejected(Reason.INVALID_EVIDENCE, "the producer is not an agent")
+    if view.get(evidence_key(first.producer, first.slot)) is not None:
+        raise TxRejected(Reason.DUPLICATE_EVIDENCE, "this double production was already punished")
+    return first.producer, first.slot
+
+
 def _shift_votes(view, candidates, delta):
     """Add ``delta`` stake-weighted votes to each candidate's tally."""
     if delta == 0:
@@ -145,11 +199,19 @@ def _shift_votes(view, candidates, delta):
 _HANDLERS = {
     txmod.Transfer: _transfer, txmod.Stake: _stake, txmod.Unstake: _unstake,
     txmod.Vote: _vote, txmod.RegisterAgent: _register_agent,
-    txmod.UnregisterAgent: _unregister_agent,
+    txmod.UnregisterAgent: _unregister_agent, txmod.Unjail: _unjail,
+    txmod.Evidence: _evidence,
 }
 
 
-def begin_block(view, height):
+def begin_block(view, params, header, parent_hash, parent_slot):
+    """Before the transactions: round change, missed slots and jail, matured unbonding."""
+    begin_round_and_slot(view, params, parent_hash, parent_slot, header.slot, header.producer,
+                         header.height)
+    release_unbonding(view, header.height)
+
+
+def release_unbonding(view, height):
     """Return matured unbonding stake to balances."""
     queue = view.unbond_queue(height)
     if not queue:
@@ -163,18 +225,10 @@ def begin_block(view, height):
     view.set_unbond_queue(height, ())
 
 
-def end_block(view, producer_address, fees, params):
-    """Pay the producer its fees and the block reward (from the genesis pool, never minted)."""
-    pool = view.pool()
-    reward = min(params.block_reward, pool)
-    view.set_pool(pool - reward)
-    account = view.account(producer_address)
-    view.set_account(producer_address, account._replace(balance=account.balance + fees + reward))
-
-
-def execute_block(view, txs, producer_address, params, height):
-    """Apply every transaction of a block; the first invalid one raises TxRejected."""
-    begin_block(view, height)
-    receipts = [apply_tx(view, tx, params, height) for tx in txs]
-    end_block(view, producer_address, sum(r.fee for r in receipts), params)
+def execute_block(view, txs, header, parent_hash, parent_slot, params):
+    """Apply a block's transactions between its begin and end steps; the first invalid
+    transaction raises TxRejected."""
+    begin_block(view, params, header, parent_hash, parent_slot)
+    receipts = [apply_tx(view, tx, params, header.height) for tx in txs]
+    pay_producer(view, params, header.producer, sum(r.fee for r in receipts))
     return receipts

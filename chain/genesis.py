@@ -232,4 +232,4 @@ def apply_genesis(view, genesis):
     view.set_agent_addresses(tuple(sorted(addresses)))
     view.set_pool(genesis.reward_pool)
     producers = tuple(a.pubkey for a in genesis.agents[:genesis.params.producers_per_round])
-    view.set_schedule(Schedule(0, producers))
+    view.set_schedule(Schedule(0, 1, producers))

@@ -21,6 +21,12 @@ class Params(NamedTuple):
     agent_min_stake: int = 1_000_000 * 10**8
     block_reward: int = 10 * 10**8
     max_unbonding_entries: int = 16
+    standby_slots: int = 1
+    voter_share_permille: int = 500
+    max_missed_in_a_row: int = 12
+    jail_blocks: int = 100
+    slash_permille: int = 100
+    reporter_permille: int = 100
 
     def encode(self):
         return encode_uvarint(len(self)) + b"".join(encode_uvarint(v) for v in self)
@@ -48,5 +54,16 @@ class Params(NamedTuple):
             out.append("params.max_block_txs must be at most 65535 (the wire limit)")
         if self.max_unbonding_entries > 64:
             out.append("params.max_unbonding_entries must be at most 64")
+        for name in ("voter_share_permille", "slash_permille", "reporter_permille"):
+            if getattr(self, name) > 1000:
+                out.append(f"params.{name} must be at most 1000")
+        if self.max_missed_in_a_row <= 0:
+            out.append("params.max_missed_in_a_row must be positive")
+        if self.producers_per_round + self.standby_slots > 255:
+            out.append("params.producers_per_round + standby_slots must be at most 255")
         return out
+
+    def round_length(self):
+        """Slots in a full round: the elected producers plus the standby slots."""
+        return self.producers_per_round + self.standby_slots
 

@@ -12,9 +12,9 @@ import lmdb
 
 # name -> what it maps
 CHAIN_DBS = {
-    "meta": "b'head' -> head block hash; b'genesis' -> genesis hash",
-    "blocks": "block hash -> encoded block",
-    "headers": "block hash -> encoded header",
+    "meta": "b'head' -> head block hash; b'lib' -> u64be LIB height; b'genesis' -> its hash",
+    "blocks": "block hash -> encoded block (main chain and side forks)",
+    "headers": "block hash -> encoded header (main chain and side forks)",
     "heights": "u64be height -> block hash (canonical chain)",
     "txs": "tx id -> u64be height || u32be index",
     "receipts": "block hash -> encoded receipt list",
@@ -24,6 +24,9 @@ CHAIN_DBS = {
     "smt_roots": "u64be version -> SMT root reference",
     "smt_stale": "u64be version -> node keys it made stale (40 bytes each, sorted)",
     "mempool": "tx id -> u64be arrival seq || encoded tx (accepted, not yet in a block)",
+    "voters": "agent || voter -> '' (who votes for whom, derived from the accounts' votes)",
+    "undo": "u64be height -> undo record of that main-chain block (above the LIB only)",
+    "side": "u64be height || block hash -> '' (fork blocks kept above the LIB)",
 }
 MAX_DBS = 64
 DEFAULT_MAP_SIZE = 64 << 20

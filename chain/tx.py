@@ -46,16 +46,28 @@ class UnregisterAgent(NamedTuple):
     """Stop being a candidate."""
 
 
+class Unjail(NamedTuple):
+    """Return to the candidates after a jail term has passed."""
+
+
+class Evidence(NamedTuple):
+    """Two different headers signed by one producer for one slot (double production)."""
+    first: bytes
+    second: bytes
+
+
 PAYLOADS = {
     wire.KIND_TRANSFER: Transfer, wire.KIND_STAKE: Stake, wire.KIND_UNSTAKE: Unstake,
     wire.KIND_VOTE: Vote, wire.KIND_REGISTER_AGENT: RegisterAgent,
-    wire.KIND_UNREGISTER_AGENT: UnregisterAgent,
+    wire.KIND_UNREGISTER_AGENT: UnregisterAgent, wire.KIND_UNJAIL: Unjail,
+    wire.KIND_EVIDENCE: Evidence,
 }
 KIND_OF = {cls: kind for kind, cls in PAYLOADS.items()}
 KIND_NAMES = {wire.KIND_TRANSFER: "transfer", wire.KIND_STAKE: "stake",
               wire.KIND_UNSTAKE: "unstake", wire.KIND_VOTE: "vote",
               wire.KIND_REGISTER_AGENT: "register_agent",
-              wire.KIND_UNREGISTER_AGENT: "unregister_agent"}
+              wire.KIND_UNREGISTER_AGENT: "unregister_agent", wire.KIND_UNJAIL: "unjail",
+              wire.KIND_EVIDENCE: "evidence"}
 
 
 class Tx:
@@ -161,6 +173,8 @@ def payload_json(payload):
         return {"candidates": [encode_address(c) for c in payload.candidates]}
     if isinstance(payload, RegisterAgent):
         return {"name": payload.name, "endpoint": payload.endpoint}
+    if isinstance(payload, Evidence):
+        return {"first": payload.first.hex(), "second": payload.second.hex()}
     return {}
 
 

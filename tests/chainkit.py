@@ -5,7 +5,7 @@ from chain.genesis import Allocation, Genesis, GenesisAgent
 from chain.keys import KeyPair
 from chain.ledger import Ledger
 from chain.params import SSP_SUPPLY, Params
-from chain.state.records import Account
+from chain.state.records import Account, Agent
 from chain.store import Store
 from chain.tx import Tx
 
@@ -62,8 +62,14 @@ class TestChain:
     def next_slot(self):
         return self.ledger.head.slot + 1
 
+    def signer(self, slot):
+        """The test key scheduled for ``slot`` (agents elected later are test keys too)."""
+        signers = {k.pubkey: k for k in self.keys + [self.producer]}
+        return signers[self.ledger.producer_for(slot)]
+
     def build(self, txs, slot=None):
-        return self.ledger.build_block(self.producer, slot or self.next_slot(), txs)
+        slot = slot or self.next_slot()
+        return self.ledger.build_block(self.signer(slot), slot, txs)
 
     def block(self, txs=()):
         """Build and apply a block holding ``txs``; every one must be valid."""
@@ -77,12 +83,19 @@ class TestChain:
         return self.ledger.account(address)
 
     def supply(self):
-        """Sum of every balance, stake and unbonding amount, plus the reward pool."""
-        total = 0
-        with self.store.read() as txn:
-            for _, value in txn.cursor(db=self.store.db("state")):
-                if value[0] == 0x10:
-                    a = Account.decode(value)
-                    total += a.balance + a.stake + a.unbonding_total
-            total += self.ledger.view(txn).pool()
-        return total
+        """Sum of every balance, stake and unbonding amount, the agents' voter pools and the
+        reward pool: always the genesis total supply."""
+        return supply_in(self.store, self.ledger)
+
+
+def supply_in(store, ledger):
+    total = 0
+    with store.read() as txn:
+        for _, value in txn.cursor(db=store.db("state")):
+            if value[0] == 0x10:
+                a = Account.decode(value)
+                total += a.balance + a.stake + a.unbonding_total
+            elif value[0] == 0x11:
+                total += Agent.decode(value).voter_pool
+        total += ledger.view(txn).pool()
+    return total

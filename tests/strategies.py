@@ -22,6 +22,10 @@ payloads = st.one_of(
     st.tuples(st.just(wire.KIND_REGISTER_AGENT),
               st.tuples(short_text(wire.MAX_NAME), short_text(wire.MAX_ENDPOINT))),
     st.tuples(st.just(wire.KIND_UNREGISTER_AGENT), st.just(())),
+    st.tuples(st.just(wire.KIND_UNJAIL), st.just(())),
+    st.tuples(st.just(wire.KIND_EVIDENCE),
+              st.tuples(st.binary(max_size=wire.MAX_EVIDENCE_HEADER),
+                        st.binary(max_size=wire.MAX_EVIDENCE_HEADER))),
 )
 
 

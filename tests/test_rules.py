@@ -111,7 +111,9 @@ def test_zero_amount(chain, payload):
     assert verdict(chain, chain.tx(chain.keys[0], payload)) == Reason.INVALID_AMOUNT
 
 
-def test_stake_vote_unstake_release(chain):
+def test_stake_vote_unstake_release(tmp_path):
+    from tests.chainkit import TEST_PARAMS
+    chain = TestChain(tmp_path, params=TEST_PARAMS._replace(voter_share_permille=0))
     a = chain.keys[0]
     producer = chain.producer.address
     chain.block([chain.tx(a, Stake(300 * COIN))])

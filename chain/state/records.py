@@ -29,6 +29,7 @@ NS_AGENTS = b"agents"
 NS_SCHEDULE = b"schedule"
 NS_POOL = b"pool"
 NS_UNBOND = b"unbond"
+NS_EVIDENCE = b"evidence"
 
 
 def state_key(namespace, ident=b""):
@@ -48,6 +49,11 @@ def agent_key(address):
 
 def unbond_key(height):
     return state_key(NS_UNBOND, height.to_bytes(8, "big"))
+
+
+def evidence_key(producer, slot):
+    """Marks double production by ``producer`` in ``slot`` as punished (once)."""
+    return state_key(NS_EVIDENCE, producer + slot.to_bytes(8, "big"))
 
 
 AGENTS_KEY = state_key(NS_AGENTS)
@@ -89,20 +95,38 @@ _EMPTY_ACCOUNT = Account()
 
 
 class Agent(NamedTuple):
-    """A block-producer candidate and the stake-weighted votes it holds."""
+    """A block-producer candidate: its votes, its record as a producer, and its voters' pool.
+
+    ``jailed_until`` is 0 when free, else the height from which it may unjail; ``voter_pool``
+    holds the voters' share of its rewards until the round ends and it is paid out.
+    """
     pubkey: bytes
     name: str
     endpoint: str = ""
     active: bool = True
     registered_height: int = 0
     votes: int = 0
+    jailed_until: int = 0
+    missed_in_a_row: int = 0
+    missed_total: int = 0
+    produced: int = 0
+    voter_pool: int = 0
+
+    @property
+    def jailed(self):
+        return self.jailed_until > 0
+
+    @property
+    def eligible(self):
+        """May be elected: registered, active and not jailed."""
+        return self.active and not self.jailed
 
     def encode(self):
         return b"".join((bytes((TAG_AGENT,)), encode_fixed(self.pubkey, PUBKEY_SIZE, "agent.pubkey"),
                          encode_text(self.name, MAX_NAME, "agent.name"),
                          encode_text(self.endpoint, MAX_ENDPOINT, "agent.endpoint"),
                          encode_u8(int(self.active), "agent.active"),
-                         encode_uvarint(self.registered_height), encode_uvarint(self.votes)))
+                         *(encode_uvarint(v) for v in self[4:])))
 
     @classmethod
     def decode(cls, data):
@@ -116,20 +140,21 @@ class Agent(NamedTuple):
         active = r.u8("agent.active")
         if active > 1:
             raise DecodeError("agent.active", f"must be 0 or 1, got {active}")
-        return cls(pubkey, name, endpoint, bool(active), r.uvarint("agent.registered_height"),
-                   r.uvarint("agent.votes"))
+        counters = [r.uvarint(f"agent.{name}") for name in cls._fields[4:]]
+        return cls(pubkey, name, endpoint, bool(active), *counters)
 
 
 class Schedule(NamedTuple):
-    """The producers of a round, in slot order."""
+    """The producers of a round in slot order; the round's slots start at ``start_slot``."""
     round: int
+    start_slot: int
     producers: tuple
 
     def encode(self):
         if not 0 < len(self.producers) <= MAX_PRODUCERS:
             raise ValueError(f"a schedule holds 1..{MAX_PRODUCERS} producers")
         return b"".join((bytes((TAG_SCHEDULE,)), encode_uvarint(self.round),
-                         encode_uvarint(len(self.producers)),
+                         encode_uvarint(self.start_slot), encode_uvarint(len(self.producers)),
                          *(encode_fixed(p, PUBKEY_SIZE, "schedule.producer")
                            for p in self.producers)))
 
@@ -140,14 +165,22 @@ class Schedule(NamedTuple):
     @classmethod
     def _read(cls, r):
         r.tag(TAG_SCHEDULE, "schedule.tag")
-        rnd = r.uvarint("schedule.round")
+        rnd, start = r.uvarint("schedule.round"), r.uvarint("schedule.start_slot")
         n = r.count(MAX_PRODUCERS, "schedule.producers")
         if n == 0:
             raise DecodeError("schedule.producers", "a schedule needs at least one producer")
-        return cls(rnd, tuple(r.fixed(PUBKEY_SIZE, "schedule.producer") for _ in range(n)))
+        return cls(rnd, start, tuple(r.fixed(PUBKEY_SIZE, "schedule.producer") for _ in range(n)))
+
+    @property
+    def end_slot(self):
+        """The first slot after this round."""
+        return self.start_slot + len(self.producers)
 
     def producer_for(self, slot):
-        return self.producers[slot % len(self.producers)]
+        """The producer of ``slot``, which must lie in this round."""
+        if not self.start_slot <= slot < self.end_slot:
+            raise ValueError(f"slot {slot} is outside round {self.round}")
+        return self.producers[slot - self.start_slot]
 
 
 def encode_address_list(addresses):

@@ -1,7 +1,8 @@
 """A write-buffered view of the latest state, used to execute one block.
 
 Reads fall through to the committed state; writes stay in ``changes`` until the block commits
-them together with its SMT update (chain.ledger). Nothing here touches LMDB directly.
+them together with its SMT update (chain.ledger). Nothing here touches LMDB directly: the voter
+index (who votes for whom, derived from the accounts' votes) is an object the ledger supplies.
 """
 
 from chain.state import records
@@ -13,8 +14,9 @@ EMPTY_ACCOUNT = Account()
 class StateView:
     """Typed access to state records over ``read(key) -> bytes | None``."""
 
-    def __init__(self, read):
+    def __init__(self, read, voters=None):
         self._read = read
+        self._voters = voters
         self.changes = {}
 
     def get(self, key):
@@ -61,6 +63,14 @@ class StateView:
 
     def set_pool(self, amount):
         self.put(records.POOL_KEY, records.encode_amount(amount))
+
+    def voters_of(self, agent):
+        """The addresses voting for ``agent``, in address order (from the voter index)."""
+        return self._voters.voters_of(agent) if self._voters is not None else ()
+
+    def set_vote(self, agent, voter, present):
+        """Record in the voter index that ``voter`` votes (or stops voting) for ``agent``."""
+        self._voters.set_vote(agent, voter, present)
 
     def unbond_queue(self, height):
         raw = self.get(records.unbond_key(height))

@@ -14,7 +14,8 @@ from cpython.long cimport PyLong_AsUnsignedLongLong
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.string cimport memcpy
 
-from edge._fast.codec_py import (ADDRESS_SIZE, HASH_SIZE, HEADER_VERSION, KIND_REGISTER_AGENT,
+from edge._fast.codec_py import (KIND_UNJAIL, KIND_EVIDENCE, MAX_EVIDENCE_HEADER,
+                                 ADDRESS_SIZE, HASH_SIZE, HEADER_VERSION, KIND_REGISTER_AGENT,
                                  KIND_STAKE, KIND_TRANSFER, KIND_UNREGISTER_AGENT, KIND_UNSTAKE,
                                  KIND_VOTE, MAX_BLOCK_TXS, MAX_CHAIN_ID, MAX_ENDPOINT, MAX_MEMO,
                                  MAX_NAME, MAX_U64, MAX_VOTES, PUBKEY_SIZE, SIGNATURE_SIZE,
@@ -79,15 +80,18 @@ cdef tuple _payload(Cursor *c, int kind):
         return (_address_set(c, MAX_VOTES, "vote.candidates"),)
     if kind == KIND_REGISTER_AGENT:
         return (_text(c, MAX_NAME, "agent.name"), _text(c, MAX_ENDPOINT, "agent.endpoint"))
-    if kind == KIND_UNREGISTER_AGENT:
+    if kind == KIND_UNREGISTER_AGENT or kind == KIND_UNJAIL:
         return ()
+    if kind == KIND_EVIDENCE:
+        return (read_var_bytes(c, MAX_EVIDENCE_HEADER, "evidence.first"),
+                read_var_bytes(c, MAX_EVIDENCE_HEADER, "evidence.second"))
     fail("tx.kind", f"unknown transaction kind {kind}")
 
 
 cdef tuple _read_tx(Cursor *c):
     read_tag(c, TAG_TX, "tx.tag")
     cdef int kind = read_u8(c, "tx.kind")
-    if kind < KIND_TRANSFER or kind > KIND_UNREGISTER_AGENT:
+    if kind < KIND_TRANSFER or kind > KIND_EVIDENCE:
         fail("tx.kind", f"unknown transaction kind {kind}")
     chain_id = _text(c, MAX_CHAIN_ID, "tx.chain_id")
     sender = read_fixed(c, PUBKEY_SIZE, "tx.sender")
@@ -260,10 +264,14 @@ cdef int _put_payload(Out *o, object kind, object payload) except -1:
         name, endpoint = payload
         _put_text(o, name, MAX_NAME, "agent.name")
         return _put_text(o, endpoint, MAX_ENDPOINT, "agent.endpoint")
-    if kind == KIND_UNREGISTER_AGENT:
+    if kind == KIND_UNREGISTER_AGENT or kind == KIND_UNJAIL:
         if tuple(payload) != ():
-            raise ValueError("unregister_agent has no payload")
+            raise ValueError("this transaction kind has no payload")
         return 0
+    if kind == KIND_EVIDENCE:
+        first, second = payload
+        _put_raw(o, first, -1, MAX_EVIDENCE_HEADER, "evidence.first", True)
+        return _put_raw(o, second, -1, MAX_EVIDENCE_HEADER, "evidence.second", True)
     raise ValueError(f"unknown transaction kind {kind!r}")
 
 

@@ -22,8 +22,10 @@ KIND_UNSTAKE = 3
 KIND_VOTE = 4
 KIND_REGISTER_AGENT = 5
 KIND_UNREGISTER_AGENT = 6
+KIND_UNJAIL = 7
+KIND_EVIDENCE = 8
 TX_KINDS = (KIND_TRANSFER, KIND_STAKE, KIND_UNSTAKE, KIND_VOTE, KIND_REGISTER_AGENT,
-            KIND_UNREGISTER_AGENT)
+            KIND_UNREGISTER_AGENT, KIND_UNJAIL, KIND_EVIDENCE)
 
 HEADER_VERSION = 1
 PUBKEY_SIZE = 32
@@ -38,6 +40,7 @@ MAX_NAME = 32
 MAX_ENDPOINT = 128
 MAX_VOTES = 64
 MAX_BLOCK_TXS = 65535
+MAX_EVIDENCE_HEADER = 512
 MAX_UNBONDING = 64
 MAX_FRAME_PAYLOAD = 1024
 
@@ -193,10 +196,14 @@ def _encode_payload(kind, payload):
         name, endpoint = payload
         return encode_text(name, MAX_NAME, "agent.name") + encode_text(endpoint, MAX_ENDPOINT,
                                                                         "agent.endpoint")
-    if kind == KIND_UNREGISTER_AGENT:
+    if kind in (KIND_UNREGISTER_AGENT, KIND_UNJAIL):
         if tuple(payload) != ():
-            raise ValueError("unregister_agent has no payload")
+            raise ValueError("this transaction kind has no payload")
         return b""
+    if kind == KIND_EVIDENCE:
+        first, second = payload
+        return (encode_bytes(first, MAX_EVIDENCE_HEADER, "evidence.first")
+                + encode_bytes(second, MAX_EVIDENCE_HEADER, "evidence.second"))
     raise ValueError(f"unknown transaction kind {kind!r}")
 
 
@@ -212,8 +219,11 @@ def _decode_payload(r, kind):
         return (read_address_set(r, MAX_VOTES, "vote.candidates"),)
     if kind == KIND_REGISTER_AGENT:
         return (r.text(MAX_NAME, "agent.name"), r.text(MAX_ENDPOINT, "agent.endpoint"))
-    if kind == KIND_UNREGISTER_AGENT:
+    if kind in (KIND_UNREGISTER_AGENT, KIND_UNJAIL):
         return ()
+    if kind == KIND_EVIDENCE:
+        return (r.var_bytes(MAX_EVIDENCE_HEADER, "evidence.first"),
+                r.var_bytes(MAX_EVIDENCE_HEADER, "evidence.second"))
     raise DecodeError("tx.kind", f"unknown transaction kind {kind}")
 
 

@@ -15,8 +15,8 @@ from chain.keys import KeyPair
 from chain.params import Params
 from chain.state import records
 from chain.state.proof import Proof, ProofKind
-from chain.tx import PAYLOADS, KIND_NAMES, RegisterAgent, Stake, Transfer, Tx, UnregisterAgent, \
-    Unstake, Vote
+from chain.tx import PAYLOADS, KIND_NAMES, Evidence, RegisterAgent, Stake, Transfer, Tx, Unjail, \
+    UnregisterAgent, Unstake, Vote
 from edge import _fast
 
 CHAIN = "ss-vectors"
@@ -74,7 +74,10 @@ def tx_samples():
                 ("vote", Vote(tuple(sorted((AGENT.address, BOB.address))))),
                 ("vote_none", Vote(())),
                 ("register_agent", RegisterAgent("café-gateway", "tcp://192.168.1.20:7000")),
-                ("unregister_agent", UnregisterAgent())]
+                ("unregister_agent", UnregisterAgent()),
+                ("unjail", Unjail()),
+                ("evidence", Evidence(header_sample().encode(),
+                                      header_sample(tx_root=b"\x12" * 32).encode()))]
     out = []
     for nonce, (name, payload) in enumerate(payloads):
         unsigned = Tx(CHAIN, ALICE.pubkey, nonce * 300, 2_500 + nonce, payload)
@@ -184,10 +187,11 @@ TYPES = {
         ("full", records.Account(10**15, 42, 5 * 10**13, tuple(sorted((AGENT.address, BOB.address))),
                                  ((10**8, 120), (3 * 10**8, 121))))]),
     "agent": named_tuple_type(records.Agent, lambda: [
-        ("active", records.Agent(AGENT.pubkey, "agent-1", "tcp://10.0.0.1:7000", True, 0, 10**14)),
-        ("inactive", records.Agent(BOB.pubkey, "bob", "", False, 99, 0))]),
+        ("active", records.Agent(AGENT.pubkey, "agent-1", "tcp://10.0.0.1:7000", True, 0, 10**14,
+                                 0, 2, 17, 1234, 5 * 10**8)),
+        ("jailed", records.Agent(BOB.pubkey, "bob", "", False, 99, 0, 250, 12, 40, 7, 0))]),
     "schedule": named_tuple_type(records.Schedule, lambda: [
-        ("two", records.Schedule(3, (AGENT.pubkey, BOB.pubkey)))]),
+        ("two", records.Schedule(3, 31, (AGENT.pubkey, BOB.pubkey)))]),
     "params": named_tuple_type(Params, lambda: [("defaults", Params())],
                                decode=lambda raw: _read_params(raw)),
     "genesis": {"samples": lambda: [("devnet", genesis_sample())], "fields": genesis_fields,

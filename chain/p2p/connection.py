@@ -1,0 +1,128 @@
+"""One authenticated, encrypted link to a peer, and the two ways to get one (§12).
+
+``open_connection`` dials a peer (we are the initiator); ``accept`` wraps the streams an
+``asyncio.start_server`` callback receives (we are the responder). Both run the handshake and
+return a ``Connection``, or raise ``HandshakeError`` after closing the stream and logging why.
+"""
+
+import asyncio
+import logging
+
+from chain.p2p.frames import (MAX_FRAME, MAX_SEALED, TAG_SIZE, ConnectionClosed, FrameCipher,
+                              FrameError, read_frame)
+from chain.p2p.handshake import TIMEOUT, UNREACHABLE, HandshakeError, handshake
+from chain.p2p.messages import decode_message, encode_message
+
+log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT = 1.0  # how long close() waits for buffered data to flush before aborting
+
+
+class Connection:
+    """An authenticated, encrypted link: ``send`` and ``recv`` whole messages.
+
+    ``peer_pubkey`` is the peer's proven node key, ``initiator`` whether we dialled, ``remote`` the
+    peer's ``(host, port)``. A ``FrameError`` or ``ConnectionClosed`` from ``recv`` closes the link
+    (its frame counters can no longer be trusted); a ``DecodeError`` (a well-sealed but invalid
+    message) leaves it open for the caller to judge.
+    """
+
+    def __init__(self, reader, writer, cipher: FrameCipher, peer_pubkey, initiator):
+        self._reader = reader
+        self._writer = writer
+        self._cipher = cipher
+        self._send_lock = asyncio.Lock()
+        self._recv_lock = asyncio.Lock()
+        self._closed = False
+        self.peer_pubkey = peer_pubkey
+        self.initiator = initiator
+        peer = writer.get_extra_info("peername")
+        self.remote = (peer[0], peer[1]) if peer else None
+
+    def __repr__(self):
+        return (f"Connection(peer={self.peer_pubkey.hex()[:16]}…, remote={self.remote}, "
+                f"initiator={self.initiator}, closed={self._closed})")
+
+    @property
+    def closed(self):
+        return self._closed
+
+    async def send(self, message):
+        """Encode, seal and write ``message``; concurrent sends never interleave their frames."""
+        plaintext = encode_message(message)
+        if len(plaintext) > MAX_FRAME:
+            raise ValueError(f"message of {len(plaintext)} bytes exceeds the frame limit {MAX_FRAME}")
+        async with self._send_lock:
+            if self._closed:
+                raise ConnectionClosed("closed", "the connection is closed")
+            self._writer.write(self._cipher.seal(plaintext))
+            try:
+                await self._writer.drain()
+            except ConnectionError as exc:
+                await self.close()
+                raise ConnectionClosed("reset", str(exc) or type(exc).__name__) from None
+
+    async def recv(self):
+        """Read, open and decode the next message."""
+        async with self._recv_lock:
+            if self._closed:
+                raise ConnectionClosed("closed", "the connection is closed")
+            try:
+                sealed = await read_frame(self._reader, MAX_SEALED, TAG_SIZE + 1)
+                plaintext = self._cipher.open(sealed)
+            except (FrameError, ConnectionClosed) as exc:
+                if isinstance(exc, FrameError):
+                    log.info("p2p link %s dropped: %s", self.remote, exc)
+                await self.close()
+                raise
+        return decode_message(plaintext)
+
+    async def close(self):
+        """Close the link (idempotent); gives up flushing after CLOSE_TIMEOUT."""
+        if self._closed:
+            return
+        self._closed = True
+        await _close_writer(self._writer)
+
+
+async def _close_writer(writer):
+    writer.close()
+    try:
+        await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT)
+    except (asyncio.TimeoutError, OSError):
+        writer.transport.abort()
+    except asyncio.CancelledError:
+        writer.transport.abort()
+        raise
+
+
+async def _establish(reader, writer, keypair, chain_id, genesis_hash, initiator, timeout):
+    peer = writer.get_extra_info("peername")
+    try:
+        result = await handshake(reader, writer, keypair, chain_id, genesis_hash, initiator, timeout)
+    except HandshakeError as exc:
+        log.warning("p2p handshake with %s failed: %s", peer, exc)
+        await _close_writer(writer)
+        raise
+    except BaseException:
+        writer.transport.abort()
+        raise
+    cipher = FrameCipher(tx_key=result.tx_key, rx_key=result.rx_key)
+    return Connection(reader, writer, cipher, result.peer_pubkey, initiator)
+
+
+async def open_connection(host, port, keypair, chain_id, genesis_hash, timeout=5.0):
+    """Dial ``host:port`` and run the handshake as initiator; ``HandshakeError`` (reason
+    ``unreachable`` when the TCP connect itself fails) on any failure."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except asyncio.TimeoutError:
+        raise HandshakeError(TIMEOUT, f"connecting to {host}:{port} timed out") from None
+    except OSError as exc:
+        raise HandshakeError(UNREACHABLE, f"{host}:{port}: {exc}") from None
+    return await _establish(reader, writer, keypair, chain_id, genesis_hash, True, timeout)
+
+
+async def accept(reader, writer, keypair, chain_id, genesis_hash, timeout=5.0):
+    """Run the handshake as responder on streams from ``asyncio.start_server``."""
+    return await _establish(reader, writer, keypair, chain_id, genesis_hash, False, timeout)

@@ -1,0 +1,245 @@
+"""Changing the chain inside one LMDB write transaction: extend, take back, reorganise.
+
+A ``ChainWriter`` holds the transaction and the tip as it moves. Whatever it does commits
+together or not at all, so a crash mid-reorganisation leaves the old chain intact. A block is
+fully re-validated every time it is applied (DESIGN §4, docs/protocol.md §9).
+"""
+
+import struct
+
+from chain import crypto
+from chain.block import Block, Header, encode_receipts, receipts_root, tx_root
+from chain.dpos.finality import last_irreversible
+from chain.dpos.rounds import schedule_at
+from chain.errors import BlockRejected, TxRejected
+from chain.execute import check_static, execute_block
+from chain.state.view import StateView
+from chain.tx import Transfer, compute_ids
+from chain.undo import DB_STATE, DB_VOTERS, VoterIndex, decode_undo, encode_undo
+from edge._fast.codec_py import HEADER_VERSION
+
+U64 = struct.Struct(">Q")
+LOCATION = struct.Struct(">QI")
+
+
+class ChainWriter:
+    """One write transaction's worth of chain changes, starting from ``head`` and ``lib``."""
+
+    def __init__(self, ledger, txn, head, lib_height):
+        self.ledger, self.txn = ledger, txn
+        self.db = ledger.db
+        self.head, self.lib_height = head, lib_height
+        self.undone = []  # transactions of blocks taken back, for the mempool
+
+    # -- extending ------------------------------------------------------------------------------
+
+    def extend(self, block, now_ms=None):
+        """Validate ``block`` on top of the tip and write it; returns its receipts."""
+        ledger, header = self.ledger, block.header
+        self.check_header(header, now_ms)
+        signatures = self.check_txs(block.txs)
+        if tx_root(block.txs) != header.tx_root:
+            raise BlockRejected("tx_root does not match the transactions")
+        undo = []
+        view = self.view(undo)
+        try:
+            receipts = execute_block(view, block.txs, header, self.head.hash, self.head.slot,
+                                     ledger.params)
+        except TxRejected as exc:
+            raise BlockRejected(f"invalid transaction in block: {exc}") from None
+        root = ledger.smt.update(self.txn, header.height - 1, header.height, view.changes)
+        if root != header.state_root:
+            raise BlockRejected(f"state_root {header.state_root.hex()[:16]} does not match the "
+                                f"executed state {root.hex()[:16]}")
+        if receipts_root(receipts) != header.receipts_root:
+            raise BlockRejected("receipts_root does not match the executed receipts")
+        undo.extend((DB_STATE, key, self.txn.get(key, db=self.db["state"]))
+                    for key in view.changes)
+        self.txn.put(U64.pack(header.height), encode_undo(undo), db=self.db["undo"])
+        self.write_block(block, receipts, view.changes)
+        self.advance_lib(view.schedule())
+        # Everything above overlapped the signature checks; only the commit waits for them.
+        valid = signatures.result()
+        if not all(valid):
+            raise BlockRejected(f"bad signature on transaction {valid.index(False)}")
+        return receipts
+
+    def view(self, undo=None):
+        """The tip's state; voter-index writes are recorded in ``undo``."""
+        state = self.db["state"]
+        read = lambda key: self.txn.get(key, db=state)  # noqa: E731
+        return StateView(read, VoterIndex(self.txn, self.db["voters"],
+                                          undo if undo is not None else []))
+
+    def check_header(self, header, now_ms):
+        head, ledger = self.head, self.ledger
+        if header.version != HEADER_VERSION:
+            raise BlockRejected(f"unsupported header version {header.version}")
+        if header.height != head.height + 1:
+            raise BlockRejected(f"height {header.height} does not follow the head {head.height}")
+        if header.prev_hash != head.hash:
+            raise BlockRejected("prev_hash is not the head block")
+        if header.slot <= head.slot:
+            raise BlockRejected(f"slot {header.slot} is not after the head's slot {head.slot}")
+        expected_time = ledger.slot_time_ms(header.slot)
+        if header.timestamp_ms != expected_time:
+            raise BlockRejected(f"timestamp {header.timestamp_ms} is not slot {header.slot}'s "
+                                f"start {expected_time}")
+        if now_ms is not None and header.timestamp_ms > now_ms + ledger.params.slot_ms:
+            raise BlockRejected("block is from the future")
+        schedule = schedule_at(self.view(), ledger.params, head.hash, header.slot)
+        if header.producer != schedule.producer_for(header.slot):
+            raise BlockRejected(f"slot {header.slot} belongs to another producer")
+        if not header.signature_valid(ledger.chain_id):
+            raise BlockRejected("bad producer signature")
+
+    def check_txs(self, txs):
+        """Stateless checks; returns the job checking the signatures, which runs meanwhile."""
+        ledger = self.ledger
+        if len(txs) > ledger.params.max_block_txs:
+            raise BlockRejected(f"{len(txs)} transactions, at most {ledger.params.max_block_txs}")
+        compute_ids(txs)
+        if len({tx.id for tx in txs}) != len(txs):
+            raise BlockRejected("a transaction appears twice")
+        try:
+            for tx in txs:
+                check_static(tx, ledger.chain_id, ledger.params)
+        except TxRejected as exc:
+            raise BlockRejected(f"invalid transaction in block: {exc}") from None
+        return crypto.start_verify_many(ledger.chain_id,
+                                        [(tx.sender, tx.id, tx.signature) for tx in txs])
+
+    def write_block(self, block, receipts, changes):
+        """The block, its indexes and its state changes, and the new head."""
+        txn, db = self.txn, self.db
+        header, h = block.header, block.header.height
+        block_hash = header.hash
+        self.store_block(block)
+        txn.delete(U64.pack(h) + block_hash, db=db["side"])
+        txn.put(U64.pack(h), block_hash, db=db["heights"])
+        txn.put(block_hash, encode_receipts(receipts), db=db["receipts"])
+        tx_index, history = [], []
+        for where, tx in self.locations(block):
+            tx_index.append((tx.id, where))
+            history.extend((address + where, tx.id) for address in touched(tx))
+        txn.cursor(db=db["txs"]).putmulti(tx_index)
+        txn.cursor(db=db["history"]).putmulti(history)
+        if txn.stat(db["mempool"])["entries"]:
+            for tx in block.txs:
+                txn.delete(tx.id, db=db["mempool"])
+        txn.cursor(db=db["state"]).putmulti([(k, v) for k, v in changes.items() if v is not None])
+        for key, value in changes.items():
+            if value is None:
+                txn.delete(key, db=db["state"])
+        self.set_head(header)
+
+    def store_side(self, block):
+        """Keep a fork block until it wins or falls below the LIB."""
+        self.store_block(block)
+        self.txn.put(U64.pack(block.height) + block.hash, b"", db=self.db["side"])
+
+    def store_block(self, block):
+        """Keep a block's bytes and header (main chain or side fork)."""
+        block_hash = block.hash
+        self.txn.put(block_hash, block.encode(), db=self.db["blocks"])
+        self.txn.put(block_hash, block.header.encode(), db=self.db["headers"])
+
+    def locations(self, block):
+        for index, tx in enumerate(block.txs):
+            yield LOCATION.pack(block.height, index), tx
+
+    def set_head(self, header):
+        self.head = header
+        self.txn.put(b"head", header.hash, db=self.db["meta"])
+
+    # -- finality -------------------------------------------------------------------------------
+
+    def advance_lib(self, schedule):
+        """Move the last irreversible block up when 2/3+1 producers have built on it, and
+        forget what only reverting below it would need."""
+        chain = [(h, self.header_at(h).producer) for h in range(self.lib_height + 1,
+                                                                self.head.height)]
+        chain.append((self.head.height, self.head.producer))
+        lib = last_irreversible(chain, len(set(schedule.producers)), self.lib_height)
+        if lib == self.lib_height:
+            return
+        for height in range(self.lib_height + 1, lib + 1):
+            self.txn.delete(U64.pack(height), db=self.db["undo"])
+        self.prune_side(lib)
+        self.lib_height = lib
+        self.txn.put(b"lib", U64.pack(lib), db=self.db["meta"])
+        keep_from = min(lib, self.head.height - self.ledger.prune_depth)
+        if keep_from > 0:
+            self.ledger.smt.prune(self.txn, keep_from)
+
+    def prune_side(self, lib):
+        """Drop side blocks at or below the LIB: no fork can ever need them."""
+        cursor = self.txn.cursor(db=self.db["side"])
+        while cursor.first() and U64.unpack(cursor.key()[:8])[0] <= lib:
+            block_hash = cursor.key()[8:]
+            self.txn.delete(block_hash, db=self.db["blocks"])
+            self.txn.delete(block_hash, db=self.db["headers"])
+            cursor.delete()
+
+    def header_at(self, height):
+        block_hash = self.txn.get(U64.pack(height), db=self.db["heights"])
+        return Header.decode(self.txn.get(block_hash, db=self.db["headers"]))
+
+    # -- taking back and reorganising -----------------------------------------------------------
+
+    def rollback_head(self):
+        """Take the tip block back (it must be above the LIB); it becomes a side block."""
+        header, txn, db = self.head, self.txn, self.db
+        h = header.height
+        if h <= self.lib_height:
+            raise BlockRejected(f"block {h} is irreversible")
+        for kind, key, value in reversed(decode_undo(txn.get(U64.pack(h), db=db["undo"]))):
+            target = db["state"] if kind == DB_STATE else db["voters"]
+            if value is None:
+                txn.delete(key, db=target)
+            else:
+                txn.put(key, value, db=target)
+        self.ledger.smt.rollback(txn, h - 1)
+        block = Block.decode(txn.get(header.hash, db=db["blocks"]))
+        for where, tx in self.locations(block):
+            txn.delete(tx.id, db=db["txs"])
+            for address in touched(tx):
+                txn.delete(address + where, db=db["history"])
+        txn.delete(U64.pack(h), db=db["heights"])
+        txn.delete(U64.pack(h), db=db["undo"])
+        txn.delete(header.hash, db=db["receipts"])
+        txn.put(U64.pack(h) + header.hash, b"", db=db["side"])
+        self.undone.extend(block.txs)
+        self.set_head(Header.decode(txn.get(header.prev_hash, db=db["headers"])))
+
+    def reorganise(self, tip_hash, now_ms=None):
+        """Switch to the fork ending at ``tip_hash``: take blocks back to the common ancestor
+        (never at or below the LIB), then apply the fork's blocks in order."""
+        fork = self.fork_to(tip_hash)
+        ancestor_height = fork[0].height - 1
+        if ancestor_height < self.lib_height:
+            raise BlockRejected("the fork leaves the chain below the last irreversible block")
+        while self.head.height > ancestor_height:
+            self.rollback_head()
+        for block in fork:
+            self.extend(block, now_ms)
+
+    def fork_to(self, tip_hash):
+        """The side blocks from the main chain up to ``tip_hash``, oldest first."""
+        fork, block_hash = [], tip_hash
+        while True:
+            raw = self.txn.get(block_hash, db=self.db["blocks"])
+            if raw is None:
+                raise BlockRejected("a block of the fork is missing")
+            block = Block.decode(raw)
+            if self.txn.get(U64.pack(block.height), db=self.db["heights"]) == block_hash:
+                return list(reversed(fork))
+            fork.append(block)
+            block_hash = block.header.prev_hash
+
+
+def touched(tx):
+    """The addresses whose history lists ``tx``."""
+    if isinstance(tx.payload, Transfer) and tx.payload.to != tx.sender_address:
+        return (tx.sender_address, tx.payload.to)
+    return (tx.sender_address,)
