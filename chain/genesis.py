@@ -13,6 +13,7 @@ from edge._fast.codec_py import (MAX_CHAIN_ID, MAX_NAME, PUBKEY_SIZE, encode_fix
                                  encode_u8, encode_uvarint)
 from chain.address import AddressError, address_from_pubkey, decode_address, encode_address
 from chain.crypto import TAG_GENESIS, hash_of
+from chain.dpos.election import elect
 from chain.params import SSP_SUPPLY, Params
 from chain.state.records import Account, Agent, Schedule
 
@@ -231,5 +232,7 @@ def apply_genesis(view, genesis):
         addresses.append(address)
     view.set_agent_addresses(tuple(sorted(addresses)))
     view.set_pool(genesis.reward_pool)
-    producers = tuple(a.pubkey for a in genesis.agents[:genesis.params.producers_per_round])
-    view.set_schedule(Schedule(0, 1, producers))
+    # Round 0 follows the election rule with no votes yet: the agents ranked by address.
+    elected, _ = elect([(address, 0) for address in addresses], genesis.params.producers_per_round)
+    pubkeys = {address_from_pubkey(a.pubkey): a.pubkey for a in genesis.agents}
+    view.set_schedule(Schedule(0, 1, tuple(pubkeys[address] for address in elected)))

@@ -18,25 +18,29 @@ TEST_PARAMS = Params(agent_min_stake=100 * COIN, unbonding_blocks=3, max_votes=3
                      max_unbonding_entries=2, block_reward=5 * COIN)
 
 
-def make_genesis(keys, producer, params=TEST_PARAMS, chain_id=CHAIN_ID):
+def make_genesis(keys, producers, params=TEST_PARAMS, chain_id=CHAIN_ID):
+    """``keys`` funded with FUNDED each; ``producers`` (a key or a list) are staked agents."""
+    producers = producers if isinstance(producers, list) else [producers]
     allocations = [Allocation(k.address, FUNDED) for k in keys]
-    producer_alloc = Allocation(producer.address, FUNDED, params.agent_min_stake)
-    rest = TOTAL - POOL - sum(a.balance + a.stake for a in allocations) - FUNDED - params.agent_min_stake
-    sink = Allocation(address_from_pubkey(bytes(32)), rest)
-    return Genesis(chain_id, 1_700_000_000_000, 8, TOTAL, POOL, params,
-                   tuple(sorted(allocations + [producer_alloc, sink])),
-                   (GenesisAgent(producer.pubkey, "producer"),))
+    allocations += [Allocation(p.address, FUNDED, params.agent_min_stake) for p in producers]
+    rest = TOTAL - POOL - sum(a.balance + a.stake for a in allocations)
+    allocations.append(Allocation(address_from_pubkey(bytes(32)), rest))
+    return Genesis(chain_id, 1_700_000_000_000, 8, TOTAL, POOL, params, tuple(sorted(allocations)),
+                   tuple(GenesisAgent(p.pubkey, f"agent-{i}") for i, p in enumerate(producers)))
 
 
 class TestChain:
-    """A ledger whose only producer is ``self.producer`` and whose ``keys`` hold FUNDED each."""
+    """A ledger on ``path`` whose ``keys`` hold FUNDED each and whose ``agents`` (``n_agents``
+    staked producers; the first is ``producer``) are the genesis producers."""
 
     __test__ = False
 
-    def __init__(self, path, n_keys=4, params=TEST_PARAMS, map_size=64 << 20, prune_depth=1000):
+    def __init__(self, path, n_keys=4, params=TEST_PARAMS, map_size=64 << 20, prune_depth=1000,
+                 n_agents=1):
         self.keys = [KeyPair.from_seed(bytes([i + 1]) * 32) for i in range(n_keys)]
-        self.producer = KeyPair.from_seed(b"\xaa" * 32)
-        self.genesis = make_genesis(self.keys, self.producer, params)
+        self.agents = [KeyPair.from_seed(bytes([0xAA + i]) * 32) for i in range(n_agents)]
+        self.producer = self.agents[0]
+        self.genesis = make_genesis(self.keys, self.agents, params)
         self.params = params
         self.path = str(path)
         self.store = Store(self.path, map_size=map_size)
@@ -64,16 +68,16 @@ class TestChain:
 
     def signer(self, slot):
         """The test key scheduled for ``slot`` (agents elected later are test keys too)."""
-        signers = {k.pubkey: k for k in self.keys + [self.producer]}
+        signers = {k.pubkey: k for k in self.keys + self.agents}
         return signers[self.ledger.producer_for(slot)]
 
     def build(self, txs, slot=None):
         slot = slot or self.next_slot()
         return self.ledger.build_block(self.signer(slot), slot, txs)
 
-    def block(self, txs=()):
+    def block(self, txs=(), slot=None):
         """Build and apply a block holding ``txs``; every one must be valid."""
-        block, rejected = self.build(list(txs))
+        block, rejected = self.build(list(txs), slot)
         assert not rejected, [str(exc) for _, exc in rejected]
         self.ledger.apply_block(block)
         return block
