@@ -6,7 +6,7 @@ The home is ``--home``, else ``$SMARTSHARE_HOME``, else ``~/.smartshare``. It ho
 
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import tomli_w
 
@@ -36,6 +36,12 @@ class Config:
     api_host: str = "127.0.0.1"
     api_port: int = DEFAULT_API_PORT
     mempool_limit: int = 20_000
+    p2p_host: str = "127.0.0.1"
+    p2p_port: int = 0
+    seeds: list = field(default_factory=list)
+    max_peers: int = 16
+    admin_api: bool = False
+    equivocate: bool = False
 
     def path(self, name):
         return os.path.join(self.home, name)
@@ -45,23 +51,26 @@ class Config:
         return f"http://{self.api_host}:{self.api_port}"
 
     def to_toml(self):
-        return {
-            "node": {"data_dir": self.data_dir, "key_file": self.key_file,
-                     "genesis": self.genesis_file, "prune_depth": self.prune_depth,
-                     "map_size_mb": self.map_size_mb},
-            "api": {"host": self.api_host, "port": self.api_port},
-            "mempool": {"limit": self.mempool_limit},
-        }
+        doc = {}
+        for (section, key), (attr, _) in FIELDS.items():
+            doc.setdefault(section, {})[key] = getattr(self, attr)
+        return doc
 
     def save(self):
         with open(self.path(CONFIG_NAME), "wb") as f:
             tomli_w.dump(self.to_toml(), f)
 
 
-_FIELDS = {("node", "data_dir"): ("data_dir", str), ("node", "key_file"): ("key_file", str),
-           ("node", "genesis"): ("genesis_file", str), ("node", "prune_depth"): ("prune_depth", int),
-           ("node", "map_size_mb"): ("map_size_mb", int), ("api", "host"): ("api_host", str),
-           ("api", "port"): ("api_port", int), ("mempool", "limit"): ("mempool_limit", int)}
+# (section, key in config.toml) -> (Config attribute, type). p2p port 0 = no peer network.
+FIELDS = {
+    ("node", "data_dir"): ("data_dir", str), ("node", "key_file"): ("key_file", str),
+    ("node", "genesis"): ("genesis_file", str), ("node", "prune_depth"): ("prune_depth", int),
+    ("node", "map_size_mb"): ("map_size_mb", int), ("api", "host"): ("api_host", str),
+    ("api", "port"): ("api_port", int), ("mempool", "limit"): ("mempool_limit", int),
+    ("p2p", "host"): ("p2p_host", str), ("p2p", "port"): ("p2p_port", int),
+    ("p2p", "seeds"): ("seeds", list), ("p2p", "max_peers"): ("max_peers", int),
+    ("testing", "admin_api"): ("admin_api", bool), ("testing", "equivocate"): ("equivocate", bool),
+}
 
 
 def load(home):
@@ -76,13 +85,22 @@ def load(home):
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     config = Config(home=home)
-    for (section, key), (attr, kind) in _FIELDS.items():
+    for (section, key), (attr, kind) in FIELDS.items():
         value = doc.get(section, {}).get(key)
         if value is None:
             continue
-        if not isinstance(value, kind) or isinstance(value, bool):
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ConfigError(f"{path}: [{section}] {key} must be a {kind.__name__}")
         setattr(config, attr, value)
-    if not 0 < config.api_port < 65536:
-        raise ConfigError(f"{path}: [api] port must be 1..65535")
+    for port, name in ((config.api_port, "[api] port"), (config.p2p_port, "[p2p] port")):
+        if not 0 <= port < 65536 or (name == "[api] port" and port == 0):
+            raise ConfigError(f"{path}: {name} must be 1..65535")
+    for seed in config.seeds:
+        if not isinstance(seed, str) or not _is_host_port(seed):
+            raise ConfigError(f"{path}: [p2p] seeds must be \"host:port\" strings, not {seed!r}")
     return config
+
+
+def _is_host_port(text):
+    host, _, port = text.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536

@@ -5,6 +5,8 @@ import asyncio
 import os
 import socket
 import struct
+import subprocess
+import sys
 import time
 import tracemalloc
 
@@ -14,11 +16,11 @@ from nacl import bindings
 
 from chain import crypto
 from chain.keys import KeyPair
-from chain.p2p import (MESSAGE_CLASSES, BlockMsg, Blocks, ConnectionClosed, DecodeError, FrameCipher,
-                       FrameError, GetBlocks, GetHeaders, GetProof, HandshakeError, Headers, Hello,
-                       Peers, Ping, Pong, ProofMsg, TxMsg, accept, decode_message, encode_message,
-                       error_reason, open_connection)
-from chain.p2p import frames, handshake, messages
+from chain.p2p import (MESSAGE_CLASSES, BlockMsg, Blocks, ConnectionClosed, DecodeError,
+                       FrameCipher, FrameError, GetBlocks, GetHeaders, GetProof, HandshakeError,
+                       Headers, Hello, Peers, Ping, Pong, ProofMsg, TxMsg, accept, decode_message,
+                       encode_message, error_reason, open_connection)
+from chain.p2p import frames, messages
 from chain.p2p.frames import MAX_FRAME, MAX_PLAIN_FRAME, MAX_SEALED, plain_frame, read_frame
 from chain.p2p.handshake import auth_digest, check_hello1, encode_auth, encode_hello1
 
@@ -33,6 +35,17 @@ MiB = 1024 * 1024
 
 def run(coro, limit=20):
     return asyncio.run(asyncio.wait_for(coro, limit))
+
+
+def test_layering():
+    """chain.p2p carries bytes only: it never pulls in the ledger, the node or edge (but _fast)."""
+    code = ("import sys, chain.p2p; print(' '.join(m for m in sys.modules "
+            "if m.startswith(('chain.', 'edge.'))))")
+    loaded = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                            text=True).stdout.split()
+    assert "chain.p2p.connection" in loaded
+    allowed = ("chain.p2p", "chain.crypto", "chain.keys", "chain.address", "edge._fast")
+    assert [m for m in loaded if not m.startswith(allowed)] == []
 
 
 # -- messages: layout, round trips, strict decoding ------------------------------------------------
@@ -143,7 +156,8 @@ def test_size_limits():
     with pytest.raises(DecodeError, match="exceeds the limit"):
         decode_message(b"\x54" + bytes(MAX_FRAME))              # a message larger than a frame
     for bad in (BlockMsg(bytes(messages.MAX_BLOCK + 1)), TxMsg(bytes(16 * 1024 + 1)),
-                Blocks((b"",) * 501), Blocks((bytes(2 * MiB), bytes(2 * MiB))), Headers((b"",) * 2001),
+                Blocks((b"",) * 501), Blocks((bytes(2 * MiB), bytes(2 * MiB))),
+                Headers((b"",) * 2001),
                 Headers((bytes(1025),)), Peers(("a:1",) * 65), GetBlocks(0, 0), GetHeaders(0, 2001),
                 Hello(1, bytes(32), 2, 0), Hello(1, bytes(32), 0, 65536), Ping(2**64), Ping(-1),
                 GetProof(bytes(31), 0), ProofMsg(0, bytes(64 * 1024 + 1), b"", b"")):
@@ -213,10 +227,13 @@ def test_plain_frames_and_hello1_layout():
     assert plain_frame(hello)[:4] == struct.pack(">I", 109)
     assert check_hello1(hello, CHAIN, b"\x11" * 32) == (b"\x22" * 32, b"\x33" * 32)
     for data, chain, genesis, reason in (
-            (b"SSP3" + hello[4:], CHAIN, b"\x11" * 32, "bad_magic"), (b"SS", CHAIN, b"", "bad_magic"),
+            (b"SSP3" + hello[4:], CHAIN, b"\x11" * 32, "bad_magic"),
+            (b"SS", CHAIN, b"", "bad_magic"),
             (hello[:4] + b"\x02" + hello[5:], CHAIN, b"\x11" * 32, "bad_version"),
-            (hello, "ss-main", b"\x11" * 32, "wrong_chain"), (hello, CHAIN, bytes(32), "wrong_genesis"),
-            (hello + b"\x00", CHAIN, b"\x11" * 32, "malformed"), (hello[:-1], CHAIN, b"", "malformed")):
+            (hello, "ss-main", b"\x11" * 32, "wrong_chain"),
+            (hello, CHAIN, bytes(32), "wrong_genesis"),
+            (hello + b"\x00", CHAIN, b"\x11" * 32, "malformed"),
+            (hello[:-1], CHAIN, b"", "malformed")):
         with pytest.raises(HandshakeError) as info:
             check_hello1(data, chain, genesis)
         assert info.value.reason == reason
@@ -227,21 +244,23 @@ def test_plain_frames_and_hello1_layout():
 def test_auth_digest_known_answer():
     digest = auth_digest(b"\x01" * 32, b"\x02" * 32, b"\x03" * 32, 0)
     assert digest.hex() == "f5986b9a7aace0b7e6fa85591a14709f59d6c39372fbe28fda9d0a943f445838"
-    assert digest == crypto.hash_of(b"ss/p2p-auth", b"\x01" * 32 + b"\x02" * 32 + b"\x03" * 32 + b"\x00")
+    preimage = b"\x01" * 32 + b"\x02" * 32 + b"\x03" * 32 + b"\x00"
+    assert digest == crypto.hash_of(b"ss/p2p-auth", preimage)
     key = KeyPair.from_seed(b"\x07" * 32)
     assert key.sign(CHAIN, digest).hex() == (
         "59c27a1e7e0c4bc401496615cbde3764cdd1558a433edd79aa37550f7df2ead9"
         "3ee2dfeb6cfbb0b7f1a5bc26e4ecdbb0c144ca25cf42a1aea9455561aae80304")
 
 
-# -- real sockets ------------------------------------------------------------------------------------
+# -- real sockets ----------------------------------------------------------------------------------
 
 class EchoServer:
     """A p2p server on 127.0.0.1: sends SERVER_HELLO, then answers Ping with Pong and echoes the
     rest. Handshake and link failures go to ``failures``; links it accepted to ``accepted``."""
 
     def __init__(self, timeout=5.0, chain_id=CHAIN, genesis=GENESIS, keypair=SERVER_KEY):
-        self.timeout, self.chain_id, self.genesis, self.keypair = timeout, chain_id, genesis, keypair
+        self.timeout, self.chain_id, self.genesis = timeout, chain_id, genesis
+        self.keypair = keypair
         self.failures = asyncio.Queue()
         self.accepted = []
         self._writers = []
@@ -260,7 +279,8 @@ class EchoServer:
     async def _handle(self, reader, writer):
         self._writers.append(writer)
         try:
-            conn = await accept(reader, writer, self.keypair, self.chain_id, self.genesis, self.timeout)
+            conn = await accept(reader, writer, self.keypair, self.chain_id, self.genesis,
+                                self.timeout)
         except HandshakeError as exc:
             await self.failures.put(exc)
             return
@@ -377,7 +397,7 @@ def test_handshake_and_messages_both_ways():
             assert await conn.recv() == SERVER_HELLO                   # server → client
             (link,) = server.accepted
             assert link.peer_pubkey == CLIENT_KEY.pubkey and not link.initiator
-            for message, _ in LAYOUTS:                                 # client → server → client
+            for message, _ in LAYOUTS:                               # client → server → client
                 await conn.send(message)
                 expected = Pong(message.nonce) if isinstance(message, Ping) else message
                 assert await conn.recv() == expected
@@ -428,7 +448,8 @@ def test_bad_magic_and_bad_version():
 
         async def impostor(reader, writer):   # a server that is not a SmartShare node
             writer.write(plain_frame(b"SSH-2.0-OpenSSH_9.6"))
-            await writer.drain()
+            await reader.read()
+            writer.close()
         fake = await asyncio.start_server(impostor, "127.0.0.1", 0)
         async with fake:
             with pytest.raises(HandshakeError) as info:
@@ -554,6 +575,7 @@ def test_silent_peers_time_out_without_blocking_others():
 
         async def mute(reader, writer):
             await reader.read()
+            writer.close()
         quiet = await asyncio.start_server(mute, "127.0.0.1", 0)
         async with quiet:
             with pytest.raises(HandshakeError) as info:
@@ -566,4 +588,29 @@ def test_silent_peers_time_out_without_blocking_others():
         with pytest.raises(HandshakeError) as info:
             await open_connection("127.0.0.1", closed_port, CLIENT_KEY, CHAIN, GENESIS, timeout=0.3)
         assert info.value.reason == "unreachable"
+    run(scenario())
+
+
+def test_recv_is_cancellation_safe():
+    async def scenario():
+        links = asyncio.Queue()
+
+        async def handle(reader, writer):
+            await links.put(await accept(reader, writer, SERVER_KEY, CHAIN, GENESIS))
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        async with server:
+            conn = await open_connection("127.0.0.1", server.sockets[0].getsockname()[1],
+                                         CLIENT_KEY, CHAIN, GENESIS)
+            link = await links.get()
+            frame = link._cipher.seal(Ping(5).encode())
+            for part in (frame[:2], frame[2:6], frame[6:-1]):  # inside the prefix, then the body
+                link._writer.write(part)
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(conn.recv(), 0.05)
+            link._writer.write(frame[-1:])
+            assert await conn.recv() == Ping(5)
+            await link.send(Pong(6))
+            assert await conn.recv() == Pong(6)
+            await conn.close()
+            await link.close()
     run(scenario())

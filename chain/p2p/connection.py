@@ -9,7 +9,7 @@ import asyncio
 import logging
 
 from chain.p2p.frames import (MAX_FRAME, MAX_SEALED, TAG_SIZE, ConnectionClosed, FrameCipher,
-                              FrameError, read_frame)
+                              FrameError, read_body, read_length)
 from chain.p2p.handshake import TIMEOUT, UNREACHABLE, HandshakeError, handshake
 from chain.p2p.messages import decode_message, encode_message
 
@@ -34,6 +34,7 @@ class Connection:
         self._send_lock = asyncio.Lock()
         self._recv_lock = asyncio.Lock()
         self._closed = False
+        self._pending_length = None  # a frame whose prefix was read by a cancelled recv()
         self.peer_pubkey = peer_pubkey
         self.initiator = initiator
         peer = writer.get_extra_info("peername")
@@ -51,7 +52,8 @@ class Connection:
         """Encode, seal and write ``message``; concurrent sends never interleave their frames."""
         plaintext = encode_message(message)
         if len(plaintext) > MAX_FRAME:
-            raise ValueError(f"message of {len(plaintext)} bytes exceeds the frame limit {MAX_FRAME}")
+            raise ValueError(f"message of {len(plaintext)} bytes exceeds the frame limit "
+                             f"{MAX_FRAME}")
         async with self._send_lock:
             if self._closed:
                 raise ConnectionClosed("closed", "the connection is closed")
@@ -63,12 +65,17 @@ class Connection:
                 raise ConnectionClosed("reset", str(exc) or type(exc).__name__) from None
 
     async def recv(self):
-        """Read, open and decode the next message."""
+        """Read, open and decode the next message. Cancelling it (e.g. an idle timeout with
+        ``asyncio.wait_for``) is safe: the next call resumes the same frame."""
         async with self._recv_lock:
             if self._closed:
                 raise ConnectionClosed("closed", "the connection is closed")
             try:
-                sealed = await read_frame(self._reader, MAX_SEALED, TAG_SIZE + 1)
+                if self._pending_length is None:
+                    self._pending_length = await read_length(self._reader, MAX_SEALED,
+                                                             TAG_SIZE + 1)
+                sealed = await read_body(self._reader, self._pending_length)
+                self._pending_length = None
                 plaintext = self._cipher.open(sealed)
             except (FrameError, ConnectionClosed) as exc:
                 if isinstance(exc, FrameError):
@@ -99,7 +106,8 @@ async def _close_writer(writer):
 async def _establish(reader, writer, keypair, chain_id, genesis_hash, initiator, timeout):
     peer = writer.get_extra_info("peername")
     try:
-        result = await handshake(reader, writer, keypair, chain_id, genesis_hash, initiator, timeout)
+        result = await handshake(reader, writer, keypair, chain_id, genesis_hash, initiator,
+                                 timeout)
     except HandshakeError as exc:
         log.warning("p2p handshake with %s failed: %s", peer, exc)
         await _close_writer(writer)

@@ -52,10 +52,19 @@ def plain_frame(body):
 async def read_frame(reader: asyncio.StreamReader, max_length, min_length=1):
     """Read one frame body. The prefix is checked against ``min_length..max_length`` before the
     body is read, so a hostile length allocates nothing."""
-    prefix = await _read_exactly(reader, LENGTH_SIZE, at_boundary=True)
-    (length,) = _LENGTH.unpack(prefix)
+    return await read_body(reader, await read_length(reader, max_length, min_length))
+
+
+async def read_length(reader, max_length, min_length=1):
+    """Read and check a frame's length prefix. Cancelling it consumes nothing."""
+    (length,) = _LENGTH.unpack(await _read_exactly(reader, LENGTH_SIZE, at_boundary=True))
     if not min_length <= length <= max_length:
         raise FrameError("oversize", f"frame length {length} is outside {min_length}..{max_length}")
+    return length
+
+
+async def read_body(reader, length):
+    """Read the ``length`` body bytes that follow a prefix. Cancelling it consumes nothing."""
     return await _read_exactly(reader, length, at_boundary=False)
 
 
@@ -65,7 +74,7 @@ async def _read_exactly(reader, n, at_boundary):
     except asyncio.IncompleteReadError as exc:
         if at_boundary and not exc.partial:
             raise ConnectionClosed("closed", "the peer closed the connection") from None
-        raise ConnectionClosed("truncated", "the peer closed the connection inside a frame") from None
+        raise ConnectionClosed("truncated", "the peer closed the connection mid-frame") from None
     except ConnectionError as exc:
         raise ConnectionClosed("reset", str(exc) or type(exc).__name__) from None
 

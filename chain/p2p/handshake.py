@@ -86,7 +86,8 @@ def check_hello1(data, chain_id, genesis_hash):
     except DecodeError as exc:
         raise HandshakeError(MALFORMED, str(exc)) from None
     if peer_chain != chain_id:
-        raise HandshakeError(WRONG_CHAIN, f"peer is on chain {peer_chain!r}, we are on {chain_id!r}")
+        raise HandshakeError(WRONG_CHAIN,
+                             f"peer is on chain {peer_chain!r}, we are on {chain_id!r}")
     if peer_genesis != genesis_hash:
         raise HandshakeError(WRONG_GENESIS, f"peer has genesis {peer_genesis.hex()}, "
                                             f"we have {bytes(genesis_hash).hex()}")
@@ -113,7 +114,8 @@ def decode_auth(data):
     """``(node_pubkey, signature)`` from an auth body."""
     r = Reader(data)
     try:
-        pubkey, signature = r.fixed(PUBKEY_SIZE, "auth.pubkey"), r.fixed(SIGNATURE_SIZE, "auth.signature")
+        pubkey = r.fixed(PUBKEY_SIZE, "auth.pubkey")
+        signature = r.fixed(SIGNATURE_SIZE, "auth.signature")
         r.end("auth")
     except DecodeError as exc:
         raise HandshakeError(MALFORMED, str(exc)) from None

@@ -10,8 +10,8 @@ value the decoder would refuse raises ``ValueError``/``TypeError`` instead.
 from typing import NamedTuple, Optional, Tuple
 
 from edge._fast import DecodeError
-from edge._fast.codec_py import (HASH_SIZE, MAX_U64, Reader, encode_bytes, encode_fixed, encode_text,
-                                 encode_u8, encode_uvarint)
+from edge._fast.codec_py import (HASH_SIZE, MAX_U64, Reader, encode_bytes, encode_fixed,
+                                 encode_text, encode_uvarint)
 
 from chain.p2p.frames import MAX_FRAME
 
@@ -89,7 +89,8 @@ class Hello(NamedTuple):
 
     @classmethod
     def read(cls, r):
-        head_height, head_hash = r.uvarint("hello.head_height"), r.fixed(HASH_SIZE, "hello.head_hash")
+        head_height = r.uvarint("hello.head_height")
+        head_hash = r.fixed(HASH_SIZE, "hello.head_hash")
         lib_height = r.uvarint("hello.lib_height")
         if lib_height > head_height:
             raise DecodeError("hello.lib_height", "above head_height")
@@ -265,7 +266,8 @@ class Peers(NamedTuple):
 
     @classmethod
     def read(cls, r):
-        return cls(tuple(r.text(MAX_PEER_ADDRESS, "peers") for _ in range(r.count(MAX_PEERS, "peers"))))
+        n = r.count(MAX_PEERS, "peers")
+        return cls(tuple(r.text(MAX_PEER_ADDRESS, "peers") for _ in range(n)))
 
 
 MESSAGE_CLASSES = {cls.TYPE: cls for cls in (Hello, TxMsg, BlockMsg, GetBlocks, Blocks, GetHeaders,
