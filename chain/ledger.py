@@ -16,7 +16,7 @@ from chain.errors import BlockRejected, TxRejected
 from chain.execute import apply_tx, begin_block, pay_producer
 from chain.genesis import apply_genesis
 from chain.state.records import Account, account_key
-from chain.state.smt import SparseMerkleTree
+from chain.state.smt import SparseMerkleTree, StateError
 from chain.state.view import StateView
 from chain.writer import LOCATION, U64, ChainWriter
 from edge._fast.codec_py import HEADER_VERSION
@@ -203,6 +203,28 @@ class Ledger:
     def block_hash_at(self, height):
         with self.store.read() as txn:
             return txn.get(U64.pack(height), db=self.db["heights"])
+
+    def block_bytes(self, block_hash):
+        with self.store.read() as txn:
+            return txn.get(block_hash, db=self.db["blocks"])
+
+    def header_bytes(self, block_hash):
+        with self.store.read() as txn:
+            return txn.get(block_hash, db=self.db["headers"])
+
+    def state_proof(self, key, height):
+        """``(value or None, proof, header)`` of state ``key`` at ``height`` (the head when the
+        height is not on the main chain or its version was pruned)."""
+        block_hash = self.block_hash_at(height)
+        with self.store.read() as txn:
+            header_raw = txn.get(block_hash, db=self.db["headers"]) if block_hash else None
+            header = Header.decode(header_raw) if header_raw else self.head
+            try:
+                value, proof = self.smt.prove(txn, header.height, key)
+            except StateError:
+                header = self.head
+                value, proof = self.smt.prove(txn, header.height, key)
+        return value, proof, header
 
     def block(self, block_hash):
         with self.store.read() as txn:

@@ -7,7 +7,7 @@ Routes (docs/api.md): ``GET /v1/status``, ``POST /v1/txs``, ``GET /v1/txs/{id}``
 
 from aiohttp import web
 
-from chain.address import AddressError, decode_address, encode_address
+from chain.address import AddressError, address_from_pubkey, decode_address, encode_address
 from edge import _fast
 
 VERSION = "0.1.0"
@@ -29,7 +29,11 @@ def build_app(node):
     app.router.add_get("/v1/accounts/{address}", handlers.account)
     app.router.add_get("/v1/accounts/{address}/txs", handlers.history)
     app.router.add_get("/v1/blocks/{block_id}", handlers.block)
+    app.router.add_get("/v1/peers", handlers.peers)
+    app.router.add_get("/v1/schedule", handlers.schedule)
     app.router.add_get("/metrics", handlers.metrics)
+    if node.config.admin_api:
+        app.router.add_post("/v1/admin/partition", handlers.partition)
     return app
 
 
@@ -54,6 +58,9 @@ class _Handlers:
             "height": head.height, "head_hash": head.hash.hex(),
             "state_root": head.state_root.hex(), "slot": head.slot,
             "timestamp_ms": head.timestamp_ms, "mempool": len(self.node.mempool),
+            "lib_height": ledger.lib_height,
+            "peers": len(self.node.network.peers) if self.node.network else 0,
+            "p2p_port": self.node.network.port if self.node.network else 0,
             "node_address": self.node.key.address_text, "node_pubkey": self.node.key.pubkey.hex(),
             "role": "agent", "implementation": _fast.IMPLEMENTATION, "version": VERSION,
             "decimals": ledger.genesis.decimals,
@@ -148,6 +155,34 @@ class _Handlers:
             "header": block.header.to_json(), "txs": [tx.to_json() for tx in block.txs],
             "receipts": [{"tx_id": r.tx_id.hex(), "status": r.status, "fee": str(r.fee)}
                          for r in receipts], "size": len(block.encode())})
+
+    async def peers(self, request):
+        network = self.node.network
+        return web.json_response({"peers": network.status() if network else [],
+                                  "p2p_port": network.port if network else 0})
+
+    async def schedule(self, request):
+        with self.ledger.store.read() as txn:
+            view = self.ledger.view(txn)
+            schedule = view.schedule()
+            producers = [{"address": encode_address(address_from_pubkey(p)), "pubkey": p.hex(),
+                          "name": view.agent(address_from_pubkey(p)).name}
+                         for p in schedule.producers]
+        return web.json_response({"round": schedule.round, "start_slot": schedule.start_slot,
+                                  "producers": producers})
+
+    async def partition(self, request):
+        """Testing: talk only to the listed node keys (``{"allow": null}`` heals)."""
+        body = await request.json()
+        allow = body.get("allow") if isinstance(body, dict) else None
+        try:
+            keys = None if allow is None else [bytes.fromhex(k) for k in allow]
+        except (TypeError, ValueError):
+            return _error(400, "bad_request", "allow must be null or a list of hex node keys")
+        if self.node.network is None:
+            return _error(400, "no_network", "this node runs without a peer network")
+        self.node.network.set_allowed(keys)
+        return web.json_response({"allow": allow})
 
     async def metrics(self, request):
         return web.Response(body=self.node.metrics.render(),

@@ -19,7 +19,7 @@ from edge import config as config_mod
 from edge.client import ApiError
 from edge.cli_base import CliError, home_of, load_config, node_status
 from edge.config import Config, ConfigError
-from edge import cli_wallet
+from edge import cli_stake, cli_testnet, cli_wallet
 
 
 def main(argv=None):
@@ -82,7 +82,9 @@ def build_parser():
     p = sub.add_parser("status", parents=[common], help="show the running node's head")
     p.set_defaults(func=cmd_status)
 
-    cli_wallet.add_parsers(sub, common)
+    wallet = cli_wallet.add_parsers(sub, common)
+    cli_stake.add_parsers(sub, wallet, common)
+    cli_testnet.add_parsers(sub, common)
     return parser
 
 

@@ -45,6 +45,7 @@ def add_parsers(sub, common):
     p = named("history", cmd_history, "list an account's committed transactions")
     p.add_argument("address", nargs="?", help="any address (default: the wallet's)")
     p.add_argument("--limit", type=int, default=20)
+    return wallet
 
 
 def load_wallet(args):

@@ -10,6 +10,8 @@ class NodeMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.height = Gauge("smartshare_height", "Height of the head block", registry=r)
+        self.lib_height = Gauge("smartshare_lib_height", "Height of the last irreversible block",
+                                registry=r)
         self.txs_applied = Counter("smartshare_txs_applied", "Transactions applied in blocks",
                                    registry=r)
         self.blocks_applied = Counter("smartshare_blocks_applied", "Blocks applied", registry=r)

@@ -20,7 +20,9 @@ from chain.keys import KeyFileError, KeyPair
 from chain.ledger import Ledger, LedgerError
 from chain.mempool import Mempool
 from chain.store import Store
-from chain.tx import Tx
+from chain.block import Header
+from chain.network import PeerNetwork
+from chain.tx import Evidence, Transfer, Tx
 from edge._fast import DecodeError
 from edge.api import start_api
 from edge.metrics import NodeMetrics
@@ -55,6 +57,20 @@ class Node:
         self._stopping = asyncio.Event()
         self._load_mempool()
         self.metrics.height.set(self.ledger.head.height)
+        self.network = self._make_network() if config.p2p_port else None
+
+    def _make_network(self):
+        config = self.config
+        return PeerNetwork(self.ledger, self.key, host=config.p2p_host, port=config.p2p_port,
+                           seeds=config.seeds, max_peers=config.max_peers, submit=self.submit,
+                           on_chain_change=self._on_network_block,
+                           on_double_production=self._on_double_production, now_ms=now_ms,
+                           log=self.log, agent_name=self._agent_name())
+
+    def _agent_name(self):
+        with self.store.read() as txn:
+            agent = self.ledger.view(txn).agent(self.key.address)
+        return agent.name if agent is not None else ""
 
     # -- transactions ---------------------------------------------------------------------------
 
@@ -85,6 +101,8 @@ class Node:
         accepted = [tx for tx in accepted if tx.id in self.mempool]  # minus any evicted again
         if accepted or evicted:
             self._persist(accepted, evicted)
+        if accepted and self.network is not None:
+            self.network.broadcast_txs([tx.raw for tx in accepted])
         self.metrics.mempool_size.set(len(self.mempool))
         return results
 
@@ -137,24 +155,63 @@ class Node:
     # -- blocks ---------------------------------------------------------------------------------
 
     def produce(self, slot):
-        """Build, validate and commit this node's block for ``slot``; returns it."""
+        """Build, validate and commit this node's block for ``slot``, and announce it."""
         candidates = self.mempool.select(self.ledger.params.max_block_txs)
         block, rejected = self.ledger.build_block(self.key, slot, candidates)
+        twin = self._equivocating_twin(slot, candidates) if self.config.equivocate else None
         started = time.perf_counter()
         self.ledger.apply_block(block, now_ms=now_ms())
         self.metrics.apply_seconds.observe(time.perf_counter() - started)
-        self.mempool.remove(block.txs)
-        dropped = [tx for tx, _ in rejected] + self.mempool.revalidate(self.ledger.account)
+        self.chain_changed(block, included=block.txs, dropped=[tx for tx, _ in rejected])
+        if self.network is not None:
+            if twin is None:
+                self.network.broadcast_block(block)
+            else:
+                self.network.split_broadcast(block, twin)
+        return block
+
+    def _equivocating_twin(self, slot, candidates):
+        """A second, different block for the same slot (testing only: it is punishable)."""
+        account = self.ledger.account(self.key.address)
+        nonce = self.mempool.next_nonce(self.key.address, account)
+        payload = Transfer(self.key.address, 1)
+        fee = self.ledger.params.min_fee_for(len(Tx(self.ledger.chain_id, self.key.pubkey, nonce,
+                                                    0, payload).raw) + 4)
+        extra = Tx(self.ledger.chain_id, self.key.pubkey, nonce, fee, payload).signed_by(self.key)
+        return self.ledger.build_block(self.key, slot, candidates + [extra])[0]
+
+    def chain_changed(self, block, included, dropped=(), undone=()):
+        """After the head moved: settle the mempool, the metrics and the log."""
+        self.mempool.remove(included)
+        if undone:
+            self.submit([tx.raw for tx in undone])
+        dropped = list(dropped) + self.mempool.revalidate(self.ledger.account)
         self.mempool.remove(dropped)
         self._forget(dropped)
-        self.metrics.height.set(block.height)
+        self.metrics.height.set(self.ledger.head.height)
+        self.metrics.lib_height.set(self.ledger.lib_height)
         self.metrics.blocks_applied.inc()
         self.metrics.txs_applied.inc(len(block.txs))
         self.metrics.mempool_size.set(len(self.mempool))
         h = block.header
         self.log(f"block {h.height:>7}  slot {h.slot:>8}  txs {len(block.txs):>5}  "
-                 f"state {h.state_root.hex()[:12]}  hash {h.hash.hex()[:12]}")
-        return block
+                 f"lib {self.ledger.lib_height:>7}  state {h.state_root.hex()[:12]}  "
+                 f"hash {h.hash.hex()[:12]}")
+
+    def _on_network_block(self, block, result):
+        self.chain_changed(block, included=block.txs, undone=result.undone)
+
+    def _on_double_production(self, first, second):
+        """Report double production seen on the network with an evidence transaction."""
+        account = self.ledger.account(self.key.address)
+        nonce = self.mempool.next_nonce(self.key.address, account)
+        payload = Evidence(first, second)
+        size = len(Tx(self.ledger.chain_id, self.key.pubkey, nonce, 0, payload).raw) + 4
+        tx = Tx(self.ledger.chain_id, self.key.pubkey, nonce,
+                self.ledger.params.min_fee_for(size), payload).signed_by(self.key)
+        result = self.submit([tx.raw])[0]
+        self.log(f"double production seen at slot {Header.decode(first).slot}: evidence "
+                 f"{'submitted ' + result['id'][:16] if result['accepted'] else result['reason']}")
 
     async def produce_forever(self):
         """Produce a block in every slot this node is scheduled for, until stopped."""
@@ -177,6 +234,8 @@ class Node:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stopping.set)
         runner = await start_api(self, self.config.api_host, self.config.api_port)
+        if self.network is not None:
+            await self.network.start()
         self.log(f"SmartShare node {self.key.address_text} on chain {self.ledger.chain_id}: "
                  f"height {self.ledger.head.height}, API {self.config.api_url}, "
                  f"pid {os.getpid()}")
@@ -185,6 +244,8 @@ class Node:
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
+            if self.network is not None:
+                await self.network.stop()
             await runner.cleanup()
             self.store.close()
             self.log("node stopped")

@@ -16,7 +16,7 @@ from nacl import bindings
 
 from chain import crypto
 from chain.keys import KeyPair
-from chain.p2p import (MESSAGE_CLASSES, BlockMsg, Blocks, ConnectionClosed, DecodeError,
+from chain.p2p import (Txs, MESSAGE_CLASSES, BlockMsg, Blocks, ConnectionClosed, DecodeError,
                        FrameCipher, FrameError, GetBlocks, GetHeaders, GetProof, HandshakeError,
                        Headers, Hello, Peers, Ping, Pong, ProofMsg, TxMsg, accept, decode_message,
                        encode_message, error_reason, open_connection)
@@ -66,6 +66,7 @@ MESSAGES = st.one_of(
     st.builds(ProofMsg, u64, st.none() | blob, blob, blob),
     st.builds(Ping, u64), st.builds(Pong, u64),
     st.builds(Peers, st.lists(st.text(max_size=16), max_size=6).map(tuple)),
+    st.builds(Txs, st.lists(blob, max_size=6).map(tuple)),
 )
 
 LAYOUTS = [
@@ -82,11 +83,12 @@ LAYOUTS = [
     (Ping(300), "59ac02"),
     (Pong(0), "5a00"),
     (Peers(("a:1",)), "5b0103613a31"),
+    (Txs((b"\x01", b"")), "5c02010100"),
 ]
 
 
 def test_layouts_cover_every_type():
-    assert {type(m).TYPE for m, _ in LAYOUTS} == set(MESSAGE_CLASSES) == set(range(0x50, 0x5C))
+    assert {type(m).TYPE for m, _ in LAYOUTS} == set(MESSAGE_CLASSES) == set(range(0x50, 0x5D))
 
 
 @pytest.mark.parametrize("message, encoded", LAYOUTS, ids=lambda v: type(v).__name__
@@ -120,7 +122,7 @@ def _uv(n):
 
 
 @pytest.mark.parametrize("raw, field", [
-    ("", "message.type"), ("00", "message.type"), ("4f", "message.type"), ("5c", "message.type"),
+    ("", "message.type"), ("00", "message.type"), ("4f", "message.type"), ("5d", "message.type"),
     ("ff", "message.type"),
     ("598000", "ping.nonce"),                                    # non-minimal uvarint
     ("59ffffffffffffffffff02", "ping.nonce"),                    # over 64 bits

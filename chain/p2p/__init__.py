@@ -14,7 +14,7 @@ from chain.p2p.frames import (MAX_FRAME, MAX_PLAIN_FRAME, ConnectionClosed, Fram
                               P2PError)
 from chain.p2p.handshake import TAG_P2P_AUTH, HandshakeError
 from chain.p2p.messages import (MESSAGE_CLASSES, BlockMsg, Blocks, GetBlocks, GetHeaders, GetProof,
-                                Headers, Hello, Peers, Ping, Pong, ProofMsg, TxMsg, decode_message,
+                                Headers, Hello, Peers, Ping, Pong, ProofMsg, TxMsg, Txs, decode_message,
                                 encode_message)
 
 MALFORMED = "malformed"
@@ -36,5 +36,5 @@ __all__ = [
     "FrameCipher", "MAX_FRAME", "MAX_PLAIN_FRAME", "TAG_P2P_AUTH",
     "MESSAGE_CLASSES", "decode_message", "encode_message",
     "Hello", "TxMsg", "BlockMsg", "GetBlocks", "Blocks", "GetHeaders", "Headers", "GetProof",
-    "ProofMsg", "Ping", "Pong", "Peers",
+    "ProofMsg", "Ping", "Pong", "Peers", "Txs",
 ]

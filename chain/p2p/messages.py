@@ -15,9 +15,9 @@ from edge._fast.codec_py import (HASH_SIZE, MAX_U64, Reader, encode_bytes, encod
 
 from chain.p2p.frames import MAX_FRAME
 
-# Message types (0x50..0x5B; outside the object tags of §1).
-HELLO, TX, BLOCK, GET_BLOCKS, BLOCKS, GET_HEADERS, HEADERS, GET_PROOF, PROOF, PING, PONG, PEERS = \
-    range(0x50, 0x5C)
+# Message types (0x50..0x5C; outside the object tags of §1).
+HELLO, TX, BLOCK, GET_BLOCKS, BLOCKS, GET_HEADERS, HEADERS, GET_PROOF, PROOF, PING, PONG, PEERS, \
+    TXS = range(0x50, 0x5D)
 
 # Wire limits (bytes unless said otherwise).
 MAX_AGENT = 32               # Hello.agent, UTF-8 bytes
@@ -31,6 +31,7 @@ MAX_PROOF_VALUE = 64 * 1024  # ProofMsg.value
 MAX_PROOF = 16 * 1024        # ProofMsg.proof (a §10.3 proof is at most 8,324 bytes)
 MAX_PEERS = 64               # addresses per Peers
 MAX_PEER_ADDRESS = 64        # one "host:port", UTF-8 bytes
+MAX_TXS = 1000               # transactions per Txs
 
 
 def _u64(value, field):
@@ -109,6 +110,19 @@ class TxMsg(NamedTuple):
     @classmethod
     def read(cls, r):
         return cls(r.var_bytes(MAX_TX, "tx.raw"))
+
+
+class Txs(NamedTuple):
+    """0x5C: a batch of encoded transactions (gossip sends what gathered in a few ms)."""
+    raws: Tuple[bytes, ...]
+    TYPE = TXS
+
+    def encode(self):
+        return _fits(bytes((TXS,)) + _encode_list(self.raws, MAX_TX, MAX_TXS, "txs"), "txs")
+
+    @classmethod
+    def read(cls, r):
+        return cls(_read_list(r, MAX_TX, MAX_TXS, "txs"))
 
 
 class BlockMsg(NamedTuple):
@@ -271,7 +285,7 @@ class Peers(NamedTuple):
 
 
 MESSAGE_CLASSES = {cls.TYPE: cls for cls in (Hello, TxMsg, BlockMsg, GetBlocks, Blocks, GetHeaders,
-                                             Headers, GetProof, ProofMsg, Ping, Pong, Peers)}
+                                             Headers, GetProof, ProofMsg, Ping, Pong, Peers, Txs)}
 
 
 def encode_message(message):
