@@ -120,7 +120,10 @@ class _Handlers:
         if agent is None:
             return None
         return {"name": agent.name, "endpoint": agent.endpoint, "active": agent.active,
-                "votes": str(agent.votes), "registered_height": agent.registered_height}
+                "votes": str(agent.votes), "registered_height": agent.registered_height,
+                "jailed_until": agent.jailed_until, "missed_in_a_row": agent.missed_in_a_row,
+                "missed_total": agent.missed_total, "produced": agent.produced,
+                "voter_pool": str(agent.voter_pool)}
 
     async def history(self, request):
         address = _address(request)

@@ -82,6 +82,11 @@ def build_parser():
     p = sub.add_parser("status", parents=[common], help="show the running node's head")
     p.set_defaults(func=cmd_status)
 
+    p = sub.add_parser("sync", parents=[common], help="follow the node until it has caught up "
+                                                      "with its peers (progress bar)")
+    p.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
+    p.set_defaults(func=cmd_sync)
+
     wallet = cli_wallet.add_parsers(sub, common)
     cli_stake.add_parsers(sub, wallet, common)
     cli_testnet.add_parsers(sub, common)
@@ -140,6 +145,58 @@ def cmd_status(args):
             f"mempool  {s['mempool']} pending\n"
             f"node     {s['node_address']} ({s['role']}, {s['implementation']} build)")
     return s, text
+
+
+def cmd_sync(args):
+    client, status = node_status(args)
+    start = status["height"]
+    deadline = time.monotonic() + args.timeout
+    progress = Progress(sys.stderr if not args.json else None)
+    while True:
+        status = client.get("/v1/status")
+        peers = client.get("/v1/peers")["peers"]
+        target = max([status["height"]] + [p["head_height"] for p in peers])
+        progress.show(status["height"] - start, max(target - start, 1),
+                      f"height {status['height']}/{target}  peers {len(peers)}")
+        if peers and status["height"] >= target:
+            break
+        if time.monotonic() > deadline:
+            progress.done()
+            raise CliError(f"still behind after {args.timeout:.0f}s: height {status['height']} "
+                           f"of {target} ({len(peers)} peers)", "timeout")
+        time.sleep(0.5)
+    progress.done()
+    data = {"height": status["height"], "lib_height": status["lib_height"],
+            "peers": len(peers), "synced_blocks": status["height"] - start}
+    return data, (f"in sync at height {status['height']} (LIB {status['lib_height']}, "
+                  f"{len(peers)} peers)")
+
+
+class Progress:
+    """A one-line progress bar on a terminal; plain lines elsewhere; nothing when ``out`` is
+    None."""
+
+    WIDTH = 30
+
+    def __init__(self, out):
+        self.out = out
+        self.tty = out is not None and out.isatty()
+        self.last = None
+
+    def show(self, done, total, label):
+        if self.out is None:
+            return
+        filled = min(self.WIDTH, self.WIDTH * done // total)
+        line = f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {label}"
+        if self.tty:
+            print("\r" + line, end="", file=self.out, flush=True)
+        elif line != self.last:
+            print(line, file=self.out, flush=True)
+        self.last = line
+
+    def done(self):
+        if self.tty:
+            print(file=self.out)
 
 
 if __name__ == "__main__":

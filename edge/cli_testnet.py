@@ -13,6 +13,7 @@ def add_parsers(sub, common):
     p.add_argument("--nodes", type=int, default=4)
     p.add_argument("--dir", default=DEFAULT_DIR)
     p.add_argument("--slot-ms", type=int, default=1000)
+    p.add_argument("--producers", type=int, help="producers per round (default: every node)")
     p.set_defaults(func=cmd_up)
     p = group.add_parser("status", parents=[common], help="heights, LIB, peers and schedule")
     p.add_argument("--dir", default=DEFAULT_DIR)
@@ -27,7 +28,7 @@ def cmd_up(args):
         try:
             testnet.load_manifest(args.dir)
         except testnet.TestnetError:
-            testnet.create(args.dir, args.nodes, slot_ms=args.slot_ms)
+            testnet.create(args.dir, args.nodes, slot_ms=args.slot_ms, producers=args.producers)
         manifest = testnet.start(args.dir)
     except testnet.TestnetError as exc:
         raise CliError(str(exc), "testnet") from None

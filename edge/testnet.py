@@ -44,8 +44,9 @@ def free_ports(n):
             s.close()
 
 
-def create(directory, nodes, slot_ms=1000, chain_id=None):
-    """Write the homes, keys, genesis and manifest of a new testnet; returns the manifest."""
+def create(directory, nodes, slot_ms=1000, chain_id=None, producers=None):
+    """Write the homes, keys, genesis and manifest of a new testnet; returns the manifest.
+    ``producers`` (default: every node) is the number elected per round."""
     if os.path.exists(os.path.join(directory, MANIFEST)):
         raise TestnetError(f"{directory} already holds a testnet; run `smartshare testnet down "
                            f"--dir {directory}` and delete it to start over")
@@ -55,7 +56,10 @@ def create(directory, nodes, slot_ms=1000, chain_id=None):
     keys = [KeyPair.generate() for _ in range(nodes)]
     faucet = KeyPair.generate()
     chain_id = chain_id or f"ss-testnet-{os.urandom(3).hex()}"
-    genesis = _genesis(chain_id, keys, faucet, slot_ms)
+    producers = producers or nodes
+    if not 1 <= producers <= nodes:
+        raise TestnetError("--producers must be between 1 and the number of nodes")
+    genesis = _genesis(chain_id, keys, faucet, slot_ms, producers)
     api_ports, p2p_ports = free_ports(nodes), free_ports(nodes)
     entries = []
     for i, key in enumerate(keys):
@@ -78,8 +82,8 @@ def create(directory, nodes, slot_ms=1000, chain_id=None):
     return manifest
 
 
-def _genesis(chain_id, keys, faucet, slot_ms):
-    params = Params(slot_ms=slot_ms, producers_per_round=len(keys), max_block_txs=5000)
+def _genesis(chain_id, keys, faucet, slot_ms, producers):
+    params = Params(slot_ms=slot_ms, producers_per_round=producers, max_block_txs=5000)
     total = SSP_SUPPLY * 10**DECIMALS
     pool = 100_000_000 * 10**DECIMALS
     allocations = [Allocation(k.address, 1_000 * 10**DECIMALS, params.agent_min_stake)

@@ -1,0 +1,248 @@
+"""A real multi-node network on 127.0.0.1: agreement, finality, faults, partitions, punishment.
+
+Every test starts its own testnet of real node processes and stops every one of them.
+"""
+
+import asyncio
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from chain.keys import KeyPair
+from chain.p2p import HandshakeError, Ping, open_connection
+from edge import testnet
+from edge.client import ApiClient, ApiError
+from edge.config import load
+from tests.nodeproc import run_cli
+
+pytestmark = pytest.mark.slow
+SLOT_MS = 500
+DEADLINE_S = 60
+
+
+class Net:
+    """A running testnet and ways to look at its nodes."""
+
+    def __init__(self, directory, manifest):
+        self.dir, self.manifest = directory, manifest
+        self.nodes = manifest["nodes"]
+        self.clients = [ApiClient(n["api"], timeout=5) for n in self.nodes]
+
+    def status(self, i):
+        return self.clients[i].get("/v1/status")
+
+    def alive(self):
+        return [i for i, n in enumerate(self.nodes) if testnet.node_pid(n) is not None]
+
+    def wait(self, what, check, timeout=DEADLINE_S):
+        """Poll ``check()`` until it is truthy; fail with ``what`` and the node logs."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                result = check()
+            except ApiError:
+                result = None
+            if result:
+                return result
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}\n{self.logs()}")
+
+    def logs(self, lines=15):
+        out = []
+        for n in self.nodes:
+            path = os.path.join(n["home"], "node.log")
+            if os.path.exists(path):
+                with open(path, errors="replace") as f:
+                    out.append(f"--- {n['name']}\n" + "".join(f.readlines()[-lines:]))
+        return "\n".join(out)
+
+    def heights(self, nodes=None):
+        return {i: self.status(i)["height"] for i in (nodes or self.alive())}
+
+    def wait_height(self, height, nodes=None):
+        self.wait(f"height {height}", lambda: all(h >= height for h in
+                                                   self.heights(nodes).values()))
+
+    def block_hash(self, i, height):
+        return self.clients[i].get(f"/v1/blocks/{height}")["header"]["hash"]
+
+    def partition(self, groups):
+        for group in groups:
+            keys = [self.nodes[i]["pubkey"] for i in group]
+            for i in group:
+                self.clients[i].post("/v1/admin/partition", {"allow": keys})
+
+    def heal(self):
+        for client in self.clients:
+            client.post("/v1/admin/partition", {"allow": None})
+
+
+@pytest.fixture
+def make_net(tmp_path):
+    started = []
+
+    def make(nodes=4, producers=None, configure=None):
+        directory = str(tmp_path / f"net{len(started)}")
+        manifest = testnet.create(directory, nodes, slot_ms=SLOT_MS, producers=producers)
+        started.append(directory)
+        if configure:
+            configure(manifest)
+        testnet.start(directory)
+        return Net(directory, manifest)
+
+    yield make
+    for directory in started:
+        testnet.stop(directory, timeout=10)
+
+
+def test_four_nodes_agree_and_finalise(make_net):
+    net = make_net()
+    net.wait_height(8)
+    net.wait("LIB to advance on every node", lambda: all(net.status(i)["lib_height"] >= 5
+                                                          for i in range(4)))
+    lib = min(net.status(i)["lib_height"] for i in range(4))
+    hashes = {net.block_hash(i, lib) for i in range(4)}
+    assert len(hashes) == 1, "the nodes disagree below the LIB"
+    assert all(net.status(i)["peers"] == 3 for i in range(4))
+    producers = {b["header"]["producer"] for b in
+                 (net.clients[0].get(f"/v1/blocks/{h}") for h in range(1, 9))}
+    assert len(producers) == 4, "every agent produces in turn"
+
+
+def test_cli_testnet_up_status_down(tmp_path):
+    directory = str(tmp_path / "cli-net")
+    try:
+        up = run_cli("testnet", "up", "--nodes", "3", "--dir", directory, "--slot-ms",
+                     str(SLOT_MS), "--json", timeout=90)
+        assert up.returncode == 0, up
+        manifest = up.json()
+        assert len(manifest["nodes"]) == 3
+        net = Net(directory, manifest)
+        net.wait_height(3)
+        status = run_cli("testnet", "status", "--dir", directory, "--json")
+        doc = status.json()
+        assert [row["name"] for row in doc["nodes"]] == ["node0", "node1", "node2"]
+        assert all(row["height"] >= 3 and row["peers"] == 2 for row in doc["nodes"])
+        plain = run_cli("testnet", "status", "--dir", directory)
+        assert "lib" in plain.stdout and "node2" in plain.stdout
+    finally:
+        down = run_cli("testnet", "down", "--dir", directory, "--json")
+    assert down.json()["stopped"] == 3
+    assert not any(testnet.node_pid(n) for n in manifest["nodes"])
+
+
+def test_votes_move_the_producer_set(make_net):
+    net = make_net(nodes=4, producers=3)
+    net.wait_height(2)
+    names = lambda: {p["name"] for p in net.clients[0].get("/v1/schedule")["producers"]}  # noqa
+    outsider = ({"node0", "node1", "node2", "node3"} - names()).pop()
+    address = next(n["address"] for n in net.nodes if n["name"] == outsider)
+    home = net.nodes[0]["home"]
+    stake = run_cli("--home", home, "wallet", "stake", "1000000", "--wait", timeout=60)
+    assert stake.returncode == 0, stake
+    vote = run_cli("--home", home, "vote", address, "--wait", timeout=60)
+    assert vote.returncode == 0, vote
+    net.wait(f"{outsider} to be elected", lambda: outsider in names())
+
+
+def test_killed_producer_is_missed_then_rejoins(make_net):
+    net = make_net()
+    net.wait_height(4)
+    pid = testnet.node_pid(net.nodes[3])
+    os.kill(pid, signal.SIGKILL)
+    net.wait("node3 to die", lambda: 3 not in net.alive())
+    lib_before = net.status(0)["lib_height"]
+    height_before = net.status(0)["height"]
+    net.wait_height(height_before + 6, nodes=[0, 1, 2])
+    net.wait("LIB to advance with 3 of 4", lambda: net.status(0)["lib_height"] > lib_before + 2)
+    testnet.start(net.dir)
+    target = net.status(0)["height"]
+    synced = run_cli("--home", net.nodes[3]["home"], "sync", "--timeout", "60", timeout=90)
+    assert synced.returncode == 0, synced
+    assert "in sync at height" in synced.stdout and "height" in synced.stderr  # the progress bar
+    assert net.status(3)["height"] >= target
+    net.wait("node3 to produce again", lambda: any(
+        net.clients[0].get(f"/v1/blocks/{h}")["header"]["producer"] == net.nodes[3]["address"]
+        for h in range(target, net.status(0)["height"] + 1)))
+    assert net.block_hash(3, target) == net.block_hash(0, target)
+
+
+def test_partition_stops_finality_and_heals_to_one_chain(make_net):
+    net = make_net()
+    net.wait_height(5)
+    net.partition([[0, 1], [2, 3]])
+    # Blocks made before the cut may still become irreversible; after that, with 2 of 4
+    # producers on each side, nothing new may.
+    net.wait_height(max(net.heights().values()) + 4)
+    libs = {i: net.status(i)["lib_height"] for i in range(4)}
+    lib_hashes = {i: net.block_hash(i, libs[i]) for i in range(4)}
+    net.wait_height(max(net.heights().values()) + 6)
+    assert {i: net.status(i)["lib_height"] for i in range(4)} == libs, \
+        "2 of 4 producers must not finalise anything new"
+    net.heal()
+    net.wait("one chain again", lambda: len({net.status(i)["head_hash"] for i in range(4)}) == 1
+             and all(net.status(i)["peers"] == 3 for i in range(4)))
+    net.wait("LIB to move again", lambda: all(net.status(i)["lib_height"] > max(libs.values()) + 2
+                                               for i in range(4)))
+    for i in range(4):  # nothing at or below any node's old LIB was reverted
+        for j in range(4):
+            assert net.block_hash(j, libs[i]) == lib_hashes[i]
+
+
+def equivocate(manifest):
+    config = load(manifest["nodes"][1]["home"])
+    config.equivocate = True
+    config.save()
+
+
+def test_double_production_is_slashed_and_jailed(make_net):
+    net = make_net(configure=equivocate)
+    offender = net.nodes[1]["address"]
+    account = lambda: net.clients[0].get(f"/v1/accounts/{offender}")  # noqa: E731
+    stake = int(account()["stake"])
+    net.wait("the offender to be jailed", lambda: account()["agent"]["jailed_until"] > 0,
+             timeout=90)
+    assert int(account()["stake"]) < stake
+    net.wait("the jailed producer to leave the schedule", lambda: net.nodes[1]["address"] not in
+             {p["address"] for p in net.clients[0].get("/v1/schedule")["producers"]})
+    heights = net.heights([0, 2, 3])
+    net.wait_height(max(heights.values()) + 3, nodes=[0, 2, 3])
+
+
+def test_garbage_peer_is_banned_honest_peers_unaffected(make_net):
+    net = make_net(nodes=3)
+    net.wait_height(3)
+    target = net.nodes[0]
+    home = target["home"]
+    with open(os.path.join(home, "genesis.json")) as f:
+        chain_id = json.load(f)["chain_id"]
+    genesis_hash = bytes.fromhex(net.manifest["genesis_hash"])
+    rogue = KeyPair.generate()
+
+    async def attack():
+        conn = await open_connection("127.0.0.1", target["p2p_port"], rogue, chain_id,
+                                     genesis_hash)
+        conn._writer.write(b"\x00\x00\x00\x40" + os.urandom(64))  # a frame that fails its MAC
+        await conn._writer.drain()
+        await asyncio.sleep(1)
+        await conn.close()
+        try:
+            again = await open_connection("127.0.0.1", target["p2p_port"], rogue, chain_id,
+                                          genesis_hash, timeout=3)
+            await again.send(Ping(1))
+            reply = await asyncio.wait_for(again.recv(), 3)
+            return reply
+        except (HandshakeError, OSError, asyncio.TimeoutError, Exception) as exc:
+            return exc
+
+    outcome = asyncio.run(attack())
+    assert not isinstance(outcome, type(Ping(1))), "a banned peer must not be served"
+    with open(os.path.join(home, "node.log")) as f:
+        log = f.read()
+    assert "bad_mac" in log and "banned" in log
+    height = net.status(0)["height"]
+    net.wait_height(height + 3)
+    assert all(net.status(i)["peers"] == 2 for i in range(3))
