@@ -96,7 +96,7 @@ def bench_codec(rounds):
     rng = random.Random(7)
     txs = [(1, "ss-bench", rng.randbytes(32), i, 2_500, (rng.randbytes(20), COIN + i, b""),
             rng.randbytes(64)) for i in range(1000)]
-    header = (1, 9, bytes(32), 1_000, 9, bytes(32), bytes(32), bytes(32), bytes(32), bytes(64))
+    header = (1, 9, bytes(32), 1_000, 9, 8, bytes(32), bytes(32), bytes(32), bytes(32), bytes(64))
     compiled = _fast.compiled_modules()["codec"]
 
     def round_trip(codec):

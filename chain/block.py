@@ -17,12 +17,17 @@ NO_PRODUCER = bytes(wire.PUBKEY_SIZE)
 
 
 class Header(NamedTuple):
-    """A block header; ``hash`` covers everything but the producer's signature."""
+    """A block header; ``hash`` covers everything but the producer's signature.
+
+    The producer confirms the blocks at heights ``confirmed_from + 1 .. height`` of this chain;
+    an honest producer never confirms a height twice, on any fork (docs/protocol.md §13).
+    """
     version: int
     height: int
     prev_hash: bytes
     timestamp_ms: int
     slot: int
+    confirmed_from: int
     producer: bytes
     tx_root: bytes
     state_root: bytes
@@ -49,6 +54,7 @@ class Header(NamedTuple):
     def to_json(self):
         return {"hash": self.hash.hex(), "height": self.height, "prev_hash": self.prev_hash.hex(),
                 "timestamp_ms": self.timestamp_ms, "slot": self.slot,
+                "confirmed_from": self.confirmed_from,
                 "producer": encode_address(address_from_pubkey(self.producer)),
                 "producer_pubkey": self.producer.hex(), "tx_root": self.tx_root.hex(),
                 "state_root": self.state_root.hex(), "receipts_root": self.receipts_root.hex(),

@@ -40,3 +40,8 @@ class TxRejected(Exception):
 
 class BlockRejected(Exception):
     """A block breaks a consensus rule; nothing of it was applied."""
+
+
+class StaleBlock(BlockRejected):
+    """A block that may be valid but is of no use here: it forks below the last irreversible
+    block or runs too far ahead. Its sender is not to blame (it may simply lag behind)."""

@@ -6,14 +6,13 @@ not at all. Restart resumes from ``head`` (docs/protocol.md §9).
 """
 
 import struct
+from collections import OrderedDict
 
 from chain.address import address_from_pubkey
-from chain.block import NO_PRODUCER, NO_SIGNATURE, ZERO_HASH, Block, Header, decode_receipts, \
-    receipts_root, tx_root
+from chain.block import NO_PRODUCER, NO_SIGNATURE, ZERO_HASH, Block, Header, decode_receipts
 from chain.dpos.finality import fork_choice_key
 from chain.dpos.rounds import schedule_at
-from chain.errors import BlockRejected, TxRejected
-from chain.execute import apply_tx, begin_block, pay_producer
+from chain.errors import BlockRejected, StaleBlock
 from chain.genesis import apply_genesis
 from chain.state.records import Account, account_key
 from chain.state.smt import SparseMerkleTree, StateError
@@ -27,6 +26,25 @@ DBS = ("meta", "blocks", "headers", "heights", "txs", "receipts", "history", "st
        "voters", "undo", "side")
 
 
+class VerifiedSignatures:
+    """Transaction signatures already checked (at admission to the mempool), so a block that
+    carries them need not check them again. Keyed by id and signature; bounded, oldest out."""
+
+    LIMIT = 200_000
+
+    def __init__(self):
+        self._items = OrderedDict()
+
+    def add(self, txs):
+        for tx in txs:
+            self._items[tx.id + tx.signature] = None
+        while len(self._items) > self.LIMIT:
+            self._items.popitem(last=False)
+
+    def __contains__(self, tx):
+        return tx.id + tx.signature in self._items
+
+
 class LedgerError(Exception):
     """The data directory does not fit this genesis, or is damaged."""
 
@@ -34,10 +52,11 @@ class LedgerError(Exception):
 class AddResult:
     """What happened to a block from the network: ``status`` is ``applied``, ``reorganised``,
     ``stored`` (a fork that does not win, yet), ``known`` or ``orphan`` (its parent is unknown);
-    ``undone`` lists the transactions of blocks a reorganisation took back."""
+    ``applied`` lists the blocks now on the main chain, ``undone`` the transactions of blocks a
+    reorganisation took back."""
 
-    def __init__(self, status, undone=()):
-        self.status, self.undone = status, list(undone)
+    def __init__(self, status, applied=(), undone=()):
+        self.status, self.applied, self.undone = status, list(applied), list(undone)
 
 
 class Ledger:
@@ -52,6 +71,7 @@ class Ledger:
         self.smt = SparseMerkleTree(store.db("smt_nodes"), store.db("smt_roots"),
                                     store.db("smt_stale"))
         self.db = {name: store.db(name) for name in DBS}
+        self.verified = VerifiedSignatures()
         self.head, self.lib_height = self._open()
 
     # -- opening --------------------------------------------------------------------------------
@@ -76,7 +96,7 @@ class Ledger:
         view = StateView(lambda key: None)
         apply_genesis(view, self.genesis)
         root = self.smt.update(txn, None, 0, view.changes)
-        header = Header(HEADER_VERSION, 0, self.genesis.hash, self.genesis.genesis_time_ms, 0,
+        header = Header(HEADER_VERSION, 0, self.genesis.hash, self.genesis.genesis_time_ms, 0, 0,
                         NO_PRODUCER, ZERO_HASH, root, ZERO_HASH, NO_SIGNATURE)
         writer = ChainWriter(self, txn, header, 0)
         writer.write_block(Block(header, []), [], view.changes)
@@ -102,7 +122,8 @@ class Ledger:
 
     def add_block(self, block, now_ms=None):
         """Take a block from the network: extend the head, keep it as a fork, or switch to the
-        fork it completes when that fork is preferred (longest, then lowest hash). Raises
+        fork it completes when that fork is preferred (longest, then earliest slot, then lowest
+        hash). Raises
         BlockRejected when it is invalid (nothing written)."""
         block_hash = block.hash
         with self.store.read() as txn:
@@ -111,25 +132,26 @@ class Ledger:
             parent = txn.get(block.header.prev_hash, db=self.db["headers"])
         if block.header.prev_hash == self.head.hash:
             self.apply_block(block, now_ms)
-            return AddResult("applied")
+            return AddResult("applied", [block])
         if parent is None:
             return AddResult("orphan")
         self._check_side_block(block)
-        if fork_choice_key(block.height, block_hash) <= fork_choice_key(self.head.height,
-                                                                         self.head.hash):
+        head = self.head
+        if (fork_choice_key(block.height, block.header.slot, block_hash)
+                <= fork_choice_key(head.height, head.slot, head.hash)):
             self._write(lambda writer: writer.store_side(block))
             return AddResult("stored")
         writer, _ = self._write(lambda w: (w.store_side(block), w.reorganise(block_hash, now_ms)))
-        return AddResult("reorganised", writer.undone)
+        return AddResult("reorganised", writer.applied, writer.undone)
 
     def _check_side_block(self, block):
         """Cheap checks before a fork block is stored: it must fork above the LIB, not run far
         ahead, be signed by its producer, and that producer must be an agent."""
         header = block.header
         if header.height <= self.lib_height:
-            raise BlockRejected("the block forks below the last irreversible block")
+            raise StaleBlock("the block forks below the last irreversible block")
         if header.height > self.head.height + MAX_FORK_AHEAD:
-            raise BlockRejected("the block is too far ahead of the head")
+            raise StaleBlock("the block is too far ahead of the head")
         if not header.signature_valid(self.chain_id):
             raise BlockRejected("bad producer signature")
         with self.store.read() as txn:
@@ -154,29 +176,21 @@ class Ledger:
     def build_block(self, keypair, slot, candidates):
         """Build and sign a block for ``slot`` from ``candidates`` (in order), skipping those
         that fail; returns ``(block, rejected)`` where rejected lists ``(tx, TxRejected)``.
-        Nothing is written: the block still goes through apply_block."""
-        return self._write(lambda writer: self._build(writer, keypair, slot, candidates),
-                           commit=False)[1]
+        Nothing is written (apply_block may take the block later)."""
+        block, rejected, *_ = self._write(
+            lambda writer: writer.build(keypair, slot, candidates), commit=False)[1]
+        return block, rejected
 
-    def _build(self, writer, keypair, slot, candidates):
-        head = self.head
-        height = head.height + 1
-        draft = Header(HEADER_VERSION, height, head.hash, self.slot_time_ms(slot), slot,
-                       keypair.pubkey, ZERO_HASH, ZERO_HASH, ZERO_HASH)
-        view = writer.view()
-        begin_block(view, self.params, draft, head.hash, head.slot)
-        included, receipts, rejected = [], [], []
-        for tx in candidates[:self.params.max_block_txs]:
-            try:
-                receipts.append(apply_tx(view, tx, self.params, height))
-                included.append(tx)
-            except TxRejected as exc:
-                rejected.append((tx, exc))
-        pay_producer(view, self.params, keypair.pubkey, sum(r.fee for r in receipts))
-        root = self.smt.update(writer.txn, height - 1, height, view.changes)
-        header = draft._replace(tx_root=tx_root(included), state_root=root,
-                                receipts_root=receipts_root(receipts))
-        return Block(header.signed_by(keypair, self.chain_id), included), rejected
+    def produce_block(self, keypair, slot, candidates):
+        """Build this node's block for ``slot`` and commit it in the same transaction: the
+        transactions are executed once, by the same rules that validate every block, and their
+        signatures were checked when the mempool admitted them. Returns ``(block, rejected)``."""
+        def work(writer):
+            block, rejected, receipts, view, undo = writer.build(keypair, slot, candidates)
+            writer.finish(block, receipts, view, undo)
+            writer.raise_watermark(keypair.pubkey, block.height)
+            return block, rejected
+        return self._write(work)[1]
 
     # -- queries --------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ class Mempool:
         self._by_id = {}        # tx id -> (seq, tx)
         self._by_sender = {}    # sender address -> list of txs in nonce order
         self._spend = {}        # sender address -> sum of spend_of() over its pending txs
+        self._by_fee = []       # lazy min-heap of (fee, seq, tx id): the cheapest pending first
         self._seq = itertools.count()
 
     def __len__(self):
@@ -60,27 +61,42 @@ class Mempool:
                              "(this and the sender's pending transactions)")
         evicted = []
         if len(self._by_id) >= self.limit:
-            victim = self._cheapest_tail(exclude=sender)
+            # Every evictable tail pays at least the cheapest fee in the pool: a transaction that
+            # does not pay more is refused without looking further.
+            victim = None if tx.fee <= self._cheapest_fee() else self._cheapest_tail(sender)
             if victim is None or victim.fee >= tx.fee:
                 raise TxRejected(Reason.MEMPOOL_FULL, f"{len(self)} pending transactions; "
                                                       "pay a higher fee or retry later")
             self.remove([victim])
             evicted.append(victim)
-        self._by_id[tx.id] = (next(self._seq), tx)
-        self._by_sender.setdefault(sender, []).append(tx)
-        self._spend[sender] = need
+        self._insert(tx)
         return evicted
+
+    def _insert(self, tx):
+        seq = next(self._seq)
+        self._by_id[tx.id] = (seq, tx)
+        chain = self._by_sender.setdefault(tx.sender_address, [])
+        chain.append(tx)
+        if len(chain) > 1 and chain[-2].nonce > tx.nonce:
+            chain.sort(key=lambda t: t.nonce)
+        self._spend[tx.sender_address] = self._spend.get(tx.sender_address, 0) + spend_of(tx)
+        heapq.heappush(self._by_fee, (tx.fee, seq, tx.id))
+
+    def _cheapest_fee(self):
+        """The lowest fee pending (dropping heap entries of transactions already gone)."""
+        heap = self._by_fee
+        while heap and self._by_id.get(heap[0][2], (None,))[0] != heap[0][1]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else 0
 
     def restore(self, tx):
         """Re-admit a transaction loaded from disk without checks (``revalidate`` follows)."""
         if tx.id not in self._by_id:
-            self._by_id[tx.id] = (next(self._seq), tx)
-            chain = self._by_sender.setdefault(tx.sender_address, [])
-            chain.append(tx)
-            chain.sort(key=lambda t: t.nonce)
-            self._spend[tx.sender_address] = self._spend.get(tx.sender_address, 0) + spend_of(tx)
+            self._insert(tx)
 
     def _cheapest_tail(self, exclude):
+        """The cheapest transaction that is the last pending one of a sender other than
+        ``exclude`` (evicting it leaves no nonce gap)."""
         tails = [chain[-1] for sender, chain in self._by_sender.items() if sender != exclude]
         return min(tails, key=lambda t: (t.fee, -self._by_id[t.id][0]), default=None)
 
@@ -96,6 +112,9 @@ class Mempool:
             if not chain:
                 del self._by_sender[sender]
                 del self._spend[sender]
+        if len(self._by_fee) > 2 * len(self._by_id) + 1024:  # shed entries of removed txs
+            self._by_fee = [(tx.fee, seq, tx_id) for tx_id, (seq, tx) in self._by_id.items()]
+            heapq.heapify(self._by_fee)
 
     def select(self, limit):
         """Up to ``limit`` transactions by fee then arrival, keeping each sender's nonce order."""

@@ -10,13 +10,13 @@ import time
 from collections import OrderedDict
 
 from chain.block import Block, Header
-from chain.errors import BlockRejected
+from chain.errors import BlockRejected, StaleBlock
 from chain.p2p import (BlockMsg, Blocks, ConnectionClosed, DecodeError, GetBlocks, GetHeaders,
                        GetProof, HandshakeError, Headers, Hello, P2PError, Ping, Pong, ProofMsg,
                        TxMsg, Txs, accept, error_reason, open_connection)
 
 SYNC_BATCH = 200
-GOSSIP_FLUSH_S = 0.02
+GOSSIP_FLUSH_S = 0.05
 IDLE_PING_S = 10.0
 IDLE_DROP_S = 30.0
 REDIAL_S = 1.0
@@ -52,6 +52,9 @@ class SeenSet:
     def __init__(self, limit=SEEN_LIMIT):
         self.items, self.limit = OrderedDict(), limit
 
+    def __contains__(self, item):
+        return item in self.items
+
     def add(self, item):
         """Remember ``item``; False when it was already there."""
         if item in self.items:
@@ -78,6 +81,7 @@ class PeerNetwork:
         self.seen_blocks, self.seen_txs = SeenSet(), SeenSet()
         self.slot_headers = OrderedDict()  # (producer, slot) -> header bytes, for equivocation
         self.outbox = []         # raw transactions waiting for the next gossip flush
+        self.inbox = []          # raw transactions from peers, admitted together each flush
         self.server = None
         self.tasks = set()
 
@@ -240,10 +244,14 @@ class PeerNetwork:
         self._admit_txs(list(message.raws))
 
     def _admit_txs(self, raws):
-        fresh = [raw for raw in raws if self.seen_txs.add(raw)]
-        if fresh:
-            results = self.submit(fresh)
-            self.outbox.extend(raw for raw, r in zip(fresh, results) if r["accepted"])
+        self.inbox.extend(raw for raw in raws if self.seen_txs.add(raw))
+
+    def _admit_inbox(self):
+        """Admit what peers sent since the last flush in one batch (one signature batch, one
+        LMDB commit); the node re-gossips what it accepts."""
+        batch, self.inbox = self.inbox, []
+        if batch:
+            self.submit(batch)
 
     async def _on_block(self, peer, message):
         await self._take_block(peer, message.raw)
@@ -255,18 +263,23 @@ class PeerNetwork:
         except DecodeError as exc:
             self._penalise(peer, "malformed", str(exc))
             return True
-        if not self.seen_blocks.add(block.hash):
+        if block.hash in self.seen_blocks:
             return True
         self._watch_for_double_production(block.header)
         try:
             result = self.ledger.add_block(block, self.now_ms())
+        except StaleBlock:
+            self.seen_blocks.add(block.hash)
+            return True
         except BlockRejected as exc:
+            self.seen_blocks.add(block.hash)
             self._penalise(peer, "invalid_block", f"block {block.height}: {exc}")
             return True
         peer.head_height = max(peer.head_height, block.height)
-        if result.status == "orphan":
+        if result.status == "orphan":  # not seen yet: it must be taken again once synced
             await self._sync_from(peer)
             return False
+        self.seen_blocks.add(block.hash)
         if result.status in ("applied", "reorganised"):
             self.on_chain_change(block, result)
             if relay:
@@ -351,13 +364,15 @@ class PeerNetwork:
             self._spawn(self._send(peer, BlockMsg((block if i % 2 == 0 else twin).encode())))
 
     def broadcast_txs(self, raws):
+        """Queue accepted transactions for the next gossip flush (peers drop what they have)."""
         for raw in raws:
-            if self.seen_txs.add(raw):
-                self.outbox.append(raw)
+            self.seen_txs.add(raw)
+        self.outbox.extend(raws)
 
     async def _gossip_forever(self):
         while True:
             await asyncio.sleep(GOSSIP_FLUSH_S)
+            self._admit_inbox()
             while self.outbox:
                 batch, self.outbox = self.outbox[:1000], self.outbox[1000:]
                 self._send_all(Txs(tuple(batch)), None)

@@ -8,11 +8,11 @@ fully re-validated every time it is applied (DESIGN §4, docs/protocol.md §9).
 import struct
 
 from chain import crypto
-from chain.block import Block, Header, encode_receipts, receipts_root, tx_root
+from chain.block import ZERO_HASH, Block, Header, encode_receipts, receipts_root, tx_root
 from chain.dpos.finality import last_irreversible
 from chain.dpos.rounds import schedule_at
-from chain.errors import BlockRejected, TxRejected
-from chain.execute import check_static, execute_block
+from chain.errors import BlockRejected, StaleBlock, TxRejected
+from chain.execute import apply_tx, begin_block, check_static, execute_block, pay_producer
 from chain.state.view import StateView
 from chain.tx import Transfer, compute_ids
 from chain.undo import DB_STATE, DB_VOTERS, VoterIndex, decode_undo, encode_undo
@@ -20,6 +20,7 @@ from edge._fast.codec_py import HEADER_VERSION
 
 U64 = struct.Struct(">Q")
 LOCATION = struct.Struct(">QI")
+WATERMARK = b"watermark:"  # meta key prefix: producer pubkey -> u64be highest height produced
 
 
 class ChainWriter:
@@ -30,6 +31,7 @@ class ChainWriter:
         self.db = ledger.db
         self.head, self.lib_height = head, lib_height
         self.undone = []  # transactions of blocks taken back, for the mempool
+        self.applied = []  # blocks written, in order
 
     # -- extending ------------------------------------------------------------------------------
 
@@ -53,16 +55,61 @@ class ChainWriter:
                                 f"executed state {root.hex()[:16]}")
         if receipts_root(receipts) != header.receipts_root:
             raise BlockRejected("receipts_root does not match the executed receipts")
-        undo.extend((DB_STATE, key, self.txn.get(key, db=self.db["state"]))
-                    for key in view.changes)
-        self.txn.put(U64.pack(header.height), encode_undo(undo), db=self.db["undo"])
-        self.write_block(block, receipts, view.changes)
-        self.advance_lib(view.schedule())
+        self.finish(block, receipts, view, undo)
         # Everything above overlapped the signature checks; only the commit waits for them.
         valid = signatures.result()
         if not all(valid):
             raise BlockRejected(f"bad signature on transaction {valid.index(False)}")
         return receipts
+
+    def finish(self, block, receipts, view, undo):
+        """Write an executed block: its undo record, the block and state, the new LIB."""
+        undo.extend((DB_STATE, key, self.txn.get(key, db=self.db["state"]))
+                    for key in view.changes)
+        self.txn.put(U64.pack(block.height), encode_undo(undo), db=self.db["undo"])
+        self.write_block(block, receipts, view.changes)
+        self.applied.append(block)
+        self.advance_lib(view.schedule())
+
+    # -- producing ------------------------------------------------------------------------------
+
+    def confirmed_from(self, producer, height):
+        """Where a new block of ``producer`` at ``height`` starts confirming: above the highest
+        height it ever produced at (on any fork), so it never confirms a height twice."""
+        raw = self.txn.get(WATERMARK + producer, db=self.db["meta"])
+        return min(U64.unpack(raw)[0] if raw else 0, height)
+
+    def raise_watermark(self, producer, height):
+        """Record that ``producer`` has produced (and so confirmed) up to ``height``."""
+        raw = self.txn.get(WATERMARK + producer, db=self.db["meta"])
+        if raw is None or U64.unpack(raw)[0] < height:
+            self.txn.put(WATERMARK + producer, U64.pack(height), db=self.db["meta"])
+
+    def build(self, keypair, slot, candidates):
+        """Execute ``candidates`` (in order, skipping those that fail) into a block for
+        ``slot`` on the tip, signed by ``keypair``. Returns ``(block, rejected, receipts, view,
+        undo)``; nothing is written yet (``finish`` does)."""
+        ledger, head = self.ledger, self.head
+        height = head.height + 1
+        draft = Header(HEADER_VERSION, height, head.hash, ledger.slot_time_ms(slot), slot,
+                       self.confirmed_from(keypair.pubkey, height), keypair.pubkey, ZERO_HASH,
+                       ZERO_HASH, ZERO_HASH)
+        undo = []
+        view = self.view(undo)
+        begin_block(view, ledger.params, draft, head.hash, head.slot)
+        included, receipts, rejected = [], [], []
+        for tx in candidates[:ledger.params.max_block_txs]:
+            try:
+                receipts.append(apply_tx(view, tx, ledger.params, height))
+                included.append(tx)
+            except TxRejected as exc:
+                rejected.append((tx, exc))
+        pay_producer(view, ledger.params, keypair.pubkey, sum(r.fee for r in receipts))
+        root = ledger.smt.update(self.txn, height - 1, height, view.changes)
+        header = draft._replace(tx_root=tx_root(included), state_root=root,
+                                receipts_root=receipts_root(receipts))
+        block = Block(header.signed_by(keypair, ledger.chain_id), included)
+        return block, rejected, receipts, view, undo
 
     def view(self, undo=None):
         """The tip's state; voter-index writes are recorded in ``undo``."""
@@ -81,6 +128,8 @@ class ChainWriter:
             raise BlockRejected("prev_hash is not the head block")
         if header.slot <= head.slot:
             raise BlockRejected(f"slot {header.slot} is not after the head's slot {head.slot}")
+        if header.confirmed_from > header.height:
+            raise BlockRejected("confirmed_from is above the block's own height")
         expected_time = ledger.slot_time_ms(header.slot)
         if header.timestamp_ms != expected_time:
             raise BlockRejected(f"timestamp {header.timestamp_ms} is not slot {header.slot}'s "
@@ -106,8 +155,11 @@ class ChainWriter:
                 check_static(tx, ledger.chain_id, ledger.params)
         except TxRejected as exc:
             raise BlockRejected(f"invalid transaction in block: {exc}") from None
-        return crypto.start_verify_many(ledger.chain_id,
-                                        [(tx.sender, tx.id, tx.signature) for tx in txs])
+        # Performance note: signatures checked when the mempool admitted them are not checked
+        # again; the cache is keyed by id and signature, so nothing unverified slips through.
+        unchecked = [tx for tx in txs if tx not in ledger.verified]
+        return _Checked(txs, unchecked, crypto.start_verify_many(
+            ledger.chain_id, [(tx.sender, tx.id, tx.signature) for tx in unchecked]))
 
     def write_block(self, block, receipts, changes):
         """The block, its indexes and its state changes, and the new head."""
@@ -157,9 +209,8 @@ class ChainWriter:
     def advance_lib(self, schedule):
         """Move the last irreversible block up when 2/3+1 producers have built on it, and
         forget what only reverting below it would need."""
-        chain = [(h, self.header_at(h).producer) for h in range(self.lib_height + 1,
-                                                                self.head.height)]
-        chain.append((self.head.height, self.head.producer))
+        headers = [self.header_at(h) for h in range(self.lib_height + 1, self.head.height)]
+        chain = [(h.height, h.producer, h.confirmed_from) for h in headers + [self.head]]
         lib = last_irreversible(chain, len(set(schedule.producers)), self.lib_height)
         if lib == self.lib_height:
             return
@@ -218,7 +269,7 @@ class ChainWriter:
         fork = self.fork_to(tip_hash)
         ancestor_height = fork[0].height - 1
         if ancestor_height < self.lib_height:
-            raise BlockRejected("the fork leaves the chain below the last irreversible block")
+            raise StaleBlock("the fork leaves the chain below the last irreversible block")
         while self.head.height > ancestor_height:
             self.rollback_head()
         for block in fork:
@@ -236,6 +287,18 @@ class ChainWriter:
                 return list(reversed(fork))
             fork.append(block)
             block_hash = block.header.prev_hash
+
+
+class _Checked:
+    """The signature results of a block's transactions: cached ones are valid, the rest come
+    from the verification job."""
+
+    def __init__(self, txs, unchecked, job):
+        self.txs, self.unchecked, self.job = txs, unchecked, job
+
+    def result(self):
+        bad = {tx.id for tx, ok in zip(self.unchecked, self.job.result()) if not ok}
+        return [tx.id not in bad for tx in self.txs]
 
 
 def touched(tx):

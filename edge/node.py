@@ -79,25 +79,28 @@ class Node:
         ones are durable in LMDB before this returns."""
         results = [None] * len(raw_txs)
         candidates = []
-        for i, raw in enumerate(raw_txs):
-            try:
-                candidates.append((i, self._decode_and_check(raw)))
-            except TxRejected as exc:
-                results[i] = self._refused(exc)
-        valid = crypto.verify_many(self.ledger.chain_id, [(tx.sender, tx.id, tx.signature)
-                                                          for _, tx in candidates])
         accepted, evicted = [], []
-        for (i, tx), signature_ok in zip(candidates, valid):
-            try:
-                if not signature_ok:
-                    raise TxRejected(Reason.BAD_SIGNATURE,
-                                     "signature does not match the sender's key")
-                evicted += self.mempool.add(tx, self.ledger.account(tx.sender_address))
-            except TxRejected as exc:
-                results[i] = self._refused(exc)
-                continue
-            accepted.append(tx)
-            results[i] = {"accepted": True, "id": tx.id.hex()}
+        with self.store.read() as txn:  # one snapshot for the whole batch
+            for i, raw in enumerate(raw_txs):
+                try:
+                    candidates.append((i, self._decode_and_check(raw, txn)))
+                except TxRejected as exc:
+                    results[i] = self._refused(exc)
+            valid = crypto.verify_many(self.ledger.chain_id, [(tx.sender, tx.id, tx.signature)
+                                                              for _, tx in candidates])
+            self.ledger.verified.add(tx for (_, tx), ok in zip(candidates, valid) if ok)
+            view = self.ledger.view(txn)
+            for (i, tx), signature_ok in zip(candidates, valid):
+                try:
+                    if not signature_ok:
+                        raise TxRejected(Reason.BAD_SIGNATURE,
+                                         "signature does not match the sender's key")
+                    evicted += self.mempool.add(tx, view.account(tx.sender_address))
+                except TxRejected as exc:
+                    results[i] = self._refused(exc)
+                    continue
+                accepted.append(tx)
+                results[i] = {"accepted": True, "id": tx.id.hex()}
         accepted = [tx for tx in accepted if tx.id in self.mempool]  # minus any evicted again
         if accepted or evicted:
             self._persist(accepted, evicted)
@@ -110,14 +113,14 @@ class Node:
         self.metrics.txs_rejected.labels(exc.reason.value).inc()
         return {"accepted": False, "reason": exc.reason.value, "detail": exc.detail}
 
-    def _decode_and_check(self, raw):
+    def _decode_and_check(self, raw, txn):
         """Everything but the signature and the mempool's nonce and balance rules."""
         try:
             tx = Tx.decode(raw)
         except DecodeError as exc:
             raise TxRejected(Reason.MALFORMED, str(exc)) from None
         check_static(tx, self.ledger.chain_id, self.ledger.params)
-        if tx.id in self.mempool or self.ledger.tx_location(tx.id) is not None:
+        if tx.id in self.mempool or txn.get(tx.id, db=self.ledger.db["txs"]) is not None:
             raise TxRejected(Reason.DUPLICATE, "transaction is already pending or committed")
         return tx
 
@@ -157,10 +160,9 @@ class Node:
     def produce(self, slot):
         """Build, validate and commit this node's block for ``slot``, and announce it."""
         candidates = self.mempool.select(self.ledger.params.max_block_txs)
-        block, rejected = self.ledger.build_block(self.key, slot, candidates)
         twin = self._equivocating_twin(slot, candidates) if self.config.equivocate else None
         started = time.perf_counter()
-        self.ledger.apply_block(block, now_ms=now_ms())
+        block, rejected = self.ledger.produce_block(self.key, slot, candidates)
         self.metrics.apply_seconds.observe(time.perf_counter() - started)
         self.chain_changed(block, included=block.txs, dropped=[tx for tx, _ in rejected])
         if self.network is not None:
@@ -181,10 +183,14 @@ class Node:
         return self.ledger.build_block(self.key, slot, candidates + [extra])[0]
 
     def chain_changed(self, block, included, dropped=(), undone=()):
-        """After the head moved: settle the mempool, the metrics and the log."""
+        """After the head moved: settle the mempool (transactions of blocks a reorganisation
+        took back return to it, ahead of the ones that follow them), metrics and the log."""
         self.mempool.remove(included)
-        if undone:
-            self.submit([tx.raw for tx in undone])
+        returning = [tx for tx in undone if self.ledger.tx_location(tx.id) is None]
+        for tx in returning:
+            self.mempool.restore(tx)
+        if returning:
+            self._persist(returning, [])
         dropped = list(dropped) + self.mempool.revalidate(self.ledger.account)
         self.mempool.remove(dropped)
         self._forget(dropped)
@@ -199,7 +205,8 @@ class Node:
                  f"hash {h.hash.hex()[:12]}")
 
     def _on_network_block(self, block, result):
-        self.chain_changed(block, included=block.txs, undone=result.undone)
+        included = [tx for applied in result.applied for tx in applied.txs]
+        self.chain_changed(block, included=included, undone=result.undone)
 
     def _on_double_production(self, first, second):
         """Report double production seen on the network with an evidence transaction."""

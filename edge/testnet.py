@@ -83,7 +83,7 @@ def create(directory, nodes, slot_ms=1000, chain_id=None, producers=None):
 
 
 def _genesis(chain_id, keys, faucet, slot_ms, producers):
-    params = Params(slot_ms=slot_ms, producers_per_round=producers, max_block_txs=5000)
+    params = Params(slot_ms=slot_ms, producers_per_round=producers, max_block_txs=3000)
     total = SSP_SUPPLY * 10**DECIMALS
     pool = 100_000_000 * 10**DECIMALS
     allocations = [Allocation(k.address, 1_000 * 10**DECIMALS, params.agent_min_stake)

@@ -35,7 +35,7 @@ def txs(draw):
     return (kind, draw(chain_ids), draw(hashes), draw(U64), draw(U64), payload, draw(signatures))
 
 
-headers = st.tuples(st.just(wire.HEADER_VERSION), U64, hashes, U64, U64, hashes, hashes, hashes,
+headers = st.tuples(st.just(wire.HEADER_VERSION), U64, hashes, U64, U64, U64, hashes, hashes, hashes,
                     hashes, signatures)
 
 unbonding = st.lists(st.tuples(U64, U64), max_size=wire.MAX_UNBONDING).map(

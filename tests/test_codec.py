@@ -142,7 +142,7 @@ def test_header_round_trip(codec, header):
 
 
 def test_header_unknown_version(codec):
-    header = (1, 5, bytes(32), 1000, 3, bytes(32), bytes(32), bytes(32), bytes(32), bytes(64))
+    header = (1, 5, bytes(32), 1000, 3, 4, bytes(32), bytes(32), bytes(32), bytes(32), bytes(64))
     raw = codec.encode_header(header)
     with pytest.raises(DecodeError, match="unsupported version"):
         codec.decode_header(raw[:1] + b"\x02" + raw[2:])

@@ -370,6 +370,18 @@ def test_own_producer_counts_for_the_block():
     assert last_irreversible([(5, b"a"), (6, b"b"), (7, b"a")], 4, 4) == 4
 
 
+def test_confirmations_below_a_watermark_do_not_count():
+    a, b, c, d = (bytes([k]) * 32 for k in range(4))
+    assert last_irreversible([(5, a, 4), (6, b, 4), (7, c, 4)], 4, 4) == 5
+    # c and d switched to this fork after producing up to height 6 elsewhere: their blocks
+    # confirm only heights above 6, so nothing here gathers three confirmations.
+    assert last_irreversible([(5, a, 0), (6, b, 0), (7, c, 6), (8, d, 6)], 4, 4) == 4
+    # once enough producers confirm a later height, everything below it is implied
+    assert last_irreversible([(5, a, 0), (6, b, 0), (7, c, 6), (8, d, 6), (9, a, 5)], 4, 4) == 7
+    # a block with confirmed_from == height confirms nothing, not even itself
+    assert last_irreversible([(5, a, 4), (6, b, 4), (7, c, 7)], 4, 4) == 4
+
+
 def test_missed_slots():
     who = lambda s: f"p{s % 4}"  # noqa: E731
     assert missed_slots(10, 11, who, 100) == []
@@ -387,11 +399,12 @@ def test_missed_slots_long_outage_only_looks_at_the_limit():
     assert out == calls == [10**12 - 3, 10**12 - 2, 10**12 - 1]
 
 
-def test_fork_choice_prefers_longest_then_lower_hash():
+def test_fork_choice_prefers_longest_then_earlier_slot_then_lower_hash():
     low, high = b"\x00" * 31 + b"\x01", b"\xff" * 32
-    tips = [(10, high), (11, high), (11, low), (9, low)]
-    assert max(tips, key=lambda t: fork_choice_key(*t)) == (11, low)
-    assert fork_choice_key(5, low) > fork_choice_key(5, high)
-    assert fork_choice_key(6, high) > fork_choice_key(5, low)
+    tips = [(10, 3, high), (11, 9, high), (11, 9, low), (11, 12, low), (9, 1, low)]
+    assert max(tips, key=lambda t: fork_choice_key(*t)) == (11, 9, low)
+    assert fork_choice_key(5, 7, high) > fork_choice_key(5, 8, low)
+    assert fork_choice_key(5, 7, low) > fork_choice_key(5, 7, high)
+    assert fork_choice_key(6, 99, high) > fork_choice_key(5, 1, low)
     with pytest.raises(ValueError):
-        fork_choice_key(1, b"short")
+        fork_choice_key(1, 1, b"short")

@@ -109,6 +109,7 @@ cdef tuple _read_header(Cursor *c):
         fail("header.version", f"unsupported version {version}")
     return (version, read_uvarint_obj(c, "header.height"), read_fixed(c, HASH_SIZE, "header.prev_hash"),
             read_uvarint_obj(c, "header.timestamp_ms"), read_uvarint_obj(c, "header.slot"),
+            read_uvarint_obj(c, "header.confirmed_from"),
             read_fixed(c, PUBKEY_SIZE, "header.producer"), read_fixed(c, HASH_SIZE, "header.tx_root"),
             read_fixed(c, HASH_SIZE, "header.state_root"),
             read_fixed(c, HASH_SIZE, "header.receipts_root"),
@@ -312,13 +313,15 @@ def encode_tx(tx):
 
 
 cdef int _put_header_unsigned(Out *o, object h) except -1:
-    version, height, prev_hash, timestamp_ms, slot, producer, tx_root, state_root, receipts_root = h[:9]
+    (version, height, prev_hash, timestamp_ms, slot, confirmed_from, producer, tx_root,
+     state_root, receipts_root) = h[:10]
     _put_u8(o, TAG_HEADER)
     _put_byte_field(o, version, "header.version")
     _put_uvarint(o, height)
     _put_raw(o, prev_hash, HASH_SIZE, 0, "header.prev_hash", False)
     _put_uvarint(o, timestamp_ms)
     _put_uvarint(o, slot)
+    _put_uvarint(o, confirmed_from)
     _put_raw(o, producer, PUBKEY_SIZE, 0, "header.producer", False)
     _put_raw(o, tx_root, HASH_SIZE, 0, "header.tx_root", False)
     _put_raw(o, state_root, HASH_SIZE, 0, "header.state_root", False)
@@ -330,9 +333,9 @@ def encode_header_unsigned(h):
 
 
 def encode_header(h):
-    """Encode ``(version, height, prev_hash, timestamp_ms, slot, producer, tx_root, state_root,
-    receipts_root, signature)``."""
-    return _encode(_put_header_unsigned, h, 9, "header.signature")
+    """Encode ``(version, height, prev_hash, timestamp_ms, slot, confirmed_from, producer,
+    tx_root, state_root, receipts_root, signature)``."""
+    return _encode(_put_header_unsigned, h, 10, "header.signature")
 
 
 

@@ -295,11 +295,12 @@ def decode_tx(data):
 # -- headers and blocks ---------------------------------------------------------------------------
 
 def encode_header_unsigned(h):
-    version, height, prev_hash, timestamp_ms, slot, producer, tx_root, state_root, receipts_root = h[:9]
+    (version, height, prev_hash, timestamp_ms, slot, confirmed_from, producer, tx_root,
+     state_root, receipts_root) = h[:10]
     return b"".join((
         bytes((TAG_HEADER,)), encode_u8(version, "header.version"),
         encode_uvarint(height), encode_fixed(prev_hash, HASH_SIZE, "header.prev_hash"),
-        encode_uvarint(timestamp_ms), encode_uvarint(slot),
+        encode_uvarint(timestamp_ms), encode_uvarint(slot), encode_uvarint(confirmed_from),
         encode_fixed(producer, PUBKEY_SIZE, "header.producer"),
         encode_fixed(tx_root, HASH_SIZE, "header.tx_root"),
         encode_fixed(state_root, HASH_SIZE, "header.state_root"),
@@ -308,9 +309,9 @@ def encode_header_unsigned(h):
 
 
 def encode_header(h):
-    """Encode ``(version, height, prev_hash, timestamp_ms, slot, producer, tx_root, state_root,
-    receipts_root, signature)``."""
-    return encode_header_unsigned(h) + encode_fixed(h[9], SIGNATURE_SIZE, "header.signature")
+    """Encode ``(version, height, prev_hash, timestamp_ms, slot, confirmed_from, producer,
+    tx_root, state_root, receipts_root, signature)``."""
+    return encode_header_unsigned(h) + encode_fixed(h[10], SIGNATURE_SIZE, "header.signature")
 
 
 def read_header(r):
@@ -320,7 +321,7 @@ def read_header(r):
         raise DecodeError("header.version", f"unsupported version {version}")
     return (version, r.uvarint("header.height"), r.fixed(HASH_SIZE, "header.prev_hash"),
             r.uvarint("header.timestamp_ms"), r.uvarint("header.slot"),
-            r.fixed(PUBKEY_SIZE, "header.producer"), r.fixed(HASH_SIZE, "header.tx_root"),
+            r.uvarint("header.confirmed_from"), r.fixed(PUBKEY_SIZE, "header.producer"), r.fixed(HASH_SIZE, "header.tx_root"),
             r.fixed(HASH_SIZE, "header.state_root"), r.fixed(HASH_SIZE, "header.receipts_root"),
             r.fixed(SIGNATURE_SIZE, "header.signature"))
 

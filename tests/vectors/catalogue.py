@@ -86,7 +86,7 @@ def tx_samples():
 
 
 def header_sample(height=7, tx_root=b"\x11" * 32):
-    h = Header(1, height, b"\x01" * 32, 1_795_600_007_000, 7, AGENT.pubkey, tx_root,
+    h = Header(1, height, b"\x01" * 32, 1_795_600_007_000, 7, height - 3, AGENT.pubkey, tx_root,
                b"\x22" * 32, b"\x33" * 32)
     return h.signed_by(AGENT, CHAIN)
 
