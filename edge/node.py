@@ -14,7 +14,8 @@ import time
 
 from chain import crypto
 from chain.errors import Reason, TxRejected
-from chain.execute import check_static
+from chain.execute import apply_tx, check_static
+from chain.state.view import StateView
 from chain.genesis import Genesis, GenesisError
 from chain.keys import KeyFileError, KeyPair
 from chain.ledger import Ledger, LedgerError
@@ -95,7 +96,9 @@ class Node:
                     if not signature_ok:
                         raise TxRejected(Reason.BAD_SIGNATURE,
                                          "signature does not match the sender's key")
-                    evicted += self.mempool.add(tx, view.account(tx.sender_address))
+                    account = view.account(tx.sender_address)
+                    self._dry_run(tx, account, txn)
+                    evicted += self.mempool.add(tx, account)
                 except TxRejected as exc:
                     results[i] = self._refused(exc)
                     continue
@@ -108,6 +111,16 @@ class Node:
             self.network.broadcast_txs([tx.raw for tx in accepted])
         self.metrics.mempool_size.set(len(self.mempool))
         return results
+
+    def _dry_run(self, tx, account, txn):
+        """Run a staking, voting or agent transaction against the head's state, so that a
+        refusal (already an agent, unknown candidate...) reaches the sender now rather than
+        when a block drops it. Transfers need only the mempool's nonce and balance rules; a
+        transaction behind pending ones of its sender is judged when it is built in."""
+        if isinstance(tx.payload, Transfer) or tx.nonce != account.nonce:
+            return
+        apply_tx(StateView(lambda key: txn.get(key, db=self.ledger.db["state"])), tx,
+                 self.ledger.params, self.ledger.head.height + 1)
 
     def _refused(self, exc):
         self.metrics.txs_rejected.labels(exc.reason.value).inc()

@@ -473,3 +473,23 @@ def test_node_of_another_chain_refused(net, module_node_factory, json_mode):
                  ["wallet", "transfer", net.home.wallet_address, "1"]):
         result = other.cli(*argv, *flags(json_mode))
         assert_error(result, "runs chain", other.chain_id, code="wrong_node", json_mode=json_mode)
+
+
+def test_staking_voting_and_agent_commands(net):
+    home = net.home
+    stake = net.cli("wallet", "stake", "2000000", "--wait", "--json", check=True).json()
+    assert stake["kind"] == "stake" and stake["status"] == "committed"
+    agent = home.info["node_address"]
+    vote = net.cli("vote", agent, "--wait", check=True)
+    assert "vote for" in vote.stdout and "in block" in vote.stdout
+    account = net.account(home.wallet_address)
+    assert account["stake"] == str(2_000_000 * 10**8) and account["votes"] == [agent]
+    assert int(net.account(agent)["agent"]["votes"]) >= 2_000_000 * 10**8
+    assert_error(net.cli("agent", "register", "again"), "already_agent")
+    assert_error(net.cli("agent", "unjail", "--json"), "not_jailed", code="not_jailed",
+                 json_mode=True)
+    unstake = net.cli("wallet", "unstake", "1", "--wait", "--json", check=True).json()
+    assert unstake["kind"] == "unstake"
+    assert net.account(home.wallet_address)["unbonding"][0]["amount"] == str(10**8)
+    assert_error(net.cli("wallet", "stake", "0"), "more than 0")
+    assert_error(net.cli("vote", mistype(agent)), "checksum")

@@ -11,8 +11,9 @@ import time
 
 import pytest
 
+from chain.block import Block, Header
 from chain.keys import KeyPair
-from chain.p2p import HandshakeError, Ping, open_connection
+from chain.p2p import BlockMsg, HandshakeError, Ping, open_connection
 from edge import testnet
 from edge.client import ApiClient, ApiError
 from edge.config import load
@@ -212,6 +213,32 @@ def test_double_production_is_slashed_and_jailed(make_net):
     net.wait_height(max(heights.values()) + 3, nodes=[0, 2, 3])
 
 
+async def send_forged_blocks(net, target, forger, chain_id, genesis_hash):
+    """Blocks on the head that decode but break the rules: not the slot's producer, a bad
+    signature, a timestamp far in the future. Each costs the sender; together, a ban."""
+    head = net.clients[0].get("/v1/blocks/head")["header"]
+    schedule = net.clients[0].get("/v1/schedule")
+    slot = head["slot"] + 1
+    offset = (slot - schedule["start_slot"]) % len(schedule["producers"])
+    scheduled = bytes.fromhex(schedule["producers"][offset]["pubkey"])
+    genesis_ms = head["timestamp_ms"] - head["slot"] * SLOT_MS
+    draft = Header(1, head["height"] + 1, bytes.fromhex(head["hash"]),
+                   genesis_ms + slot * SLOT_MS, slot, 0, forger.pubkey, bytes(32), bytes(32),
+                   bytes(32))
+    headers = [
+        draft.signed_by(forger, chain_id),                                       # not its slot
+        draft._replace(producer=scheduled).signed_by(forger, chain_id),          # bad signature
+        draft._replace(slot=10**9, timestamp_ms=genesis_ms + 10**9 * SLOT_MS,
+                       tx_root=b"\x01" * 32).signed_by(forger, chain_id),         # the future
+        draft._replace(tx_root=b"\x02" * 32).signed_by(forger, chain_id),         # not its slot
+    ]
+    conn = await open_connection("127.0.0.1", target["p2p_port"], forger, chain_id, genesis_hash)
+    for header in headers:
+        await conn.send(BlockMsg(Block(header, []).encode()))
+    await asyncio.sleep(1)
+    await conn.close()
+
+
 def test_garbage_peer_is_banned_honest_peers_unaffected(make_net):
     net = make_net(nodes=3)
     net.wait_height(3)
@@ -240,9 +267,15 @@ def test_garbage_peer_is_banned_honest_peers_unaffected(make_net):
 
     outcome = asyncio.run(attack())
     assert not isinstance(outcome, type(Ping(1))), "a banned peer must not be served"
+
+    forger = KeyPair.generate()
+    asyncio.run(send_forged_blocks(net, target, forger, chain_id, genesis_hash))
     with open(os.path.join(home, "node.log")) as f:
         log = f.read()
     assert "bad_mac" in log and "banned" in log
+    forged = [line for line in log.splitlines() if forger.pubkey.hex()[:12] in line]
+    assert sum("invalid_block" in line for line in forged) == 4, forged
+    assert any("banned" in line for line in forged), "the forger is banned too"
     height = net.status(0)["height"]
     net.wait_height(height + 3)
     assert all(net.status(i)["peers"] == 2 for i in range(3))

@@ -69,8 +69,10 @@ class StateView:
         return self._voters.voters_of(agent) if self._voters is not None else ()
 
     def set_vote(self, agent, voter, present):
-        """Record in the voter index that ``voter`` votes (or stops voting) for ``agent``."""
-        self._voters.set_vote(agent, voter, present)
+        """Record in the voter index that ``voter`` votes (or stops voting) for ``agent``
+        (a view without an index, such as a dry run, records nothing)."""
+        if self._voters is not None:
+            self._voters.set_vote(agent, voter, present)
 
     def unbond_queue(self, height):
         raw = self.get(records.unbond_key(height))
