@@ -4,13 +4,20 @@ from typing import NamedTuple
 
 from edge import _fast
 from edge._fast import codec_py as wire
-from edge._fast.codec_py import Reader, encode_fixed, encode_uvarint
+from edge._fast import DecodeError
+from edge._fast.codec_py import Reader, encode_bytes, encode_fixed, encode_text, encode_uvarint
 from chain.address import address_from_pubkey, encode_address
 from chain.crypto import TAG_HEADER, hash_of, verify
 from chain.tx import Tx
 
 TAG_RECEIPT = 0x04
 STATUS_OK = 0
+STATUS_FAILED = 1
+MAX_ERROR = 256
+MAX_EVENTS = 64
+MAX_EVENT_NAME = 64
+MAX_EVENT_DATA = 1024
+MAX_RETURN = 4096
 ZERO_HASH = bytes(32)
 NO_SIGNATURE = bytes(wire.SIGNATURE_SIZE)
 NO_PRODUCER = bytes(wire.PUBKEY_SIZE)
@@ -93,19 +100,53 @@ class Block:
 
 
 class Receipt(NamedTuple):
-    """The outcome of one transaction in a block."""
+    """The outcome of one transaction in a block. Contract calls add the gas they used, the
+    error that failed them, the events they emitted ``((contract, name, data), ...)`` and their
+    encoded return value; a failed call still pays its fee."""
     tx_id: bytes
     status: int
     fee: int
+    gas_used: int = 0
+    error: str = ""
+    events: tuple = ()
+    return_value: bytes = b""
 
     def encode(self):
-        return (bytes((TAG_RECEIPT,)) + encode_fixed(self.tx_id, 32, "receipt.tx_id")
+        head = (bytes((TAG_RECEIPT,)) + encode_fixed(self.tx_id, 32, "receipt.tx_id")
                 + bytes((self.status,)) + encode_uvarint(self.fee))
+        if self.status == STATUS_OK and not (self.gas_used or self.events or self.return_value):
+            return head + b"\x00"  # Performance note: the common, plain-transaction receipt
+        parts = [head, encode_uvarint(self.gas_used + 1),
+                 encode_text(self.error, MAX_ERROR, "receipt.error"),
+                 encode_uvarint(len(self.events))]
+        if len(self.events) > MAX_EVENTS:
+            raise ValueError(f"receipt.events: {len(self.events)} exceeds {MAX_EVENTS}")
+        for contract, name, data in self.events:
+            parts += [encode_fixed(contract, 20, "event.contract"),
+                      encode_text(name, MAX_EVENT_NAME, "event.name"),
+                      encode_bytes(data, MAX_EVENT_DATA, "event.data")]
+        parts.append(encode_bytes(self.return_value, MAX_RETURN, "receipt.return"))
+        return b"".join(parts)
 
     @classmethod
     def read(cls, r: Reader):
         r.tag(TAG_RECEIPT, "receipt.tag")
-        return cls(r.fixed(32, "receipt.tx_id"), r.u8("receipt.status"), r.uvarint("receipt.fee"))
+        tx_id, status, fee = r.fixed(32, "receipt.tx_id"), r.u8("receipt.status"), \
+            r.uvarint("receipt.fee")
+        gas_plus_one = r.uvarint("receipt.gas_used")
+        if gas_plus_one == 0:
+            if status != STATUS_OK:
+                raise DecodeError("receipt.gas_used", "a failed receipt carries its details")
+            return cls(tx_id, status, fee)
+        error = r.text(MAX_ERROR, "receipt.error")
+        events = tuple((r.fixed(20, "event.contract"), r.text(MAX_EVENT_NAME, "event.name"),
+                        r.var_bytes(MAX_EVENT_DATA, "event.data"))
+                       for _ in range(r.count(MAX_EVENTS, "receipt.events")))
+        receipt = cls(tx_id, status, fee, gas_plus_one - 1, error, events,
+                      r.var_bytes(MAX_RETURN, "receipt.return"))
+        if status == STATUS_OK and receipt == cls(tx_id, status, fee):
+            raise DecodeError("receipt", "a plain receipt must use the short form")
+        return receipt
 
     @classmethod
     def decode(cls, data):

@@ -25,6 +25,7 @@ class Reason(str, Enum):
     STILL_JAILED = "still_jailed"
     INVALID_EVIDENCE = "invalid_evidence"
     DUPLICATE_EVIDENCE = "duplicate_evidence"
+    INVALID_GAS = "invalid_gas"
     DUPLICATE = "duplicate"
     MEMPOOL_FULL = "mempool_full"
 

@@ -4,6 +4,7 @@ Every handler checks all its conditions before it writes anything, so a rejected
 leaves the view untouched. Amounts are integers; nothing here reads a clock or a random source.
 """
 
+from chain import calls
 from chain import tx as txmod
 from chain.address import address_from_pubkey, encode_address
 from chain.block import STATUS_OK, Header, Receipt
@@ -17,13 +18,17 @@ from edge._fast import DecodeError
 def check_static(tx, chain_id, params):
     """Rules that need no state: size, chain, fee floor, payload sanity."""
     size = len(tx.raw)
-    if size > params.max_tx_bytes:
-        raise TxRejected(Reason.OVERSIZE, f"transaction is {size} bytes, the limit is "
-                                          f"{params.max_tx_bytes}")
+    payload = tx.payload
+    limit = params.max_tx_bytes + (params.max_code_bytes if isinstance(payload, txmod.Deploy)
+                                   else 0)
+    if size > limit:
+        raise TxRejected(Reason.OVERSIZE, f"transaction is {size} bytes, the limit is {limit}")
     if tx.chain_id != chain_id:
         raise TxRejected(Reason.WRONG_CHAIN, f"transaction is for chain {tx.chain_id!r}, "
                                              f"this is {chain_id!r}")
-    floor = params.min_fee_for(size)
+    if isinstance(payload, (txmod.Deploy, txmod.Call)):
+        calls.check_contract_tx(payload, params)
+    floor = params.min_fee_for(size, getattr(payload, "gas_limit", 0))
     if tx.fee < floor:
         raise TxRejected(Reason.FEE_TOO_LOW, f"fee {tx.fee} is below the minimum {floor} for "
                                              f"{size} bytes")
@@ -46,11 +51,14 @@ def spend_of(tx):
     payload = tx.payload
     if isinstance(payload, (txmod.Transfer, txmod.Stake)):
         return tx.fee + payload.amount
+    if isinstance(payload, txmod.Call):
+        return tx.fee + payload.value
     return tx.fee
 
 
-def apply_tx(view, tx, params, height):
-    """Apply one statically valid, correctly signed transaction; returns its receipt."""
+def apply_tx(view, tx, params, height, time_ms=0):
+    """Apply one statically valid, correctly signed transaction; returns its receipt (a
+    contract transaction's receipt may say it failed: it still paid its fee)."""
     account = view.account(tx.sender_address)
     if tx.nonce != account.nonce:
         raise TxRejected(Reason.BAD_NONCE, f"nonce {tx.nonce}, expected {account.nonce}")
@@ -61,6 +69,10 @@ def apply_tx(view, tx, params, height):
     # Performance note: positional construction, not _replace (this runs for every transaction).
     paid = Account(account.balance - tx.fee, account.nonce + 1, account.stake, account.votes,
                    account.unbonding)
+    if isinstance(tx.payload, (txmod.Deploy, txmod.Call)):
+        view.set_account(tx.sender_address, paid)
+        run = calls.deploy if isinstance(tx.payload, txmod.Deploy) else calls.call
+        return run(view, tx, (height, time_ms), params)
     _HANDLERS[type(tx.payload)](view, tx, paid, params, height)
     return Receipt(tx.id, STATUS_OK, tx.fee)
 
@@ -229,6 +241,6 @@ def execute_block(view, txs, header, parent_hash, parent_slot, params):
     """Apply a block's transactions between its begin and end steps; the first invalid
     transaction raises TxRejected."""
     begin_block(view, params, header, parent_hash, parent_slot)
-    receipts = [apply_tx(view, tx, params, header.height) for tx in txs]
+    receipts = [apply_tx(view, tx, params, header.height, header.timestamp_ms) for tx in txs]
     pay_producer(view, params, header.producer, sum(r.fee for r in receipts))
     return receipts

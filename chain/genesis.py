@@ -94,7 +94,7 @@ class Genesis(NamedTuple):
         return from_json(doc)
 
 
-_AMOUNT_PARAMS = {"min_fee", "fee_per_byte", "agent_min_stake", "block_reward"}
+_AMOUNT_PARAMS = {"min_fee", "fee_per_byte", "agent_min_stake", "block_reward", "gas_price"}
 
 
 def from_json(doc):

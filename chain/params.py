@@ -27,6 +27,9 @@ class Params(NamedTuple):
     jail_blocks: int = 100
     slash_permille: int = 100
     reporter_permille: int = 100
+    gas_price: int = 1
+    max_gas_per_tx: int = 5_000_000
+    max_code_bytes: int = 12288
 
     def encode(self):
         return encode_uvarint(len(self)) + b"".join(encode_uvarint(v) for v in self)
@@ -38,9 +41,10 @@ class Params(NamedTuple):
             raise DecodeError("params.count", f"expected {len(cls._fields)} parameters, got {n}")
         return cls(*(r.uvarint(f"params.{name}") for name in cls._fields))
 
-    def min_fee_for(self, tx_size):
-        """The smallest fee a transaction of ``tx_size`` bytes may pay."""
-        return self.min_fee + self.fee_per_byte * tx_size
+    def min_fee_for(self, tx_size, gas_limit=0):
+        """The smallest fee a transaction of ``tx_size`` bytes may pay (contract transactions
+        also pay for all the gas they may burn)."""
+        return self.min_fee + self.fee_per_byte * tx_size + self.gas_price * gas_limit
 
     def problems(self):
         """Sentences describing impossible values (empty when fine)."""
@@ -59,6 +63,8 @@ class Params(NamedTuple):
                 out.append(f"params.{name} must be at most 1000")
         if self.max_missed_in_a_row <= 0:
             out.append("params.max_missed_in_a_row must be positive")
+        if self.max_code_bytes > 12288:
+            out.append("params.max_code_bytes must be at most 12288 (the wire limit)")
         if self.producers_per_round + self.standby_slots > 255:
             out.append("params.producers_per_round + standby_slots must be at most 255")
         return out

@@ -56,18 +56,35 @@ class Evidence(NamedTuple):
     second: bytes
 
 
+class Deploy(NamedTuple):
+    """Create a contract from Lua ``code``; ``args`` (an encoded value list) go to ``init``."""
+    code: bytes
+    args: bytes
+    gas_limit: int
+
+
+class Call(NamedTuple):
+    """Call ``method`` of ``contract`` with encoded ``args``, sending ``value`` base units."""
+    contract: bytes
+    method: str
+    args: bytes
+    value: int
+    gas_limit: int
+
+
 PAYLOADS = {
     wire.KIND_TRANSFER: Transfer, wire.KIND_STAKE: Stake, wire.KIND_UNSTAKE: Unstake,
     wire.KIND_VOTE: Vote, wire.KIND_REGISTER_AGENT: RegisterAgent,
     wire.KIND_UNREGISTER_AGENT: UnregisterAgent, wire.KIND_UNJAIL: Unjail,
-    wire.KIND_EVIDENCE: Evidence,
+    wire.KIND_EVIDENCE: Evidence, wire.KIND_DEPLOY: Deploy, wire.KIND_CALL: Call,
 }
 KIND_OF = {cls: kind for kind, cls in PAYLOADS.items()}
 KIND_NAMES = {wire.KIND_TRANSFER: "transfer", wire.KIND_STAKE: "stake",
               wire.KIND_UNSTAKE: "unstake", wire.KIND_VOTE: "vote",
               wire.KIND_REGISTER_AGENT: "register_agent",
               wire.KIND_UNREGISTER_AGENT: "unregister_agent", wire.KIND_UNJAIL: "unjail",
-              wire.KIND_EVIDENCE: "evidence"}
+              wire.KIND_EVIDENCE: "evidence", wire.KIND_DEPLOY: "deploy",
+              wire.KIND_CALL: "call"}
 
 
 class Tx:
@@ -175,6 +192,13 @@ def payload_json(payload):
         return {"name": payload.name, "endpoint": payload.endpoint}
     if isinstance(payload, Evidence):
         return {"first": payload.first.hex(), "second": payload.second.hex()}
+    if isinstance(payload, Deploy):
+        return {"code_bytes": len(payload.code), "args": payload.args.hex(),
+                "gas_limit": payload.gas_limit}
+    if isinstance(payload, Call):
+        return {"contract": encode_address(payload.contract), "method": payload.method,
+                "args": payload.args.hex(), "value": str(payload.value),
+                "gas_limit": payload.gas_limit}
     return {}
 
 

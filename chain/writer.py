@@ -100,7 +100,7 @@ class ChainWriter:
         included, receipts, rejected = [], [], []
         for tx in candidates[:ledger.params.max_block_txs]:
             try:
-                receipts.append(apply_tx(view, tx, ledger.params, height))
+                receipts.append(apply_tx(view, tx, ledger.params, height, draft.timestamp_ms))
                 included.append(tx)
             except TxRejected as exc:
                 rejected.append((tx, exc))

@@ -7,7 +7,11 @@ Routes (docs/api.md): ``GET /v1/status``, ``POST /v1/txs``, ``GET /v1/txs/{id}``
 
 from aiohttp import web
 
+from chain import calls
 from chain.address import AddressError, address_from_pubkey, decode_address, encode_address
+from chain.state.records import contract_key, decode_contract
+from contracts.values import decode_value
+from edge.values_json import from_value, to_value
 from edge import _fast
 
 VERSION = "0.1.0"
@@ -29,6 +33,8 @@ def build_app(node):
     app.router.add_get("/v1/accounts/{address}", handlers.account)
     app.router.add_get("/v1/accounts/{address}/txs", handlers.history)
     app.router.add_get("/v1/blocks/{block_id}", handlers.block)
+    app.router.add_get("/v1/contracts/{address}", handlers.contract)
+    app.router.add_post("/v1/contracts/{address}/query", handlers.query)
     app.router.add_get("/v1/peers", handlers.peers)
     app.router.add_get("/v1/schedule", handlers.schedule)
     app.router.add_get("/metrics", handlers.metrics)
@@ -65,6 +71,7 @@ class _Handlers:
             "role": "agent", "implementation": _fast.IMPLEMENTATION, "version": VERSION,
             "decimals": ledger.genesis.decimals,
             "params": {"min_fee": str(params.min_fee), "fee_per_byte": str(params.fee_per_byte),
+                       "gas_price": str(params.gas_price), "max_gas_per_tx": params.max_gas_per_tx,
                        "slot_ms": params.slot_ms, "max_tx_bytes": params.max_tx_bytes},
         })
 
@@ -95,8 +102,7 @@ class _Handlers:
             return _error(404, "not_found", f"no transaction {tx_id.hex()}")
         tx, height, index, receipt = found
         return web.json_response({"status": "committed", "height": height, "index": index,
-                                  "receipt": {"status": receipt.status, "fee": str(receipt.fee)},
-                                  "tx": tx.to_json()})
+                                  "receipt": receipt_json(receipt), "tx": tx.to_json()})
 
     async def account(self, request):
         address = _address(request)
@@ -156,8 +162,50 @@ class _Handlers:
         receipts = self.ledger.receipts(block_hash)
         return web.json_response({
             "header": block.header.to_json(), "txs": [tx.to_json() for tx in block.txs],
-            "receipts": [{"tx_id": r.tx_id.hex(), "status": r.status, "fee": str(r.fee)}
-                         for r in receipts], "size": len(block.encode())})
+            "receipts": [receipt_json(r) for r in receipts], "size": len(block.encode())})
+
+    async def contract(self, request):
+        address = _address(request)
+        if isinstance(address, web.Response):
+            return address
+        with self.ledger.store.read() as txn:
+            view = self.ledger.view(txn)
+            raw = view.get(contract_key(address))
+            balance = view.account(address).balance
+        if raw is None:
+            return _error(404, "not_found", f"no contract at {encode_address(address)}")
+        info = decode_contract(raw)
+        return web.json_response({
+            "address": encode_address(address), "creator": encode_address(info.creator),
+            "code_size": info.code_size, "code_hash": info.code_hash.hex(),
+            "created_height": info.created_height, "balance": str(balance)})
+
+    async def query(self, request):
+        """A read-only call against the head's state: ``{"method", "args": [...]}``."""
+        address = _address(request)
+        if isinstance(address, web.Response):
+            return address
+        try:
+            body = await request.json()
+            method, args = body["method"], [to_value(a) for a in body.get("args", [])]
+            if not isinstance(method, str):
+                raise ValueError("method must be text")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            return _error(400, "bad_request", f"body must be {{\"method\": text, \"args\": "
+                                              f"[values]}} ({exc})")
+        head = self.ledger.head
+        with self.ledger.store.read() as txn:
+            try:
+                result = calls.query(self.ledger.view(txn), self.ledger.chain_id, address,
+                                     method, args, head.height, head.timestamp_ms,
+                                     self.ledger.params.max_gas_per_tx)
+            except LookupError as exc:
+                return _error(404, "not_found", str(exc))
+        return web.json_response({
+            "ok": result.ok, "gas_used": result.gas_used,
+            "error": f"{result.error_code}: {result.error}" if not result.ok else "",
+            "return": from_value(decode_value(result.return_value))
+            if result.ok and result.return_value else None})
 
     async def peers(self, request):
         network = self.node.network
@@ -190,6 +238,19 @@ class _Handlers:
     async def metrics(self, request):
         return web.Response(body=self.node.metrics.render(),
                             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+def receipt_json(r):
+    """A receipt for people: contract events and return values decoded."""
+    doc = {"tx_id": r.tx_id.hex(), "status": r.status, "fee": str(r.fee)}
+    if r.gas_used or r.error or r.events or r.return_value:
+        doc.update(gas_used=r.gas_used, error=r.error,
+                   events=[{"contract": encode_address(c), "name": name,
+                            "data": from_value(decode_value(data)) if data else None}
+                           for c, name, data in r.events],
+                   **{"return": from_value(decode_value(r.return_value))
+                      if r.return_value else None})
+    return doc
 
 
 def _hex32(text):

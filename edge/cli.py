@@ -19,7 +19,7 @@ from edge import config as config_mod
 from edge.client import ApiError
 from edge.cli_base import CliError, home_of, load_config, node_status
 from edge.config import Config, ConfigError
-from edge import cli_stake, cli_testnet, cli_wallet
+from edge import cli_contract, cli_stake, cli_testnet, cli_wallet
 
 
 def main(argv=None):
@@ -90,6 +90,7 @@ def build_parser():
     wallet = cli_wallet.add_parsers(sub, common)
     cli_stake.add_parsers(sub, wallet, common)
     cli_testnet.add_parsers(sub, common)
+    cli_contract.add_parsers(sub, common)
     return parser
 
 

@@ -124,6 +124,7 @@ def sign_with_fee(pair, status, nonce, payload, fee=None):
     """Sign ``payload``; with no explicit fee, pay the minimum for the transaction's size."""
     chain_id, params = status["chain_id"], status["params"]
     base, per_byte = int(params["min_fee"]), int(params["fee_per_byte"])
+    base += int(params.get("gas_price", "0")) * getattr(payload, "gas_limit", 0)
     chosen = fee if fee is not None else base
     while True:
         tx = Tx(chain_id, pair.pubkey, nonce, chosen, payload).signed_by(pair)

@@ -55,10 +55,11 @@ class TestChain:
         """A signed transaction paying the minimum fee unless told otherwise."""
         if nonce is None:
             nonce = self.ledger.account(key.address).nonce
-        chosen = fee if fee is not None else self.params.min_fee
+        chosen = fee if fee is not None else self.params.min_fee_for(0, getattr(payload,
+                                                                                "gas_limit", 0))
         while True:
             tx = Tx(chain_id, key.pubkey, nonce, chosen, payload).signed_by(key)
-            floor = self.params.min_fee_for(len(tx.raw))
+            floor = self.params.min_fee_for(len(tx.raw), getattr(payload, "gas_limit", 0))
             if fee is not None or chosen >= floor:
                 return tx
             chosen = floor

@@ -26,6 +26,10 @@ payloads = st.one_of(
     st.tuples(st.just(wire.KIND_EVIDENCE),
               st.tuples(st.binary(max_size=wire.MAX_EVIDENCE_HEADER),
                         st.binary(max_size=wire.MAX_EVIDENCE_HEADER))),
+    st.tuples(st.just(wire.KIND_DEPLOY),
+              st.tuples(st.binary(max_size=300), st.binary(max_size=60), U64)),
+    st.tuples(st.just(wire.KIND_CALL),
+              st.tuples(addresses, short_text(wire.MAX_METHOD), st.binary(max_size=60), U64, U64)),
 )
 
 

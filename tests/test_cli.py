@@ -309,7 +309,7 @@ def test_transfer_wait_json_moves_exact_amounts(net):
 
     found = net.api.get(f"/v1/txs/{sent['id']}")
     assert found["status"] == "committed" and found["height"] == sent["height"]
-    assert found["receipt"] == {"status": STATUS_OK, "fee": sent["fee"]}
+    assert found["receipt"] == {"tx_id": sent["id"], "status": STATUS_OK, "fee": sent["fee"]}
     assert net.balance(bob) == 1_250_000_000
     assert net.balance(sender) == before - 1_250_000_000 - fee
     assert net.account(sender)["nonce"] == sent["nonce"] + 1
@@ -493,3 +493,35 @@ def test_staking_voting_and_agent_commands(net):
     assert net.account(home.wallet_address)["unbonding"][0]["amount"] == str(10**8)
     assert_error(net.cli("wallet", "stake", "0"), "more than 0")
     assert_error(net.cli("vote", mistype(agent)), "checksum")
+
+
+def test_contract_and_token_commands(net, tmp_path):
+    issue = net.cli("token", "issue", "Parking Credit", "PARK", "2", "100000", "--wait",
+                    "--json", check=True).json()
+    token = issue["contract"]
+    assert issue["receipt"]["status"] == STATUS_OK
+    bob = new_wallet(net, "token-bob")
+    sent = net.cli("token", "transfer", token, bob, "2500", "--wait", "--json", check=True).json()
+    assert sent["receipt"]["events"][0]["name"] == "transfer"
+    assert net.cli("token", "balance", token, bob, check=True).stdout.strip() == "2500"
+    mine = net.cli("token", "balance", token, "--json", check=True).json()
+    assert mine["balance"] == 97500
+    receipt = net.cli("contract", "receipt", sent["id"], check=True).stdout
+    assert "ok in block" in receipt and "event transfer" in receipt
+    assert_error(net.cli("token", "transfer", token, bob, "999999", "--wait"),
+                 "insufficient balance")
+
+    source = tmp_path / "counter.lua"
+    source.write_text("function init(n) chain.storage.set('n', chain.encode(n)) end\n"
+                      "function add(k) local n = chain.decode(chain.storage.get('n')) + k\n"
+                      "  chain.storage.set('n', chain.encode(n)); return n end\n"
+                      "function get() return chain.decode(chain.storage.get('n')) end\n")
+    deployed = net.cli("contract", "deploy", str(source), "40", "--wait", "--json",
+                       check=True).json()
+    counter = deployed["contract"]
+    called = net.cli("contract", "call", counter, "add", "2", "--wait", "--json",
+                     check=True).json()
+    assert called["receipt"]["return"] == 42
+    assert net.cli("contract", "query", counter, "get", check=True).stdout.strip() == "42"
+    assert_error(net.cli("contract", "query", counter, "nope"), "no_method")
+    assert_error(net.cli("contract", "deploy", str(tmp_path / "missing.lua")), "cannot read")

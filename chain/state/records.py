@@ -30,6 +30,10 @@ NS_SCHEDULE = b"schedule"
 NS_POOL = b"pool"
 NS_UNBOND = b"unbond"
 NS_EVIDENCE = b"evidence"
+NS_CONTRACT = b"contract"
+NS_CODE = b"code"
+NS_STORAGE = b"storage"
+TAG_CONTRACT = 0x15
 
 
 def state_key(namespace, ident=b""):
@@ -49,6 +53,42 @@ def agent_key(address):
 
 def unbond_key(height):
     return state_key(NS_UNBOND, height.to_bytes(8, "big"))
+
+
+def contract_key(address):
+    return state_key(NS_CONTRACT, address)
+
+
+def code_key(address, index):
+    return state_key(NS_CODE, address + bytes((index,)))
+
+
+def storage_key(address, key):
+    return state_key(NS_STORAGE, address + key)
+
+
+class Contract(NamedTuple):
+    """A deployed contract: who made it, when, and its code's size, hash and chunk count."""
+    creator: bytes
+    code_size: int
+    code_hash: bytes
+    created_height: int
+    chunks: int
+
+
+def encode_contract(c):
+    return b"".join((bytes((TAG_CONTRACT,)), encode_fixed(c.creator, 20, "contract.creator"),
+                     encode_uvarint(c.code_size), encode_fixed(c.code_hash, 32, "contract.code_hash"),
+                     encode_uvarint(c.created_height), encode_u8(c.chunks, "contract.chunks")))
+
+
+def decode_contract(data):
+    def read(r):
+        r.tag(TAG_CONTRACT, "contract.tag")
+        return Contract(r.fixed(20, "contract.creator"), r.uvarint("contract.code_size"),
+                        r.fixed(32, "contract.code_hash"), r.uvarint("contract.created_height"),
+                        r.u8("contract.chunks"))
+    return _decode(data, read, "contract")
 
 
 def evidence_key(producer, slot):

@@ -19,6 +19,15 @@ class StateView:
         self._voters = voters
         self.changes = {}
 
+    def child(self):
+        """A view on top of this one whose writes stay apart until ``merge`` (a contract call
+        that may fail)."""
+        return StateView(self.get, self._voters)
+
+    def merge(self, child):
+        """Take a child view's writes."""
+        self.changes.update(child.changes)
+
     def get(self, key):
         if key in self.changes:
             return self.changes[key]

@@ -14,7 +14,8 @@ from cpython.long cimport PyLong_AsUnsignedLongLong
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.string cimport memcpy
 
-from edge._fast.codec_py import (KIND_UNJAIL, KIND_EVIDENCE, MAX_EVIDENCE_HEADER,
+from edge._fast.codec_py import (KIND_UNJAIL, KIND_EVIDENCE, MAX_EVIDENCE_HEADER, KIND_DEPLOY,
+                                 KIND_CALL, MAX_CODE, MAX_ARGS, MAX_METHOD,
                                  ADDRESS_SIZE, HASH_SIZE, HEADER_VERSION, KIND_REGISTER_AGENT,
                                  KIND_STAKE, KIND_TRANSFER, KIND_UNREGISTER_AGENT, KIND_UNSTAKE,
                                  KIND_VOTE, MAX_BLOCK_TXS, MAX_CHAIN_ID, MAX_ENDPOINT, MAX_MEMO,
@@ -23,7 +24,7 @@ from edge._fast.codec_py import (KIND_UNJAIL, KIND_EVIDENCE, MAX_EVIDENCE_HEADER
                                  TAG_FRAME, FRAME_VERSION, FRAME_HELLO, FRAME_DATA,
                                  MAX_FRAME_PAYLOAD, DEVICE_ID_SIZE, DecodeError, encode_block)
 
-DEF TX_BUF = 4096
+DEF TX_BUF = 20480  # a deploy carries up to 12 KiB of code
 
 # C copies of the sizes, so pointer arithmetic stays in C (checked against codec_py below).
 cdef enum:
@@ -85,13 +86,20 @@ cdef tuple _payload(Cursor *c, int kind):
     if kind == KIND_EVIDENCE:
         return (read_var_bytes(c, MAX_EVIDENCE_HEADER, "evidence.first"),
                 read_var_bytes(c, MAX_EVIDENCE_HEADER, "evidence.second"))
+    if kind == KIND_DEPLOY:
+        return (read_var_bytes(c, MAX_CODE, "deploy.code"), read_var_bytes(c, MAX_ARGS, "deploy.args"),
+                read_uvarint_obj(c, "deploy.gas_limit"))
+    if kind == KIND_CALL:
+        return (read_fixed(c, C_ADDRESS_SIZE, "call.contract"), _text(c, MAX_METHOD, "call.method"),
+                read_var_bytes(c, MAX_ARGS, "call.args"), read_uvarint_obj(c, "call.value"),
+                read_uvarint_obj(c, "call.gas_limit"))
     fail("tx.kind", f"unknown transaction kind {kind}")
 
 
 cdef tuple _read_tx(Cursor *c):
     read_tag(c, TAG_TX, "tx.tag")
     cdef int kind = read_u8(c, "tx.kind")
-    if kind < KIND_TRANSFER or kind > KIND_EVIDENCE:
+    if kind < KIND_TRANSFER or kind > KIND_CALL:
         fail("tx.kind", f"unknown transaction kind {kind}")
     chain_id = _text(c, MAX_CHAIN_ID, "tx.chain_id")
     sender = read_fixed(c, PUBKEY_SIZE, "tx.sender")
@@ -273,6 +281,18 @@ cdef int _put_payload(Out *o, object kind, object payload) except -1:
         first, second = payload
         _put_raw(o, first, -1, MAX_EVIDENCE_HEADER, "evidence.first", True)
         return _put_raw(o, second, -1, MAX_EVIDENCE_HEADER, "evidence.second", True)
+    if kind == KIND_DEPLOY:
+        code, args, gas_limit = payload
+        _put_raw(o, code, -1, MAX_CODE, "deploy.code", True)
+        _put_raw(o, args, -1, MAX_ARGS, "deploy.args", True)
+        return _put_uvarint(o, gas_limit)
+    if kind == KIND_CALL:
+        contract, method, args, value, gas_limit = payload
+        _put_raw(o, contract, C_ADDRESS_SIZE, 0, "call.contract", False)
+        _put_text(o, method, MAX_METHOD, "call.method")
+        _put_raw(o, args, -1, MAX_ARGS, "call.args", True)
+        _put_uvarint(o, value)
+        return _put_uvarint(o, gas_limit)
     raise ValueError(f"unknown transaction kind {kind!r}")
 
 

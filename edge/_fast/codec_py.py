@@ -24,8 +24,10 @@ KIND_REGISTER_AGENT = 5
 KIND_UNREGISTER_AGENT = 6
 KIND_UNJAIL = 7
 KIND_EVIDENCE = 8
+KIND_DEPLOY = 9
+KIND_CALL = 10
 TX_KINDS = (KIND_TRANSFER, KIND_STAKE, KIND_UNSTAKE, KIND_VOTE, KIND_REGISTER_AGENT,
-            KIND_UNREGISTER_AGENT, KIND_UNJAIL, KIND_EVIDENCE)
+            KIND_UNREGISTER_AGENT, KIND_UNJAIL, KIND_EVIDENCE, KIND_DEPLOY, KIND_CALL)
 
 HEADER_VERSION = 1
 PUBKEY_SIZE = 32
@@ -41,6 +43,9 @@ MAX_ENDPOINT = 128
 MAX_VOTES = 64
 MAX_BLOCK_TXS = 65535
 MAX_EVIDENCE_HEADER = 512
+MAX_CODE = 12288
+MAX_ARGS = 4096
+MAX_METHOD = 64
 MAX_UNBONDING = 64
 MAX_FRAME_PAYLOAD = 1024
 
@@ -204,6 +209,17 @@ def _encode_payload(kind, payload):
         first, second = payload
         return (encode_bytes(first, MAX_EVIDENCE_HEADER, "evidence.first")
                 + encode_bytes(second, MAX_EVIDENCE_HEADER, "evidence.second"))
+    if kind == KIND_DEPLOY:
+        code, args, gas_limit = payload
+        return (encode_bytes(code, MAX_CODE, "deploy.code") + encode_bytes(args, MAX_ARGS,
+                                                                            "deploy.args")
+                + encode_uvarint(gas_limit))
+    if kind == KIND_CALL:
+        contract, method, args, value, gas_limit = payload
+        return b"".join((encode_fixed(contract, ADDRESS_SIZE, "call.contract"),
+                         encode_text(method, MAX_METHOD, "call.method"),
+                         encode_bytes(args, MAX_ARGS, "call.args"), encode_uvarint(value),
+                         encode_uvarint(gas_limit)))
     raise ValueError(f"unknown transaction kind {kind!r}")
 
 
@@ -224,6 +240,13 @@ def _decode_payload(r, kind):
     if kind == KIND_EVIDENCE:
         return (r.var_bytes(MAX_EVIDENCE_HEADER, "evidence.first"),
                 r.var_bytes(MAX_EVIDENCE_HEADER, "evidence.second"))
+    if kind == KIND_DEPLOY:
+        return (r.var_bytes(MAX_CODE, "deploy.code"), r.var_bytes(MAX_ARGS, "deploy.args"),
+                r.uvarint("deploy.gas_limit"))
+    if kind == KIND_CALL:
+        return (r.fixed(ADDRESS_SIZE, "call.contract"), r.text(MAX_METHOD, "call.method"),
+                r.var_bytes(MAX_ARGS, "call.args"), r.uvarint("call.value"),
+                r.uvarint("call.gas_limit"))
     raise DecodeError("tx.kind", f"unknown transaction kind {kind}")
 
 

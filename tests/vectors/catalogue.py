@@ -15,7 +15,7 @@ from chain.keys import KeyPair
 from chain.params import Params
 from chain.state import records
 from chain.state.proof import Proof, ProofKind
-from chain.tx import PAYLOADS, KIND_NAMES, Evidence, RegisterAgent, Stake, Transfer, Tx, Unjail, \
+from chain.tx import PAYLOADS, KIND_NAMES, Call, Deploy, Evidence, RegisterAgent, Stake, Transfer, Tx, Unjail, \
     UnregisterAgent, Unstake, Vote
 from edge import _fast
 
@@ -77,7 +77,10 @@ def tx_samples():
                 ("unregister_agent", UnregisterAgent()),
                 ("unjail", Unjail()),
                 ("evidence", Evidence(header_sample().encode(),
-                                      header_sample(tx_root=b"\x12" * 32).encode()))]
+                                      header_sample(tx_root=b"\x12" * 32).encode())),
+                ("deploy", Deploy(b"function hello() return 1 end", b"\x06\x00", 200_000)),
+                ("call", Call(b"\x0c" * 20, "transfer", b"\x06\x02\x04\x01\x0a\x03\x14",
+                              5, 100_000))]
     out = []
     for nonce, (name, payload) in enumerate(payloads):
         unsigned = Tx(CHAIN, ALICE.pubkey, nonce * 300, 2_500 + nonce, payload)
@@ -176,10 +179,15 @@ TYPES = {
     "header": named_tuple_type(Header, lambda: [("signed", header_sample())]),
     "block": {"samples": block_samples, "fields": block_fields, "build": block_build,
               "encode": lambda b: b.encode(), "decode": Block.decode},
-    "receipt": named_tuple_type(Receipt, lambda: [("ok", Receipt(b"\x07" * 32, 0, 2_440)),
-                                                  ("failed", Receipt(b"\x08" * 32, 3, 10**9))]),
+    "receipt": named_tuple_type(Receipt, lambda: [
+        ("ok", Receipt(b"\x07" * 32, 0, 2_440)),
+        ("call", Receipt(b"\x09" * 32, 0, 90_000, 41_234, "",
+                         ((b"\x05" * 20, "transfer", b"\x06\x02\x04\x01\x0a\x03\x14"),),
+                         b"\x02")),
+        ("failed", Receipt(b"\x08" * 32, 1, 10**9, 5_000_000, "out_of_gas: loop")),
+    ]),
     "receipts": {"samples": lambda: [("two", [Receipt(b"\x07" * 32, 0, 2_440),
-                                              Receipt(b"\x08" * 32, 1, 300)])],
+                                              Receipt(b"\x08" * 32, 1, 300, 7, "bad_value")])],
                  "fields": to_json, "build": lambda f: [Receipt(**r) for r in from_json(f)],
                  "encode": encode_receipts, "decode": decode_receipts},
     "account": named_tuple_type(records.Account, lambda: [
