@@ -28,7 +28,7 @@ class Params(NamedTuple):
     slash_permille: int = 100
     reporter_permille: int = 100
     gas_price: int = 1
-    max_gas_per_tx: int = 5_000_000
+    max_gas_per_tx: int = 1_000_000
     max_code_bytes: int = 12288
 
     def encode(self):

@@ -1,7 +1,7 @@
-"""One top-level contract call: a fresh Lua runtime, the kernel, and the host side of the API.
+"""The host side of the VM: Lua runtimes with the kernel loaded, and one Session per call.
 
-The kernel (``contracts/lua/kernel_*.lua``) is compiled once per process and loaded as bytecode into
-every new runtime; then the runtime's own globals are wiped. The Lua side calls back into
+The kernel (``contracts/lua/kernel_*.lua``) is compiled once per process and loaded as bytecode
+into every new runtime, whose own globals are then wiped. The Lua side calls back into
 ``Session._host(op, frame_id, ...)`` with strings and integers only, and every answer is
 ``(True, value)`` or ``(False, "code: message")``, which the Lua wrapper raises as an error.
 """
@@ -21,7 +21,7 @@ from edge._fast.codec_py import DecodeError
 from .gas import MAX_EVENTS, kernel_params
 from .overlay import Overlay
 from .source import SourceError
-from .values import BadValue, decode_value, lua_compatible
+from .values import MAX_DEPTH, MAX_SIZE, BadValue, decode_value, lua_compatible
 from .vouchers import voucher_message
 
 TAG_CONTRACT = b"ss/contract"
@@ -73,18 +73,26 @@ class Runtime:
     Nothing a contract creates outlives its call: every frame gets fresh global and library
     tables, the kernel's own state is reset by ``start``, and gas depends only on instruction
     counts and explicit charges, never on what earlier calls left in the heap. Each call gets
-    ``memory_limit`` bytes on top of what the runtime already holds. A runtime that ended a
-    call with a fatal error (or served ``max_calls`` calls) is discarded.
+    ``memory_limit`` bytes on top of what the runtime already holds. A runtime is discarded
+    after ``max_calls`` calls, and after a call that hit the memory cap, timed out or failed
+    inside the host (out_of_gas and stack_overflow unwind cleanly and keep it).
     """
 
     def __init__(self, vm, max_calls):
-        self.vm, self.session, self.calls, self.max_calls = vm, None, 0, max_calls
+        self.vm, self.calls, self.max_calls = vm, 0, max_calls
         self.broken = False
+        # Lua keeps a reference to the dispatcher: let it reach the session through this list,
+        # not through the Runtime, so a discarded Runtime is freed at once (no cycle via C).
+        self._current = current = [None]
+
+        def dispatch(op, fid, a=None, b=None, c=None, d=None):
+            return current[0]._host(op, fid, a, b, c, d)
+
         self.rt = lua54.LuaRuntime(register_eval=False, register_builtins=False,
                                    max_memory=vm.memory_limit, encoding=None,
                                    unpack_returned_tuples=True)
         params = self.rt.table_from(_lua_keys(kernel_params(
-            vm.gas, vm.instruction_step, 16, 16 * 1024)), recursive=True)
+            vm.gas, vm.instruction_step, MAX_DEPTH, MAX_SIZE)), recursive=True)
         load = self.rt.globals().load
         mods = {}
         for name, code in vm.kernel_code.chunks:
@@ -93,26 +101,23 @@ class Runtime:
                 mods[name] = chunk(params, time.monotonic)
             elif name == "frames":
                 mods[name] = chunk(mods["meter"], mods["codec"], mods["sandbox"], params,
-                                   self._dispatch)
+                                   dispatch)
             else:
                 mods[name] = chunk(mods["meter"], params)
         self.rt.execute("local G, nx = _G, next for k in nx, G do G[k] = nil end")
         self.k = mods["frames"]
 
-    def _dispatch(self, op, fid, a=None, b=None, c=None, d=None):
-        return self.session._host(op, fid, a, b, c, d)
-
     def usable(self):
         return not self.broken and self.calls < self.max_calls
 
     def begin(self, session):
-        self.session = session
+        self._current[0] = session
         self.calls += 1
         self.rt.set_max_memory(self.rt.get_memory_used() + self.vm.memory_limit)
 
     def end(self, fatal):
-        self.session = None
-        if fatal is not None:
+        self._current[0] = None
+        if fatal in ("out_of_memory", "timeout", "internal"):
             self.broken = True
 
 
@@ -140,16 +145,20 @@ class Session:
 
     def run(self, code, method, args, deploy, extra):
         """(ok, payload, gas_used, fatal_code, events): payload is the result or the message."""
-        frame = Frame(self.ctx.contract, Overlay(self.state), self.ctx.depth)
-        ctx = (self.ctx.contract, self.ctx.caller, self.ctx.origin, self.ctx.value,
-               self.ctx.height, self.ctx.time_ms)
-        self.k.start(self.gas_limit, time.monotonic() + self.vm.wall_clock_s)
+        c = self.ctx
+        frame = self._push(Frame(c.contract, Overlay(self.state), c.depth))
         try:
-            ok, payload = self._run_frame(frame, code, method, args, deploy, extra, ctx)
-        finally:
+            ok, payload, used, fatal = self.k.top(
+                self.gas_limit, time.monotonic() + self.vm.wall_clock_s, 0, code,
+                method.encode(), args, deploy, extra, c.contract, c.caller, c.origin, c.value,
+                c.height, c.time_ms)
+        except lua54.LuaError as e:   # a tick between the run and the unhook, or the cap
             self.k.unhook()
-        used = self.k.used()
-        fatal, _ = self.k.status()
+            ok, payload = False, OOM if isinstance(e, lua54.LuaMemoryError) else INTERNAL
+            used, (fatal, message) = self.k.used(), self.k.status()
+            payload = message if fatal else payload
+        finally:
+            self.active.pop()
         if self.fault is not None:
             raise self.fault
         if fatal is None and payload in (OOM, INTERNAL):
@@ -162,13 +171,16 @@ class Session:
             return True, payload, used, None, tuple(frame.overlay.events)
         return False, payload, used, self.fatal, ()
 
-    def _run_frame(self, frame, code, method, args, deploy, extra, ctx):
-        fid = len(self.frames)
+    def _push(self, frame):
         self.frames.append(frame)
         self.active.append(frame.contract)
+        return frame
+
+    def _run_nested(self, frame, code, method, args, extra, ctx):
+        fid = len(self.frames)
+        self._push(frame)
         try:
-            return self.k.run(fid, code, method.encode(), args, deploy, extra,
-                              self.rt.table(*ctx))
+            return self.k.run(fid, code, method, args, False, extra, *ctx)
         except lua54.LuaMemoryError:
             return False, OOM
         except lua54.LuaError:
@@ -254,8 +266,8 @@ class Session:
         frame = Frame(contract, overlay, depth)
         ctx = (contract, parent.contract, self.ctx.origin, value, self.ctx.height,
                self.ctx.time_ms)
-        ok, payload = self._run_frame(frame, code, method.decode("utf-8", "replace"), args,
-                                      False, self.vm.frame_cost(code, args), ctx)
+        ok, payload = self._run_nested(frame, code, method, args,
+                                       self.vm.frame_cost(code, args), ctx)
         if not ok:
             raise _Passthrough(payload)
         overlay.merge()

@@ -9,13 +9,12 @@ events, and has changed nothing in ``state``.
 """
 
 import locale
+import threading
 from typing import NamedTuple
 
-from edge._fast.codec_py import DecodeError
+from edge._fast.codec_py import MAX_CHAIN_ID, DecodeError
 
 from .gas import DEFAULT_GAS, MAX_NAME, GasCosts
-import threading
-
 from .host import ContractError, KernelCode, Runtime, Session, classify
 from .source import Compiler, SourceError
 from .values import BadValue, decode_value, encode_value, lua_compatible
@@ -95,10 +94,12 @@ class VM:
     def deploy(self, state, ctx: CallContext, code: str, init_args: list,
                gas_limit: int) -> Result:
         """Run ``code``'s chunk, then ``init(*init_args)`` if it defines one."""
-        base = self.gas.call_base + len(code.encode("utf-8", "replace")) * self.gas.deploy_byte \
-            if isinstance(code, str) else self.gas.call_base
+        base = self.gas.call_base
         try:
             _check_call(ctx, gas_limit)
+            if not isinstance(code, str):
+                raise ContractError("bad_value", "contract code must be a str")
+            base += len(code.encode("utf-8", "replace")) * self.gas.deploy_byte
             bytecode = self.compiler.bytecode(code)
             args = _encode_args(init_args)
         except (SourceError, ContractError) as e:
@@ -110,8 +111,7 @@ class VM:
         base = self.gas.call_base
         try:
             _check_call(ctx, gas_limit)
-            if not isinstance(method, str) or not 0 < len(method.encode()) <= MAX_NAME:
-                raise ContractError("no_method", f"method name must be 1..{MAX_NAME} bytes")
+            _check_method(method)
             source = state.code(ctx.contract)
             if source is None:
                 raise ContractError("no_contract", f"no contract at {ctx.contract.hex()}")
@@ -131,6 +131,7 @@ class VM:
     def _runtime(self):
         rt = getattr(self._local, "runtime", None)
         if rt is None or not rt.usable():
+            _check_collation()
             rt = self._local.runtime = Runtime(self, self.max_reuse)
         return rt
 
@@ -158,19 +159,34 @@ def _failure(code, message, gas):
     return Result(False, gas, code, message, (), b"")
 
 
+def _check_method(method):
+    try:
+        size = len(method.encode("utf-8")) if isinstance(method, str) else 0
+    except UnicodeEncodeError:
+        size = 0
+    if not 0 < size <= MAX_NAME:
+        raise ContractError("no_method", f"method name must be 1..{MAX_NAME} bytes of UTF-8")
+
+
 def _check_call(ctx, gas_limit):
     if not isinstance(ctx, CallContext):
         raise TypeError("ctx must be a CallContext")
+    try:
+        if not 0 < len(ctx.chain_id.encode("utf-8")) <= MAX_CHAIN_ID:
+            raise ValueError
+    except (AttributeError, UnicodeEncodeError, ValueError):
+        raise ContractError("bad_value", f"ctx.chain_id must be 1..{MAX_CHAIN_ID} bytes") \
+            from None
     for name in ("contract", "caller", "origin"):
         value = getattr(ctx, name)
         if not isinstance(value, bytes) or len(value) != 20:
             raise ContractError("bad_value", f"ctx.{name} must be a 20-byte address")
-    for name in ("value", "height", "time_ms", "depth", ):
+    for name in ("value", "height", "time_ms", "depth"):
         value = getattr(ctx, name)
         if type(value) is not int or not 0 <= value < 1 << 63:
             raise ContractError("bad_value", f"ctx.{name} must be an integer in 0..2^63-1")
-    if type(gas_limit) is not int or gas_limit < 0:
-        raise ContractError("bad_value", "gas limit must be a non-negative integer")
+    if type(gas_limit) is not int or not 0 <= gas_limit < 1 << 63:
+        raise ContractError("bad_value", "gas limit must be an integer in 0..2^63-1")
 
 
 def _encode_args(args):

@@ -6,6 +6,7 @@ import os
 from chain.address import decode_address, encode_address
 from chain.calls import contract_address
 from chain.tx import Call, Deploy
+from contracts.system import system_contract
 from contracts.values import encode_value
 from edge.amounts import parse_amount
 from edge.cli_base import CliError, node_status
@@ -14,8 +15,6 @@ from edge.cli_wallet import DEFAULT_WALLET, load_wallet
 from edge.values_json import from_value, parse_cli_arg
 
 DEFAULT_GAS = 1_000_000
-IOT_COIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "contracts", "lua", "iot_coin.lua")
 
 
 def add_parsers(sub, common):
@@ -164,8 +163,7 @@ def add_token_parsers(sub, common):
 
 
 def cmd_token_issue(args):
-    with open(IOT_COIN, "rb") as f:
-        code = f.read()
+    code = system_contract("iot_coin").encode()
     init = encode_value([args.token_name, args.symbol, args.decimals, args.supply, None,
                          bool(args.mintable)])  # the issuer (None): the deploying wallet
     return deploy_code(args, code, init, f"issue {args.symbol}")

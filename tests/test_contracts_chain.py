@@ -30,7 +30,7 @@ def chain(tmp_path):
     return TestChain(tmp_path)
 
 
-def deploy(chain, key, code, args, gas=2_000_000):
+def deploy(chain, key, code, args, gas=1_000_000):
     nonce = chain.account(key).nonce
     tx = chain.tx(key, Deploy(code, encode_value(args), gas))
     block = chain.block([tx])

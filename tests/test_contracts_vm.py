@@ -423,3 +423,20 @@ def test_runtime_reuse_after_fatal_errors():
     for _ in range(3):
         assert h.call(C, "spin", 10**9, gas=50_000).error_code == "out_of_gas"
         assert h.call(C, "spin", 500) == baseline
+
+
+def test_call_context_and_limits_validated():
+    h = Harness()
+    assert h.deploy(C, LOOP).ok
+    good = h.ctx(C, ALICE)
+    bad_contexts = [good._replace(chain_id=""), good._replace(chain_id="x" * 33),
+                    good._replace(caller=b"short"), good._replace(value=-1),
+                    good._replace(height=2**63)]
+    for ctx in bad_contexts:
+        result = h.vm.call(h.state, ctx, "spin", [1], 10**6)
+        assert (result.ok, result.error_code) == (False, "bad_value"), ctx
+    for gas in (-1, 2**63, 1.0):
+        assert h.vm.call(h.state, good, "spin", [1], gas).error_code == "bad_value"
+    for method in ("", "\ud800", "m" * 65, None):
+        assert h.vm.call(h.state, good, method, [1], 10**6).error_code == "no_method"
+    assert h.vm.deploy(h.state, good, b"function f() end", [], 10**6).error_code == "bad_value"

@@ -2,8 +2,8 @@
 -- encoding as contracts/values.py. Lua strings leave as bytes (tag 4); tags 4 and 5 both
 -- arrive as Lua strings. A table whose keys are exactly 1..n is a list (the empty table is the
 -- empty list), a table whose keys are all strings is a map; anything else is refused.
--- Loops that follow `next` order never exit early and never allocate, so their instruction
--- count and the heap seen by the gas meter do not depend on the (seeded) hash order.
+-- Loops that follow `next` order never exit early, so how many instructions they run (gas)
+-- does not depend on the hash order, which Lua seeds at random in every runtime.
 local M, P = ...
 local type, next, rawlen, error = type, next, rawlen, error
 local mtype, ult = math.type, math.ult

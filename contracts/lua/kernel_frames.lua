@@ -143,10 +143,19 @@ local function finish(ok, r)
 end
 
 -- Run `method` of the contract whose bytecode is `code` in a new frame; returns
--- true, encoded result or false, message. ctx = {self, caller, origin, value, height, time}.
-function K.run(fid, code, method, args, deploy, extra, ctx)
-  return finish(raw_pcall(run_frame, fid, code, method, args, deploy, extra, ctx))
+-- true, encoded result or false, message.
+function K.run(fid, code, method, args, deploy, extra, ...)
+  return finish(raw_pcall(run_frame, fid, code, method, args, deploy, extra, {...}))
 end
 
-K.start, K.used, K.status, K.unhook = M.start, M.used, M.status, debug.sethook
+-- A top-level call: start the meter, run, stop; returns ok, payload, gas used, fatal code.
+local sethook = debug.sethook
+function K.top(limit, deadline, ...)
+  M.start(limit, deadline)
+  local ok, payload = K.run(...)
+  sethook()
+  return ok, payload, M.used(), (M.status())
+end
+
+K.used, K.status, K.unhook = M.used, M.status, sethook
 return K
