@@ -116,3 +116,43 @@ def test_call_to_no_contract_fails_and_pays(chain):
     a = chain.keys[0]
     tx, receipt = call(chain, a, b"\x09" * 20, "x", [])
     assert receipt.status == 1 and receipt.error.startswith("no_contract")
+
+
+def test_payment_channel_life_cycle_on_chain(chain):
+    """A parking session settled on chain: deposit, 1,000 vouchers off chain, 3 redeems, close."""
+    from nacl.signing import SigningKey
+
+    from contracts.system import system_contract
+    from contracts.vouchers import sign_voucher
+    buyer, seller = chain.keys[:2]
+    buyer_signing = SigningKey(bytes([1]) * 32)  # chainkit's seed for keys[0]
+    assert bytes(buyer_signing.verify_key) == buyer.pubkey
+    channels, receipt = deploy(chain, seller, system_contract("payment_channel").encode(), [])
+    assert receipt.status == 0, receipt.error
+    deposit = 50 * COIN
+    expiry = chain.ledger.head.height + 100
+    _, receipt = call(chain, buyer, channels, "open",
+                      [b"parking-42", seller.address, buyer.pubkey, expiry], value=deposit)
+    assert receipt.status == 0, receipt.error
+    buyer_before, seller_before = chain.account(buyer).balance, chain.account(seller).balance
+    vouchers = [(n * 3_000_000, n, sign_voucher(buyer_signing, "ss-test", b"parking-42",
+                                                n * 3_000_000, n)) for n in range(1, 1001)]
+    fees = 0
+    for amount, nonce, signature in (vouchers[299], vouchers[599], vouchers[899]):
+        tx, receipt = call(chain, seller, channels, "redeem",
+                           [b"parking-42", amount, nonce, signature])
+        assert receipt.status == 0, receipt.error
+        fees += tx.fee
+    amount, nonce, signature = vouchers[599]  # an old voucher is refused
+    _, receipt = call(chain, seller, channels, "redeem", [b"parking-42", amount, nonce, signature])
+    assert receipt.status == 1
+    fees += receipt.fee
+    final, nonce, signature = vouchers[-1]
+    tx, receipt = call(chain, seller, channels, "close", [b"parking-42", final, nonce, signature])
+    assert receipt.status == 0, receipt.error
+    fees += tx.fee
+    assert final == 3_000_000_000
+    assert chain.account(seller).balance == seller_before + final - fees
+    assert chain.account(buyer).balance == buyer_before + deposit - final
+    assert chain.account(channels).balance == 0
+    assert chain.supply() == TOTAL
