@@ -1,0 +1,171 @@
+"""Mosquitto, configured by the node (DESIGN §6): no anonymous access, one credential per approved
+device, an ACL that lets a device write only under its own topic subtree, raised queue limits,
+persistence on. ``reload`` (SIGHUP) applies approvals and revocations without dropping anyone.
+
+On the SD image Mosquitto runs under systemd with the files written here; in development and
+tests ``Broker.start`` runs it as a child process on its own port.
+"""
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+BRIDGE_USER = "smartshare-bridge"
+PROVISION_USER = "provision"
+READY_TIMEOUT_S = 10
+
+
+class BrokerError(Exception):
+    """Mosquitto is missing, would not start, or refused its configuration."""
+
+
+def mosquitto_binary():
+    path = shutil.which("mosquitto") or ("/usr/sbin/mosquitto"
+                                          if os.path.exists("/usr/sbin/mosquitto") else None)
+    if path is None:
+        raise BrokerError("mosquitto is not installed: apt-get install mosquitto")
+    return path
+
+
+class Broker:
+    """The files of one Mosquitto instance in ``directory``, and optionally its process."""
+
+    def __init__(self, directory, host, port, bridge_password, provision_password,
+                 run_as=None):
+        self.directory, self.host, self.port = directory, host, port
+        # Mosquitto started as root drops to this user; by default the node's own, which owns
+        # these files (on the image: "mosquitto", with the files group-readable).
+        self.run_as = run_as or pwd.getpwuid(os.geteuid()).pw_name
+        self.bridge_password, self.provision_password = bridge_password, provision_password
+        self.process = None
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+
+    def path(self, name):
+        return os.path.join(self.directory, name)
+
+    # -- configuration --------------------------------------------------------------------------
+
+    def write_config(self, devices):
+        """Write mosquitto.conf, the ACL and the password file for ``devices``
+        (``{device id hex: password}`` of approved devices whose password is being set) and
+        keep the other approved ones (``devices`` value None keeps the stored hash)."""
+        with open(self.path("mosquitto.conf"), "w") as f:
+            f.write(self.config_text())
+        with open(self.path("acl"), "w") as f:
+            f.write(ACL)
+        self._write_passwords(devices)
+
+    def config_text(self):
+        return f"""# Written by the SmartShare node; edits are overwritten.
+user {self.run_as}
+per_listener_settings false
+allow_anonymous false
+listener {self.port} {self.host}
+password_file {self.path("passwd")}
+acl_file {self.path("acl")}
+persistence true
+persistence_location {self.directory}/
+autosave_interval 30
+max_queued_messages 200000
+max_queued_bytes 0
+max_inflight_messages 0
+max_packet_size 65536
+log_dest file {self.path("mosquitto.log")}
+log_type error
+log_type warning
+log_type notice
+connection_messages true
+"""
+
+    def _write_passwords(self, devices):
+        """Rebuild the password file: the bridge, the provisioning account, each device."""
+        entries = {BRIDGE_USER: self.bridge_password, PROVISION_USER: self.provision_password}
+        kept = self._stored_hashes()
+        fresh = self.path("passwd.new")
+        open(fresh, "w").close()
+        os.chmod(fresh, 0o600)
+        for user, password in entries.items():
+            self._passwd(fresh, user, password)
+        with open(fresh, "a") as f:
+            for user, password in sorted(devices.items()):
+                if password is None and user in kept:
+                    f.write(kept[user])
+        for user, password in sorted(devices.items()):
+            if password is not None:
+                self._passwd(fresh, user, password)
+        os.replace(fresh, self.path("passwd"))
+
+    def _passwd(self, path, user, password):
+        result = subprocess.run(["mosquitto_passwd", "-b", path, user, password],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise BrokerError(f"mosquitto_passwd failed: {result.stderr.strip()}")
+
+    def _stored_hashes(self):
+        try:
+            with open(self.path("passwd")) as f:
+                return {line.split(":", 1)[0]: line if line.endswith("\n") else line + "\n"
+                        for line in f if ":" in line}
+        except FileNotFoundError:
+            return {}
+
+    # -- the process ----------------------------------------------------------------------------
+
+    def start(self):
+        """Run Mosquitto on the configured port and wait until it accepts connections."""
+        log = open(self.path("stdout.log"), "ab")
+        self.process = subprocess.Popen([mosquitto_binary(), "-c", self.path("mosquitto.conf")],
+                                        stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BrokerError(f"mosquitto exited ({self.process.returncode}); see "
+                                  f"{self.path('mosquitto.log')}")
+            try:
+                socket.create_connection((self.host, self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise BrokerError(f"mosquitto did not listen on {self.host}:{self.port} in time")
+
+    def reload(self):
+        """SIGHUP: re-read passwords and ACL; connected clients stay connected."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGHUP)
+
+    def stop(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+# The bridge reads and writes the whole tree; the provisioning account may only announce devices
+# and read sealed credentials; a device (user name = its id) writes only its own frames and reads
+# only its own replies.
+ACL = """# Written by the SmartShare node; edits are overwritten.
+user smartshare-bridge
+topic readwrite ss/v1/#
+topic readwrite homeassistant/#
+
+user provision
+topic write ss/v1/provision/+
+topic read ss/v1/provision/+/credentials
+
+pattern write ss/v1/dev/%u/hello
+pattern write ss/v1/dev/%u/meter
+pattern write ss/v1/dev/%u/event
+pattern write ss/v1/dev/%u/data
+pattern read ss/v1/dev/%u/reply/#
+"""

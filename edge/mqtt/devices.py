@@ -1,0 +1,123 @@
+"""The node's devices: who asked to join, who was approved or revoked, and their frames.
+
+Named LMDB databases in the node's one environment (DESIGN §9):
+
+    devices      device id (8 bytes) -> JSON record (public key, kind, model, status, times)
+    device_seq   device id -> u64be sequence number of its last stored frame
+    frames       device id || u64be seq -> the signed frame (docs/protocol.md §11)
+"""
+
+import json
+import secrets
+import struct
+import time
+
+from edge.mqtt.topics import device_id_of
+
+PENDING, APPROVED, REVOKED = "pending", "approved", "revoked"
+U64 = struct.Struct(">Q")
+MAX_INFO = 256
+
+
+class DeviceError(Exception):
+    """A device operation that cannot be done; the message says why."""
+
+
+class DeviceRegistry:
+    """Device records over the node's Store."""
+
+    def __init__(self, store):
+        self.store = store
+        self.devices = store.db("devices")
+        self.seqs = store.db("device_seq")
+        self.frames = store.db("frames")
+
+    def request(self, pubkey, info):
+        """Record a join request (pending); a device already known keeps its status. Returns the
+        record. ``info`` is a small dict (kind, model, firmware) shown to the owner."""
+        device_id = device_id_of(pubkey)
+        record = self.get(device_id)
+        if record is not None:
+            return record
+        record = {"id": device_id.hex(), "pubkey": bytes(pubkey).hex(), "status": PENDING,
+                  "kind": _short(info.get("kind")), "model": _short(info.get("model")),
+                  "firmware": _short(info.get("firmware")), "requested_ms": _now_ms()}
+        self._put(device_id, record)
+        return record
+
+    def approve(self, device_id):
+        """Approve a pending (or revoked) device; returns ``(record, password)``: the new MQTT
+        password, which only the device will be able to read."""
+        record = self._require(device_id)
+        if record["status"] == APPROVED:
+            raise DeviceError(f"device {device_id.hex()} is already approved")
+        password = secrets.token_urlsafe(24)
+        record.update(status=APPROVED, approved_ms=_now_ms())
+        self._put(device_id, record)
+        return record, password
+
+    def revoke(self, device_id):
+        record = self._require(device_id)
+        if record["status"] == REVOKED:
+            raise DeviceError(f"device {device_id.hex()} is already revoked")
+        record.update(status=REVOKED, revoked_ms=_now_ms())
+        self._put(device_id, record)
+        return record
+
+    def get(self, device_id):
+        with self.store.read() as txn:
+            raw = txn.get(bytes(device_id), db=self.devices)
+        return json.loads(raw) if raw is not None else None
+
+    def all(self):
+        with self.store.read() as txn:
+            return [json.loads(raw) for _, raw in txn.cursor(db=self.devices)]
+
+    def approved(self):
+        """``{device id: public key}`` of every approved device."""
+        return {bytes.fromhex(r["id"]): bytes.fromhex(r["pubkey"]) for r in self.all()
+                if r["status"] == APPROVED}
+
+    def last_seq(self, txn, device_id):
+        raw = txn.get(bytes(device_id), db=self.seqs)
+        return U64.unpack(raw)[0] if raw is not None else 0
+
+    def store_frame(self, txn, device_id, seq, frame):
+        """Keep an accepted frame and move the device's sequence number (inside ``txn``)."""
+        txn.put(bytes(device_id) + U64.pack(seq), frame, db=self.frames)
+        txn.put(bytes(device_id), U64.pack(seq), db=self.seqs)
+
+    def frames_of(self, device_id, limit=100):
+        """The newest ``limit`` stored frames of a device, newest first."""
+        out = []
+        with self.store.read() as txn:
+            cursor = txn.cursor(db=self.frames)
+            # Position on the device's last frame: just before the first key past it.
+            if cursor.set_range(bytes(device_id) + b"\xff" * 8):
+                positioned = cursor.prev()
+            else:
+                positioned = cursor.last()
+            for key, frame in (cursor.iterprev() if positioned else ()):
+                if not key.startswith(bytes(device_id)) or len(out) >= limit:
+                    break
+                out.append((U64.unpack(key[8:])[0], frame))
+        return out
+
+    def _require(self, device_id):
+        record = self.get(device_id)
+        if record is None:
+            raise DeviceError(f"no device {bytes(device_id).hex()}; `smartshare device list` "
+                              "shows the known ones")
+        return record
+
+    def _put(self, device_id, record):
+        raw = json.dumps(record, sort_keys=True).encode()
+        self.store.write(lambda txn: txn.put(bytes(device_id), raw, db=self.devices))
+
+
+def _short(value):
+    return value[:MAX_INFO] if isinstance(value, str) else ""
+
+
+def _now_ms():
+    return time.time_ns() // 1_000_000
