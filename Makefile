@@ -8,9 +8,9 @@ STAMP := $(VENV)/.installed
 DEVNET := devnet
 SOURCES := $(wildcard edge/_fast/*.pyx edge/_fast/*.pxd) setup.py pyproject.toml
 
-.PHONY: run test test-pure bench install clean
+.PHONY: run test test-pure bench install clean mosquitto
 
-run: $(STAMP)
+run: $(STAMP) mosquitto
 	@test -f $(DEVNET)/config.toml || $(VENV)/bin/smartshare --home $(DEVNET) init --devnet
 	$(VENV)/bin/smartshare --home $(DEVNET) node run
 
@@ -18,7 +18,7 @@ run: $(STAMP)
 PYTEST = $(PY) -m pytest -q -p no:cacheprovider
 STRICT = rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
-test: $(STAMP)
+test: $(STAMP) mosquitto
 	$(PYTEST); $(STRICT)
 	SMARTSHARE_PURE=1 $(PYTEST) -m "not slow"; $(STRICT)
 
@@ -28,6 +28,12 @@ bench: $(STAMP)
 	$(PY) bench/devnet.py
 
 install: $(STAMP)
+
+# Devices talk to a real Mosquitto 2.x: install the Debian package when it is missing.
+mosquitto:
+	@test -x /usr/sbin/mosquitto || command -v mosquitto >/dev/null || \
+	  { apt-get update -q && apt-get install -y -q mosquitto mosquitto-clients; } || \
+	  { echo "Mosquitto is missing: apt-get install mosquitto mosquitto-clients" >&2; exit 1; }
 
 $(STAMP): $(SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -5,12 +5,16 @@ Routes (docs/api.md): ``GET /v1/status``, ``POST /v1/txs``, ``GET /v1/txs/{id}``
 ``GET /v1/blocks/{height|hash|head}``, ``GET /metrics``. Amounts are decimal strings.
 """
 
+import json
+
 from aiohttp import web
 
 from chain import calls
 from chain.address import AddressError, address_from_pubkey, decode_address, encode_address
 from chain.state.records import contract_key, decode_contract
 from contracts.values import decode_value
+from edge.mqtt.devices import DeviceError
+from edge.mqtt.topics import parse_device_id
 from edge.values_json import from_value, to_value
 from edge import _fast
 
@@ -35,6 +39,10 @@ def build_app(node):
     app.router.add_get("/v1/blocks/{block_id}", handlers.block)
     app.router.add_get("/v1/contracts/{address}", handlers.contract)
     app.router.add_post("/v1/contracts/{address}/query", handlers.query)
+    app.router.add_get("/v1/devices", handlers.devices)
+    app.router.add_get("/v1/devices/{device_id}", handlers.device)
+    app.router.add_post("/v1/devices/{device_id}/approve", handlers.approve)
+    app.router.add_post("/v1/devices/{device_id}/revoke", handlers.revoke)
     app.router.add_get("/v1/peers", handlers.peers)
     app.router.add_get("/v1/schedule", handlers.schedule)
     app.router.add_get("/metrics", handlers.metrics)
@@ -206,6 +214,48 @@ class _Handlers:
             "error": f"{result.error_code}: {result.error}" if not result.ok else "",
             "return": from_value(decode_value(result.return_value))
             if result.ok and result.return_value else None})
+
+    async def devices(self, request):
+        service = self.node.devices
+        if service is None:
+            return _error(400, "no_devices", "this node runs no MQTT broker ([mqtt] port is 0)")
+        return web.json_response({"devices": service.registry.all(), **service.status()})
+
+    def _device_id(self, request):
+        try:
+            return parse_device_id(request.match_info["device_id"])
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=json.dumps({"error": str(exc), "code": "bad_device"}),
+                                     content_type="application/json") from None
+
+    async def device(self, request):
+        service = self.node.devices
+        if service is None:
+            return _error(400, "no_devices", "this node runs no MQTT broker ([mqtt] port is 0)")
+        device_id = self._device_id(request)
+        record = service.registry.get(device_id)
+        if record is None:
+            return _error(404, "not_found", f"no device {device_id.hex()}")
+        frames = [{"seq": seq, "frame": frame.hex()}
+                  for seq, frame in service.registry.frames_of(device_id, 20)]
+        return web.json_response({**record, "frames": frames})
+
+    async def approve(self, request):
+        return await self._device_action(request, "approve")
+
+    async def revoke(self, request):
+        return await self._device_action(request, "revoke")
+
+    async def _device_action(self, request, action):
+        service = self.node.devices
+        if service is None:
+            return _error(400, "no_devices", "this node runs no MQTT broker ([mqtt] port is 0)")
+        device_id = self._device_id(request)
+        try:
+            record = getattr(service, action)(device_id)
+        except DeviceError as exc:
+            return _error(400, "device", str(exc))
+        return web.json_response(record)
 
     async def peers(self, request):
         network = self.node.network

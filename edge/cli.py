@@ -19,7 +19,7 @@ from edge import config as config_mod
 from edge.client import ApiError
 from edge.cli_base import CliError, home_of, load_config, node_status
 from edge.config import Config, ConfigError
-from edge import cli_contract, cli_stake, cli_testnet, cli_wallet
+from edge import cli_contract, cli_device, cli_stake, cli_testnet, cli_wallet
 
 
 def main(argv=None):
@@ -72,6 +72,8 @@ def build_parser():
                    help="a single-node development network (the only kind for now)")
     p.add_argument("--chain-id", help="chain id (default: ss-devnet-<random>)")
     p.add_argument("--api-port", type=int, default=config_mod.DEFAULT_API_PORT)
+    p.add_argument("--mqtt-port", type=int, default=0,
+                   help="run a Mosquitto broker for devices on this port (default: no devices)")
     p.set_defaults(func=cmd_init)
 
     node = sub.add_parser("node", help="run the node").add_subparsers(dest="node_command",
@@ -91,6 +93,7 @@ def build_parser():
     cli_stake.add_parsers(sub, wallet, common)
     cli_testnet.add_parsers(sub, common)
     cli_contract.add_parsers(sub, common)
+    cli_device.add_parsers(sub, common)
     return parser
 
 
@@ -105,10 +108,12 @@ def cmd_init(args):
     chain_id = args.chain_id or f"ss-devnet-{secrets.token_hex(3)}"
     if not genesis_mod.CHAIN_ID_RE.match(chain_id):
         raise CliError("chain id must be 1-32 characters of a-z, 0-9 and '-'", "bad_chain_id")
-    if not 0 < args.api_port < 65536:
-        raise CliError("--api-port must be 1..65535", "bad_port")
+    if not 0 < args.api_port < 65536 or not 0 <= args.mqtt_port < 65536:
+        raise CliError("--api-port must be 1..65535 and --mqtt-port 0..65535", "bad_port")
     os.makedirs(os.path.join(home, cli_wallet.WALLET_DIR), mode=0o700, exist_ok=True)
-    config = Config(home=home, api_port=args.api_port)
+    config = Config(home=home, api_port=args.api_port, mqtt_port=args.mqtt_port,
+                    mqtt_bridge_password=secrets.token_urlsafe(24),
+                    mqtt_provision_password=secrets.token_urlsafe(12))
     node_key, wallet = KeyPair.generate(), KeyPair.generate()
     node_key.save(config.path(config.key_file))
     wallet.save(cli_wallet.wallet_path(home, cli_wallet.DEFAULT_WALLET))

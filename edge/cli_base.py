@@ -21,6 +21,11 @@ def load_config(args):
     return config_mod.load(home_of(args))
 
 
+def client_for_home(args):
+    """An API client for the home's node, checked to run the home's chain."""
+    return node_status(args)[0]
+
+
 def node_status(args):
     """``(client, status)`` of the home's node, refusing a node that runs another chain."""
     config = load_config(args)

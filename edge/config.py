@@ -42,6 +42,13 @@ class Config:
     max_peers: int = 16
     admin_api: bool = False
     equivocate: bool = False
+    mqtt_port: int = 0
+    mqtt_host: str = "127.0.0.1"
+    mqtt_run_broker: bool = True
+    mqtt_dir: str = "mqtt"
+    mqtt_bridge_password: str = ""
+    mqtt_provision_password: str = ""
+    advertise: bool = False
 
     def path(self, name):
         return os.path.join(self.home, name)
@@ -57,8 +64,16 @@ class Config:
         return doc
 
     def save(self):
-        with open(self.path(CONFIG_NAME), "wb") as f:
+        """Write config.toml, mode 0600 (it holds the broker passwords)."""
+        path = self.path(CONFIG_NAME)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
             tomli_w.dump(self.to_toml(), f)
+        os.chmod(path, 0o600)
+
+    @property
+    def mqtt_enabled(self):
+        return self.mqtt_port > 0
 
 
 # (section, key in config.toml) -> (Config attribute, type). p2p port 0 = no peer network.
@@ -70,6 +85,11 @@ FIELDS = {
     ("p2p", "host"): ("p2p_host", str), ("p2p", "port"): ("p2p_port", int),
     ("p2p", "seeds"): ("seeds", list), ("p2p", "max_peers"): ("max_peers", int),
     ("testing", "admin_api"): ("admin_api", bool), ("testing", "equivocate"): ("equivocate", bool),
+    ("mqtt", "port"): ("mqtt_port", int), ("mqtt", "host"): ("mqtt_host", str),
+    ("mqtt", "run_broker"): ("mqtt_run_broker", bool), ("mqtt", "dir"): ("mqtt_dir", str),
+    ("mqtt", "bridge_password"): ("mqtt_bridge_password", str),
+    ("mqtt", "provision_password"): ("mqtt_provision_password", str),
+    ("discovery", "advertise"): ("advertise", bool),
 }
 
 
@@ -92,7 +112,8 @@ def load(home):
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ConfigError(f"{path}: [{section}] {key} must be a {kind.__name__}")
         setattr(config, attr, value)
-    for port, name in ((config.api_port, "[api] port"), (config.p2p_port, "[p2p] port")):
+    for port, name in ((config.api_port, "[api] port"), (config.p2p_port, "[p2p] port"),
+                       (config.mqtt_port, "[mqtt] port")):
         if not 0 <= port < 65536 or (name == "[api] port" and port == 0):
             raise ConfigError(f"{path}: {name} must be 1..65535")
     for seed in config.seeds:

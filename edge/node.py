@@ -59,6 +59,7 @@ class Node:
         self._load_mempool()
         self.metrics.height.set(self.ledger.head.height)
         self.network = self._make_network() if config.p2p_port else None
+        self.devices = None  # the DeviceService, when [mqtt] port is set (started by run)
 
     def _make_network(self):
         config = self.config
@@ -256,6 +257,11 @@ class Node:
         runner = await start_api(self, self.config.api_host, self.config.api_port)
         if self.network is not None:
             await self.network.start()
+        if self.config.mqtt_enabled:
+            from edge.mqtt.service import DeviceService  # paho and Mosquitto only when used
+            self.devices = DeviceService(self.config, self.store, self.ledger.chain_id,
+                                         self.key.pubkey, log=self.log)
+            self.devices.start()
         self.log(f"SmartShare node {self.key.address_text} on chain {self.ledger.chain_id}: "
                  f"height {self.ledger.head.height}, API {self.config.api_url}, "
                  f"pid {os.getpid()}")
@@ -266,6 +272,8 @@ class Node:
                 loop.remove_signal_handler(sig)
             if self.network is not None:
                 await self.network.stop()
+            if self.devices is not None:
+                self.devices.stop()
             await runner.cleanup()
             self.store.close()
             self.log("node stopped")

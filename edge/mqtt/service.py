@@ -1,0 +1,75 @@
+"""The node's devices, end to end: the broker's files (and, in development, its process), the
+zero-loss bridge, and the owner's approve/revoke, which hands a device its credentials sealed to
+its key and cuts a revoked one off at once (SIGHUP makes Mosquitto drop it)."""
+
+import os
+
+from edge.mqtt.bridge import Bridge
+from edge.mqtt.broker import BRIDGE_USER, Broker
+from edge.mqtt.devices import APPROVED, DeviceRegistry
+from edge.mqtt.provision import seal_credentials
+from edge.mqtt.topics import credentials_topic
+
+
+class DeviceService:
+    """Devices of one node: registry, broker and bridge."""
+
+    def __init__(self, config, store, chain_id, node_id, log=print):
+        self.config, self.chain_id, self.log = config, chain_id, log
+        self.registry = DeviceRegistry(store)
+        self.broker = Broker(config.path(config.mqtt_dir), config.mqtt_host, config.mqtt_port,
+                             config.mqtt_bridge_password, config.mqtt_provision_password)
+        self.bridge = Bridge(store, self.registry, host=config.mqtt_host, port=config.mqtt_port,
+                             username=BRIDGE_USER, password=config.mqtt_bridge_password,
+                             client_id=f"smartshare-bridge-{node_id.hex()[:16]}",
+                             chain_id=chain_id, log=log)
+
+    def start(self):
+        """Write the broker's files from the registry, start Mosquitto when the node runs its
+        own, and connect the bridge."""
+        self.broker.write_config(self._approved_users())
+        if self.config.mqtt_run_broker:
+            self.broker.start()
+        self.bridge.start()
+        self.log(f"devices: broker {self.config.mqtt_host}:{self.config.mqtt_port}, "
+                 f"{len(self.registry.approved())} approved device(s)")
+
+    def stop(self):
+        self.bridge.stop()
+        self.broker.stop()
+
+    def approve(self, device_id):
+        """Approve a device: its MQTT user, a broker reload, its sealed credentials."""
+        record, password = self.registry.approve(device_id)
+        users = self._approved_users()
+        users[device_id.hex()] = password
+        self.broker.write_config(users)
+        self.broker.reload()
+        self.bridge.refresh_devices()
+        credentials = {"username": device_id.hex(), "password": password,
+                       "host": self.config.mqtt_host, "port": self.config.mqtt_port,
+                       "chain_id": self.chain_id}
+        self.bridge.publish(credentials_topic(device_id),
+                            seal_credentials(bytes.fromhex(record["pubkey"]), credentials),
+                            qos=1, retain=True)
+        self.log(f"devices: approved {device_id.hex()} ({record['kind'] or 'device'})")
+        return record
+
+    def revoke(self, device_id):
+        """Revoke a device: its user goes, the broker reloads (dropping it), frames stop."""
+        record = self.registry.revoke(device_id)
+        self.broker.write_config(self._approved_users())
+        self.broker.reload()
+        self.bridge.refresh_devices()
+        self.bridge.publish(credentials_topic(device_id), b"", qos=1, retain=True)
+        self.log(f"devices: revoked {device_id.hex()}")
+        return record
+
+    def _approved_users(self):
+        """Approved devices keep their stored password hashes (``None``)."""
+        return {r["id"]: None for r in self.registry.all() if r["status"] == APPROVED}
+
+    def status(self):
+        return {"broker": f"{self.config.mqtt_host}:{self.config.mqtt_port}",
+                "devices": len(self.registry.all()), "bridge": self.bridge.stats(),
+                "broker_files": os.path.abspath(self.config.path(self.config.mqtt_dir))}
