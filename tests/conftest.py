@@ -17,9 +17,10 @@ class NodeFactory:
         self.base = base
         self.nodes = []
 
-    def home(self, name="home", api_port=None):
-        """``smartshare init --devnet`` in a new folder ``base/name``."""
-        return nodeproc.NodeHome.init(self.base / name, api_port)
+    def home(self, name="home", api_port=None, mqtt_port=0):
+        """``smartshare init --devnet`` in a new folder ``base/name`` (with a Mosquitto broker
+        on ``mqtt_port`` when it is set)."""
+        return nodeproc.NodeHome.init(self.base / name, api_port, mqtt_port)
 
     def node(self, home, start=True):
         """A node process on ``home`` (started and ready unless ``start`` is False)."""

@@ -105,10 +105,10 @@ class NodeHome:
         self.info = info  # the JSON printed by init
 
     @classmethod
-    def init(cls, path, api_port=None):
+    def init(cls, path, api_port=None, mqtt_port=0):
         api_port = api_port or free_port()
-        result = run_cli("--home", path, "init", "--devnet", "--api-port", api_port, "--json",
-                         check=True)
+        result = run_cli("--home", path, "init", "--devnet", "--api-port", api_port,
+                         "--mqtt-port", mqtt_port, "--json", check=True)
         return cls(path, api_port, result.json())
 
     @property

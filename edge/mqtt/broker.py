@@ -6,6 +6,7 @@ On the SD image Mosquitto runs under systemd with the files written here; in dev
 tests ``Broker.start`` runs it as a child process on its own port.
 """
 
+import ctypes
 import os
 import pwd
 import shutil
@@ -74,6 +75,7 @@ max_queued_messages 200000
 max_queued_bytes 0
 max_inflight_messages 0
 max_packet_size 65536
+pid_file {self.path("mosquitto.pid")}
 log_dest file {self.path("mosquitto.log")}
 log_type error
 log_type warning
@@ -116,11 +118,13 @@ connection_messages true
     # -- the process ----------------------------------------------------------------------------
 
     def start(self):
-        """Run Mosquitto on the configured port and wait until it accepts connections."""
+        """Run Mosquitto on the configured port and wait until it accepts connections. It dies
+        with this process (even on kill -9); one left by an earlier run is stopped first."""
+        self._stop_stale()
         log = open(self.path("stdout.log"), "ab")
         self.process = subprocess.Popen([mosquitto_binary(), "-c", self.path("mosquitto.conf")],
                                         stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
+                                        stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         log.close()
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -134,6 +138,21 @@ connection_messages true
                 time.sleep(0.05)
         self.stop()
         raise BrokerError(f"mosquitto did not listen on {self.host}:{self.port} in time")
+
+    def _stop_stale(self):
+        """Stop a broker an earlier run of this node left behind (its pid file is ours)."""
+        try:
+            with open(self.path("mosquitto.pid")) as f:
+                pid = int(f.read().strip())
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if self.path("mosquitto.conf").encode() not in f.read():
+                    return
+            os.kill(pid, signal.SIGTERM)
+        except (OSError, ValueError):
+            return
+        deadline = time.monotonic() + 5
+        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def reload(self):
         """SIGHUP: re-read passwords and ACL; connected clients stay connected."""
@@ -150,6 +169,13 @@ connection_messages true
                 self.process.wait()
         self.process = None
 
+
+def _die_with_parent():
+    """In the child: ask Linux to SIGTERM it when the node's process dies."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
 
 # The bridge reads and writes the whole tree; the provisioning account may only announce devices
 # and read sealed credentials; a device (user name = its id) writes only its own frames and reads

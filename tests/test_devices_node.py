@@ -1,0 +1,106 @@
+"""Devices through a real node process: onboarding with the CLI, signed frames, revocation."""
+
+import json
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+from nacl.signing import SigningKey
+
+from edge.config import load
+from edge.mqtt.broker import PROVISION_USER
+from edge.mqtt.frames import sign_frame
+from edge.mqtt.provision import join_request, open_credentials
+from edge.mqtt.topics import (credentials_topic, device_id_of, device_topic, provision_topic,
+                              reply_topic)
+from edge.testnet import free_ports
+
+pytestmark = pytest.mark.slow
+
+
+class Device:
+    """A real MQTT device: its key, its connection, what it received."""
+
+    def __init__(self, port, config):
+        self.key = SigningKey.generate()
+        self.id = device_id_of(bytes(self.key.verify_key))
+        self.port, self.config = port, config
+        self.messages, self.connected = [], threading.Event()
+        self.client = None
+
+    def connect(self, username, password):
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.id.hex() + username[:4])
+        client.username_pw_set(username, password)
+        client.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload))
+        client.on_connect = lambda c, u, f, rc, p: self.connected.set() if not rc.is_failure \
+            else None
+        client.connect("127.0.0.1", self.port)
+        client.loop_start()
+        assert self.connected.wait(10), "device could not connect"
+        self.client = client
+        return client
+
+    def close(self):
+        if self.client is not None:
+            self.client.loop_stop()
+            self.client.disconnect()
+
+
+def wait_for(what, check, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_onboard_publish_revoke(node_factory):
+    mqtt_port = free_ports(1)[0]
+    home = node_factory.home("gateway", mqtt_port=mqtt_port)
+    node = node_factory.node(home)
+    config = load(home.path)
+    chain_id = home.chain_id
+    device = Device(mqtt_port, config)
+    prov = device.connect(PROVISION_USER, config.mqtt_provision_password)
+    prov.subscribe(credentials_topic(device.id), qos=1)
+    prov.publish(provision_topic(device.id),
+                 join_request(bytes(device.key.verify_key), "parking-gate", "gate-1"), qos=1)
+
+    listed = wait_for("the join request", lambda: [
+        d for d in home.cli("device", "list", "--json", check=True).json()["devices"]
+        if d["id"] == device.id.hex()])
+    assert listed[0]["status"] == "pending" and listed[0]["kind"] == "parking-gate"
+    approved = home.cli("device", "approve", device.id.hex(), check=True)
+    assert "approved" in approved.stdout
+
+    sealed = wait_for("sealed credentials", lambda: [p for t, p in device.messages
+                                                     if t == credentials_topic(device.id) and p])
+    credentials = open_credentials(device.key, sealed[0])
+    assert credentials["username"] == device.id.hex() and credentials["chain_id"] == chain_id
+    device.close()
+    device.connected.clear()
+    own = device.connect(credentials["username"], credentials["password"])
+    own.subscribe(reply_topic(device.id, "#"), qos=1)
+    for seq in (1, 2, 3):
+        frame = sign_frame(device.key, chain_id, device.id, "meter", seq,
+                           time.time_ns() // 1_000_000, {"minutes": seq * 15})
+        own.publish(device_topic(device.id, "meter"), frame, qos=1).wait_for_publish(10)
+    stored = wait_for("3 stored frames", lambda: (
+        lambda d: d["frames"] if len(d["frames"]) == 3 else None)(
+            home.client().get(f"/v1/devices/{device.id.hex()}")))
+    assert [f["seq"] for f in stored] == [3, 2, 1]
+
+    forged = sign_frame(SigningKey.generate(), chain_id, device.id, "meter", 4, 1, {"x": 1})
+    own.publish(device_topic(device.id, "meter"), forged, qos=1)
+    error = wait_for("an error reply", lambda: [json.loads(p) for t, p in device.messages
+                                                if t == reply_topic(device.id, "error")])
+    assert error[0]["code"] == "bad_signature"
+
+    revoked = home.cli("device", "revoke", device.id.hex(), "--json", check=True).json()
+    assert revoked["status"] == "revoked"
+    wait_for("the revoked device to be cut off", lambda: not own.is_connected())
+    device.close()
+    assert node.alive()
