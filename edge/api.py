@@ -219,7 +219,7 @@ class _Handlers:
         service = self.node.devices
         if service is None:
             return _error(400, "no_devices", "this node runs no MQTT broker ([mqtt] port is 0)")
-        return web.json_response({"devices": service.registry.all(), **service.status()})
+        return web.json_response({**service.status(), "devices": service.registry.all()})
 
     def _device_id(self, request):
         try:

@@ -103,4 +103,4 @@ def test_onboard_publish_revoke(node_factory):
     assert revoked["status"] == "revoked"
     wait_for("the revoked device to be cut off", lambda: not own.is_connected())
     device.close()
-    assert node.alive()
+    assert node.alive

@@ -1,0 +1,465 @@
+"""The zero-loss MQTT bridge (DESIGN §6, docs §15): device frames from Mosquitto into LMDB.
+
+paho's network thread only queues what arrives. One worker thread takes the queue in batches
+(up to ``batch_size`` messages, or what came within ``batch_ms`` of the first), and for a batch:
+
+1. checks each message without touching its signature (size, topic, approved device, layout,
+   duplicate, rate, timestamp, JSON payload);
+2. verifies every remaining signature in ONE ``edge._fast.verify_batch`` call;
+3. checks sequence numbers in arrival order, so a forged frame never moves a device's sequence;
+4. commits the accepted frames in ONE synced LMDB write transaction;
+5. THEN acknowledges every message of the batch (``client.ack``) and sends the error replies.
+
+A message is acknowledged only once what it carried is durable (or refused for good), so a crash
+loses nothing acknowledged: the broker keeps unacknowledged messages in the bridge's persistent
+session and delivers them again, and a frame that was already stored comes back as a duplicate
+(same sequence number, same bytes) and is acknowledged silently.
+
+Acknowledgements name a packet id of one connection: the worker acknowledges a message only on
+the connection that delivered it (a connection *generation*, moved under a lock by paho's
+disconnect and connect callbacks), never a redelivered message's id on a later connection, where
+the broker may already have given that id to another message.
+"""
+
+import collections
+import threading
+import time
+import traceback
+
+import paho.mqtt.client as mqtt
+
+from edge import _fast
+from edge.mqtt import ingest, topics
+from edge.mqtt.frames import KIND_CODES, Frame, frame_message
+from edge.mqtt.provision import ProvisionError, read_join_request
+from edge.mqtt.ratelimit import Buckets, TokenBucket
+from edge.mqtt.topics import device_id_of
+
+U64_KEY = 8  # a frame key is device id (8 bytes) || u64be seq
+PROVISION_RATE, PROVISION_BURST = 5.0, 50  # join requests a second, all devices together
+UNKNOWN_REFRESH_S = 1.0      # re-read the approved devices at most this often for unknown ids
+RATE_REPLY_INTERVAL_S = 1.0  # at most one rate_limited reply a second per device
+MAX_PENDING = 20_000         # paho's thread waits (TCP back-pressure) beyond this many queued
+RETRY_S = 1.0                # a failed commit is retried after this long, never given up
+
+
+class BridgeMetrics:
+    """Prometheus counters of the bridge, in ``registry`` (the node's), for /metrics."""
+
+    def __init__(self, registry=None):
+        from prometheus_client import REGISTRY, Counter, Histogram
+        r = registry if registry is not None else REGISTRY
+        self.accepted = Counter("smartshare_mqtt_frames_accepted", "Device frames stored",
+                                registry=r)
+        self.duplicates = Counter("smartshare_mqtt_frames_duplicate",
+                                  "Redelivered frames already stored (acknowledged silently)",
+                                  registry=r)
+        self.rejected = Counter("smartshare_mqtt_frames_rejected", "Device frames refused, by code",
+                                ["code"], registry=r)
+        self.provision = Counter("smartshare_mqtt_provision_requests",
+                                 "Join requests, by result", ["result"], registry=r)
+        self.batch_seconds = Histogram(
+            "smartshare_mqtt_batch_seconds", "Time to check, verify and commit one batch",
+            registry=r, buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
+
+
+class _Batch:
+    """The working state of one batch."""
+
+    __slots__ = ("acks", "replies", "candidates", "accepted", "joins", "last", "duplicates",
+                 "rejected")
+
+    def __init__(self):
+        self.acks = []        # (generation, mid, qos) of every message
+        self.replies = []     # (device id, code, message, seq)
+        self.candidates = []  # (device id, frame, raw, pubkey): signature still to verify
+        self.accepted = []    # (device id, seq, raw)
+        self.joins = []       # (topic device id, payload) of provisioning messages
+        self.last = {}        # device id -> last stored seq (read once per batch)
+        self.duplicates = 0
+        self.rejected = collections.Counter()
+
+
+class Bridge:
+    """Device frames from the broker into the Store, acknowledged after commit."""
+
+    def __init__(self, store, registry, *, host, port, username, password, client_id, chain_id,
+                 log=print, metrics=None, batch_size=200, batch_ms=20,
+                 rate_per_s=200, burst=1000, future_ms=300_000, on_commit=None,
+                 max_pending=MAX_PENDING):
+        if batch_size < 1 or batch_ms < 0:
+            raise ValueError("batch_size must be >= 1 and batch_ms >= 0")
+        self.store, self.registry = store, registry
+        self.host, self.port = host, port
+        self.username, self.password, self.client_id = username, password, client_id
+        self.chain_id = chain_id
+        self.log, self.metrics = log, metrics
+        self.batch_size, self.batch_s = batch_size, batch_ms / 1000.0
+        self.future_ms = future_ms
+        self.on_commit = on_commit  # called as on_commit([(device id, seq), ...], time_ns)
+        self.max_pending = max_pending
+        self._buckets = Buckets(rate_per_s, burst)
+        self._provision_bucket = TokenBucket(PROVISION_RATE, PROVISION_BURST, time.monotonic())
+        self._rate_replied = {}
+        self._keys = {}
+        self._keys_read_at = 0.0
+        self._inbox = collections.deque()
+        self._wake = threading.Event()
+        self._ready = threading.Event()
+        self._conn_lock = threading.Lock()
+        self._generation = 0
+        self._connected = False
+        self._stopping = False
+        self._client = None
+        self._worker = None
+        self._stats_lock = threading.Lock()
+        self._stats = {"accepted": 0, "duplicates": 0, "rejected": collections.Counter(),
+                       "provision_requests": 0, "provision_rejected": 0, "ignored": 0,
+                       "batches": 0, "commits": 0, "commit_failures": 0, "connects": 0}
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    def start(self):
+        """Connect (persistent session, QoS 1, manual acknowledgement), subscribe to device
+        frames and join requests, and start the worker. Returns at once; ``wait_ready`` waits
+        for the subscription. paho reconnects on its own (1 s .. 30 s backoff)."""
+        if self._client is not None:
+            raise RuntimeError("the bridge is already started")
+        self.refresh_devices()
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                             clean_session=False, protocol=mqtt.MQTTv311, manual_ack=True)
+        client.username_pw_set(self.username, self.password)
+        client.reconnect_delay_set(1, 30)
+        client.max_inflight_messages_set(100)   # our own outgoing replies
+        client.max_queued_messages_set(100_000)
+        client.on_pre_connect = self._on_pre_connect
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        self._client = client
+        self._stopping = False
+        self._worker = threading.Thread(target=self._run, name="mqtt-bridge", daemon=True)
+        self._worker.start()
+        client.connect_async(self.host, self.port, keepalive=30)
+        client.loop_start()
+
+    def wait_ready(self, timeout=None):
+        """True once connected and subscribed (False on timeout)."""
+        return self._ready.wait(timeout)
+
+    def stop(self):
+        """Finish the batch in hand (commit and acknowledge it), then disconnect. Messages still
+        queued are not acknowledged: the broker delivers them again next time."""
+        if self._client is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        self._worker.join()
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._client = self._worker = None
+        self._ready.clear()
+
+    def publish(self, topic, payload, qos=1, retain=False):
+        """Publish from any thread (paho's queue is in memory: not durable)."""
+        if self._client is None:
+            raise RuntimeError("the bridge is not started")
+        return self._client.publish(topic, payload, qos=qos, retain=retain)
+
+    def refresh_devices(self):
+        """Reload the approved devices' keys (after an approval or a revocation)."""
+        keys = self.registry.approved()
+        self._keys = keys
+        self._keys_read_at = time.monotonic()
+        self._buckets.forget(keys)
+
+    def stats(self):
+        with self._stats_lock:
+            out = dict(self._stats)
+            out["rejected"] = dict(self._stats["rejected"])
+        out["queued"] = len(self._inbox)
+        out["connected"] = self._connected
+        out["devices"] = len(self._keys)
+        return out
+
+    # -- paho's thread -------------------------------------------------------------------------
+
+    def _bump_generation(self, connected):
+        with self._conn_lock:
+            self._generation += 1
+            self._connected = connected
+
+    def _on_pre_connect(self, client, userdata):
+        self._bump_generation(False)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            self.log(f"mqtt bridge: broker refused the connection ({reason_code})")
+            return
+        self._bump_generation(True)
+        with self._stats_lock:
+            self._stats["connects"] += 1
+        client.subscribe([(topics.DEVICE_FRAMES, 1), (topics.PROVISIONING, 1)])
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        self._bump_generation(False)
+        self._ready.clear()
+        if not self._stopping:
+            self.log(f"mqtt bridge: disconnected ({reason_code}); reconnecting")
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        if any(code.is_failure for code in reason_codes):
+            self.log(f"mqtt bridge: subscription refused ({reason_codes}); check the ACL")
+            return
+        self._ready.set()
+
+    def _on_message(self, client, userdata, msg):
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            topic = None
+        inbox = self._inbox
+        while len(inbox) >= self.max_pending and not self._stopping:
+            time.sleep(0.002)  # the worker is behind: stop reading, let TCP push back
+        inbox.append((self._generation, msg.mid, msg.qos, topic, msg.payload))
+        self._wake.set()
+
+    # -- the worker ----------------------------------------------------------------------------
+
+    def _run(self):
+        while not self._stopping:
+            batch = self._collect()
+            while batch:
+                try:
+                    self._process(batch)
+                    break
+                except Exception:  # storage trouble: keep the batch (unacknowledged), retry
+                    with self._stats_lock:
+                        self._stats["commit_failures"] += 1
+                    self.log("mqtt bridge: batch failed, retrying:\n" + traceback.format_exc())
+                    time.sleep(RETRY_S)
+                    if self._stopping:
+                        return
+
+    def _collect(self):
+        inbox, batch = self._inbox, []
+        deadline = None
+        while len(batch) < self.batch_size:
+            try:
+                batch.append(inbox.popleft())
+                continue
+            except IndexError:
+                pass
+            if self._stopping:
+                break
+            now = time.monotonic()
+            if batch and deadline is None:
+                deadline = now + self.batch_s
+            self._wake.clear()
+            if inbox:
+                continue
+            if deadline is None:
+                self._wake.wait(0.5)
+            elif now >= deadline:
+                break
+            else:
+                self._wake.wait(deadline - now)
+        return batch
+
+    def _process(self, messages):
+        started = time.perf_counter()
+        b = _Batch()
+        now_ms = time.time_ns() // 1_000_000
+        mono = time.monotonic()
+        with self.store.read() as txn:
+            for item in messages:
+                b.acks.append(item[:3])
+                try:
+                    self._check(item, txn, b, now_ms, mono)
+                except Exception as exc:  # a bug must not stop the others: refuse this one
+                    self.log("mqtt bridge: could not check a message:\n" + traceback.format_exc())
+                    device = topics.parse_device_topic(item[3] or "")
+                    if device is not None:
+                        self._reject(b, device[0], ingest.MALFORMED,
+                                     f"could not be checked ({type(exc).__name__})", None, mono)
+            if b.candidates:
+                ok = _fast.verify_batch([c[3] for c in b.candidates],
+                                        [frame_message(self.chain_id, c[2]) for c in b.candidates],
+                                        [c[1].signature for c in b.candidates])
+                self._sequence(b, ok, txn, mono)
+        for device_id, payload in b.joins:
+            self._provision(device_id, payload, mono)
+        if b.accepted:
+            self.store.write(self._store_frames(b.accepted))
+            if self.on_commit is not None:
+                try:
+                    self.on_commit([(d, s) for d, s, _ in b.accepted], time.time_ns())
+                except Exception:
+                    self.log("mqtt bridge: on_commit failed:\n" + traceback.format_exc())
+        self._acknowledge(b.acks)
+        for device_id, code, message, seq in b.replies:
+            self._client.publish(topics.reply_topic(device_id, "error"),
+                                 ingest.error_reply(code, message, seq), qos=1)
+        self._account(b, time.perf_counter() - started)
+
+    def _store_frames(self, accepted):
+        put = self.registry.store_frame
+
+        def work(txn):
+            for device_id, seq, raw in accepted:
+                put(txn, device_id, seq, raw)
+        return work
+
+    def _acknowledge(self, acks):
+        client = self._client
+        with self._conn_lock:
+            generation = self._generation
+            for gen, mid, qos in acks:
+                if qos and gen == generation:
+                    client.ack(mid, qos)
+
+    # -- checks --------------------------------------------------------------------------------
+
+    def _check(self, item, txn, b, now_ms, mono):
+        _, _, _, topic, payload = item
+        parsed = topics.parse_device_topic(topic) if topic is not None else None
+        if parsed is None:
+            joining = topics.parse_provision_topic(topic) if topic is not None else None
+            if joining is not None:
+                b.joins.append((joining, payload))
+            else:
+                with self._stats_lock:
+                    self._stats["ignored"] += 1
+            return
+        device_id, kind = parsed
+        if len(payload) > ingest.MAX_MQTT_PAYLOAD:
+            return self._reject(b, device_id, ingest.OVERSIZE,
+                                f"MQTT payload of {len(payload)} bytes exceeds "
+                                f"{ingest.MAX_MQTT_PAYLOAD}", None, mono)
+        pubkey = self._keys.get(device_id)
+        if pubkey is None and mono - self._keys_read_at >= UNKNOWN_REFRESH_S:
+            self.refresh_devices()
+            pubkey = self._keys.get(device_id)
+        if pubkey is None:
+            return self._reject(b, device_id, ingest.UNKNOWN_DEVICE,
+                                f"device {device_id.hex()} is not approved", None, mono)
+        try:
+            frame, error = Frame.decode(payload), None
+        except ValueError as exc:  # DecodeError names the field
+            frame, error = None, str(exc)
+        matches = (frame is not None and frame.device_id == device_id
+                   and frame.kind == KIND_CODES[kind])
+        if matches and self._is_stored(txn, b, device_id, frame.seq, payload):
+            b.duplicates += 1
+            return
+        seq = frame.seq if frame is not None else None
+        if not self._buckets.take(device_id, mono):
+            return self._reject(b, device_id, ingest.RATE_LIMITED,
+                                f"over {self._buckets.rate:g} frames/s (burst "
+                                f"{self._buckets.burst})", seq, mono)
+        if frame is None:
+            return self._reject(b, device_id, ingest.MALFORMED, error, None, mono)
+        if frame.device_id != device_id:
+            return self._reject(b, device_id, ingest.WRONG_TOPIC,
+                                f"frame of device {frame.device_id.hex()} on the topic of "
+                                f"{device_id.hex()}", seq, mono)
+        if not matches:
+            return self._reject(b, device_id, ingest.WRONG_TOPIC,
+                                f"{frame.kind_name} frame on the {kind} topic", seq, mono)
+        if frame.timestamp_ms > now_ms + self.future_ms:
+            return self._reject(b, device_id, ingest.FUTURE,
+                                f"timestamp {frame.timestamp_ms} is more than {self.future_ms} ms "
+                                f"ahead of the gateway's clock ({now_ms})", seq, mono)
+        try:
+            ingest.check_payload(frame.payload)
+        except ingest.PayloadError as exc:
+            return self._reject(b, device_id, ingest.BAD_PAYLOAD, f"payload: {exc}", seq, mono)
+        b.candidates.append((device_id, frame, payload, pubkey))
+
+    def _stored_last(self, txn, b, device_id):
+        last = b.last.get(device_id)
+        if last is None:
+            last = b.last[device_id] = self.registry.last_seq(txn, device_id)
+        return last
+
+    def _is_stored(self, txn, b, device_id, seq, raw):
+        return (seq <= self._stored_last(txn, b, device_id)
+                and txn.get(device_id + seq.to_bytes(8, "big"),
+                            db=self.registry.frames) == raw)
+
+    def _sequence(self, b, verified, txn, mono):
+        """Sequence checks, in arrival order, of the frames whose signature holds."""
+        pending_last, pending_raw = {}, {}
+        for (device_id, frame, raw, _), ok in zip(b.candidates, verified):
+            seq = frame.seq
+            if not ok:
+                self._reject(b, device_id, ingest.BAD_SIGNATURE,
+                             f"signature does not verify for device {device_id.hex()} on chain "
+                             f"{self.chain_id!r}", seq, mono)
+                continue
+            last = pending_last.get(device_id)
+            if last is None:
+                last = self._stored_last(txn, b, device_id)
+            if seq <= last:
+                if pending_raw.get((device_id, seq)) == raw or self._is_stored(
+                        txn, b, device_id, seq, raw):
+                    b.duplicates += 1
+                else:
+                    self._reject(b, device_id, ingest.REPLAYED,
+                                 f"seq {seq} is not above the last stored seq {last}", seq, mono)
+            elif seq - last > ingest.MAX_SEQ_GAP:
+                self._reject(b, device_id, ingest.OUT_OF_ORDER,
+                             f"seq {seq} is more than {ingest.MAX_SEQ_GAP} past the last stored "
+                             f"seq {last}", seq, mono)
+            else:
+                pending_last[device_id] = seq
+                pending_raw[(device_id, seq)] = raw
+                b.accepted.append((device_id, seq, raw))
+
+    def _reject(self, b, device_id, code, message, seq, mono):
+        b.rejected[code] += 1
+        if code == ingest.RATE_LIMITED:
+            if mono - self._rate_replied.get(device_id, -1e9) < RATE_REPLY_INTERVAL_S:
+                return
+            self._rate_replied[device_id] = mono
+        b.replies.append((device_id, code, message, seq))
+
+    def _provision(self, topic_id, payload, mono):
+        """A join request: recorded as a pending device; refusals are only logged (the device
+        cannot read any reply before it is approved)."""
+        result = "accepted"
+        try:
+            if not self._provision_bucket.take(mono):
+                raise ProvisionError("too many join requests; try again later")
+            pubkey, info = read_join_request(payload)
+            if device_id_of(pubkey) != topic_id:
+                raise ProvisionError(f"pubkey is of device {device_id_of(pubkey).hex()}, not "
+                                     f"{topic_id.hex()}")
+            record = self.registry.request(pubkey, info)
+            self.log(f"mqtt bridge: join request from device {topic_id.hex()} "
+                     f"({record['status']})")
+        except ProvisionError as exc:
+            result = "rejected"
+            self.log(f"mqtt bridge: join request on {topics.provision_topic(topic_id)} refused: "
+                     f"{exc}")
+        with self._stats_lock:
+            self._stats["provision_requests" if result == "accepted" else "provision_rejected"] += 1
+        if self.metrics is not None:
+            self.metrics.provision.labels(result=result).inc()
+
+    def _account(self, b, seconds):
+        with self._stats_lock:
+            s = self._stats
+            s["batches"] += 1
+            s["commits"] += 1 if b.accepted else 0
+            s["accepted"] += len(b.accepted)
+            s["duplicates"] += b.duplicates
+            s["rejected"].update(b.rejected)
+        m = self.metrics
+        if m is not None:
+            m.accepted.inc(len(b.accepted))
+            m.duplicates.inc(b.duplicates)
+            for code, n in b.rejected.items():
+                m.rejected.labels(code=code).inc(n)
+            m.batch_seconds.observe(seconds)

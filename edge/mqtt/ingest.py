@@ -1,0 +1,90 @@
+"""What the bridge checks in a device frame besides its layout and signature: the error codes it
+answers with, the strict JSON payload rules, and the error reply (docs §15)."""
+
+import json
+import math
+
+# Error codes of ``ss/v1/dev/<id>/reply/error`` (the order is the order of the checks).
+OVERSIZE = "oversize"              # MQTT payload over MAX_MQTT_PAYLOAD bytes
+UNKNOWN_DEVICE = "unknown_device"  # not approved, or revoked
+RATE_LIMITED = "rate_limited"      # the device's token bucket is empty
+MALFORMED = "malformed"            # the binary frame does not decode (the message names the field)
+WRONG_TOPIC = "wrong_topic"        # the frame's device id or kind differs from its topic's
+FUTURE = "future"                  # timestamp_ms beyond now + future_ms
+BAD_PAYLOAD = "bad_payload"        # the payload is not a strict, finite, shallow JSON object
+BAD_SIGNATURE = "bad_signature"    # not signed by the approved key on this chain
+REPLAYED = "replayed"              # seq at or below the last stored one, with other bytes
+OUT_OF_ORDER = "out_of_order"      # seq more than MAX_SEQ_GAP past the last stored one
+CODES = (OVERSIZE, UNKNOWN_DEVICE, RATE_LIMITED, MALFORMED, WRONG_TOPIC, FUTURE, BAD_PAYLOAD,
+         BAD_SIGNATURE, REPLAYED, OUT_OF_ORDER)
+
+MAX_MQTT_PAYLOAD = 2048
+MAX_SEQ_GAP = 1_000_000
+MAX_DEPTH = 8
+INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
+
+
+class PayloadError(ValueError):
+    """A frame payload that is not acceptable JSON; the message says why."""
+
+
+def _reject_constant(name):
+    raise PayloadError(f"{name} is not a JSON number")
+
+
+def _finite_float(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise PayloadError(f"number {text[:24]} is not finite")
+    return value
+
+
+def _bounded_int(text):
+    value = int(text)
+    if not INT_MIN <= value <= INT_MAX:
+        raise PayloadError(f"integer {text[:24]}{'...' if len(text) > 24 else ''} is outside "
+                           "-2^63..2^63-1")
+    return value
+
+
+def _unique_keys(pairs):
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise PayloadError(f"duplicate key {key[:32]!r}")
+            seen.add(key)
+    return doc
+
+
+def check_payload(text):
+    """The payload of a frame as a dict, or PayloadError: it must be one JSON object, with no
+    NaN/Infinity, finite floats, integers within 64 bits, no duplicate keys, nesting <= 8."""
+    try:
+        doc = json.loads(text, parse_float=_finite_float, parse_int=_bounded_int,
+                         parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+    except PayloadError:
+        raise
+    except RecursionError:
+        raise PayloadError(f"nested deeper than {MAX_DEPTH}") from None
+    except ValueError as exc:
+        raise PayloadError(f"not JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise PayloadError(f"must be a JSON object, not {type(doc).__name__}")
+    stack = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise PayloadError(f"nested deeper than {MAX_DEPTH}")
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return doc
+
+
+def error_reply(code, message, seq=None):
+    """The JSON body of an error reply."""
+    return json.dumps({"code": code, "message": message, "seq": seq},
+                      separators=(",", ":")).encode()
