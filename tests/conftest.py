@@ -61,3 +61,15 @@ def _no_leftover_nodes():
     """Last-resort cleanup: no node process outlives the test session."""
     yield
     nodeproc.stop_all()
+
+
+@pytest.fixture
+def mqtt_world(tmp_path):
+    """A real Mosquitto on a free port with the device registry on a temp LMDB
+    (tests/mqttkit.py); the broker, bridges and clients are stopped after the test."""
+    from tests.mqttkit import MqttWorld
+    world = MqttWorld(tmp_path)
+    try:
+        yield world
+    finally:
+        world.close()

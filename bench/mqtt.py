@@ -1,0 +1,250 @@
+"""MQTT benchmark: the node's ingest of signed frames against the raw broker, in one run.
+
+1. raw broker: one paho client publishes QoS 0 messages of a frame's size through the node's
+   Mosquitto (same config, same machine) to one paho subscriber — the ceiling on this machine.
+2. ingest: 100 device clients (their own credentials and keys) publish pre-signed QoS 1 frames;
+   the node's bridge (in this process, as in the node) verifies them in batches, commits them to
+   LMDB and only then acknowledges them. Publishers run in a child process, as devices would.
+
+``ingest_frames_per_s`` counts frames from the first publish to the last commit;
+``p99_ack_ms`` is the 99th percentile of publish -> commit-and-acknowledge per frame.
+Prints a table; the last line is one JSON object with ``raw_msgs_per_s``,
+``ingest_frames_per_s``, ``ingest_ratio``, ``p99_ack_ms``.
+
+    .venv/bin/python bench/mqtt.py [--quick] [--devices N] [--frames N]
+"""
+
+import argparse
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+# This file is named like a package it imports: keep bench/ off the import path.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))
+
+import paho.mqtt.client as mqtt  # noqa: E402
+from nacl.signing import SigningKey  # noqa: E402
+
+from chain.store import Store  # noqa: E402
+from edge import _fast  # noqa: E402
+from edge.mqtt.bridge import Bridge  # noqa: E402
+from edge.mqtt.broker import BRIDGE_USER, Broker  # noqa: E402
+from edge.mqtt.devices import DeviceRegistry  # noqa: E402
+from edge.mqtt.frames import sign_frame  # noqa: E402
+from edge.mqtt.topics import device_id_of, device_topic  # noqa: E402
+from edge.testnet import free_ports  # noqa: E402
+
+CHAIN_ID = "smartshare-bench-mqtt"
+READY_TIMEOUT_S = 30
+
+
+def client(port, username, password, client_id, inflight=100):
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    c.max_inflight_messages_set(inflight)
+    c.max_queued_messages_set(0)
+    c.username_pw_set(username, password)
+    connected = threading.Event()
+    c.on_connect = lambda *a: connected.set()
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    if not connected.wait(READY_TIMEOUT_S):
+        raise SystemExit(f"could not connect {username} to 127.0.0.1:{port}")
+    return c
+
+
+# -- the publisher child ---------------------------------------------------------------------------
+
+def publisher_main(spec_path):
+    """Child process: connect every device, pre-sign its frames, print ``ready``, wait for a
+    line on stdin, publish everything round-robin, wait for every PUBACK, print the publish
+    times (ns) as JSON."""
+    with open(spec_path) as f:
+        spec = json.load(f)
+    port, n = spec["port"], spec["frames"]
+    devices = []
+    for d in spec["devices"]:
+        key = SigningKey(bytes.fromhex(d["seed"]))
+        device_id = device_id_of(bytes(key.verify_key))
+        frames = [sign_frame(key, CHAIN_ID, device_id, "meter", seq, int(time.time() * 1000),
+                             {"bytes": seq * 1500, "clients": seq % 7})
+                  for seq in range(1, n + 1)]
+        devices.append((device_topic(device_id, "meter"), frames,
+                        client(port, d["id"], d["password"], "bench-" + d["id"])))
+    print("ready", flush=True)
+    sys.stdin.readline()
+    sent = [[0] * n for _ in devices]
+    infos = []
+    for seq in range(n):
+        for index, (topic, frames, c) in enumerate(devices):
+            sent[index][seq] = time.time_ns()
+            infos.append(c.publish(topic, frames[seq], qos=1))
+    for info in infos:
+        info.wait_for_publish(120)
+    for _, _, c in devices:
+        c.disconnect()
+        c.loop_stop()
+    print(json.dumps(sent), flush=True)
+
+
+# -- the measurements ------------------------------------------------------------------------------
+
+def measure_raw(port, password, messages, size):
+    """QoS 0 messages/s from one paho publisher to one paho subscriber through the broker."""
+    received = threading.Event()
+    count = [0]
+
+    def on_message(c, u, m):
+        count[0] += 1
+        if count[0] == messages:
+            received.set()
+
+    sub = client(port, BRIDGE_USER, password, "bench-raw-sub")
+    subscribed = threading.Event()
+    sub.on_subscribe = lambda *a: subscribed.set()
+    sub.on_message = on_message
+    sub.subscribe("ss/v1/dev/raw0000000000000/meter", qos=0)
+    subscribed.wait(READY_TIMEOUT_S)
+    pub = client(port, BRIDGE_USER, password, "bench-raw-pub")
+    payload = secrets.token_bytes(size)
+    started = time.perf_counter()
+    for _ in range(messages):
+        pub.publish("ss/v1/dev/raw0000000000000/meter", payload, qos=0)
+    received.wait(120)
+    elapsed = time.perf_counter() - started
+    for c in (pub, sub):
+        c.disconnect()
+        c.loop_stop()
+    return count[0] / elapsed, count[0]
+
+
+def setup_devices(world_dir, broker, registry, n):
+    devices, users = [], {}
+    for _ in range(n):
+        key = SigningKey.generate()
+        pubkey = bytes(key.verify_key)
+        registry.request(pubkey, {"kind": "router"})
+        _, password = registry.approve(device_id_of(pubkey))
+        device_id = device_id_of(pubkey).hex()
+        users[device_id] = password
+        devices.append({"seed": bytes(key).hex(), "id": device_id, "password": password})
+    broker.write_config(users)
+    return devices
+
+
+def measure_ingest(store, registry, port, password, devices, frames, directory):
+    commits = {}
+
+    def on_commit(items, t_ns):
+        for item in items:
+            commits[item] = t_ns
+
+    bridge = Bridge(store, registry, host="127.0.0.1", port=port, username=BRIDGE_USER,
+                    password=password, client_id="bench-bridge", chain_id=CHAIN_ID,
+                    log=lambda *_: None, rate_per_s=1e9, burst=1e9, on_commit=on_commit)
+    bridge.start()
+    if not bridge.wait_ready(READY_TIMEOUT_S):
+        raise SystemExit("the bridge did not subscribe")
+    spec = os.path.join(directory, "publishers.json")
+    with open(spec, "w") as f:
+        json.dump({"port": port, "frames": frames, "devices": devices}, f)
+    child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--publisher", spec],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        if child.stdout.readline().strip() != "ready":
+            raise SystemExit("the publishers did not start")
+        total = len(devices) * frames
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        sent = json.loads(child.stdout.readline())
+        deadline = time.monotonic() + 300
+        while len(commits) < total and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stats = bridge.stats()
+    finally:
+        child.kill()
+        child.wait()
+        bridge.stop()
+    ids = [bytes.fromhex(d["id"]) for d in devices]
+    latencies = sorted((commits[(ids[i], seq + 1)] - t) / 1e6
+                       for i, times in enumerate(sent) for seq, t in enumerate(times)
+                       if (ids[i], seq + 1) in commits)
+    first = min(min(times) for times in sent)
+    elapsed = (max(commits.values()) - first) / 1e9
+    return {"stored": len(commits), "total": total, "elapsed_s": elapsed,
+            "frames_per_s": len(commits) / elapsed,
+            "p50_ack_ms": latencies[len(latencies) // 2],
+            "p99_ack_ms": latencies[int(len(latencies) * 0.99)],
+            "batches": stats["batches"], "rejected": sum(stats["rejected"].values())}
+
+
+def run(args):
+    with tempfile.TemporaryDirectory(prefix="smartshare-bench-mqtt-") as directory:
+        port = free_ports(1)[0]
+        password = secrets.token_urlsafe(16)
+        store = Store(os.path.join(directory, "data"))
+        registry = DeviceRegistry(store)
+        broker = Broker(os.path.join(directory, "mqtt"), "127.0.0.1", port, password,
+                        secrets.token_urlsafe(16))
+        devices = setup_devices(directory, broker, registry, args.devices)
+        broker.start()
+        try:
+            frame_size = len(sign_frame(SigningKey.generate(), CHAIN_ID, b"\0" * 8, "meter", 10**6,
+                                        int(time.time() * 1000), {"bytes": 10**9, "clients": 3}))
+            raw_per_s, raw_count = measure_raw(port, password, args.raw, frame_size)
+            ingest = measure_ingest(store, registry, port, password, devices, args.frames,
+                                    directory)
+        finally:
+            broker.stop()
+            store.close()
+    return {"implementation": _fast.IMPLEMENTATION, "devices": args.devices,
+            "frame_bytes": frame_size, "raw_messages": raw_count,
+            "raw_msgs_per_s": round(raw_per_s), "ingest_frames": ingest["stored"],
+            "ingest_frames_per_s": round(ingest["frames_per_s"]),
+            "ingest_ratio": round(ingest["frames_per_s"] / raw_per_s, 3),
+            "p50_ack_ms": round(ingest["p50_ack_ms"], 1),
+            "p99_ack_ms": round(ingest["p99_ack_ms"], 1),
+            "batches": ingest["batches"], "rejected": ingest["rejected"]}
+
+
+def print_table(f):
+    rows = [
+        ("raw broker, paho QoS 0 (msgs/s)", f"{f['raw_msgs_per_s']:,}"),
+        (f"ingest, {f['devices']} devices, signed QoS 1, ack after commit (frames/s)",
+         f"{f['ingest_frames_per_s']:,}"),
+        ("ingest / raw", f"{f['ingest_ratio']:.3f}  (target >= 0.25)"),
+        ("publish -> commit+ack p50 / p99 (ms)", f"{f['p50_ack_ms']} / {f['p99_ack_ms']}"),
+        ("frames stored / batches / rejected",
+         f"{f['ingest_frames']:,} / {f['batches']:,} / {f['rejected']}"),
+        ("frame size (bytes), implementation", f"{f['frame_bytes']}, {f['implementation']}"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer frames (a smoke run)")
+    p.add_argument("--devices", type=int, default=100)
+    p.add_argument("--frames", type=int, default=None, help="frames per device")
+    p.add_argument("--raw", type=int, default=None, help="raw QoS 0 messages")
+    p.add_argument("--publisher", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.publisher:
+        return publisher_main(args.publisher)
+    args.frames = args.frames or (20 if args.quick else 400)
+    args.raw = args.raw or (5_000 if args.quick else 100_000)
+    figures = run(args)
+    print_table(figures)
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,280 @@
+"""The MQTT front through real parts: Mosquitto on a free port with the node's ACL and password
+file, real paho clients, the bridge in-process on a temp LMDB (tests/mqttkit.py)."""
+
+import json
+import threading
+import time
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from edge._fast.codec_py import TAG_FRAME, encode_uvarint
+from edge.mqtt import ingest
+from edge.mqtt.bridge import BridgeMetrics
+from edge.mqtt.frames import Frame, frame_message
+from edge.mqtt.provision import join_request
+from edge.mqtt.topics import reply_topic
+from tests.mqttkit import CHAIN_ID, TestDevice, connect, wait_for
+
+
+def now_ms():
+    return time.time_ns() // 1_000_000
+
+
+def raw_frame(device, *, version=1, kind=2, device_id=None, seq=b"\x01", ts=None, payload=b"{}",
+              sign=True, signature=None):
+    """Frame bytes assembled field by field (each field may be wrong), signed by ``device``."""
+    ts = encode_uvarint(now_ms()) if ts is None else ts
+    body = b"".join((bytes((TAG_FRAME, version, kind)), device_id or device.id, seq, ts,
+                     encode_uvarint(len(payload)), payload))
+    if signature is None:
+        signature = device.key.sign(frame_message(CHAIN_ID, body + bytes(64))).signature \
+            if sign else bytes(64)
+    return body + signature
+
+
+def rejected(metrics_registry, code):
+    value = metrics_registry.get_sample_value("smartshare_mqtt_frames_rejected_total",
+                                              {"code": code})
+    return int(value or 0)
+
+
+@pytest.fixture
+def world(mqtt_world):
+    return mqtt_world
+
+
+# -- the broker's own guards (ACL, passwords) ----------------------------------------------------
+
+def test_anonymous_and_wrong_password_refused(world):
+    device = world.add_device()
+    with pytest.raises(ConnectionRefusedError):
+        connect(world.port, None, None, "anonymous")
+    with pytest.raises(ConnectionRefusedError):
+        connect(world.port, device.id.hex(), "not-the-password", "guess")
+    pending = world.add_device(approve=False)
+    with pytest.raises(ConnectionRefusedError):
+        connect(world.port, pending.id.hex(), "anything", "pending")
+
+
+def test_device_cannot_publish_as_another_or_read_its_replies(world):
+    a, b = world.add_device(), world.add_device()
+    world.start_bridge()
+    client_a, client_b = a.connect(), b.connect()
+    # A publishes a correctly signed frame of B's (it could have sniffed one) on B's topic.
+    client_a.publish(b.topic("meter"), b.frame("meter", 1, {"kwh": 1}), qos=1).wait_for_publish(5)
+    # A snoops on B's replies; B triggers one.
+    snooped = threading.Event()
+    client_a.message_callback_add(reply_topic(b.id, "#"), lambda *a_: snooped.set())
+    client_a.subscribe(reply_topic(b.id, "#"), qos=1)
+    client_b.publish(b.topic("meter"), b"garbage", qos=1)
+    wait_for("B's error reply", lambda: b.replies())
+    # A's own next frame round-trips, so anything A did before has been handled by now.
+    client_a.publish(a.topic("meter"), a.frame("meter", 1, {"kwh": 2}), qos=1)
+    wait_for("A's frame stored", lambda: world.stored(a))
+    assert world.stored(b) == {}, "a device published under another device's topic"
+    assert not snooped.is_set(), "a device read another device's replies"
+
+
+def test_revoked_device_is_cut_off_and_cannot_return(world):
+    device, other = world.add_device(), world.add_device()
+    world.start_bridge()
+    client, other_client = device.connect(), other.connect()
+    world.revoke(device)
+    wait_for("the revoked device's disconnection", lambda: not client.is_connected())
+    with pytest.raises(ConnectionRefusedError):
+        connect(world.port, device.id.hex(), device.password, "comeback")
+    assert other_client.is_connected(), "a reload dropped a device that was not revoked"
+    other_client.publish(other.topic("meter"), other.frame("meter", 1, {}), qos=1)
+    wait_for("the other device's frame", lambda: world.stored(other))
+
+
+# -- frames --------------------------------------------------------------------------------------
+
+def malformed_cases(device):
+    """(name, raw payload, expected error code) for every kind of bad frame."""
+    good_seq, ts = encode_uvarint(500), encode_uvarint(now_ms())
+    valid = device.frame("meter", 500, {"kwh": 5})
+    return [
+        ("empty", b"", ingest.MALFORMED),
+        ("truncated", valid[:-10], ingest.MALFORMED),
+        ("trailing bytes", valid + b"\x00", ingest.MALFORMED),
+        ("wrong tag", b"\x41" + valid[1:], ingest.MALFORMED),
+        ("unknown version", raw_frame(device, version=9, seq=good_seq), ingest.MALFORMED),
+        ("unknown kind", raw_frame(device, kind=77, seq=good_seq), ingest.MALFORMED),
+        ("short device id", raw_frame(device, device_id=device.id[:5], seq=good_seq),
+         ingest.MALFORMED),
+        ("non-minimal seq", raw_frame(device, seq=b"\x81\x00"), ingest.MALFORMED),
+        ("seq over 64 bits", raw_frame(device, seq=b"\xff" * 10 + b"\x01"), ingest.MALFORMED),
+        ("timestamp over 64 bits", raw_frame(device, seq=good_seq, ts=b"\xff" * 10 + b"\x01"),
+         ingest.MALFORMED),
+        ("invalid UTF-8", raw_frame(device, seq=good_seq, payload=b'{"a":"\xff\xfe"}'),
+         ingest.MALFORMED),
+        ("payload not JSON", raw_frame(device, seq=good_seq, payload=b"{kwh: 1}"),
+         ingest.BAD_PAYLOAD),
+        ("payload a list", raw_frame(device, seq=good_seq, payload=b"[1,2]"), ingest.BAD_PAYLOAD),
+        ("payload a string", raw_frame(device, seq=good_seq, payload=b'"kwh"'),
+         ingest.BAD_PAYLOAD),
+        ("NaN", raw_frame(device, seq=good_seq, payload=b'{"t":NaN}'), ingest.BAD_PAYLOAD),
+        ("Infinity", raw_frame(device, seq=good_seq, payload=b'{"t":-Infinity}'),
+         ingest.BAD_PAYLOAD),
+        ("huge float", raw_frame(device, seq=good_seq, payload=b'{"t":1e400}'),
+         ingest.BAD_PAYLOAD),
+        ("huge integer", raw_frame(device, seq=good_seq, payload=b'{"t":' + b"9" * 40 + b"}"),
+         ingest.BAD_PAYLOAD),
+        ("duplicate key", raw_frame(device, seq=good_seq, payload=b'{"t":1,"t":2}'),
+         ingest.BAD_PAYLOAD),
+        ("too deep", raw_frame(device, seq=good_seq, payload=b'{"a":' * 9 + b"1" + b"}" * 9),
+         ingest.BAD_PAYLOAD),
+        ("kind differs from topic", device.frame("event", 500, {"e": 1}), ingest.WRONG_TOPIC),
+        ("far-future timestamp", device.frame("meter", 500, {}, timestamp_ms=now_ms() + 3_600_000),
+         ingest.FUTURE),
+        ("forged signature", raw_frame(device, seq=good_seq, sign=False), ingest.BAD_SIGNATURE),
+        ("signed for another chain", device.frame("meter", 500, {}, chain_id="other-chain"),
+         ingest.BAD_SIGNATURE),
+        ("seq far ahead", device.frame("meter", 10**9, {}), ingest.OUT_OF_ORDER),
+        ("oversize", b"\x40" * (ingest.MAX_MQTT_PAYLOAD + 1), ingest.OVERSIZE),
+    ]
+
+
+def test_every_bad_frame_gets_an_error_reply_and_good_frames_beside_it_are_stored(world):
+    metrics_registry = CollectorRegistry()
+    device = world.add_device()
+    world.start_bridge(metrics=BridgeMetrics(metrics_registry))
+    client = device.connect()
+    cases = malformed_cases(device)
+    seq = 0
+    good = {}
+    for name, payload, _ in cases:
+        seq += 1
+        good[seq] = device.frame("meter", seq, {"kwh": seq})
+        client.publish(device.topic("meter"), good[seq], qos=1)
+        client.publish(device.topic("meter"), payload, qos=1)
+    seq += 1
+    good[seq] = device.frame("meter", seq, {"kwh": seq})
+    client.publish(device.topic("meter"), good[seq], qos=1)
+    replies = wait_for("one reply per bad frame", lambda: (lambda r: r if len(r) >= len(cases)
+                                                           else None)(device.replies()))
+    # Signatures are checked batch-wise after the layout checks: compare regardless of order.
+    assert sorted(r["code"] for r in replies) == sorted(code for _, _, code in cases), replies
+    for reply in replies:
+        assert reply["message"] and set(reply) == {"code", "message", "seq"}
+    wait_for("every good frame", lambda: len(world.stored(device)) == len(good))
+    assert world.stored(device) == good
+    expected = {}
+    for _, _, code in cases:
+        expected[code] = expected.get(code, 0) + 1
+    assert {code: rejected(metrics_registry, code) for code in expected} == expected
+
+
+def test_replay_and_backwards_seq_refused_but_redelivery_is_silent(world):
+    device = world.add_device()
+    world.start_bridge()
+    client = device.connect()
+    for seq in (1, 2, 3):
+        client.publish(device.topic("meter"), device.frame("meter", seq, {"n": seq}), qos=1)
+    wait_for("3 frames", lambda: len(world.stored(device)) == 3)
+    original = world.stored(device)[2]
+    client.publish(device.topic("meter"), original, qos=1)               # a redelivery
+    client.publish(device.topic("meter"), device.frame("meter", 2, {"n": 99}), qos=1)
+    client.publish(device.topic("meter"), device.frame("meter", 1, {"n": 98}), qos=1)
+    client.publish(device.topic("meter"), device.frame("meter", 4, {"n": 4}), qos=1)
+    wait_for("frame 4", lambda: len(world.stored(device)) == 4)
+    replies = wait_for("2 replies", lambda: (lambda r: r if len(r) == 2 else None)(
+        device.replies()))
+    assert [(r["code"], r["seq"]) for r in replies] == [("replayed", 2), ("replayed", 1)]
+    assert world.stored(device)[2] == original
+    assert world.bridges[0].stats()["duplicates"] == 1
+
+
+def test_unknown_device_gets_an_error(world):
+    device = world.add_device()
+    bridge = world.start_bridge()
+    client = device.connect()
+    world.registry.revoke(device.id)   # revoked in the registry; the broker not yet reloaded
+    bridge.refresh_devices()
+    client.publish(device.topic("meter"), device.frame("meter", 1, {}), qos=1)
+    reply = wait_for("a reply", device.replies)[0]
+    assert reply["code"] == "unknown_device"
+    assert world.stored(device) == {}
+
+
+def test_a_flooding_device_does_not_starve_the_others(world):
+    flooder, *others = world.add_devices(4, kind="router")
+    bridge = world.start_bridge(rate_per_s=50, burst=100)
+    flood_client = flooder.connect(inflight=1000)
+    frames = [flooder.frame("data", seq, {"bytes": seq}) for seq in range(1, 3001)]
+    quiet = {d: [d.frame("meter", seq, {"n": seq}) for seq in range(1, 41)] for d in others}
+    started = time.monotonic()
+    flooding = threading.Thread(target=lambda: [flood_client.publish(flooder.topic("data"), f,
+                                                                     qos=1) for f in frames])
+    flooding.start()
+    for device, device_frames in quiet.items():
+        client = device.connect()
+        for frame in device_frames:
+            client.publish(device.topic("meter"), frame, qos=1)
+    flooding.join()
+    for device in others:
+        wait_for(f"all frames of {device.id.hex()}", lambda d=device: len(world.stored(d)) == 40)
+    wait_for("the flood to be handled", lambda: bridge.stats()["queued"] == 0 and sum(
+        bridge.stats()["rejected"].values()) + len(world.stored(flooder)) >= len(frames))
+    elapsed = time.monotonic() - started
+    stored = len(world.stored(flooder))
+    assert stored <= 100 + 50 * elapsed + 1, (stored, elapsed)
+    assert bridge.stats()["rejected"]["rate_limited"] == len(frames) - stored
+    codes = {r["code"] for r in flooder.replies()}
+    assert codes == {"rate_limited"}
+    assert len(flooder.replies()) <= elapsed / 1.0 + 2   # at most one reply a second
+
+
+def test_frames_published_while_the_bridge_is_down_arrive_later(world):
+    device = world.add_device()
+    bridge = world.start_bridge(client_id="durable")
+    world.stop_bridge(bridge)
+    client = device.connect()
+    frames = {seq: device.frame("meter", seq, {"n": seq}) for seq in range(1, 201)}
+    for seq, frame in frames.items():
+        client.publish(device.topic("meter"), frame, qos=1).wait_for_publish(5)
+    assert world.stored(device) == {}
+    world.start_bridge(client_id="durable")
+    wait_for("the queued frames", lambda: len(world.stored(device)) == 200)
+    assert world.stored(device) == frames
+    assert Frame.decode(frames[7]).seq == 7
+
+
+# -- onboarding ----------------------------------------------------------------------------------
+
+def test_join_requests_are_recorded_pending_and_bad_ones_refused(world):
+    world.start_bridge()
+    joining = TestDevice(world, "weather")
+    impostor = TestDevice(world, "weather")
+    client = world.provisioner()
+    client.publish(world.provision_topic(joining), joining.join_request(), qos=1)
+    # The topic names one device, the request carries another's key: refused.
+    client.publish(world.provision_topic(joining),
+                   join_request(impostor.pubkey, "weather"), qos=1)
+    client.publish(world.provision_topic(impostor), b"not json", qos=1)
+    record = wait_for("the pending device", lambda: world.registry.get(joining.id))
+    assert record["status"] == "pending" and record["kind"] == "weather"
+    wait_for("all three handled", lambda: world.bridges[0].stats()["provision_rejected"] == 2)
+    assert world.registry.get(impostor.id) is None
+    client.disconnect()
+    client.loop_stop()
+
+
+def test_provisioning_account_cannot_publish_frames(world):
+    device = world.add_device()
+    world.start_bridge()
+    client = world.provisioner()
+    client.publish(device.topic("meter"), device.frame("meter", 1, {}), qos=1).wait_for_publish(5)
+    own = device.connect()
+    own.publish(device.topic("meter"), device.frame("meter", 2, {}), qos=1)
+    wait_for("the device's own frame", lambda: world.stored(device))
+    assert list(world.stored(device)) == [2]
+    client.disconnect()
+    client.loop_stop()
+
+
+def test_error_reply_body_is_small_json():
+    body = json.loads(ingest.error_reply("replayed", "seq 2 is not above 3", 2))
+    assert body == {"code": "replayed", "message": "seq 2 is not above 3", "seq": 2}
