@@ -1,18 +1,22 @@
 # SmartShare Edge: the two commands.
-#   make run   - a single-node devnet in ./devnet, producing blocks in the foreground
+#   make run   - a single-node devnet in ./devnet, producing blocks in the foreground, with its
+#                own Mosquitto on MQTT_PORT and one simulated device of each kind
 #   make test  - the whole test suite (both implementations)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEVNET := devnet
+# Not 1883: a system Mosquitto (the Debian package starts one) usually holds it.
+MQTT_PORT ?= 1884
 SOURCES := $(wildcard edge/_fast/*.pyx edge/_fast/*.pxd) setup.py pyproject.toml
 
 .PHONY: run test test-pure bench install clean mosquitto
 
 run: $(STAMP) mosquitto
-	@test -f $(DEVNET)/config.toml || $(VENV)/bin/smartshare --home $(DEVNET) init --devnet
-	$(VENV)/bin/smartshare --home $(DEVNET) node run
+	@test -f $(DEVNET)/config.toml || \
+	  $(VENV)/bin/smartshare --home $(DEVNET) init --devnet --mqtt-port $(MQTT_PORT)
+	$(VENV)/bin/smartshare --home $(DEVNET) node run --simulate all
 
 # pytest exits 5 when it collects nothing: that is a failure, never a pass.
 PYTEST = $(PY) -m pytest -q -p no:cacheprovider

@@ -6,8 +6,11 @@
    the node's bridge (in this process, as in the node) verifies them in batches, commits them to
    LMDB and only then acknowledges them. Publishers run in a child process, as devices would.
 
-``ingest_frames_per_s`` counts frames from the first publish to the last commit;
-``p99_ack_ms`` is the 99th percentile of publish -> commit-and-acknowledge per frame.
+``ingest_frames_per_s`` counts frames from the first publish to the last commit, with the
+devices publishing as fast as they can (so ``p99_ack_ms``, the 99th percentile of publish ->
+commit-and-acknowledge, is measured at saturation). The publishers share the machine's cores
+with the broker and the bridge; ``backlog_frames_per_s`` measures the bridge alone, draining
+frames the broker queued for its persistent session while it was down.
 Prints a table; the last line is one JSON object with ``raw_msgs_per_s``,
 ``ingest_frames_per_s``, ``ingest_ratio``, ``p99_ack_ms``.
 
@@ -61,35 +64,76 @@ def client(port, username, password, client_id, inflight=100):
 
 # -- the publisher child ---------------------------------------------------------------------------
 
+class Fleet:
+    """Many paho clients driven by ONE thread (a selector over their sockets), as a gateway's
+    worth of devices: no thread per client, so the publishers' GIL contention does not cap the
+    measurement. ``publish`` writes straight to the socket (paho does so without a loop thread)."""
+
+    def __init__(self, port, devices, inflight=1000):
+        import selectors
+        self.selector = selectors.DefaultSelector()
+        self.clients = []
+        connected = []
+        for d in devices:
+            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-" + d["id"])
+            c.max_inflight_messages_set(inflight)
+            c.username_pw_set(d["id"], d["password"])
+            c.on_connect = lambda *a: connected.append(1)
+            c.connect("127.0.0.1", port)
+            self.selector.register(c.socket(), selectors.EVENT_READ, c)
+            self.clients.append(c)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while len(connected) < len(devices):
+            if time.monotonic() > deadline:
+                raise SystemExit("the device clients could not connect")
+            self.pump(0.1)
+
+    def pump(self, timeout=0.0):
+        """Read whatever arrived (CONNACKs, PUBACKs); send what paho has queued."""
+        for key, _ in self.selector.select(timeout):
+            key.data.loop_read()
+        for c in self.clients:
+            if c.want_write():
+                c.loop_write()
+
+    def close(self):
+        for c in self.clients:
+            c.disconnect()
+            c.loop_write()
+        self.selector.close()
+
+
 def publisher_main(spec_path):
     """Child process: connect every device, pre-sign its frames, print ``ready``, wait for a
     line on stdin, publish everything round-robin, wait for every PUBACK, print the publish
     times (ns) as JSON."""
     with open(spec_path) as f:
         spec = json.load(f)
-    port, n = spec["port"], spec["frames"]
-    devices = []
+    port, n, first = spec["port"], spec["frames"], spec["first_seq"]
+    topics, frames = [], []
     for d in spec["devices"]:
         key = SigningKey(bytes.fromhex(d["seed"]))
         device_id = device_id_of(bytes(key.verify_key))
-        frames = [sign_frame(key, CHAIN_ID, device_id, "meter", seq, int(time.time() * 1000),
-                             {"bytes": seq * 1500, "clients": seq % 7})
-                  for seq in range(1, n + 1)]
-        devices.append((device_topic(device_id, "meter"), frames,
-                        client(port, d["id"], d["password"], "bench-" + d["id"])))
+        topics.append(device_topic(device_id, "meter"))
+        frames.append([sign_frame(key, CHAIN_ID, device_id, "meter", seq, int(time.time() * 1000),
+                                  {"bytes": seq * 1500, "clients": seq % 7})
+                       for seq in range(first, first + n)])
+    fleet = Fleet(port, spec["devices"])
     print("ready", flush=True)
     sys.stdin.readline()
-    sent = [[0] * n for _ in devices]
+    sent = [[0] * n for _ in topics]
     infos = []
     for seq in range(n):
-        for index, (topic, frames, c) in enumerate(devices):
+        for index, c in enumerate(fleet.clients):
             sent[index][seq] = time.time_ns()
-            infos.append(c.publish(topic, frames[seq], qos=1))
-    for info in infos:
-        info.wait_for_publish(120)
-    for _, _, c in devices:
-        c.disconnect()
-        c.loop_stop()
+            infos.append(c.publish(topics[index], frames[index][seq], qos=1))
+        fleet.pump()
+    deadline = time.monotonic() + 300
+    while not all(info.is_published() for info in infos[-len(topics):]):
+        if time.monotonic() > deadline:
+            raise SystemExit("PUBACKs missing after 300 s")
+        fleet.pump(0.05)
+    fleet.close()
     print(json.dumps(sent), flush=True)
 
 
@@ -138,50 +182,103 @@ def setup_devices(world_dir, broker, registry, n):
     return devices
 
 
-def measure_ingest(store, registry, port, password, devices, frames, directory):
-    commits = {}
+class Publishers:
+    """The device fleet in a child process: ``publish`` sends ``frames`` frames per device from
+    ``first_seq`` on and returns their publish times (ns), once every PUBACK is in."""
 
-    def on_commit(items, t_ns):
-        for item in items:
-            commits[item] = t_ns
-
-    bridge = Bridge(store, registry, host="127.0.0.1", port=port, username=BRIDGE_USER,
-                    password=password, client_id="bench-bridge", chain_id=CHAIN_ID,
-                    log=lambda *_: None, rate_per_s=1e9, burst=1e9, on_commit=on_commit)
-    bridge.start()
-    if not bridge.wait_ready(READY_TIMEOUT_S):
-        raise SystemExit("the bridge did not subscribe")
-    spec = os.path.join(directory, "publishers.json")
-    with open(spec, "w") as f:
-        json.dump({"port": port, "frames": frames, "devices": devices}, f)
-    child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--publisher", spec],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        if child.stdout.readline().strip() != "ready":
+    def __init__(self, port, devices, frames, first_seq, directory):
+        spec = os.path.join(directory, f"publishers-{first_seq}.json")
+        with open(spec, "w") as f:
+            json.dump({"port": port, "frames": frames, "devices": devices, "first_seq": first_seq},
+                      f)
+        self.child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--publisher",
+                                       spec], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      text=True)
+        if self.child.stdout.readline().strip() != "ready":
+            self.close()
             raise SystemExit("the publishers did not start")
-        total = len(devices) * frames
-        child.stdin.write("go\n")
-        child.stdin.flush()
-        sent = json.loads(child.stdout.readline())
+
+    def publish(self):
+        self.child.stdin.write("go\n")
+        self.child.stdin.flush()
+        return json.loads(self.child.stdout.readline())
+
+    def close(self):
+        self.child.kill()
+        self.child.wait()
+
+
+class Ingest:
+    """The node's bridge in this process, recording when each (device, seq) was committed."""
+
+    def __init__(self, store, registry, port, password):
+        self.commits = {}
+        self.bridge_args = dict(host="127.0.0.1", port=port, username=BRIDGE_USER,
+                                password=password, client_id="bench-bridge", chain_id=CHAIN_ID,
+                                log=lambda *_: None, rate_per_s=1e9, burst=1e9,
+                                on_commit=self._on_commit)
+        self.store, self.registry = store, registry
+        self.bridge = None
+
+    def _on_commit(self, items, t_ns):
+        for item in items:
+            self.commits[item] = t_ns
+
+    def start(self):
+        self.bridge = Bridge(self.store, self.registry, **self.bridge_args)
+        self.bridge.start()
+        if not self.bridge.wait_ready(READY_TIMEOUT_S):
+            raise SystemExit("the bridge did not subscribe")
+
+    def stop(self):
+        stats = self.bridge.stats()
+        self.bridge.stop()
+        return stats
+
+    def wait(self, total):
         deadline = time.monotonic() + 300
-        while len(commits) < total and time.monotonic() < deadline:
-            time.sleep(0.01)
-        stats = bridge.stats()
+        while len(self.commits) < total and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return len(self.commits)
+
+
+def measure_ingest(ingest, port, devices, frames, directory):
+    """Live: the devices publish as fast as they can while the bridge ingests."""
+    publishers = Publishers(port, devices, frames, 1, directory)
+    try:
+        ingest.start()
+        sent = publishers.publish()
+        stored = ingest.wait(len(devices) * frames)
+        stats = ingest.stop()
     finally:
-        child.kill()
-        child.wait()
-        bridge.stop()
+        publishers.close()
     ids = [bytes.fromhex(d["id"]) for d in devices]
+    commits = ingest.commits
     latencies = sorted((commits[(ids[i], seq + 1)] - t) / 1e6
                        for i, times in enumerate(sent) for seq, t in enumerate(times)
                        if (ids[i], seq + 1) in commits)
-    first = min(min(times) for times in sent)
-    elapsed = (max(commits.values()) - first) / 1e9
-    return {"stored": len(commits), "total": total, "elapsed_s": elapsed,
-            "frames_per_s": len(commits) / elapsed,
+    elapsed = (max(commits.values()) - min(min(times) for times in sent)) / 1e9
+    return {"stored": stored, "frames_per_s": stored / elapsed,
             "p50_ack_ms": latencies[len(latencies) // 2],
             "p99_ack_ms": latencies[int(len(latencies) * 0.99)],
             "batches": stats["batches"], "rejected": sum(stats["rejected"].values())}
+
+
+def measure_backlog(ingest, port, devices, frames, directory):
+    """The bridge alone: frames queued in the broker for its persistent session while it was
+    down, then drained (verified, committed, acknowledged) with no publisher running."""
+    publishers = Publishers(port, devices, frames, frames + 1, directory)
+    try:
+        publishers.publish()
+    finally:
+        publishers.close()
+    ingest.commits.clear()
+    started = time.time_ns()
+    ingest.start()
+    stored = ingest.wait(len(devices) * frames)
+    ingest.stop()
+    return {"stored": stored,
+            "frames_per_s": stored / ((max(ingest.commits.values()) - started) / 1e9)}
 
 
 def run(args):
@@ -198,30 +295,36 @@ def run(args):
             frame_size = len(sign_frame(SigningKey.generate(), CHAIN_ID, b"\0" * 8, "meter", 10**6,
                                         int(time.time() * 1000), {"bytes": 10**9, "clients": 3}))
             raw_per_s, raw_count = measure_raw(port, password, args.raw, frame_size)
-            ingest = measure_ingest(store, registry, port, password, devices, args.frames,
-                                    directory)
+            ingest = Ingest(store, registry, port, password)
+            live = measure_ingest(ingest, port, devices, args.frames, directory)
+            backlog = measure_backlog(ingest, port, devices, args.frames, directory)
         finally:
             broker.stop()
             store.close()
     return {"implementation": _fast.IMPLEMENTATION, "devices": args.devices,
             "frame_bytes": frame_size, "raw_messages": raw_count,
-            "raw_msgs_per_s": round(raw_per_s), "ingest_frames": ingest["stored"],
-            "ingest_frames_per_s": round(ingest["frames_per_s"]),
-            "ingest_ratio": round(ingest["frames_per_s"] / raw_per_s, 3),
-            "p50_ack_ms": round(ingest["p50_ack_ms"], 1),
-            "p99_ack_ms": round(ingest["p99_ack_ms"], 1),
-            "batches": ingest["batches"], "rejected": ingest["rejected"]}
+            "raw_msgs_per_s": round(raw_per_s), "ingest_frames": live["stored"],
+            "ingest_frames_per_s": round(live["frames_per_s"]),
+            "ingest_ratio": round(live["frames_per_s"] / raw_per_s, 3),
+            "p50_ack_ms": round(live["p50_ack_ms"], 1),
+            "p99_ack_ms": round(live["p99_ack_ms"], 1),
+            "batches": live["batches"], "rejected": live["rejected"],
+            "backlog_frames": backlog["stored"],
+            "backlog_frames_per_s": round(backlog["frames_per_s"])}
 
 
 def print_table(f):
     rows = [
         ("raw broker, paho QoS 0 (msgs/s)", f"{f['raw_msgs_per_s']:,}"),
-        (f"ingest, {f['devices']} devices, signed QoS 1, ack after commit (frames/s)",
-         f"{f['ingest_frames_per_s']:,}"),
+        (f"ingest, {f['devices']} devices publishing, signed QoS 1, ack after commit (frames/s)",
+         f"{f['ingest_frames_per_s']:,}  (target >= 10,000)"),
         ("ingest / raw", f"{f['ingest_ratio']:.3f}  (target >= 0.25)"),
-        ("publish -> commit+ack p50 / p99 (ms)", f"{f['p50_ack_ms']} / {f['p99_ack_ms']}"),
+        ("publish -> commit+ack p50 / p99 at saturation (ms)",
+         f"{f['p50_ack_ms']} / {f['p99_ack_ms']}"),
         ("frames stored / batches / rejected",
          f"{f['ingest_frames']:,} / {f['batches']:,} / {f['rejected']}"),
+        ("bridge alone: queued backlog drained (frames/s)",
+         f"{f['backlog_frames_per_s']:,}  ({f['backlog_frames']:,} frames)"),
         ("frame size (bytes), implementation", f"{f['frame_bytes']}, {f['implementation']}"),
     ]
     width = max(len(name) for name, _ in rows)

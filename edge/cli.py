@@ -19,6 +19,7 @@ from edge import config as config_mod
 from edge.client import ApiError
 from edge.cli_base import CliError, home_of, load_config, node_status
 from edge.config import Config, ConfigError
+from edge.mqtt.sim_kinds import KINDS
 from edge import cli_contract, cli_device, cli_stake, cli_testnet, cli_wallet
 
 
@@ -79,6 +80,11 @@ def build_parser():
     node = sub.add_parser("node", help="run the node").add_subparsers(dest="node_command",
                                                                       required=True)
     p = node.add_parser("run", parents=[common], help="run the node in the foreground")
+    p.add_argument("--simulate", choices=KINDS + ("all",),
+                   help="also run simulated devices of this kind (or all four) on the node's "
+                        "own broker, approved automatically (needs [mqtt] port)")
+    p.add_argument("--simulate-interval", type=float, default=2.0,
+                   help="seconds between a simulated device's frames (default 2)")
     p.set_defaults(func=cmd_node_run)
 
     p = sub.add_parser("status", parents=[common], help="show the running node's head")
@@ -113,7 +119,8 @@ def cmd_init(args):
     os.makedirs(os.path.join(home, cli_wallet.WALLET_DIR), mode=0o700, exist_ok=True)
     config = Config(home=home, api_port=args.api_port, mqtt_port=args.mqtt_port,
                     mqtt_bridge_password=secrets.token_urlsafe(24),
-                    mqtt_provision_password=secrets.token_urlsafe(12))
+                    mqtt_provision_password=secrets.token_urlsafe(12),
+                    ha_password=secrets.token_urlsafe(18))
     node_key, wallet = KeyPair.generate(), KeyPair.generate()
     node_key.save(config.path(config.key_file))
     wallet.save(cli_wallet.wallet_path(home, cli_wallet.DEFAULT_WALLET))
@@ -135,11 +142,32 @@ def cmd_init(args):
 
 def cmd_node_run(args):
     from edge.node import NodeError, run_node  # heavy imports only for the node itself
+    config = load_config(args)
+    simulators = _start_simulators(config, args) if args.simulate else None
     try:
-        run_node(load_config(args))
+        run_node(config)
     except NodeError as exc:
         raise CliError(str(exc), "node") from None
+    finally:
+        if simulators is not None:
+            simulators.stop()
     return None
+
+
+def _start_simulators(config, args):
+    """``node run --simulate``: simulated devices in a background thread of this process."""
+    if args.simulate_interval <= 0:
+        raise CliError("--simulate-interval must be above 0", "bad_usage")
+    if not config.mqtt_enabled:
+        print(f"simulators: off: {config.home} runs no MQTT broker; set [mqtt] port in "
+              "config.toml (smartshare init --devnet --mqtt-port PORT does it)", flush=True)
+        return None
+    from edge.mqtt.simulators import NodeSimulators
+    kinds = KINDS if args.simulate == "all" else (args.simulate,)
+    simulators = NodeSimulators(config, kinds, args.simulate_interval,
+                                log=lambda line: print(line, flush=True))
+    simulators.start()
+    return simulators
 
 
 def cmd_status(args):

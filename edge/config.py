@@ -49,6 +49,10 @@ class Config:
     mqtt_bridge_password: str = ""
     mqtt_provision_password: str = ""
     advertise: bool = False
+    discovery_interfaces: list = field(default_factory=list)  # IPs to advertise on; [] = all
+    ha_enabled: bool = False
+    ha_discovery_prefix: str = "homeassistant"
+    ha_password: str = ""  # Home Assistant's own broker account (user "homeassistant")
 
     def path(self, name):
         return os.path.join(self.home, name)
@@ -90,6 +94,10 @@ FIELDS = {
     ("mqtt", "bridge_password"): ("mqtt_bridge_password", str),
     ("mqtt", "provision_password"): ("mqtt_provision_password", str),
     ("discovery", "advertise"): ("advertise", bool),
+    ("discovery", "interfaces"): ("discovery_interfaces", list),
+    ("homeassistant", "enabled"): ("ha_enabled", bool),
+    ("homeassistant", "discovery_prefix"): ("ha_discovery_prefix", str),
+    ("homeassistant", "password"): ("ha_password", str),
 }
 
 

@@ -1,13 +1,14 @@
 """Zero-config discovery on the LAN with mDNS/DNS-SD (python-zeroconf; DESIGN §5, §6,
 docs/protocol.md §16.1).
 
-The node advertises two services:
+The node advertises two services (each only when its port is set):
 
     _smartshare._tcp   port = p2p port; TXT txtvers=1, chain, node, role, version, api
     _mqtt._tcp         port = Mosquitto port; TXT txtvers=1, chain, node, prov
 
-``Browser`` finds them; ``find_gateway`` is what a device (or the simulators) calls to find a
-SmartShare broker and its onboarding password. ``_mqtt._tcp`` is a generic service type (any
+``Browser`` finds them once; ``Watch`` follows them (added / removed) while it is open;
+``find_gateway`` is what a device (or the simulators) calls to find a SmartShare broker and its
+onboarding password. ``_mqtt._tcp`` is a generic service type (any
 broker on the LAN may announce it), so only entries carrying both ``node`` and ``prov`` count
 as SmartShare gateways.
 """
@@ -46,11 +47,40 @@ def service_type(name):
 def _zeroconf(interfaces):
     """A Zeroconf instance on ``interfaces`` (None = every interface). A list of IPv4 addresses
     keeps it IPv4-only (e.g. ``["127.0.0.1"]`` in tests)."""
+    interfaces = _interface_list(interfaces)
     if interfaces is None:
         return Zeroconf(interfaces=InterfaceChoice.All)
-    interfaces = list(interfaces)
     v4 = all(isinstance(i, str) and ipaddress.ip_address(i).version == 4 for i in interfaces)
     return Zeroconf(interfaces=interfaces, ip_version=IPVersion.V4Only if v4 else None)
+
+
+def _interface_list(interfaces):
+    """``None``/``[]``/``""`` -> None (every interface); ``"a, b"`` or a list -> ``["a", "b"]``."""
+    if not interfaces:
+        return None
+    if isinstance(interfaces, str):
+        interfaces = interfaces.replace(",", " ").split()
+    return [str(i) for i in interfaces]
+
+
+def local_addresses():
+    """The machine's IPv4 addresses other than loopback (``["127.0.0.1"]`` if it has none)."""
+    import ifaddr  # a dependency of zeroconf
+    found = [ip.ip for adapter in ifaddr.get_adapters() for ip in adapter.ips
+             if isinstance(ip.ip, str) and not ip.ip.startswith("127.")]
+    return sorted(set(found)) or ["127.0.0.1"]
+
+
+def advertised_addresses(bind_hosts, interfaces=None):
+    """The addresses to put in our A records: the ``interfaces`` when they are given, else the
+    specific hosts the services are bound to, else (bound to 0.0.0.0) the LAN addresses."""
+    chosen = _interface_list(interfaces)
+    if chosen:
+        return chosen
+    hosts = [h for h in bind_hosts if h]
+    if any(h in ("0.0.0.0", "::") for h in hosts) or not hosts:
+        return local_addresses()
+    return sorted(set(hosts))
 
 
 def _hostname_label(node_name):
@@ -64,8 +94,11 @@ def _hex(value):
 
 
 class Advertiser:
-    """The node's services on the LAN. ``start`` registers both (probing for name conflicts:
-    another instance with the same name makes ours ``"<name> (2)"``); ``stop`` sends goodbyes."""
+    """The node's services on the LAN. ``start`` registers them (probing for name conflicts:
+    another instance with the same name makes ours ``"<name> (2)"``); ``stop`` sends goodbyes.
+    A port of 0 leaves its service out (no p2p network: no ``_smartshare._tcp``). ``interfaces``
+    are IP addresses to answer on (None: every interface); ``host_ip`` one or more addresses
+    for the A/AAAA records."""
 
     def __init__(self, *, node_name, host_ip, api_port, p2p_port, mqtt_port, chain_id, node_id,
                  role, version, provision_password, interfaces=None):
@@ -103,14 +136,17 @@ class Advertiser:
         with self._lock:
             if self._zc is not None:
                 return
-            infos = [self._info(SMARTSHARE_SERVICE, self.p2p_port, self.smartshare_txt),
-                     self._info(MQTT_SERVICE, self.mqtt_port, self.mqtt_txt)]
+            infos = [self._info(type_, port, txt) for type_, port, txt in (
+                (SMARTSHARE_SERVICE, self.p2p_port, self.smartshare_txt),
+                (MQTT_SERVICE, self.mqtt_port, self.mqtt_txt)) if port]
+            if not infos:
+                raise DiscoveryError("nothing to advertise: neither a p2p nor an MQTT port")
             try:
                 zc = _zeroconf(self.interfaces)
             except OSError as exc:
                 raise DiscoveryError(f"cannot open the mDNS socket: {exc}") from None
             try:
-                # Register both services concurrently: each takes ~1.5 s of probing/announcing.
+                # Register the services concurrently: each takes ~1.5 s of probing/announcing.
                 asyncio.run_coroutine_threadsafe(_register_all(zc, infos),
                                                  zc.loop).result(REGISTER_TIMEOUT_S)
             except Exception as exc:
@@ -204,6 +240,56 @@ class Browser:
         return sorted(results.values(), key=lambda e: e["fullname"])
 
 
+class Watch:
+    """Follows one service type while open. Events are ``(full instance name, state)``, state
+    ``"added"``, ``"updated"`` or ``"removed"`` (a goodbye, or a record expiring)::
+
+        with Watch("_mqtt._tcp") as watch:
+            watch.wait("gw._mqtt._tcp.local.", "added", timeout=10)
+    """
+
+    def __init__(self, service_type_, interfaces=None):
+        self.service_type = service_type(service_type_)
+        self.interfaces = interfaces
+        self.seen = []
+        self._events = queue.Queue()
+        self._zc = self._browser = None
+
+    def start(self):
+        self._zc = _zeroconf(self.interfaces)
+        self._browser = ServiceBrowser(self._zc, self.service_type, handlers=[self._on_change])
+        return self
+
+    def _on_change(self, zeroconf, service_type, name, state_change):
+        self._events.put((name, state_change.name.lower()))
+
+    def wait(self, name, state, timeout=10.0):
+        """True once ``name`` has been seen in ``state`` (since the watch started), else False
+        after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while (name, state) not in self.seen:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                self.seen.append(self._events.get(timeout=left))
+            except queue.Empty:
+                return False
+        return True
+
+    def close(self):
+        if self._zc is not None:
+            self._browser.cancel()
+            self._zc.close()
+            self._zc = self._browser = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def find_gateway(chain_id=None, timeout=5.0, interfaces=None):
     """The first SmartShare broker found (``_mqtt._tcp`` with TXT ``node`` and ``prov``, and
     ``chain == chain_id`` when given): ``{name, host, port, properties, ...}``, else None.
@@ -213,8 +299,9 @@ def find_gateway(chain_id=None, timeout=5.0, interfaces=None):
     return found[0] if found else None
 
 
-def find_peers(chain_id=None, timeout=5.0, interfaces=None):
+def find_peers(chain_id=None, timeout=5.0, interfaces=None, limit=None):
     """SmartShare nodes on the LAN (``_smartshare._tcp``): ``[{name, host, port (p2p), properties
-    (chain, node, role, version, api)}]``."""
-    return Browser(SMARTSHARE_SERVICE, interfaces).find(timeout, chain_id=chain_id,
+    (chain, node, role, version, api)}]``, browsing ``timeout`` seconds (or until ``limit``
+    matched)."""
+    return Browser(SMARTSHARE_SERVICE, interfaces).find(timeout, chain_id=chain_id, limit=limit,
                                                         require=("node", "chain"))

@@ -25,7 +25,7 @@ from chain.block import Header
 from chain.network import PeerNetwork
 from chain.tx import Evidence, Transfer, Tx
 from edge._fast import DecodeError
-from edge.api import start_api
+from edge.api import VERSION, start_api
 from edge.metrics import NodeMetrics
 
 SEQ = struct.Struct(">Q")
@@ -60,6 +60,7 @@ class Node:
         self.metrics.height.set(self.ledger.head.height)
         self.network = self._make_network() if config.p2p_port else None
         self.devices = None  # the DeviceService, when [mqtt] port is set (started by run)
+        self.advertiser = None  # mDNS, when [discovery] advertise is set (started by run)
 
     def _make_network(self):
         config = self.config
@@ -247,6 +248,45 @@ class Node:
             except asyncio.TimeoutError:
                 pass
 
+    # -- discovery ------------------------------------------------------------------------------
+
+    def _make_advertiser(self):
+        """The mDNS advertiser of this node's broker and p2p port (docs/protocol.md §16.1)."""
+        from edge import discovery  # zeroconf only when used
+        config = self.config
+        mqtt_port = config.mqtt_port if config.mqtt_enabled else 0
+        hosts = [config.p2p_host if config.p2p_port else None,
+                 config.mqtt_host if mqtt_port else None]
+        return discovery.Advertiser(
+            node_name=f"smartshare-{self.key.address_text[-10:]}",
+            host_ip=discovery.advertised_addresses(hosts, config.discovery_interfaces),
+            api_port=config.api_port, p2p_port=config.p2p_port, mqtt_port=mqtt_port,
+            chain_id=self.ledger.chain_id, node_id=self.key.pubkey, role="agent",
+            version=VERSION, provision_password=config.mqtt_provision_password,
+            interfaces=config.discovery_interfaces or None)
+
+    def _advertise(self):
+        """Register the mDNS services (blocking ~2 s of probing; run off the event loop). A
+        failure is logged: the node runs on without discovery."""
+        try:
+            advertiser = self._make_advertiser()
+            advertiser.start()
+        except Exception as exc:  # DiscoveryError, a bad address in [discovery] interfaces...
+            self.log(f"discovery: not advertising: {exc}")
+            return None
+        self.advertiser = advertiser
+        self.log(f"discovery: advertising {', '.join(advertiser.names)} on "
+                 f"{', '.join(advertiser.host_ips)}")
+        return advertiser
+
+    async def _stop_advertising(self, task):
+        """Wait for the registration in progress, then send the goodbyes."""
+        if task is None:
+            return
+        advertiser = await task
+        if advertiser is not None:
+            await asyncio.get_running_loop().run_in_executor(None, advertiser.stop)
+
     # -- running --------------------------------------------------------------------------------
 
     async def run(self):
@@ -262,6 +302,9 @@ class Node:
             self.devices = DeviceService(self.config, self.store, self.ledger.chain_id,
                                          self.key.pubkey, log=self.log)
             self.devices.start()
+        advertising = None
+        if self.config.advertise:
+            advertising = loop.run_in_executor(None, self._advertise)
         self.log(f"SmartShare node {self.key.address_text} on chain {self.ledger.chain_id}: "
                  f"height {self.ledger.head.height}, API {self.config.api_url}, "
                  f"pid {os.getpid()}")
@@ -270,6 +313,7 @@ class Node:
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
+            await self._stop_advertising(advertising)
             if self.network is not None:
                 await self.network.stop()
             if self.devices is not None:

@@ -134,10 +134,12 @@ class MqttWorld:
         self.port = free_ports(1)[0]
         self.bridge_password = secrets.token_urlsafe(16)
         self.provision_password = secrets.token_urlsafe(16)
+        self.home_assistant_password = secrets.token_urlsafe(16)
         self.store = Store(str(directory / "data"))
         self.registry = DeviceRegistry(self.store)
         self.broker = Broker(str(directory / "mqtt"), "127.0.0.1", self.port,
-                             self.bridge_password, self.provision_password)
+                             self.bridge_password, self.provision_password,
+                             home_assistant_password=self.home_assistant_password)
         self.bridges = []
         self.devices = []
         self.broker.write_config({})

@@ -278,3 +278,65 @@ def test_provisioning_account_cannot_publish_frames(world):
 def test_error_reply_body_is_small_json():
     body = json.loads(ingest.error_reply("replayed", "seq 2 is not above 3", 2))
     assert body == {"code": "replayed", "message": "seq 2 is not above 3", "seq": 2}
+
+
+def test_home_assistant_account_reads_its_topics_only(world):
+    from edge.mqtt.broker import HOME_ASSISTANT_USER
+    device = world.add_device()
+    world.start_bridge()
+    bridge_client = world.bridges[0]
+    seen = []
+    ha = connect(world.port, HOME_ASSISTANT_USER, world.home_assistant_password, "ha",
+                 on_message=lambda c, u, m: seen.append(m.topic))
+    subscribed = threading.Event()
+    ha.on_subscribe = lambda *a: subscribed.set()
+    ha.subscribe([("homeassistant/#", 1), ("ss/v1/#", 1)])
+    assert subscribed.wait(10)
+    ha.publish(device.topic("meter"), device.frame("meter", 1, {}), qos=1)   # not allowed
+    client = device.connect()
+    client.publish(device.topic("meter"), b"bad", qos=1)                       # a reply to B
+    wait_for("the device's error reply", device.replies)
+    bridge_client.publish("ss/v1/ha/x/state", b"{}", qos=1)
+    bridge_client.publish("homeassistant/sensor/n/x/config", b"{}", qos=1)
+    wait_for("HA's own topics", lambda: len(seen) >= 2)
+    client.publish(device.topic("meter"), device.frame("meter", 2, {}), qos=1)
+    wait_for("the device's frame", lambda: world.stored(device))
+    assert list(world.stored(device)) == [2], "Home Assistant published a device frame"
+    assert sorted(set(seen)) == ["homeassistant/sensor/n/x/config", "ss/v1/ha/x/state"], seen
+    ha.disconnect()
+    ha.loop_stop()
+
+
+def test_reload_reaches_a_broker_started_by_systemd(tmp_path):
+    """On the image systemd runs Mosquitto on the node's files ([mqtt] run_broker = false):
+    approving a device must still reload it (SIGHUP through the pid file)."""
+    import subprocess
+    from edge.mqtt.broker import Broker, BrokerError, mosquitto_binary
+    from edge.testnet import free_ports
+    port = free_ports(1)[0]
+    broker = Broker(str(tmp_path / "mqtt"), "127.0.0.1", port, "bridge-pw", "prov-pw")
+    broker.write_config({})
+    with pytest.raises(BrokerError, match="no Mosquitto runs"):
+        broker.reload()
+    service = subprocess.Popen([mosquitto_binary(), "-c", broker.path("mosquitto.conf")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for("the broker's pid file", broker.running_pid)
+        with pytest.raises(ConnectionRefusedError):
+            connect(port, "0011223344556677", "device-pw", "early")
+        broker.write_config({"0011223344556677": "device-pw"})
+        broker.reload()
+        client = wait_for("the device's login", lambda: _try_connect(port))
+        client.disconnect()
+        client.loop_stop()
+        assert service.poll() is None
+    finally:
+        service.terminate()
+        service.wait(10)
+
+
+def _try_connect(port):
+    try:
+        return connect(port, "0011223344556677", "device-pw", "late")
+    except ConnectionRefusedError:
+        return None

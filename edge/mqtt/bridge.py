@@ -304,12 +304,7 @@ class Bridge:
         self._account(b, time.perf_counter() - started)
 
     def _store_frames(self, accepted):
-        put = self.registry.store_frame
-
-        def work(txn):
-            for device_id, seq, raw in accepted:
-                put(txn, device_id, seq, raw)
-        return work
+        return lambda txn: self.registry.store_frames(txn, accepted)
 
     def _acknowledge(self, acks):
         client = self._client

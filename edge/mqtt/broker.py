@@ -17,6 +17,7 @@ import time
 
 BRIDGE_USER = "smartshare-bridge"
 PROVISION_USER = "provision"
+HOME_ASSISTANT_USER = "homeassistant"
 READY_TIMEOUT_S = 10
 
 
@@ -36,12 +37,13 @@ class Broker:
     """The files of one Mosquitto instance in ``directory``, and optionally its process."""
 
     def __init__(self, directory, host, port, bridge_password, provision_password,
-                 run_as=None):
+                 run_as=None, home_assistant_password=""):
         self.directory, self.host, self.port = directory, host, port
         # Mosquitto started as root drops to this user; by default the node's own, which owns
         # these files (on the image: "mosquitto", with the files group-readable).
         self.run_as = run_as or pwd.getpwuid(os.geteuid()).pw_name
         self.bridge_password, self.provision_password = bridge_password, provision_password
+        self.home_assistant_password = home_assistant_password  # "" = no HA account
         self.process = None
         os.makedirs(directory, mode=0o700, exist_ok=True)
 
@@ -54,11 +56,16 @@ class Broker:
         """Write mosquitto.conf, the ACL and the password file for ``devices``
         (``{device id hex: password}`` of approved devices whose password is being set) and
         keep the other approved ones (``devices`` value None keeps the stored hash)."""
-        with open(self.path("mosquitto.conf"), "w") as f:
-            f.write(self.config_text())
-        with open(self.path("acl"), "w") as f:
-            f.write(ACL)
+        self._replace("mosquitto.conf", self.config_text())
+        self._replace("acl", ACL)
         self._write_passwords(devices)
+
+    def _replace(self, name, text):
+        """Write a file whole, then rename it into place: a reload never reads half a file."""
+        fresh = self.path(name + ".new")
+        with open(fresh, "w") as f:
+            f.write(text)
+        os.replace(fresh, self.path(name))
 
     def config_text(self):
         return f"""# Written by the SmartShare node; edits are overwritten.
@@ -86,6 +93,8 @@ connection_messages true
     def _write_passwords(self, devices):
         """Rebuild the password file: the bridge, the provisioning account, each device."""
         entries = {BRIDGE_USER: self.bridge_password, PROVISION_USER: self.provision_password}
+        if self.home_assistant_password:
+            entries[HOME_ASSISTANT_USER] = self.home_assistant_password
         kept = self._stored_hashes()
         fresh = self.path("passwd.new")
         open(fresh, "w").close()
@@ -141,23 +150,39 @@ connection_messages true
 
     def _stop_stale(self):
         """Stop a broker an earlier run of this node left behind (its pid file is ours)."""
+        pid = self.running_pid()
+        if pid is None:
+            return
         try:
-            with open(self.path("mosquitto.pid")) as f:
-                pid = int(f.read().strip())
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if self.path("mosquitto.conf").encode() not in f.read():
-                    return
             os.kill(pid, signal.SIGTERM)
-        except (OSError, ValueError):
+        except OSError:
             return
         deadline = time.monotonic() + 5
         while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
             time.sleep(0.05)
 
+    def running_pid(self):
+        """The pid of a Mosquitto running on our config (from its pid file), else None."""
+        try:
+            with open(self.path("mosquitto.pid")) as f:
+                pid = int(f.read().strip())
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                ours = self.path("mosquitto.conf").encode() in f.read()
+        except (OSError, ValueError):
+            return None
+        return pid if ours else None
+
     def reload(self):
-        """SIGHUP: re-read passwords and ACL; connected clients stay connected."""
+        """SIGHUP: re-read passwords and ACL; connected clients stay connected. Works for the
+        broker we started and for one systemd runs on our config (as the node's user)."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGHUP)
+            return
+        pid = self.running_pid()
+        if pid is None:
+            raise BrokerError(f"no Mosquitto runs on {self.path('mosquitto.conf')}; start it "
+                              "(systemctl start smartshare-mosquitto) or set [mqtt] run_broker")
+        os.kill(pid, signal.SIGHUP)
 
     def stop(self):
         if self.process is not None and self.process.poll() is None:
@@ -178,7 +203,8 @@ def _die_with_parent():
 PR_SET_PDEATHSIG = 1
 
 # The bridge reads and writes the whole tree; the provisioning account may only announce devices
-# and read sealed credentials; a device (user name = its id) writes only its own frames and reads
+# and read sealed credentials; Home Assistant reads its discovery configs and states and says
+# when it comes online; a device (user name = its id) writes only its own frames and reads
 # only its own replies.
 ACL = """# Written by the SmartShare node; edits are overwritten.
 user smartshare-bridge
@@ -188,6 +214,11 @@ topic readwrite homeassistant/#
 user provision
 topic write ss/v1/provision/+
 topic read ss/v1/provision/+/credentials
+
+user homeassistant
+topic read homeassistant/#
+topic write homeassistant/status
+topic read ss/v1/ha/#
 
 pattern write ss/v1/dev/%u/hello
 pattern write ss/v1/dev/%u/meter

@@ -82,10 +82,14 @@ class DeviceRegistry:
         raw = txn.get(bytes(device_id), db=self.seqs)
         return U64.unpack(raw)[0] if raw is not None else 0
 
-    def store_frame(self, txn, device_id, seq, frame):
-        """Keep an accepted frame and move the device's sequence number (inside ``txn``)."""
-        txn.put(bytes(device_id) + U64.pack(seq), frame, db=self.frames)
-        txn.put(bytes(device_id), U64.pack(seq), db=self.seqs)
+    def store_frames(self, txn, accepted):
+        """Keep accepted frames ``[(device id, seq, frame)]`` (ascending seq per device) and move
+        each device's sequence number to its last one, inside ``txn``."""
+        with txn.cursor(db=self.frames) as cursor:
+            cursor.putmulti([(bytes(d) + U64.pack(seq), frame) for d, seq, frame in accepted])
+        last = {bytes(d): seq for d, seq, _ in accepted}
+        with txn.cursor(db=self.seqs) as cursor:
+            cursor.putmulti([(d, U64.pack(seq)) for d, seq in last.items()])
 
     def frames_of(self, device_id, limit=100):
         """The newest ``limit`` stored frames of a device, newest first."""

@@ -14,21 +14,30 @@ payload fields to sensor values happens here (``SENSORS``), so HA never sees raw
 When Home Assistant (re)starts it publishes ``online`` on ``homeassistant/status``; ``on_status``
 then re-sends every config and state.
 
-This module speaks no MQTT itself: it is handed a ``publish(topic, payload, qos, retain)``
-function (``paho.mqtt.client.Client.publish`` fits) and is fed decoded frame payloads.
+``HomeAssistant`` speaks no MQTT itself: it is handed a ``publish(topic, payload, qos, retain)``
+function and fed decoded frame payloads. ``HomeAssistantLink`` is what the node runs: its own
+MQTT connection (as the bridge user) for publishing and for HA's birth message, and a worker
+that reads committed frames back from the registry when the device bridge reports a commit.
 """
 
 import json
 import re
 import threading
 import time
+import traceback
 from typing import NamedTuple
+
+import paho.mqtt.client as mqtt
+
+from edge.mqtt.frames import Frame
 
 DISCOVERY_PREFIX = "homeassistant"
 STATUS_TOPIC = f"{DISCOVERY_PREFIX}/status"
 STATE_ROOT = "ss/v1/ha"
 MANUFACTURER = "SmartShare"
 MAX_DYNAMIC = 32          # per-client router sensors per device, at most
+SEED_FRAMES = 32          # stored frames read back per device (at start, and per commit)
+UNKNOWN_REFRESH_S = 1.0   # re-read the registry at most this often for devices not shown
 _CLIENT_RE = re.compile(r"^[0-9a-z_-]{1,32}$")
 
 
@@ -62,7 +71,8 @@ SENSORS = {
     "router": (
         Sensor("bytes_forwarded", "Bytes forwarded", "bytes_forwarded", "B", "data_size",
                "total_increasing"),
-        Sensor("clients", "Active clients", "clients", None, None, "measurement", "mdi:lan-connect"),
+        Sensor("clients", "Active clients", "clients", None, None, "measurement",
+               "mdi:lan-connect"),
     ),
     "weather": (
         Sensor("temperature", "Temperature", "t_c", "°C", "temperature", "measurement"),
@@ -122,6 +132,7 @@ class HomeAssistant:
         self.manufacturer, self.min_interval_s, self.qos = manufacturer, min_interval_s, qos
         self.clock = clock
         self.devices = {}
+        self.resends = 0          # how many times HA's "online" made us re-send everything
         self._lock = threading.RLock()
 
     # -- topics --------------------------------------------------------------------------------
@@ -134,8 +145,9 @@ class HomeAssistant:
 
     # -- devices -------------------------------------------------------------------------------
 
-    def add_device(self, device_id, kind, model="", name=None):
-        """Start showing an approved device; publishes its configs (retained) and its state.
+    def add_device(self, device_id, kind, model="", name=None, readings=()):
+        """Start showing an approved device; publishes its configs (retained) and its state,
+        after merging ``readings`` (decoded payloads, oldest first: e.g. its stored frames).
         Returns the config topics, or [] for a kind without sensors. Adding a device again
         re-sends its configs and keeps its state."""
         kind = normalize_kind(kind)
@@ -148,6 +160,8 @@ class HomeAssistant:
                 device = _Device(dev_hex, kind, model or MODELS[kind],
                                  name or f"{MODELS[kind]} {dev_hex[:8]}")
                 self.devices[dev_hex] = device
+            for payload in readings:
+                self._merge(device, _as_dict(payload))
             topics = self._send_configs(device)
             self._send_state(device)
             return topics
@@ -163,38 +177,42 @@ class HomeAssistant:
                 self.publish_fn(self.config_topic(device.id, key), b"", self.qos, True)
             self.publish_fn(self.state_topic(device.id), b"", self.qos, True)
 
-    def sync_devices(self, records):
+    def sync_devices(self, records, readings_of=None):
         """Match the shown devices to the registry: ``records`` are DeviceRegistry records
-        (dicts with id, kind, model, status); approved ones are added, others removed."""
+        (dicts with id, kind, model, status); approved ones are added (with the payloads
+        ``readings_of(device id hex)`` returns, oldest first), others removed. Returns
+        ``(added, removed)`` device ids (hex)."""
         wanted = {r["id"]: r for r in records if r.get("status") == "approved"
                   and normalize_kind(r.get("kind"))}
+        added, removed = [], []
         with self._lock:
             for dev_hex in list(self.devices):
                 if dev_hex not in wanted:
                     self.remove_device(dev_hex)
+                    removed.append(dev_hex)
             for dev_hex, record in wanted.items():
                 if dev_hex not in self.devices:
-                    self.add_device(dev_hex, record["kind"], record.get("model", ""))
+                    readings = readings_of(dev_hex) if readings_of is not None else ()
+                    self.add_device(dev_hex, record["kind"], record.get("model", ""),
+                                    readings=readings)
+                    added.append(dev_hex)
+        return added, removed
 
     # -- readings ------------------------------------------------------------------------------
 
-    def update(self, device_id, payload):
-        """Merge a decoded frame payload (a dict, or JSON text) of an added device into its state
-        and republish it (subject to ``min_interval_s``). Fields that are not sensors are
-        ignored, so any meter, data or event payload may be passed. Returns True when the state
-        changed."""
-        if isinstance(payload, (str, bytes, bytearray)):
-            try:
-                payload = json.loads(payload)
-            except ValueError:
-                return False
-        if not isinstance(payload, dict):
-            return False
+    def update(self, device_id, *payloads):
+        """Merge decoded frame payloads (dicts, or JSON text; oldest first) of an added device
+        into its state and republish it once (subject to ``min_interval_s``). Fields that are
+        not sensors are ignored, so any hello, meter, data or event payload may be passed.
+        Returns True when the state changed."""
+        payloads = [_as_dict(p) for p in payloads]
         with self._lock:
             device = self.devices.get(_hex(device_id))
             if device is None:
                 return False
-            changed = self._merge(device, payload)
+            changed = False
+            for payload in payloads:
+                changed = self._merge(device, payload) or changed
             if changed:
                 device.dirty = True
             if device.dirty and self.clock() - device.last_publish >= self.min_interval_s:
@@ -209,6 +227,8 @@ class HomeAssistant:
                     self._send_state(device)
 
     def _merge(self, device, payload):
+        if not payload:
+            return False
         changed = False
         for sensor in SENSORS[device.kind]:
             value = _value(payload.get(sensor.field), sensor.scale)
@@ -240,6 +260,7 @@ class HomeAssistant:
             else str(payload)
         if text.strip() != "online":
             return False
+        self.resends += 1
         self.publish_all()
         return True
 
@@ -295,9 +316,176 @@ class HomeAssistant:
         device.last_publish = self.clock()
 
 
+def _as_dict(payload):
+    """A payload as a dict ({} for anything that is not a JSON object)."""
+    if isinstance(payload, (str, bytes, bytearray)):
+        try:
+            payload = json.loads(payload)
+        except ValueError:
+            return {}
+    return payload if isinstance(payload, dict) else {}
+
+
 def _value(raw, scale):
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
         return None
     if raw != raw or raw in (float("inf"), float("-inf")):
         return None
     return round(raw * scale, 3) if scale is not None else raw
+
+
+class HomeAssistantLink:
+    """The HA bridge of a running node. Its own MQTT connection (as the bridge user, whose ACL
+    covers ``homeassistant/#`` and ``ss/v1/#``) publishes ``HomeAssistant``'s configs and states,
+    re-sends them all on every (re)connection and listens on ``homeassistant/status``. The
+    device bridge calls ``on_commit`` after each commit; that only notes which devices moved, and
+    a worker thread reads their newest frames back from the registry, so HA never slows the
+    ingest path. ``refresh`` after an approval or revocation."""
+
+    def __init__(self, registry, *, host, port, username, password, node_id, client_id=None,
+                 discovery_prefix=DISCOVERY_PREFIX, log=print):
+        self.registry, self.log = registry, log
+        self.host, self.port = host, port
+        self.username, self.password = username, password
+        self.client_id = client_id or f"smartshare-ha-{_hex(node_id)[:16]}"
+        self.ha = HomeAssistant(self._publish, node_id=node_id, discovery_prefix=discovery_prefix)
+        self._pending = {}           # device id (bytes) -> frames committed since last read
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._ready = threading.Event()
+        self._connected = False
+        self._stopping = False
+        self._refreshed_at = 0.0
+        self._client = self._worker = None
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    def start(self):
+        """Show the approved devices (state rebuilt from their stored frames), connect, and
+        start the worker. Returns at once; ``wait_ready`` waits for the connection."""
+        if self._client is not None:
+            raise RuntimeError("the Home Assistant link is already started")
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                             protocol=mqtt.MQTTv311)
+        client.username_pw_set(self.username, self.password)
+        client.reconnect_delay_set(1, 30)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        self._client, self._stopping = client, False
+        try:
+            self.refresh()
+        except Exception:
+            self._client = None
+            raise
+        self._worker = threading.Thread(target=self._run, name="home-assistant", daemon=True)
+        self._worker.start()
+        client.connect_async(self.host, self.port, keepalive=30)
+        client.loop_start()
+
+    def wait_ready(self, timeout=None):
+        """True once connected, subscribed to HA's status and every config sent."""
+        return self._ready.wait(timeout)
+
+    def stop(self):
+        if self._client is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        if self._worker is not None:
+            self._worker.join()
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._client = self._worker = None
+        self._connected = False
+        self._ready.clear()
+
+    def refresh(self):
+        """Match the shown devices to the registry (approved: shown; revoked: removed)."""
+        self._refreshed_at = time.monotonic()
+        return self.ha.sync_devices(self.registry.all(), readings_of=lambda dev_hex: (
+            self._readings(bytes.fromhex(dev_hex), SEED_FRAMES)))
+
+    def on_commit(self, committed, time_ns=None):
+        """The device bridge's hook: ``committed`` is ``[(device id, seq), ...]``."""
+        with self._lock:
+            for device_id, _ in committed:
+                device_id = bytes(device_id)
+                self._pending[device_id] = self._pending.get(device_id, 0) + 1
+        self._wake.set()
+
+    def stats(self):
+        return {"connected": self._connected, "devices": len(self.ha.devices),
+                "resends": self.ha.resends}
+
+    # -- MQTT ----------------------------------------------------------------------------------
+
+    def _publish(self, topic, payload, qos, retain):
+        # While disconnected nothing is sent: every (re)connection re-sends everything.
+        client = self._client
+        if self._connected and client is not None:
+            client.publish(topic, payload, qos=qos, retain=retain)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            self.log(f"home assistant: broker refused the connection ({reason_code})")
+            return
+        self._connected = True
+        client.subscribe(self.ha.status_topic, qos=1)
+        self.ha.publish_all()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        self._connected = False
+        self._ready.clear()
+        if not self._stopping:
+            self.log(f"home assistant: disconnected ({reason_code}); reconnecting")
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        if any(code.is_failure for code in reason_codes):
+            self.log(f"home assistant: cannot subscribe to {self.ha.status_topic}; check the ACL")
+            return
+        self._ready.set()
+
+    def _on_message(self, client, userdata, msg):
+        try:
+            self.ha.handle_message(msg.topic, msg.payload)
+        except Exception:
+            self.log("home assistant: status message failed:\n" + traceback.format_exc())
+
+    # -- the worker ----------------------------------------------------------------------------
+
+    def _run(self):
+        while not self._stopping:
+            self._wake.wait(0.5)
+            self._wake.clear()
+            try:
+                self._drain()
+            except Exception:  # storage or a bug: log, keep serving the other devices
+                self.log("home assistant: update failed:\n" + traceback.format_exc())
+
+    def _drain(self):
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        unknown = [d for d in pending if d.hex() not in self.ha.devices]
+        if unknown:  # approved by someone else meanwhile? (or a kind without sensors)
+            if time.monotonic() - self._refreshed_at >= UNKNOWN_REFRESH_S:
+                self.refresh()
+            else:  # look again next round
+                with self._lock:
+                    for device_id in unknown:
+                        self._pending[device_id] = self._pending.get(device_id, 0) \
+                            + pending.pop(device_id)
+        for device_id, count in pending.items():
+            if device_id.hex() in self.ha.devices:
+                self.ha.update(device_id, *self._readings(device_id, count))
+
+    def _readings(self, device_id, count):
+        """The payloads (JSON text) of a device's newest ``count`` stored frames, oldest first."""
+        payloads = []
+        for _, raw in reversed(self.registry.frames_of(device_id, min(count, SEED_FRAMES))):
+            try:
+                payloads.append(Frame.decode(raw).payload)
+            except ValueError:
+                continue
+        return payloads

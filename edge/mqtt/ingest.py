@@ -28,25 +28,6 @@ class PayloadError(ValueError):
     """A frame payload that is not acceptable JSON; the message says why."""
 
 
-def _reject_constant(name):
-    raise PayloadError(f"{name} is not a JSON number")
-
-
-def _finite_float(text):
-    value = float(text)
-    if not math.isfinite(value):
-        raise PayloadError(f"number {text[:24]} is not finite")
-    return value
-
-
-def _bounded_int(text):
-    value = int(text)
-    if not INT_MIN <= value <= INT_MAX:
-        raise PayloadError(f"integer {text[:24]}{'...' if len(text) > 24 else ''} is outside "
-                           "-2^63..2^63-1")
-    return value
-
-
 def _unique_keys(pairs):
     doc = dict(pairs)
     if len(doc) != len(pairs):
@@ -60,10 +41,12 @@ def _unique_keys(pairs):
 
 def check_payload(text):
     """The payload of a frame as a dict, or PayloadError: it must be one JSON object, with no
-    NaN/Infinity, finite floats, integers within 64 bits, no duplicate keys, nesting <= 8."""
+    NaN/Infinity, finite floats, integers within 64 bits, no duplicate keys, nesting <= 8.
+
+    The C parser reads the text; the rules are then checked on the (small) result in one walk,
+    which is several times faster than per-number parser hooks."""
     try:
-        doc = json.loads(text, parse_float=_finite_float, parse_int=_bounded_int,
-                         parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+        doc = json.loads(text, object_pairs_hook=_unique_keys)
     except PayloadError:
         raise
     except RecursionError:
@@ -77,10 +60,14 @@ def check_payload(text):
         node, depth = stack.pop()
         if depth > MAX_DEPTH:
             raise PayloadError(f"nested deeper than {MAX_DEPTH}")
-        children = node.values() if isinstance(node, dict) else node
-        for child in children:
-            if isinstance(child, (dict, list)):
+        for child in (node.values() if isinstance(node, dict) else node):
+            kind = type(child)
+            if kind is dict or kind is list:
                 stack.append((child, depth + 1))
+            elif kind is float and not math.isfinite(child):
+                raise PayloadError(f"number {child} is not finite (NaN, Infinity or too large)")
+            elif kind is int and not INT_MIN <= child <= INT_MAX:
+                raise PayloadError("integer outside -2^63..2^63-1")
     return doc
 
 

@@ -1,28 +1,41 @@
 """The node's devices, end to end: the broker's files (and, in development, its process), the
-zero-loss bridge, and the owner's approve/revoke, which hands a device its credentials sealed to
-its key and cuts a revoked one off at once (SIGHUP makes Mosquitto drop it)."""
+zero-loss bridge, the optional Home Assistant link, and the owner's approve/revoke, which hands a
+device its credentials sealed to its key and cuts a revoked one off at once (SIGHUP makes
+Mosquitto drop it)."""
 
 import os
 
 from edge.mqtt.bridge import Bridge
 from edge.mqtt.broker import BRIDGE_USER, Broker
 from edge.mqtt.devices import APPROVED, DeviceRegistry
+from edge.mqtt.homeassistant import HomeAssistantLink
 from edge.mqtt.provision import seal_credentials
 from edge.mqtt.topics import credentials_topic
 
 
 class DeviceService:
-    """Devices of one node: registry, broker and bridge."""
+    """Devices of one node: registry, broker, bridge and (``[homeassistant] enabled``) the
+    Home Assistant link, fed by the bridge's commits."""
 
     def __init__(self, config, store, chain_id, node_id, log=print):
         self.config, self.chain_id, self.log = config, chain_id, log
         self.registry = DeviceRegistry(store)
         self.broker = Broker(config.path(config.mqtt_dir), config.mqtt_host, config.mqtt_port,
-                             config.mqtt_bridge_password, config.mqtt_provision_password)
+                             config.mqtt_bridge_password, config.mqtt_provision_password,
+                             home_assistant_password=config.ha_password
+                             if config.ha_enabled else "")
+        self.home_assistant = None
+        if config.ha_enabled:
+            self.home_assistant = HomeAssistantLink(
+                self.registry, host=config.mqtt_host, port=config.mqtt_port,
+                username=BRIDGE_USER, password=config.mqtt_bridge_password,
+                node_id=node_id.hex()[:16], discovery_prefix=config.ha_discovery_prefix, log=log)
         self.bridge = Bridge(store, self.registry, host=config.mqtt_host, port=config.mqtt_port,
                              username=BRIDGE_USER, password=config.mqtt_bridge_password,
                              client_id=f"smartshare-bridge-{node_id.hex()[:16]}",
-                             chain_id=chain_id, log=log)
+                             chain_id=chain_id, log=log,
+                             on_commit=self.home_assistant.on_commit
+                             if self.home_assistant is not None else None)
 
     def start(self):
         """Write the broker's files from the registry, start Mosquitto when the node runs its
@@ -31,10 +44,14 @@ class DeviceService:
         if self.config.mqtt_run_broker:
             self.broker.start()
         self.bridge.start()
+        if self.home_assistant is not None:
+            self.home_assistant.start()
         self.log(f"devices: broker {self.config.mqtt_host}:{self.config.mqtt_port}, "
                  f"{len(self.registry.approved())} approved device(s)")
 
     def stop(self):
+        if self.home_assistant is not None:
+            self.home_assistant.stop()
         self.bridge.stop()
         self.broker.stop()
 
@@ -46,6 +63,7 @@ class DeviceService:
         self.broker.write_config(users)
         self.broker.reload()
         self.bridge.refresh_devices()
+        self._refresh_home_assistant()
         credentials = {"username": device_id.hex(), "password": password,
                        "host": self.config.mqtt_host, "port": self.config.mqtt_port,
                        "chain_id": self.chain_id}
@@ -61,9 +79,15 @@ class DeviceService:
         self.broker.write_config(self._approved_users())
         self.broker.reload()
         self.bridge.refresh_devices()
+        self._refresh_home_assistant()
         self.bridge.publish(credentials_topic(device_id), b"", qos=1, retain=True)
         self.log(f"devices: revoked {device_id.hex()}")
         return record
+
+    def _refresh_home_assistant(self):
+        """Show an approved device in HA / remove a revoked one's entities."""
+        if self.home_assistant is not None:
+            self.home_assistant.refresh()
 
     def _approved_users(self):
         """Approved devices keep their stored password hashes (``None``)."""
@@ -72,4 +96,6 @@ class DeviceService:
     def status(self):
         return {"broker": f"{self.config.mqtt_host}:{self.config.mqtt_port}",
                 "devices": len(self.registry.all()), "bridge": self.bridge.stats(),
+                "home_assistant": self.home_assistant.stats()
+                if self.home_assistant is not None else None,
                 "broker_files": os.path.abspath(self.config.path(self.config.mqtt_dir))}

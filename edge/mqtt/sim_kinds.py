@@ -7,6 +7,10 @@ the real interval between frames, so minutes parked, running seconds and bytes m
 realistic pace per frame. Frame timestamps are always the real clock. Counters are integers;
 physical readings are floats rounded to one decimal. A session id is the ``seq`` of the frame
 that opened the session, so it is unique per device across restarts.
+
+``state()`` / ``restore(doc)`` carry a behaviour (open sessions, counters, readings) across a
+restart of the simulator as JSON; the random generator is not part of it (the simulator seeds a
+fresh one per run).
 """
 
 import hashlib
@@ -39,6 +43,16 @@ class Behaviour:
         self.minute += 1
         return self.step(seq)
 
+    def state(self):
+        """What a restarted simulator needs to go on: JSON-ready attributes."""
+        return {k: v for k, v in vars(self).items() if k not in ("rng", "salt")}
+
+    def restore(self, doc):
+        """Take back a ``state()``; keys this behaviour does not have are ignored."""
+        for key, value in doc.items():
+            if key in vars(self) and key not in ("rng", "salt"):
+                setattr(self, key, value)
+
     def step(self, seq):
         raise NotImplementedError
 
@@ -48,6 +62,8 @@ class ParkingGate(Behaviour):
     never sent, only a keyed hash (BLAKE2b-128 keyed with the device's salt)."""
     kind, model = "parking-gate", "SimGate PG-100"
     services = ({"type": "parking", "unit": "minute"},)
+    ARRIVE = 0.25           # a vehicle arrives in a simulated minute
+    LEAVE_PER_CAR = 0.035   # each parked vehicle leaves in a simulated minute (stay ~30 min)
 
     def __init__(self, rng, salt):
         super().__init__(rng, salt)
@@ -58,6 +74,10 @@ class ParkingGate(Behaviour):
     def hello(self):
         return dict(super().hello(), capacity=self.capacity)
 
+    def restore(self, doc):
+        super().restore(doc)
+        self.active = {int(k): v for k, v in self.active.items()}   # JSON keys are strings
+
     def _plate(self):
         r = self.rng
         letters = "ABCDEFGHJKLMNPRSTVWXYZ"
@@ -66,7 +86,8 @@ class ParkingGate(Behaviour):
 
     def step(self, seq):
         occupancy, r = len(self.active), self.rng.random()
-        if occupancy < self.capacity and (occupancy == 0 or r < 0.3):
+        leave = min(0.9, occupancy * self.LEAVE_PER_CAR)
+        if occupancy < self.capacity and (occupancy == 0 or r < self.ARRIVE):
             used = {v[2] for v in self.active.values()}
             spot = min(s for s in range(1, self.capacity + 1) if s not in used)
             plate_hash = _keyed(self.salt, self._plate(), 16)
@@ -74,7 +95,7 @@ class ParkingGate(Behaviour):
             self.sessions += 1
             return "event", {"event": "vehicle_entry", "session": seq, "plate_hash": plate_hash,
                              "spot": spot, "occupancy": len(self.active), "sessions": self.sessions}
-        if occupancy and r < 0.45:
+        if occupancy and self.ARRIVE <= r < self.ARRIVE + leave:
             session = self.rng.choice(sorted(self.active))
             plate_hash, entered, spot, _ = self.active.pop(session)
             return "event", {"event": "vehicle_exit", "session": session, "plate_hash": plate_hash,
@@ -84,8 +105,9 @@ class ParkingGate(Behaviour):
         session = min(self.active, key=lambda s: self.active[s][3])
         entry = self.active[session]
         entry[3] = self.minute
-        return "meter", {"session": session, "plate_hash": entry[0], "minutes": self.minute - entry[1],
-                         "occupancy": len(self.active), "sessions": self.sessions}
+        return "meter", {"session": session, "plate_hash": entry[0],
+                         "minutes": self.minute - entry[1], "occupancy": len(self.active),
+                         "sessions": self.sessions}
 
 
 class Purifier(Behaviour):
@@ -178,9 +200,9 @@ class Weather(Behaviour):
         super().__init__(rng, salt)
         self.base_t = rng.uniform(4.0, 24.0)
         self.phase = rng.uniform(0, 1440)
-        self.wind = rng.uniform(0.5, 6.0)
+        self.mean_wind = self.wind = rng.uniform(0.5, 6.0)
         self.wind_deg = rng.uniform(0, 360)
-        self.pressure = rng.uniform(995.0, 1030.0)
+        self.mean_pressure = self.pressure = rng.uniform(995.0, 1030.0)
         self.readings = 0
 
     def step(self, seq):
@@ -188,9 +210,10 @@ class Weather(Behaviour):
         day = math.sin(2 * math.pi * (self.minute + self.phase) / 1440)
         t = self.base_t + 6 * day + r.gauss(0, 0.2)
         rh = min(100.0, max(5.0, 60 - 25 * day + r.gauss(0, 1.5)))
-        self.wind = min(40.0, max(0.0, self.wind + r.gauss(0, 0.6)))
+        self.wind = min(40.0, max(0.0, self.wind + (self.mean_wind - self.wind) * 0.1
+                                  + r.gauss(0, 0.6)))
         self.wind_deg = (self.wind_deg + r.gauss(0, 10)) % 360
-        self.pressure += r.gauss(0, 0.1)
+        self.pressure += (self.mean_pressure - self.pressure) * 0.01 + r.gauss(0, 0.1)
         self.readings += 1
         return "data", {"t_c": round(t, 1), "rh": round(rh, 1), "wind_ms": round(self.wind, 1),
                         "wind_deg": int(self.wind_deg), "p_hpa": round(self.pressure, 1),

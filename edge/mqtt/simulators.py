@@ -1,0 +1,593 @@
+"""Simulated devices over MQTT (DESIGN §6, docs/protocol.md §16.3): real paho clients with their
+own Ed25519 keys that find the gateway (mDNS or a given broker), onboard, and publish signed
+frames of a parking gate, an air purifier, a router or a weather station.
+
+A device lives in its own folder of the simulators' state directory (``<kind>-<n>/device.json``,
+mode 0600): its key, its MQTT credentials once approved, its last ``seq`` and its behaviour
+(``edge/mqtt/sim_kinds.py``). The next ``seq`` is written there *before* its frame is sent, so a
+restarted (even killed) simulator always goes on above every ``seq`` the gateway may have stored.
+
+    gateway = discover(chain_id, timeout=5)                      # or Gateway(host, port, prov)
+    result = run_simulators({"weather": 1}, state_dir, gateway, approve=api_approver(client))
+
+``NodeSimulators`` runs one device per kind inside ``smartshare node run --simulate``.
+"""
+
+import fcntl
+import json
+import os
+import random
+import threading
+import time
+from hashlib import blake2b
+from typing import NamedTuple
+
+import paho.mqtt.client as mqtt
+from nacl.signing import SigningKey
+
+from edge.client import ApiClient, ApiError
+from edge.discovery import find_gateway
+from edge.mqtt import sim_kinds
+from edge.mqtt.broker import PROVISION_USER
+from edge.mqtt.frames import sign_frame
+from edge.mqtt.provision import ProvisionError, join_request, open_credentials
+from edge.mqtt.topics import (credentials_topic, device_id_of, device_topic, provision_topic,
+                              reply_topic)
+
+STATE_FILE = "device.json"
+CONNECT_TIMEOUT_S = 15.0
+REFUSALS_BEFORE_REJOIN = 3     # refused logins as itself before the device onboards again
+DRAIN_TIMEOUT_S = 15.0         # --frames: wait this long for the broker to take the last frames
+APPROVE_TIMEOUT_S = 30.0       # --approve: wait this long for the node to list the join request
+DEVICES_TIMEOUT_S = 60.0       # node run --simulate: wait this long for the node's devices
+NODE_STATE_DIR = "simulators/node"   # node run --simulate's devices, under the home
+JOIN_REPEAT_S = 30.0           # repeat an unanswered join request this often
+RESUBSCRIBE_S = 5.0            # and fetch the retained credentials again this often
+
+
+class SimulatorError(Exception):
+    """A simulator cannot go on (no gateway, refused onboarding password...); says what to do."""
+
+
+class Gateway(NamedTuple):
+    """Where the devices connect: the broker, its onboarding password and (if known) the chain."""
+    host: str
+    port: int
+    provision_password: str
+    chain_id: str | None = None
+    name: str = ""
+
+    def __str__(self):
+        chain = f", chain {self.chain_id}" if self.chain_id else ""
+        return f"{self.name + ' at ' if self.name else ''}{self.host}:{self.port}{chain}"
+
+
+def discover(chain_id=None, timeout=5.0, interfaces=None):
+    """The gateway advertised by mDNS (``_mqtt._tcp`` with TXT ``prov``), else SimulatorError."""
+    found = find_gateway(chain_id=chain_id, timeout=timeout, interfaces=interfaces)
+    if found is None:
+        chain = f" for chain {chain_id}" if chain_id else ""
+        raise SimulatorError(f"no SmartShare gateway found by mDNS{chain} within {timeout:g} s; "
+                             "check that the node runs with [discovery] advertise = true on this "
+                             "network, or pass --broker HOST:PORT")
+    props = found["properties"]
+    return Gateway(found["host"], int(found["port"]), props["prov"], props.get("chain") or None,
+                   found.get("name", ""))
+
+
+class DeviceState:
+    """A device's key, credentials, last ``seq`` and behaviour state, kept in one JSON file."""
+
+    def __init__(self, path, kind, seed, seq=0, credentials=None, behaviour=None):
+        self.path, self.kind, self.seed, self.seq = path, kind, seed, seq
+        self.credentials, self.behaviour = credentials, behaviour or {}
+        self.lock = None
+        self.key = SigningKey(seed)
+        self.pubkey = bytes(self.key.verify_key)
+        self.id = device_id_of(self.pubkey)
+
+    @classmethod
+    def open(cls, folder, kind):
+        """The device in ``folder`` (made, with a fresh key, when there is none yet), locked
+        for this process: two simulators of one device would reuse each other's ``seq``."""
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        lock = open(os.path.join(folder, "lock"), "a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise SimulatorError(f"another simulator runs the device in {folder}") from None
+        try:
+            state = cls._read(folder, kind)
+        except BaseException:
+            lock.close()
+            raise
+        state.lock = lock
+        return state
+
+    def close(self):
+        """Release the folder's lock."""
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
+
+    @classmethod
+    def _read(cls, folder, kind):
+        path = os.path.join(folder, STATE_FILE)
+        try:
+            with open(path) as f:
+                doc = json.load(f)
+        except FileNotFoundError:
+            state = cls(path, kind, os.urandom(32))
+            state.save()
+            return state
+        except ValueError as exc:
+            raise SimulatorError(f"{path} is damaged ({exc}); delete its folder to start that "
+                                 "device afresh") from None
+        if doc.get("kind") != kind:
+            raise SimulatorError(f"{path} holds a {doc.get('kind')!r} device, not {kind!r}")
+        return cls(path, kind, bytes.fromhex(doc["seed"]), doc.get("seq", 0),
+                   doc.get("credentials"), doc.get("behaviour"))
+
+    def save(self):
+        """Write atomically (a crash leaves the old or the new file, never half of one)."""
+        doc = {"kind": self.kind, "id": self.id.hex(), "seed": self.seed.hex(), "seq": self.seq,
+               "credentials": self.credentials, "behaviour": self.behaviour}
+        fresh = self.path + ".new"
+        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f)
+        os.replace(fresh, self.path)
+
+    def salt(self):
+        """The key of the keyed hashes (plates, MACs): secret, stable for the device."""
+        return blake2b(self.seed, digest_size=16, person=b"ss-sim-salt").digest()
+
+
+def describe(payload, limit=110):
+    """A short one-line view of a payload (``event`` first)."""
+    items = sorted(payload.items(), key=lambda kv: (kv[0] != "event", kv[0]))
+    text = " ".join(f"{k}={v}" if k != "event" else str(v) for k, v in items
+                    if not isinstance(v, (list, dict)))
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+class SimulatedDevice:
+    """One simulated device: onboards (once), then sends a hello and one frame per ``interval``
+    until ``stop()`` (or ``frames`` frames). ``approve(device_id_hex, stop_event)``, when given,
+    is called after the join request (e.g. ``api_approver``); ``on_frame(device, seq, kind,
+    payload)`` sees every frame sent; ``log(line)`` every event."""
+
+    def __init__(self, kind, folder, gateway, *, name=None, interval=1.0, frames=None,
+                 approve=None, log=print, on_frame=None, log_disconnects=True):
+        if kind not in sim_kinds.KINDS:
+            raise SimulatorError(f"unknown device kind {kind!r}: one of "
+                                 f"{', '.join(sim_kinds.KINDS)}")
+        self.kind, self.gateway, self.interval, self.frames = kind, gateway, interval, frames
+        self.state = DeviceState.open(folder, kind)
+        self.name = name or os.path.basename(os.path.normpath(folder))
+        self.approve, self._log, self.on_frame = approve, log, on_frame
+        self.log_disconnects = log_disconnects
+        self.stopping = threading.Event()
+        self.sent, self.first_seq, self.errors = 0, None, []
+        self.error = None
+        self._refusals = 0
+
+    @property
+    def id(self):
+        return self.state.id.hex()
+
+    def log(self, text):
+        self._log(f"{self.name} {self.id}  {text}")
+
+    def stop(self):
+        self.stopping.set()
+
+    def summary(self):
+        return {"name": self.name, "kind": self.kind, "id": self.id, "frames": self.sent,
+                "first_seq": self.first_seq, "last_seq": self.state.seq,
+                "errors": list(self.errors), "error": self.error}
+
+    # -- the life of the device -----------------------------------------------------------------
+
+    def run(self):
+        """Onboard if needed, then publish until stopped; returns ``summary()``. Failures end
+        up in ``summary()["error"]`` (and the log), never as an exception."""
+        try:
+            while not self.stopping.is_set():
+                if not self._usable_credentials():
+                    self._onboard()
+                    continue
+                if self._publish_loop():
+                    break
+        except SimulatorError as exc:
+            self.error = str(exc)
+            self.log(f"stopped: {exc}")
+        except Exception as exc:  # noqa: BLE001 - one device's bug must not hide the others'
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.log(f"stopped: {self.error}")
+        finally:
+            self.state.close()
+        return self.summary()
+
+    def _usable_credentials(self):
+        creds = self.state.credentials
+        if not creds:
+            return False
+        chain = self.gateway.chain_id
+        if chain and creds.get("chain_id") != chain:
+            self.log(f"credentials are for chain {creds.get('chain_id')}, the gateway runs "
+                     f"{chain}: joining again")
+            self._forget_credentials()
+            return False
+        return True
+
+    def _forget_credentials(self):
+        self.state.credentials = None
+        self.state.save()
+
+    def _client(self, client_id, username, password, clean):
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                             clean_session=clean, protocol=mqtt.MQTTv311)
+        client.username_pw_set(username, password)
+        client.reconnect_delay_set(1, 10)
+        return client
+
+    def _wait(self, event, what, timeout=None):
+        """Wait for ``event`` while not stopping; False when stopping, SimulatorError on time."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.stopping.is_set():
+            if event.wait(0.1):
+                return True
+            if deadline is not None and time.monotonic() > deadline:
+                raise SimulatorError(f"timed out after {timeout:g} s waiting for {what}")
+        return False
+
+    # -- onboarding -----------------------------------------------------------------------------
+
+    def _onboard(self):
+        """Ask to join as the provisioning user and wait for the sealed credentials."""
+        gw, state = self.gateway, self.state
+        sealed, connected, refused = [], threading.Event(), []
+        got = threading.Event()
+        client = self._client(f"{self.id}-join", PROVISION_USER, gw.provision_password, True)
+
+        def on_connect(c, userdata, flags, reason, properties):
+            if reason.is_failure:
+                refused.append(str(reason))
+            connected.set()
+
+        def on_message(c, userdata, msg):
+            if msg.payload:          # an empty retained payload: credentials withdrawn
+                sealed.append(msg.payload)
+                got.set()
+
+        client.on_connect, client.on_message = on_connect, on_message
+        client.connect_async(gw.host, gw.port, keepalive=30)
+        client.loop_start()
+        try:
+            if not self._wait(connected, f"the broker at {gw.host}:{gw.port}", CONNECT_TIMEOUT_S):
+                return
+            if refused:
+                raise SimulatorError(f"the broker at {gw.host}:{gw.port} refused the onboarding "
+                                     f"password ({refused[0]}); check the gateway's prov "
+                                     "password")
+            client.subscribe(credentials_topic(state.id), qos=1)
+            request = join_request(state.pubkey, self.kind, sim_kinds.BEHAVIOURS[self.kind].model,
+                                   sim_kinds.FIRMWARE)
+            client.publish(provision_topic(state.id), request, qos=1)
+            self.log(f"join request sent to {gw}; approve it with: smartshare device approve "
+                     f"{self.id}")
+            if self.approve is not None:
+                self.approve(self.id, self.stopping)
+            if not self._await_credentials(client, got, request):
+                return
+        finally:
+            client.disconnect()
+            client.loop_stop()
+        try:
+            state.credentials = open_credentials(state.key, sealed[-1])
+        except ProvisionError as exc:
+            raise SimulatorError(f"the gateway's credentials are unusable: {exc}") from None
+        state.save()
+        self.log(f"approved: MQTT user {state.credentials['username']} on chain "
+                 f"{state.credentials['chain_id']}")
+
+    def _await_credentials(self, client, got, request):
+        """Wait for the sealed credentials; False when stopping. They are retained, so
+        subscribing again fetches them should their delivery have been missed (the broker may
+        be reloading its ACL just then), and the join request is repeated now and then (the
+        gateway drops requests over its rate)."""
+        waited = 0.0
+        while True:
+            try:
+                return self._wait(got, "credentials", RESUBSCRIBE_S)
+            except SimulatorError:
+                waited += RESUBSCRIBE_S
+            client.subscribe(credentials_topic(self.state.id), qos=1)
+            if waited % JOIN_REPEAT_S < RESUBSCRIBE_S:
+                client.publish(provision_topic(self.state.id), request, qos=1)
+
+    # -- frames ---------------------------------------------------------------------------------
+
+    def _connect_as_device(self):
+        """A client logged in as the device itself, subscribed to its replies; None when the
+        broker keeps refusing it (revoked, or the node forgot it) or when stopping."""
+        creds, connected = self.state.credentials, threading.Event()
+        client = self._client(self.id, creds["username"], creds["password"], False)
+        self._refusals = 0
+
+        def on_connect(c, userdata, flags, reason, properties):
+            if reason.is_failure:
+                self._refusals += 1
+                if self._refusals == 1:
+                    self.log(f"the broker refused the device's login ({reason}); retrying")
+                return
+            if (self._refusals or connected.is_set()) and self.log_disconnects:
+                self.log("connected again")
+            self._refusals = 0
+            c.subscribe(reply_topic(self.state.id, "#"), qos=1)
+            connected.set()
+
+        def on_disconnect(c, userdata, flags, reason, properties):
+            if connected.is_set() and self.log_disconnects and not (self.stopping.is_set()
+                                                                    or self._done()):
+                self.log(f"lost the broker ({reason}); reconnecting")
+
+        client.on_connect, client.on_disconnect = on_connect, on_disconnect
+        client.on_message = self._on_reply
+        client.connect_async(self.gateway.host, self.gateway.port, keepalive=30)
+        client.loop_start()
+        deadline = time.monotonic() + CONNECT_TIMEOUT_S + 10
+        while not connected.wait(0.1):
+            if self.stopping.is_set() or self._refusals >= REFUSALS_BEFORE_REJOIN:
+                self._close(client)
+                if not self.stopping.is_set():
+                    self.log("the broker does not know this device any more: joining again")
+                    self._forget_credentials()
+                return None
+            if time.monotonic() > deadline:
+                self._close(client)
+                raise SimulatorError(f"cannot reach the broker at {self.gateway.host}:"
+                                     f"{self.gateway.port}")
+        return client
+
+    def _on_reply(self, client, userdata, msg):
+        try:
+            doc = json.loads(msg.payload)
+        except ValueError:
+            doc = {"code": "?", "message": msg.payload[:80].decode(errors="replace")}
+        if msg.topic.endswith("/error"):
+            self.errors.append(doc)
+            self.log(f"error {doc.get('code')}: {doc.get('message')} (seq {doc.get('seq')})")
+        else:
+            self.log(f"reply on {msg.topic.rsplit('/', 1)[-1]}: {describe(doc)}")
+
+    @staticmethod
+    def _close(client):
+        client.disconnect()
+        client.loop_stop()
+
+    def _publish_loop(self):
+        """Send the hello, then a frame per interval. True when done (stopped or ``frames``
+        sent); False to onboard again."""
+        client = self._connect_as_device()
+        if client is None:
+            return self.stopping.is_set()
+        chain_id = self.state.credentials["chain_id"]
+        behaviour = sim_kinds.behaviour(self.kind, random.Random(self.state.seed + bytes(
+            str(self.state.seq), "ascii")), self.state.salt())
+        behaviour.restore(self.state.behaviour)
+        pending = []
+        try:
+            self._send(client, chain_id, pending, "hello", behaviour.hello())
+            while not self._done():
+                if self.stopping.wait(self.interval):
+                    break
+                if self._refusals >= REFUSALS_BEFORE_REJOIN:
+                    self.log("the broker refuses this device now (revoked?): joining again")
+                    self._forget_credentials()
+                    return False
+                kind, payload = behaviour.tick(self.state.seq + 1)
+                self.state.behaviour = behaviour.state()
+                self._send(client, chain_id, pending, kind, payload)
+            if not self.stopping.is_set():
+                self._drain(pending)
+        finally:
+            self._close(client)
+        return True
+
+    def _done(self):
+        return self.frames is not None and self.sent >= self.frames
+
+    def _send(self, client, chain_id, pending, kind, payload):
+        """Reserve the next ``seq`` on disk, then sign and publish the frame (QoS 1)."""
+        state = self.state
+        state.seq += 1
+        state.save()
+        seq = state.seq
+        frame = sign_frame(state.key, chain_id, state.id, kind, seq, time.time_ns() // 1_000_000,
+                           payload)
+        pending.append(client.publish(device_topic(state.id, kind), frame, qos=1))
+        del pending[:-100]   # only the last ones matter for the drain
+        self.sent += 1
+        if self.first_seq is None:
+            self.first_seq = seq
+        if self.on_frame is not None:
+            self.on_frame(self, seq, kind, payload)
+        else:
+            self.log(f"seq {seq:<6} {kind:<5}  {describe(payload)}")
+
+    def _drain(self, pending):
+        """Wait (bounded) until the broker acknowledged the last frames."""
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while any(not info.is_published() for info in pending):
+            if time.monotonic() > deadline:
+                self.log("the broker did not acknowledge the last frames in time")
+                return
+            time.sleep(0.02)
+
+
+def api_approver(client, log=None, timeout=APPROVE_TIMEOUT_S):
+    """An ``approve`` callback that approves a device through the node's API as soon as its join
+    request is listed. A device the owner revoked is left alone."""
+
+    def approve(device_id, stopping):
+        deadline = time.monotonic() + timeout
+        while not stopping.is_set():
+            try:
+                record = client.get(f"/v1/devices/{device_id}")
+            except ApiError as exc:
+                if exc.code != "not_found":
+                    raise SimulatorError(f"cannot approve {device_id}: {exc}") from None
+                record = None
+            if record is not None and record["status"] == "pending":
+                _approve(client, device_id)
+                if log is not None:
+                    log(f"approved {device_id} through {client.base_url}")
+                return
+            if record is not None:   # approved already, or revoked by the owner
+                if record["status"] == "revoked" and log is not None:
+                    log(f"{device_id} was revoked by the owner: not approving it again "
+                        f"(smartshare device approve {device_id} lets it back)")
+                return
+            if time.monotonic() > deadline:
+                raise SimulatorError(f"the node did not list the join request of {device_id} "
+                                     f"within {timeout:g} s; is the gateway the node at "
+                                     f"{client.base_url}?")
+            stopping.wait(0.1)
+
+    return approve
+
+
+def _approve(client, device_id):
+    try:
+        client.post(f"/v1/devices/{device_id}/approve", {})
+    except ApiError as exc:   # someone else may have approved it meanwhile: that is fine
+        if client.get(f"/v1/devices/{device_id}")["status"] != "approved":
+            raise SimulatorError(f"cannot approve {device_id}: {exc}") from None
+
+
+def device_plan(kinds, count):
+    """``[(kind, name)]``: ``count`` devices of each kind, named ``<kind>-<n>``."""
+    return [(kind, f"{kind}-{n}") for kind in kinds for n in range(1, count + 1)]
+
+
+def run_simulators(plan, state_dir, gateway, *, stop=None, **options):
+    """Run the devices of ``plan`` (see ``device_plan``), each in its own thread, until ``stop``
+    (an Event) is set, Ctrl-C is pressed, or each has sent its ``frames``; returns their
+    summaries. ``options`` go to every ``SimulatedDevice`` (interval, frames, approve, log...)."""
+    stop = stop or threading.Event()
+    devices = []
+    try:
+        for kind, name in plan:
+            devices.append(SimulatedDevice(kind, os.path.join(state_dir, name), gateway,
+                                           name=name, **options))
+    except BaseException:
+        for device in devices:
+            device.state.close()
+        raise
+    results = [None] * len(devices)
+
+    def body(i):
+        results[i] = devices[i].run()
+
+    threads = [threading.Thread(target=body, args=(i,), name=f"sim-{d.name}", daemon=True)
+               for i, d in enumerate(devices)]
+    for thread in threads:
+        thread.start()
+    try:
+        while any(t.is_alive() for t in threads):
+            if stop.wait(0.2):
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for device in devices:
+            device.stop()
+        for thread in threads:
+            thread.join()
+    return results
+
+
+class NodeSimulators:
+    """``smartshare node run --simulate``: the node's own broker gets one simulated device per
+    kind (state in ``<home>/simulators/node``, apart from ``device simulate``'s), approved
+    through the node's API, started in a background thread once the node's devices are up. The
+    log gets one line per batch of frames (every ``summary_s``; by default five intervals, kept
+    within 1..30 s)."""
+
+    def __init__(self, config, kinds, interval=2.0, log=print, summary_s=None):
+        self.config, self.kinds, self.interval = config, list(kinds), interval
+        self._log = log
+        self.summary_s = summary_s or min(30.0, max(1.0, 5 * interval))
+        self.stopping = threading.Event()
+        self._thread = None
+        self._lock = threading.Lock()
+        self._batch = {}
+
+    def log(self, text):
+        self._log(f"simulators: {text}")
+
+    def start(self):
+        self._thread = threading.Thread(target=self._run, name="simulators", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout=20.0):
+        self.stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self):
+        try:
+            client = ApiClient(self.config.api_url, timeout=5.0)
+            chain_id = self._wait_for_devices(client)
+            if chain_id is None:
+                return
+            host = self.config.mqtt_host
+            gateway = Gateway("127.0.0.1" if host in ("", "0.0.0.0", "::") else host,
+                              self.config.mqtt_port, self.config.mqtt_provision_password,
+                              chain_id, "this node")
+            reporter = threading.Thread(target=self._report, name="simulators-log", daemon=True)
+            reporter.start()
+            results = run_simulators(device_plan(self.kinds, 1),
+                                     self.config.path(NODE_STATE_DIR), gateway,
+                                     interval=self.interval,
+                                     approve=api_approver(client, self.log), log=self.log,
+                                     on_frame=self._on_frame, log_disconnects=False,
+                                     stop=self.stopping)
+            failed = [r for r in results if r["error"]]
+            self.log(f"stopped {len(results)} device(s)"
+                     + (f", {len(failed)} failed: {failed[0]['error']}" if failed else ""))
+        except Exception as exc:  # noqa: BLE001 - never take the node down
+            self.log(f"stopped: {type(exc).__name__}: {exc}")
+
+    def _wait_for_devices(self, client, timeout=DEVICES_TIMEOUT_S):
+        """The chain id once the node's API answers with its devices (the API comes up before
+        the broker); None when stopping or on time."""
+        deadline = time.monotonic() + timeout
+        while not self.stopping.is_set():
+            try:
+                client.get("/v1/devices")
+                return client.get("/v1/status")["chain_id"]
+            except ApiError:
+                if time.monotonic() > deadline:
+                    self.log(f"off: the node's devices did not come up within {timeout:g} s")
+                    return None
+            self.stopping.wait(0.2)
+        return None
+
+    def _on_frame(self, device, seq, kind, payload):
+        with self._lock:
+            count, _ = self._batch.get(device.name, (0, None))
+            what = payload.get("event") if kind == "event" else kind
+            self._batch[device.name] = (count + 1, f"seq {seq} {what}")
+
+    def _report(self):
+        while not self.stopping.wait(self.summary_s):
+            with self._lock:
+                batch, self._batch = self._batch, {}
+            if batch:
+                total = sum(count for count, _ in batch.values())
+                self.log(f"{total} frame(s) in {self.summary_s:g} s: " + ", ".join(
+                    f"{name} {last}" for name, (_, last) in sorted(batch.items())))
