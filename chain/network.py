@@ -144,6 +144,14 @@ class PeerNetwork:
         conn.dialed = seed
         await self._run_peer(conn)
 
+    def add_seed(self, seed):
+        """Dial ``host:port`` from now on (a peer found by mDNS); False when already known."""
+        if seed in self.seeds:
+            return False
+        self.seeds.append(seed)
+        self._spawn(self._dial(seed))
+        return True
+
     def _connected_to(self, seed):
         return any(getattr(p.conn, "dialed", None) == seed or p.listen == seed
                    for p in self.peers.values())

@@ -7,6 +7,7 @@ The node advertises two services (each only when its port is set):
     _mqtt._tcp         port = Mosquitto port; TXT txtvers=1, chain, node, prov
 
 ``Browser`` finds them once; ``Watch`` follows them (added / removed) while it is open;
+``PeerFinder`` keeps browsing ``_smartshare._tcp`` and hands the node each same-chain peer;
 ``find_gateway`` is what a device (or the simulators) calls to find a SmartShare broker and its
 onboarding password. ``_mqtt._tcp`` is a generic service type (any
 broker on the LAN may announce it), so only entries carrying both ``node`` and ``prov`` count
@@ -305,3 +306,59 @@ def find_peers(chain_id=None, timeout=5.0, interfaces=None, limit=None):
     matched)."""
     return Browser(SMARTSHARE_SERVICE, interfaces).find(timeout, chain_id=chain_id, limit=limit,
                                                         require=("node", "chain"))
+
+
+class PeerFinder:
+    """Browses ``_smartshare._tcp`` for as long as it runs and calls ``on_peer(entry)`` (the
+    ``Browser`` entry: host, port = p2p port, properties) for each node of ``chain_id`` other
+    than ``own_node`` (hex), from a thread of its own, once per instance and address."""
+
+    def __init__(self, chain_id, own_node, on_peer, interfaces=None, log=print):
+        self.chain_id, self.own_node, self.on_peer = chain_id, own_node, on_peer
+        self.interfaces, self.log = interfaces, log
+        self._names = queue.Queue()
+        self._known = set()
+        self._zc = self._browser = self._thread = None
+
+    def start(self):
+        self._zc = _zeroconf(self.interfaces)
+        self._thread = threading.Thread(target=self._resolve_forever, name="mdns-peers",
+                                        daemon=True)
+        self._thread.start()
+        self._browser = ServiceBrowser(self._zc, SMARTSHARE_SERVICE, handlers=[self._on_change])
+        return self
+
+    def _on_change(self, zeroconf, service_type, name, state_change):
+        if state_change is not ServiceStateChange.Removed:
+            self._names.put(name)
+
+    def _resolve_forever(self):
+        while True:
+            name = self._names.get()
+            if name is None:
+                return
+            try:
+                info = self._zc.get_service_info(SMARTSHARE_SERVICE, name, timeout=3000)
+            except Exception as exc:  # the socket closed under us, a malformed record...
+                self.log(f"discovery: cannot resolve {name}: {exc}")
+                continue
+            if info is not None:
+                self._found(_entry(info))
+
+    def _found(self, entry):
+        props = entry["properties"]
+        key = (entry["fullname"], entry["host"], entry["port"])
+        if (props.get("chain") != self.chain_id or props.get("node") == self.own_node
+                or not entry["port"] or key in self._known):
+            return
+        self._known.add(key)
+        self.on_peer(entry)
+
+    def stop(self):
+        if self._zc is None:
+            return
+        self._names.put(None)
+        self._browser.cancel()
+        self._zc.close()
+        self._thread.join(5)
+        self._zc = self._browser = self._thread = None

@@ -287,6 +287,28 @@ class Node:
         if advertiser is not None:
             await asyncio.get_running_loop().run_in_executor(None, advertiser.stop)
 
+    def _find_peers(self, loop):
+        """Browse ``_smartshare._tcp`` for nodes of this chain and dial them (a node that
+        advertises also looks); None when there is no peer network or mDNS fails."""
+        from edge import discovery
+        if self.network is None:
+            return None
+
+        def found(entry):
+            loop.call_soon_threadsafe(self._peer_found, f"{entry['host']}:{entry['port']}")
+
+        try:
+            return discovery.PeerFinder(self.ledger.chain_id, self.key.pubkey.hex(), found,
+                                        self.config.discovery_interfaces or None,
+                                        log=self.log).start()
+        except Exception as exc:
+            self.log(f"discovery: not looking for peers: {exc}")
+            return None
+
+    def _peer_found(self, seed):
+        if self.network is not None and self.network.add_seed(seed):
+            self.log(f"discovery: found peer {seed}")
+
     # -- running --------------------------------------------------------------------------------
 
     async def run(self):
@@ -302,9 +324,10 @@ class Node:
             self.devices = DeviceService(self.config, self.store, self.ledger.chain_id,
                                          self.key.pubkey, log=self.log)
             self.devices.start()
-        advertising = None
+        advertising = finder = None
         if self.config.advertise:
             advertising = loop.run_in_executor(None, self._advertise)
+            finder = self._find_peers(loop)
         self.log(f"SmartShare node {self.key.address_text} on chain {self.ledger.chain_id}: "
                  f"height {self.ledger.head.height}, API {self.config.api_url}, "
                  f"pid {os.getpid()}")
@@ -314,6 +337,8 @@ class Node:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
             await self._stop_advertising(advertising)
+            if finder is not None:
+                await loop.run_in_executor(None, finder.stop)
             if self.network is not None:
                 await self.network.stop()
             if self.devices is not None:

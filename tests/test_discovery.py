@@ -18,6 +18,7 @@ from edge.config import load
 from edge.discovery import (MQTT_SERVICE, SMARTSHARE_SERVICE, Advertiser, Browser, Watch,
                             find_gateway, find_peers)
 from edge.testnet import free_ports
+from tests.mqttkit import wait_for
 
 LOOPBACK = ["127.0.0.1"]
 
@@ -155,3 +156,25 @@ def test_node_advertises_its_broker_and_p2p_port(node_factory):
         assert watch.wait(gateway["fullname"], "added", timeout=10)
         node.stop()
         assert watch.wait(gateway["fullname"], "removed", timeout=10), watch.seen
+
+
+@pytest.mark.slow
+def test_nodes_find_each_other_by_mdns(tmp_path, node_factory):
+    """Two testnet nodes with no seeds at all, advertising on loopback, find each other's
+    ``_smartshare._tcp`` and connect."""
+    from edge import testnet
+    from tests import nodeproc
+    manifest = testnet.create(str(tmp_path / "net"), 2, slot_ms=500)
+    homes = []
+    for entry in manifest["nodes"]:
+        config = load(entry["home"])
+        config.seeds, config.advertise, config.discovery_interfaces = [], True, LOOPBACK
+        config.save()
+        homes.append(nodeproc.NodeHome(entry["home"], config.api_port,
+                                       {"chain_id": manifest["chain_id"]}))
+    nodes = [node_factory.node(home) for home in homes]
+    for home in homes:
+        wait_for("a peer", lambda h=home: h.client().get("/v1/peers")["peers"])
+    # At least one dialled the other after finding it (the other may have been dialled first).
+    assert any("discovery: found peer 127.0.0.1:" in node.log_tail(50) for node in nodes), \
+        [node.log_tail(10) for node in nodes]
