@@ -30,6 +30,9 @@ bench: $(STAMP)
 	$(PY) bench/fast.py
 	$(PY) bench/smt.py
 	$(PY) bench/devnet.py
+	$(PY) bench/network.py
+	$(PY) bench/contracts.py
+	$(PY) bench/mqtt.py
 
 install: $(STAMP)
 

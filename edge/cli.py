@@ -163,9 +163,10 @@ def _start_simulators(config, args):
               "config.toml (smartshare init --devnet --mqtt-port PORT does it)", flush=True)
         return None
     from edge.mqtt.simulators import NodeSimulators
+    from edge.node import print_line
     kinds = KINDS if args.simulate == "all" else (args.simulate,)
     simulators = NodeSimulators(config, kinds, args.simulate_interval,
-                                log=lambda line: print(line, flush=True))
+                                log=print_line)
     simulators.start()
     return simulators
 

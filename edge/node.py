@@ -44,7 +44,7 @@ class Node:
 
     def __init__(self, config, log=None):
         self.config = config
-        self.log = log or (lambda line: print(line, flush=True))
+        self.log = log or print_line
         self.genesis = Genesis.load(config.path(config.genesis_file))
         self.key = KeyPair.load(config.path(config.key_file))
         data_dir = config.path(config.data_dir)
@@ -371,4 +371,10 @@ def run_node(config):
     except OSError as exc:
         raise NodeError(f"cannot serve the API on {config.api_url} ({exc.strerror or exc}); "
                         "is another node running? Change [api] port in config.toml") from None
+    sys.stdout.flush()
+
+
+def print_line(line):
+    """One whole line per write: device threads and the event loop share stdout."""
+    sys.stdout.write(line + "\n")
     sys.stdout.flush()
