@@ -26,7 +26,7 @@ test: $(STAMP) mosquitto
 	$(PYTEST); $(STRICT)
 	SMARTSHARE_PURE=1 $(PYTEST) -m "not slow"; $(STRICT)
 
-bench: $(STAMP)
+bench: $(STAMP) mosquitto
 	$(PY) bench/fast.py
 	$(PY) bench/smt.py
 	$(PY) bench/devnet.py

@@ -121,6 +121,7 @@ def publisher_main(spec_path):
     fleet = Fleet(port, spec["devices"])
     print("ready", flush=True)
     sys.stdin.readline()
+    cpu = time.process_time()
     sent = [[0] * n for _ in topics]
     infos = []
     for seq in range(n):
@@ -134,7 +135,7 @@ def publisher_main(spec_path):
             raise SystemExit("PUBACKs missing after 300 s")
         fleet.pump(0.05)
     fleet.close()
-    print(json.dumps(sent), flush=True)
+    print(json.dumps({"sent": sent, "cpu_s": time.process_time() - cpu}), flush=True)
 
 
 # -- the measurements ------------------------------------------------------------------------------
@@ -199,9 +200,11 @@ class Publishers:
             raise SystemExit("the publishers did not start")
 
     def publish(self):
+        """Go; ``(publish times per device, CPU seconds the devices used)``."""
         self.child.stdin.write("go\n")
         self.child.stdin.flush()
-        return json.loads(self.child.stdout.readline())
+        out = json.loads(self.child.stdout.readline())
+        return out["sent"], out["cpu_s"]
 
     def close(self):
         self.child.kill()
@@ -242,13 +245,24 @@ class Ingest:
         return len(self.commits)
 
 
-def measure_ingest(ingest, port, devices, frames, directory):
-    """Live: the devices publish as fast as they can while the bridge ingests."""
+def process_cpu_s(pid):
+    """CPU seconds (user + system) a process has used so far, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_ingest(ingest, port, devices, frames, directory, broker_pid):
+    """Live: the devices publish as fast as they can while the bridge ingests. Also the CPU
+    each side used: devices (child process), broker, node (this process: the bridge)."""
     publishers = Publishers(port, devices, frames, 1, directory)
     try:
         ingest.start()
-        sent = publishers.publish()
+        node_cpu, broker_cpu = time.process_time(), process_cpu_s(broker_pid)
+        sent, devices_cpu = publishers.publish()
         stored = ingest.wait(len(devices) * frames)
+        node_cpu, broker_cpu = time.process_time() - node_cpu, \
+            process_cpu_s(broker_pid) - broker_cpu
         stats = ingest.stop()
     finally:
         publishers.close()
@@ -261,7 +275,10 @@ def measure_ingest(ingest, port, devices, frames, directory):
     return {"stored": stored, "frames_per_s": stored / elapsed,
             "p50_ack_ms": latencies[len(latencies) // 2],
             "p99_ack_ms": latencies[int(len(latencies) * 0.99)],
-            "batches": stats["batches"], "rejected": sum(stats["rejected"].values())}
+            "batches": stats["batches"], "rejected": sum(stats["rejected"].values()),
+            "cpu_us_per_frame": {name: round(seconds / stored * 1e6, 1) for name, seconds in
+                                 (("devices", devices_cpu), ("broker", broker_cpu),
+                                  ("node", node_cpu))}}
 
 
 def measure_backlog(ingest, port, devices, frames, directory):
@@ -296,7 +313,8 @@ def run(args):
                                         int(time.time() * 1000), {"bytes": 10**9, "clients": 3}))
             raw_per_s, raw_count = measure_raw(port, password, args.raw, frame_size)
             ingest = Ingest(store, registry, port, password)
-            live = measure_ingest(ingest, port, devices, args.frames, directory)
+            live = measure_ingest(ingest, port, devices, args.frames, directory,
+                                  broker.process.pid)
             backlog = measure_backlog(ingest, port, devices, args.frames, directory)
         finally:
             broker.stop()
@@ -310,7 +328,8 @@ def run(args):
             "p99_ack_ms": round(live["p99_ack_ms"], 1),
             "batches": live["batches"], "rejected": live["rejected"],
             "backlog_frames": backlog["stored"],
-            "backlog_frames_per_s": round(backlog["frames_per_s"])}
+            "backlog_frames_per_s": round(backlog["frames_per_s"]),
+            "cpu_us_per_frame": live["cpu_us_per_frame"]}
 
 
 def print_table(f):
@@ -325,6 +344,8 @@ def print_table(f):
          f"{f['ingest_frames']:,} / {f['batches']:,} / {f['rejected']}"),
         ("bridge alone: queued backlog drained (frames/s)",
          f"{f['backlog_frames_per_s']:,}  ({f['backlog_frames']:,} frames)"),
+        ("CPU per frame, devices / broker / node (us)",
+         " / ".join(str(v) for v in f["cpu_us_per_frame"].values())),
         ("frame size (bytes), implementation", f"{f['frame_bytes']}, {f['implementation']}"),
     ]
     width = max(len(name) for name, _ in rows)

@@ -14,6 +14,7 @@ from chain.address import AddressError, address_from_pubkey, decode_address, enc
 from chain.state.records import contract_key, decode_contract
 from contracts.values import decode_value
 from edge.mqtt.devices import DeviceError
+from edge.mqtt.frames import Frame
 from edge.mqtt.topics import parse_device_id
 from edge.values_json import from_value, to_value
 from edge import _fast
@@ -236,8 +237,7 @@ class _Handlers:
         record = service.registry.get(device_id)
         if record is None:
             return _error(404, "not_found", f"no device {device_id.hex()}")
-        frames = [{"seq": seq, "frame": frame.hex()}
-                  for seq, frame in service.registry.frames_of(device_id, 20)]
+        frames = [_frame_json(seq, raw) for seq, raw in service.registry.frames_of(device_id, 20)]
         return web.json_response({**record, "frames": frames})
 
     async def approve(self, request):
@@ -316,3 +316,10 @@ def _address(request):
         return decode_address(request.match_info["address"])
     except AddressError as exc:
         return _error(400, "bad_address", str(exc))
+
+
+def _frame_json(seq, raw):
+    """A stored device frame: its fields, its payload as JSON, and its bytes (hex)."""
+    frame = Frame.decode(raw)
+    return {"seq": seq, "kind": frame.kind_name, "timestamp_ms": frame.timestamp_ms,
+            "payload": json.loads(frame.payload), "frame": raw.hex()}

@@ -322,7 +322,8 @@ class Node:
         if self.config.mqtt_enabled:
             from edge.mqtt.service import DeviceService  # paho and Mosquitto only when used
             self.devices = DeviceService(self.config, self.store, self.ledger.chain_id,
-                                         self.key.pubkey, log=self.log)
+                                         self.key.pubkey, log=self.log,
+                                         metrics_registry=self.metrics.registry)
             self.devices.start()
         advertising = finder = None
         if self.config.advertise:

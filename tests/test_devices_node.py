@@ -92,12 +92,17 @@ def test_onboard_publish_revoke(node_factory):
         lambda d: d["frames"] if len(d["frames"]) == 3 else None)(
             home.client().get(f"/v1/devices/{device.id.hex()}")))
     assert [f["seq"] for f in stored] == [3, 2, 1]
+    assert [(f["kind"], f["payload"]) for f in stored] == [("meter", {"minutes": m})
+                                                           for m in (45, 30, 15)]
 
     forged = sign_frame(SigningKey.generate(), chain_id, device.id, "meter", 4, 1, {"x": 1})
     own.publish(device_topic(device.id, "meter"), forged, qos=1)
     error = wait_for("an error reply", lambda: [json.loads(p) for t, p in device.messages
                                                 if t == reply_topic(device.id, "error")])
     assert error[0]["code"] == "bad_signature"
+    metrics = home.client().get_text("/metrics")
+    assert 'smartshare_mqtt_frames_rejected_total{code="bad_signature"} 1.0' in metrics
+    assert "smartshare_mqtt_frames_accepted_total 3.0" in metrics
 
     revoked = home.cli("device", "revoke", device.id.hex(), "--json", check=True).json()
     assert revoked["status"] == "revoked"

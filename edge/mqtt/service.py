@@ -5,7 +5,7 @@ Mosquitto drop it)."""
 
 import os
 
-from edge.mqtt.bridge import Bridge
+from edge.mqtt.bridge import Bridge, BridgeMetrics
 from edge.mqtt.broker import BRIDGE_USER, Broker
 from edge.mqtt.devices import APPROVED, DeviceRegistry
 from edge.mqtt.homeassistant import HomeAssistantLink
@@ -17,7 +17,7 @@ class DeviceService:
     """Devices of one node: registry, broker, bridge and (``[homeassistant] enabled``) the
     Home Assistant link, fed by the bridge's commits."""
 
-    def __init__(self, config, store, chain_id, node_id, log=print):
+    def __init__(self, config, store, chain_id, node_id, log=print, metrics_registry=None):
         self.config, self.chain_id, self.log = config, chain_id, log
         self.registry = DeviceRegistry(store)
         self.broker = Broker(config.path(config.mqtt_dir), config.mqtt_host, config.mqtt_port,
@@ -34,6 +34,8 @@ class DeviceService:
                              username=BRIDGE_USER, password=config.mqtt_bridge_password,
                              client_id=f"smartshare-bridge-{node_id.hex()[:16]}",
                              chain_id=chain_id, log=log,
+                             metrics=BridgeMetrics(metrics_registry)
+                             if metrics_registry is not None else None,
                              on_commit=self.home_assistant.on_commit
                              if self.home_assistant is not None else None)
 
@@ -95,7 +97,7 @@ class DeviceService:
 
     def status(self):
         return {"broker": f"{self.config.mqtt_host}:{self.config.mqtt_port}",
-                "devices": len(self.registry.all()), "bridge": self.bridge.stats(),
+                "device_count": len(self.registry.all()), "bridge": self.bridge.stats(),
                 "home_assistant": self.home_assistant.stats()
                 if self.home_assistant is not None else None,
                 "broker_files": os.path.abspath(self.config.path(self.config.mqtt_dir))}
