@@ -340,3 +340,22 @@ def _try_connect(port):
         return connect(port, "0011223344556677", "device-pw", "late")
     except ConnectionRefusedError:
         return None
+
+
+def test_receipts_tell_the_device_what_is_stored(world):
+    """After a commit the device hears the highest seq of its that is in LMDB (reply/receipt),
+    also for a redelivered duplicate, so it may drop those frames from its own outbox."""
+    device = world.add_device()
+    world.start_bridge()
+    client = device.connect()
+    frames = {seq: device.frame("meter", seq, {"n": seq}) for seq in range(1, 6)}
+    for frame in frames.values():
+        client.publish(device.topic("meter"), frame, qos=1)
+    wait_for("a receipt for seq 5", lambda: {"seq": 5} in device.replies("receipt"))
+    assert all(r["seq"] <= 5 for r in device.replies("receipt"))
+    client.publish(device.topic("meter"), frames[3], qos=1)       # a redelivery
+    wait_for("a second receipt for seq 5",
+             lambda: device.replies("receipt").count({"seq": 5}) >= 2)
+    client.publish(device.topic("meter"), b"garbage", qos=1)      # refused: no receipt
+    wait_for("the error reply", device.replies)
+    assert device.replies("receipt")[-1] == {"seq": 5}

@@ -161,6 +161,7 @@ def test_all_kinds_onboard_and_their_frames_land(gateway, tmp_path):
     assert [d["kind"] for d in out["devices"]] == list(sim_kinds.KINDS)
     for device in out["devices"]:
         assert (device["frames"], device["first_seq"], device["last_seq"]) == (8, 1, 8)
+        assert device["receipted_seq"] == 8, "the node's receipt did not cover every frame"
         assert device["errors"] == [] and device["error"] is None
         doc = stored(home, device["id"], 8)
         assert doc["status"] == "approved" and doc["kind"] == device["kind"]

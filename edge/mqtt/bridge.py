@@ -8,12 +8,17 @@ paho's network thread only queues what arrives. One worker thread takes the queu
 2. verifies every remaining signature in ONE ``edge._fast.verify_batch`` call;
 3. checks sequence numbers in arrival order, so a forged frame never moves a device's sequence;
 4. commits the accepted frames in ONE synced LMDB write transaction;
-5. THEN acknowledges every message of the batch (``client.ack``) and sends the error replies.
+5. THEN acknowledges every message of the batch (``client.ack``) and sends the error replies;
+6. tells each device, on ``reply/receipt``, the highest ``seq`` of its that is stored: at most
+   once a second per device while frames keep coming, and at once when the bridge is idle.
 
 A message is acknowledged only once what it carried is durable (or refused for good), so a crash
 loses nothing acknowledged: the broker keeps unacknowledged messages in the bridge's persistent
 session and delivers them again, and a frame that was already stored comes back as a duplicate
-(same sequence number, same bytes) and is acknowledged silently.
+(same sequence number, same bytes) and is acknowledged silently. The broker's PUBACK to a device
+only means the broker has the frame (and Mosquitto saves its queue periodically, not per message);
+the receipt is the node's own word that the frame is in LMDB, so a device that keeps frames until
+a receipt covers them loses nothing even if the broker itself crashes.
 
 Acknowledgements name a packet id of one connection: the worker acknowledges a message only on
 the connection that delivered it (a connection *generation*, moved under a lock by paho's
@@ -41,6 +46,7 @@ UNKNOWN_REFRESH_S = 1.0      # re-read the approved devices at most this often f
 RATE_REPLY_INTERVAL_S = 1.0  # at most one rate_limited reply a second per device
 MAX_PENDING = 20_000         # paho's thread waits (TCP back-pressure) beyond this many queued
 RETRY_S = 1.0                # a failed commit is retried after this long, never given up
+RECEIPT_INTERVAL_S = 1.0     # at most one receipt a second per device while frames keep coming
 
 
 class BridgeMetrics:
@@ -67,7 +73,7 @@ class _Batch:
     """The working state of one batch."""
 
     __slots__ = ("acks", "replies", "candidates", "accepted", "joins", "last", "duplicates",
-                 "rejected")
+                 "rejected", "stored")
 
     def __init__(self):
         self.acks = []        # (generation, mid, qos) of every message
@@ -78,6 +84,7 @@ class _Batch:
         self.last = {}        # device id -> last stored seq (read once per batch)
         self.duplicates = 0
         self.rejected = collections.Counter()
+        self.stored = {}      # device id -> highest seq known stored (for its receipt)
 
 
 class Bridge:
@@ -101,6 +108,8 @@ class Bridge:
         self._buckets = Buckets(rate_per_s, burst)
         self._provision_bucket = TokenBucket(PROVISION_RATE, PROVISION_BURST, time.monotonic())
         self._rate_replied = {}
+        self._unreceipted = {}   # device id -> highest stored seq not yet told to the device
+        self._receipted_at = {}  # device id -> monotonic time of its last receipt
         self._keys = {}
         self._keys_read_at = 0.0
         self._inbox = collections.deque()
@@ -230,6 +239,8 @@ class Bridge:
     def _run(self):
         while not self._stopping:
             batch = self._collect()
+            if not batch:
+                self._send_receipts(time.monotonic(), idle=True)
             while batch:
                 try:
                     self._process(batch)
@@ -301,7 +312,21 @@ class Bridge:
         for device_id, code, message, seq in b.replies:
             self._client.publish(topics.reply_topic(device_id, "error"),
                                  ingest.error_reply(code, message, seq), qos=1)
+        self._unreceipted.update(b.stored)
+        self._unreceipted.update((d, seq) for d, seq, _ in b.accepted)
+        self._send_receipts(time.monotonic(), idle=not self._inbox)
         self._account(b, time.perf_counter() - started)
+
+    def _send_receipts(self, now, idle):
+        """Publish ``{"seq": n}`` on each device's ``reply/receipt``: every frame of it up to
+        ``n`` is in LMDB. Idle: all that are owed; busy: only to devices not told for a second."""
+        for device_id, seq in list(self._unreceipted.items()):
+            if idle or now - self._receipted_at.get(device_id, -RECEIPT_INTERVAL_S) \
+                    >= RECEIPT_INTERVAL_S:
+                del self._unreceipted[device_id]
+                self._receipted_at[device_id] = now
+                self._client.publish(topics.reply_topic(device_id, "receipt"),
+                                     ingest.receipt_reply(seq), qos=1)
 
     def _store_frames(self, accepted):
         return lambda txn: self.registry.store_frames(txn, accepted)
@@ -347,6 +372,7 @@ class Bridge:
                    and frame.kind == KIND_CODES[kind])
         if matches and self._is_stored(txn, b, device_id, frame.seq, payload):
             b.duplicates += 1
+            b.stored[device_id] = b.last[device_id]
             return
         seq = frame.seq if frame is not None else None
         if not self._buckets.take(device_id, mono):
@@ -400,6 +426,7 @@ class Bridge:
                 if pending_raw.get((device_id, seq)) == raw or self._is_stored(
                         txn, b, device_id, seq, raw):
                     b.duplicates += 1
+                    b.stored.setdefault(device_id, b.last[device_id])
                 else:
                     self._reject(b, device_id, ingest.REPLAYED,
                                  f"seq {seq} is not above the last stored seq {last}", seq, mono)

@@ -75,3 +75,8 @@ def error_reply(code, message, seq=None):
     """The JSON body of an error reply."""
     return json.dumps({"code": code, "message": message, "seq": seq},
                       separators=(",", ":")).encode()
+
+
+def receipt_reply(seq):
+    """The JSON body of a receipt: every frame of the device up to ``seq`` is stored."""
+    return json.dumps({"seq": seq}, separators=(",", ":")).encode()

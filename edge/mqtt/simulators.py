@@ -170,6 +170,7 @@ class SimulatedDevice:
         self.log_disconnects = log_disconnects
         self.stopping = threading.Event()
         self.sent, self.first_seq, self.errors = 0, None, []
+        self.receipted = 0   # the highest seq the node said it has stored (reply/receipt)
         self.error = None
         self._refusals = 0
 
@@ -186,7 +187,8 @@ class SimulatedDevice:
     def summary(self):
         return {"name": self.name, "kind": self.kind, "id": self.id, "frames": self.sent,
                 "first_seq": self.first_seq, "last_seq": self.state.seq,
-                "errors": list(self.errors), "error": self.error}
+                "receipted_seq": self.receipted, "errors": list(self.errors),
+                "error": self.error}
 
     # -- the life of the device -----------------------------------------------------------------
 
@@ -357,7 +359,10 @@ class SimulatedDevice:
             doc = json.loads(msg.payload)
         except ValueError:
             doc = {"code": "?", "message": msg.payload[:80].decode(errors="replace")}
-        if msg.topic.endswith("/error"):
+        if msg.topic.endswith("/receipt"):
+            if isinstance(doc.get("seq"), int):
+                self.receipted = max(self.receipted, doc["seq"])
+        elif msg.topic.endswith("/error"):
             self.errors.append(doc)
             self.log(f"error {doc.get('code')}: {doc.get('message')} (seq {doc.get('seq')})")
         else:
@@ -419,11 +424,14 @@ class SimulatedDevice:
             self.log(f"seq {seq:<6} {kind:<5}  {describe(payload)}")
 
     def _drain(self, pending):
-        """Wait (bounded) until the broker acknowledged the last frames."""
+        """Wait (bounded) until the broker acknowledged the last frames and the node's receipt
+        covers them (the node has them in LMDB)."""
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
-        while any(not info.is_published() for info in pending):
+        while any(not info.is_published() for info in pending) \
+                or self.receipted < self.state.seq:
             if time.monotonic() > deadline:
-                self.log("the broker did not acknowledge the last frames in time")
+                self.log(f"no receipt for seq {self.state.seq} in time (the node confirmed "
+                         f"seq {self.receipted})")
                 return
             time.sleep(0.02)
 
