@@ -31,7 +31,7 @@ def run(smt, batches):
                                             nodes.records.get)
         nodes.apply(new_nodes)
         walks = [smt.walk(root, key, nodes.records.get) for key in keys]
-        steps.append((root, sorted(new_nodes), sorted(stale), walks))
+        steps.append((root, new_nodes, stale, walks))
     return steps
 
 

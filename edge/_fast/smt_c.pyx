@@ -8,6 +8,7 @@ storage callables stay Python (LMDB through py-lmdb).
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport uintptr_t
+from libc.stdlib cimport free, malloc, qsort
 from libc.string cimport memcmp, memcpy
 
 from edge._fast._sodium import symbol_address
@@ -30,6 +31,7 @@ cdef enum:
     C_LEAF = 2
     C_RECORD_INNER = 0
     C_RECORD_LEAF = 1
+    C_NODE_KEY = 40
 
 assert (C_KEY, C_MAX_VALUE) == (KEY_SIZE, MAX_VALUE)
 assert (C_EMPTY, C_INNER, C_LEAF) == (REF_EMPTY, REF_INNER, REF_LEAF)
@@ -176,10 +178,73 @@ def walk(root, key, get_node):
 
 def update(root, keys, values, version, get_node):
     """Apply ``values[i]`` (``None`` deletes) at the sorted, distinct ``keys[i]`` below ``root``
-    as ``version``. Returns ``(new root ref, new nodes as [(node_key, record)], node keys made
-    stale)``; nothing is written."""
+    as ``version``. Returns ``(new root ref, new nodes as [(node_key, record)], the node keys
+    made stale, sorted and concatenated)``; nothing is written. New nodes come in key order."""
     cdef _Update job = _Update(list(keys), list(values), version, get_node)
-    return job.subtree(root, 0, 0, len(keys)), job.new_nodes, job.stale
+    root = job.subtree(root, 0, 0, len(keys))
+    return root, _sorted_nodes(job.new_nodes), _sorted_join(job.stale)
+
+
+cdef struct _Keyed:
+    const char *key
+    Py_ssize_t index
+
+
+cdef int _compare_keyed(const void *a, const void *b) noexcept nogil:
+    return memcmp((<const _Keyed *>a).key, (<const _Keyed *>b).key, C_NODE_KEY)
+
+
+cdef list _sorted_nodes(list nodes):
+    """``sorted(nodes)`` for ``(40-byte node key, record)`` pairs with distinct keys."""
+    cdef Py_ssize_t n = len(nodes), i
+    cdef _Keyed *order
+    cdef bytes key
+    if n < 2:
+        return nodes
+    order = <_Keyed *>malloc(n * sizeof(_Keyed))
+    if order == NULL:
+        raise MemoryError()
+    try:
+        for i in range(n):
+            key = (<tuple>nodes[i])[0]
+            if PyBytes_GET_SIZE(key) != C_NODE_KEY:
+                raise ValueError("new node key is not 40 bytes")
+            order[i].key = PyBytes_AS_STRING(key)
+            order[i].index = i
+        qsort(order, n, sizeof(_Keyed), _compare_keyed)
+        return [nodes[order[i].index] for i in range(n)]
+    finally:
+        free(order)
+
+
+cdef int _compare_node_keys(const void *a, const void *b) noexcept nogil:
+    return memcmp((<const char **>a)[0], (<const char **>b)[0], C_NODE_KEY)
+
+
+cdef bytes _sorted_join(list node_keys):
+    """``b"".join(sorted(node_keys))`` for 40-byte keys: qsort over pointers, one copy."""
+    cdef Py_ssize_t n = len(node_keys), i
+    cdef const char **ptrs
+    cdef bytes out
+    cdef char *buf
+    if n == 0:
+        return b""
+    ptrs = <const char **>malloc(n * sizeof(char *))
+    if ptrs == NULL:
+        raise MemoryError()
+    try:
+        for i in range(n):
+            if PyBytes_GET_SIZE(node_keys[i]) != C_NODE_KEY:
+                raise ValueError("stale node key is not 40 bytes")
+            ptrs[i] = PyBytes_AS_STRING(node_keys[i])
+        qsort(ptrs, n, sizeof(char *), _compare_node_keys)
+        out = PyBytes_FromStringAndSize(NULL, n * C_NODE_KEY)
+        buf = PyBytes_AS_STRING(out)
+        for i in range(n):
+            memcpy(buf + i * C_NODE_KEY, ptrs[i], C_NODE_KEY)
+        return out
+    finally:
+        free(ptrs)
 
 
 cdef class _Update:

@@ -99,10 +99,11 @@ def walk(root, key, get_node):
 
 def update(root, keys, values, version, get_node):
     """Apply ``values[i]`` (``None`` deletes) at the sorted, distinct ``keys[i]`` below ``root``
-    as ``version``. Returns ``(new root ref, new nodes as [(node_key, record)], node keys made
-    stale)``; nothing is written."""
+    as ``version``. Returns ``(new root ref, new nodes as [(node_key, record)], the node keys
+    made stale, sorted and concatenated)``; nothing is written. New nodes come in key order."""
     job = _Update(keys, values, version, get_node)
-    return job.subtree(root, 0, 0, len(keys)), job.new_nodes, job.stale
+    root = job.subtree(root, 0, 0, len(keys))
+    return root, sorted(job.new_nodes), b"".join(sorted(job.stale))
 
 
 class _Update:
