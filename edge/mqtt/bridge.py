@@ -5,8 +5,10 @@ paho's network thread only queues what arrives. One worker thread takes the queu
 
 1. checks each message without touching its signature (size, topic, approved device, layout,
    duplicate, rate, timestamp, JSON payload);
-2. verifies every remaining signature in ONE ``edge._fast.verify_batch`` call;
-3. checks sequence numbers in arrival order, so a forged frame never moves a device's sequence;
+2. verifies every remaining signature in ONE batch (``edge._fast.start_verify``: on a native
+   thread, so the worker checks the next batch meanwhile; batches still finish in order);
+3. checks sequence numbers in arrival order, against what the previous batches committed, so a
+   forged frame never moves a device's sequence;
 4. commits the accepted frames in ONE synced LMDB write transaction;
 5. THEN acknowledges every message of the batch (``client.ack``) and sends the error replies;
 6. tells each device, on ``reply/receipt``, the highest ``seq`` of its that is stored: at most
@@ -73,7 +75,7 @@ class _Batch:
     """The working state of one batch."""
 
     __slots__ = ("acks", "replies", "candidates", "accepted", "joins", "last", "duplicates",
-                 "rejected", "stored")
+                 "rejected", "stored", "job", "checked", "mono", "started")
 
     def __init__(self):
         self.acks = []        # (generation, mid, qos) of every message
@@ -85,6 +87,16 @@ class _Batch:
         self.duplicates = 0
         self.rejected = collections.Counter()
         self.stored = {}      # device id -> highest seq known stored (for its receipt)
+        self.job = None       # the signature verification running for ``candidates``
+        self.checked = None   # (replies, rejected, duplicates, stored) after the checks
+        self.mono = self.started = 0.0
+
+    def restart_sequencing(self):
+        """Back to the state after the checks (a failed commit is sequenced again)."""
+        replies, rejected, duplicates, stored = self.checked
+        self.replies, self.rejected = list(replies), collections.Counter(rejected)
+        self.duplicates, self.stored = duplicates, dict(stored)
+        self.accepted, self.last = [], {}
 
 
 class Bridge:
@@ -108,7 +120,8 @@ class Bridge:
         self._buckets = Buckets(rate_per_s, burst)
         self._provision_bucket = TokenBucket(PROVISION_RATE, PROVISION_BURST, time.monotonic())
         self._rate_replied = {}
-        self._unreceipted = {}   # device id -> highest stored seq not yet told to the device
+        self._stored_seq = {}    # device id -> the highest seq of it known to be stored
+        self._owed = set()       # devices owed a receipt
         self._receipted_at = {}  # device id -> monotonic time of its last receipt
         self._keys = {}
         self._keys_read_at = 0.0
@@ -237,25 +250,41 @@ class Bridge:
     # -- the worker ----------------------------------------------------------------------------
 
     def _run(self):
+        """Check batch N+1 while batch N's signatures are verified; then finish N (sequence,
+        commit, acknowledge). On stop, the batch in hand is finished."""
+        in_hand = None
         while not self._stopping:
-            batch = self._collect()
-            if not batch:
+            messages = self._collect(idle=in_hand is None)
+            checked = self._check_batch(messages) if messages else None
+            if in_hand is not None and not self._finish_until_done(in_hand):
+                return
+            in_hand = checked
+            if in_hand is None:
                 self._send_receipts(time.monotonic(), idle=True)
-            while batch:
-                try:
-                    self._process(batch)
-                    break
-                except Exception:  # storage trouble: keep the batch (unacknowledged), retry
-                    with self._stats_lock:
-                        self._stats["commit_failures"] += 1
-                    self.log("mqtt bridge: batch failed, retrying:\n" + traceback.format_exc())
-                    time.sleep(RETRY_S)
-                    if self._stopping:
-                        return
+        if in_hand is not None:
+            self._finish_until_done(in_hand)
 
-    def _collect(self):
+    def _finish_until_done(self, b):
+        """Finish a batch, retrying storage trouble (the batch stays unacknowledged meanwhile);
+        False if the bridge stopped before it could."""
+        while True:
+            try:
+                self._finish(b)
+                return True
+            except Exception:
+                with self._stats_lock:
+                    self._stats["commit_failures"] += 1
+                self.log("mqtt bridge: batch failed, retrying:\n" + traceback.format_exc())
+                time.sleep(RETRY_S)
+                if self._stopping:
+                    return False
+
+    def _collect(self, idle=True):
+        """Up to ``batch_size`` queued messages, and what arrives within ``batch_ms`` of the
+        first. ``idle`` False (a batch is in hand, to be finished soon): wait at most
+        ``batch_ms`` in all, even for the first."""
         inbox, batch = self._inbox, []
-        deadline = None
+        deadline = None if idle else time.monotonic() + self.batch_s
         while len(batch) < self.batch_size:
             try:
                 batch.append(inbox.popleft())
@@ -278,11 +307,12 @@ class Bridge:
                 self._wake.wait(deadline - now)
         return batch
 
-    def _process(self, messages):
-        started = time.perf_counter()
+    def _check_batch(self, messages):
+        """Steps 1-2: check every message and start verifying the candidates' signatures."""
         b = _Batch()
+        b.started = time.perf_counter()
         now_ms = time.time_ns() // 1_000_000
-        mono = time.monotonic()
+        b.mono = mono = time.monotonic()
         with self.store.read() as txn:
             for item in messages:
                 b.acks.append(item[:3])
@@ -294,13 +324,24 @@ class Bridge:
                     if device is not None:
                         self._reject(b, device[0], ingest.MALFORMED,
                                      f"could not be checked ({type(exc).__name__})", None, mono)
-            if b.candidates:
-                ok = _fast.verify_batch([c[3] for c in b.candidates],
-                                        [frame_message(self.chain_id, c[2]) for c in b.candidates],
-                                        [c[1].signature for c in b.candidates])
-                self._sequence(b, ok, txn, mono)
+        if b.candidates:
+            b.job = _fast.start_verify([c[3] for c in b.candidates],
+                                       [frame_message(self.chain_id, c[2]) for c in b.candidates],
+                                       [c[1].signature for c in b.candidates])
+        b.checked = (list(b.replies), collections.Counter(b.rejected), b.duplicates,
+                     dict(b.stored))
+        return b
+
+    def _finish(self, b):
+        """Steps 3-6: sequence checks on fresh storage, commit, acknowledge, reply."""
+        b.restart_sequencing()
+        if b.job is not None:
+            verified = b.job.result()
+            with self.store.read() as txn:
+                self._sequence(b, verified, txn, b.mono)
         for device_id, payload in b.joins:
-            self._provision(device_id, payload, mono)
+            self._provision(device_id, payload, b.mono)
+        b.joins = []
         if b.accepted:
             self.store.write(self._store_frames(b.accepted))
             if self.on_commit is not None:
@@ -312,21 +353,30 @@ class Bridge:
         for device_id, code, message, seq in b.replies:
             self._client.publish(topics.reply_topic(device_id, "error"),
                                  ingest.error_reply(code, message, seq), qos=1)
-        self._unreceipted.update(b.stored)
-        self._unreceipted.update((d, seq) for d, seq, _ in b.accepted)
+        self._note_stored(b)
         self._send_receipts(time.monotonic(), idle=not self._inbox)
-        self._account(b, time.perf_counter() - started)
+        self._account(b, time.perf_counter() - b.started)
+
+    def _note_stored(self, b):
+        """Remember the highest stored seq of each device the batch touched (never lower)."""
+        known = self._stored_seq
+        for device_id, seq in b.stored.items():
+            known[device_id] = max(known.get(device_id, 0), seq)
+        for device_id, seq, _ in b.accepted:
+            known[device_id] = max(known.get(device_id, 0), seq)
+        self._owed.update(b.stored)
+        self._owed.update(d for d, _, _ in b.accepted)
 
     def _send_receipts(self, now, idle):
         """Publish ``{"seq": n}`` on each device's ``reply/receipt``: every frame of it up to
         ``n`` is in LMDB. Idle: all that are owed; busy: only to devices not told for a second."""
-        for device_id, seq in list(self._unreceipted.items()):
+        for device_id in list(self._owed):
             if idle or now - self._receipted_at.get(device_id, -RECEIPT_INTERVAL_S) \
                     >= RECEIPT_INTERVAL_S:
-                del self._unreceipted[device_id]
+                self._owed.discard(device_id)
                 self._receipted_at[device_id] = now
                 self._client.publish(topics.reply_topic(device_id, "receipt"),
-                                     ingest.receipt_reply(seq), qos=1)
+                                     ingest.receipt_reply(self._stored_seq[device_id]), qos=1)
 
     def _store_frames(self, accepted):
         return lambda txn: self.registry.store_frames(txn, accepted)
