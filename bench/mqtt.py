@@ -169,7 +169,7 @@ def measure_raw(port, password, messages, size):
     return count[0] / elapsed, count[0]
 
 
-def setup_devices(world_dir, broker, registry, n):
+def setup_devices(broker, registry, n):
     devices, users = [], {}
     for _ in range(n):
         key = SigningKey.generate()
@@ -306,7 +306,7 @@ def run(args):
         registry = DeviceRegistry(store)
         broker = Broker(os.path.join(directory, "mqtt"), "127.0.0.1", port, password,
                         secrets.token_urlsafe(16))
-        devices = setup_devices(directory, broker, registry, args.devices)
+        devices = setup_devices(broker, registry, args.devices)
         broker.start()
         try:
             frame_size = len(sign_frame(SigningKey.generate(), CHAIN_ID, b"\0" * 8, "meter", 10**6,

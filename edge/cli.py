@@ -162,7 +162,7 @@ def _start_simulators(config, args):
         print(f"simulators: off: {config.home} runs no MQTT broker; set [mqtt] port in "
               "config.toml (smartshare init --devnet --mqtt-port PORT does it)", flush=True)
         return None
-    from edge.mqtt.simulators import NodeSimulators
+    from edge.mqtt.sim_fleet import NodeSimulators
     from edge.node import print_line
     kinds = KINDS if args.simulate == "all" else (args.simulate,)
     simulators = NodeSimulators(config, kinds, args.simulate_interval,

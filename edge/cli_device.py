@@ -76,7 +76,7 @@ def cmd_revoke(args):
 
 
 def cmd_simulate(args):
-    from edge.mqtt import simulators  # paho and zeroconf only for this command
+    from edge.mqtt import sim_fleet, simulators  # paho and zeroconf only for this command
     if args.count < 1 or args.interval <= 0 or (args.frames is not None and args.frames < 1):
         raise CliError("--count and --frames must be at least 1, --interval above 0", "bad_usage")
     log = _printer(sys.stderr if args.json else sys.stdout)
@@ -91,10 +91,10 @@ def cmd_simulate(args):
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())   # like Ctrl-C: stop, then report
     try:
-        results = simulators.run_simulators(
-            simulators.device_plan(kinds, args.count), state_dir, gateway, stop=stop,
+        results = sim_fleet.run_simulators(
+            sim_fleet.device_plan(kinds, args.count), state_dir, gateway, stop=stop,
             interval=args.interval, frames=args.frames, log=log,
-            approve=simulators.api_approver(client, log) if client else None)
+            approve=sim_fleet.api_approver(client, log) if client else None)
     except simulators.SimulatorError as exc:
         raise CliError(str(exc), "simulator") from None
     failed = [r for r in results if r["error"]]

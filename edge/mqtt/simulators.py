@@ -8,9 +8,10 @@ mode 0600): its key, its MQTT credentials once approved, its last ``seq`` and it
 restarted (even killed) simulator always goes on above every ``seq`` the gateway may have stored.
 
     gateway = discover(chain_id, timeout=5)                      # or Gateway(host, port, prov)
-    result = run_simulators({"weather": 1}, state_dir, gateway, approve=api_approver(client))
+    summary = SimulatedDevice("weather", folder, gateway, frames=10).run()
 
-``NodeSimulators`` runs one device per kind inside ``smartshare node run --simulate``.
+Running several devices, approving them through a node's API and ``node run --simulate`` are in
+``edge/mqtt/sim_fleet.py``.
 """
 
 import fcntl
@@ -25,7 +26,6 @@ from typing import NamedTuple
 import paho.mqtt.client as mqtt
 from nacl.signing import SigningKey
 
-from edge.client import ApiClient, ApiError
 from edge.discovery import find_gateway
 from edge.mqtt import sim_kinds
 from edge.mqtt.broker import PROVISION_USER
@@ -38,9 +38,6 @@ STATE_FILE = "device.json"
 CONNECT_TIMEOUT_S = 15.0
 REFUSALS_BEFORE_REJOIN = 3     # refused logins as itself before the device onboards again
 DRAIN_TIMEOUT_S = 15.0         # --frames: wait this long for the broker to take the last frames
-APPROVE_TIMEOUT_S = 30.0       # --approve: wait this long for the node to list the join request
-DEVICES_TIMEOUT_S = 60.0       # node run --simulate: wait this long for the node's devices
-NODE_STATE_DIR = "simulators/node"   # node run --simulate's devices, under the home
 JOIN_REPEAT_S = 30.0           # repeat an unanswered join request this often
 RESUBSCRIBE_S = 5.0            # and fetch the retained credentials again this often
 
@@ -155,7 +152,7 @@ def describe(payload, limit=110):
 class SimulatedDevice:
     """One simulated device: onboards (once), then sends a hello and one frame per ``interval``
     until ``stop()`` (or ``frames`` frames). ``approve(device_id_hex, stop_event)``, when given,
-    is called after the join request (e.g. ``api_approver``); ``on_frame(device, seq, kind,
+    is called after the join request (e.g. ``sim_fleet.api_approver``); ``on_frame(device, seq, kind,
     payload)`` sees every frame sent; ``log(line)`` every event."""
 
     def __init__(self, kind, folder, gateway, *, name=None, interval=1.0, frames=None,
@@ -434,168 +431,3 @@ class SimulatedDevice:
                          f"seq {self.receipted})")
                 return
             time.sleep(0.02)
-
-
-def api_approver(client, log=None, timeout=APPROVE_TIMEOUT_S):
-    """An ``approve`` callback that approves a device through the node's API as soon as its join
-    request is listed. A device the owner revoked is left alone."""
-
-    def approve(device_id, stopping):
-        deadline = time.monotonic() + timeout
-        while not stopping.is_set():
-            try:
-                record = client.get(f"/v1/devices/{device_id}")
-            except ApiError as exc:
-                if exc.code != "not_found":
-                    raise SimulatorError(f"cannot approve {device_id}: {exc}") from None
-                record = None
-            if record is not None and record["status"] == "pending":
-                _approve(client, device_id)
-                if log is not None:
-                    log(f"approved {device_id} through {client.base_url}")
-                return
-            if record is not None:   # approved already, or revoked by the owner
-                if record["status"] == "revoked" and log is not None:
-                    log(f"{device_id} was revoked by the owner: not approving it again "
-                        f"(smartshare device approve {device_id} lets it back)")
-                return
-            if time.monotonic() > deadline:
-                raise SimulatorError(f"the node did not list the join request of {device_id} "
-                                     f"within {timeout:g} s; is the gateway the node at "
-                                     f"{client.base_url}?")
-            stopping.wait(0.1)
-
-    return approve
-
-
-def _approve(client, device_id):
-    try:
-        client.post(f"/v1/devices/{device_id}/approve", {})
-    except ApiError as exc:   # someone else may have approved it meanwhile: that is fine
-        if client.get(f"/v1/devices/{device_id}")["status"] != "approved":
-            raise SimulatorError(f"cannot approve {device_id}: {exc}") from None
-
-
-def device_plan(kinds, count):
-    """``[(kind, name)]``: ``count`` devices of each kind, named ``<kind>-<n>``."""
-    return [(kind, f"{kind}-{n}") for kind in kinds for n in range(1, count + 1)]
-
-
-def run_simulators(plan, state_dir, gateway, *, stop=None, **options):
-    """Run the devices of ``plan`` (see ``device_plan``), each in its own thread, until ``stop``
-    (an Event) is set, Ctrl-C is pressed, or each has sent its ``frames``; returns their
-    summaries. ``options`` go to every ``SimulatedDevice`` (interval, frames, approve, log...)."""
-    stop = stop or threading.Event()
-    devices = []
-    try:
-        for kind, name in plan:
-            devices.append(SimulatedDevice(kind, os.path.join(state_dir, name), gateway,
-                                           name=name, **options))
-    except BaseException:
-        for device in devices:
-            device.state.close()
-        raise
-    results = [None] * len(devices)
-
-    def body(i):
-        results[i] = devices[i].run()
-
-    threads = [threading.Thread(target=body, args=(i,), name=f"sim-{d.name}", daemon=True)
-               for i, d in enumerate(devices)]
-    for thread in threads:
-        thread.start()
-    try:
-        while any(t.is_alive() for t in threads):
-            if stop.wait(0.2):
-                break
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for device in devices:
-            device.stop()
-        for thread in threads:
-            thread.join()
-    return results
-
-
-class NodeSimulators:
-    """``smartshare node run --simulate``: the node's own broker gets one simulated device per
-    kind (state in ``<home>/simulators/node``, apart from ``device simulate``'s), approved
-    through the node's API, started in a background thread once the node's devices are up. The
-    log gets one line per batch of frames (every ``summary_s``; by default five intervals, kept
-    within 1..30 s)."""
-
-    def __init__(self, config, kinds, interval=2.0, log=print, summary_s=None):
-        self.config, self.kinds, self.interval = config, list(kinds), interval
-        self._log = log
-        self.summary_s = summary_s or min(30.0, max(1.0, 5 * interval))
-        self.stopping = threading.Event()
-        self._thread = None
-        self._lock = threading.Lock()
-        self._batch = {}
-
-    def log(self, text):
-        self._log(f"simulators: {text}")
-
-    def start(self):
-        self._thread = threading.Thread(target=self._run, name="simulators", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout=20.0):
-        self.stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _run(self):
-        try:
-            client = ApiClient(self.config.api_url, timeout=5.0)
-            chain_id = self._wait_for_devices(client)
-            if chain_id is None:
-                return
-            host = self.config.mqtt_host
-            gateway = Gateway("127.0.0.1" if host in ("", "0.0.0.0", "::") else host,
-                              self.config.mqtt_port, self.config.mqtt_provision_password,
-                              chain_id, "this node")
-            reporter = threading.Thread(target=self._report, name="simulators-log", daemon=True)
-            reporter.start()
-            results = run_simulators(device_plan(self.kinds, 1),
-                                     self.config.path(NODE_STATE_DIR), gateway,
-                                     interval=self.interval,
-                                     approve=api_approver(client, self.log), log=self.log,
-                                     on_frame=self._on_frame, log_disconnects=False,
-                                     stop=self.stopping)
-            failed = [r for r in results if r["error"]]
-            self.log(f"stopped {len(results)} device(s)"
-                     + (f", {len(failed)} failed: {failed[0]['error']}" if failed else ""))
-        except Exception as exc:  # noqa: BLE001 - never take the node down
-            self.log(f"stopped: {type(exc).__name__}: {exc}")
-
-    def _wait_for_devices(self, client, timeout=DEVICES_TIMEOUT_S):
-        """The chain id once the node's API answers with its devices (the API comes up before
-        the broker); None when stopping or on time."""
-        deadline = time.monotonic() + timeout
-        while not self.stopping.is_set():
-            try:
-                client.get("/v1/devices")
-                return client.get("/v1/status")["chain_id"]
-            except ApiError:
-                if time.monotonic() > deadline:
-                    self.log(f"off: the node's devices did not come up within {timeout:g} s")
-                    return None
-            self.stopping.wait(0.2)
-        return None
-
-    def _on_frame(self, device, seq, kind, payload):
-        with self._lock:
-            count, _ = self._batch.get(device.name, (0, None))
-            what = payload.get("event") if kind == "event" else kind
-            self._batch[device.name] = (count + 1, f"seq {seq} {what}")
-
-    def _report(self):
-        while not self.stopping.wait(self.summary_s):
-            with self._lock:
-                batch, self._batch = self._batch, {}
-            if batch:
-                total = sum(count for count, _ in batch.values())
-                self.log(f"{total} frame(s) in {self.summary_s:g} s: " + ", ".join(
-                    f"{name} {last}" for name, (_, last) in sorted(batch.items())))
