@@ -23,7 +23,7 @@ from nacl.signing import SigningKey  # noqa: E402
 from contracts.system import system_contract  # noqa: E402
 from contracts.testkit import Harness, addr  # noqa: E402
 from contracts.vm import VM  # noqa: E402
-from contracts.vouchers import sign_voucher, verify_voucher  # noqa: E402
+from contracts.vouchers import Voucher, sign_voucher, verify_voucher  # noqa: E402
 
 COIN, PC, C = addr("coin"), addr("channels"), addr("trivial")
 ISSUER, SELLER, BUYER = addr("issuer"), addr("seller"), addr("buyer")
@@ -82,8 +82,9 @@ def overhead(vm, n):
 def vouchers(n):
     key = SigningKey.generate()
     pub, cid = bytes(key.verify_key), b"c" * 32
-    signed = [(a, a, sign_voucher(key, "devnet", cid, a, a)) for a in range(1, n + 1)]
-    verify = rate(lambda i: verify_voucher(pub, "devnet", cid, *signed[i]), n)
+    signed = [(v, sign_voucher(key, v)) for v in
+              (Voucher("devnet", PC, SELLER, cid, a, a) for a in range(1, n + 1))]
+    verify = rate(lambda i: verify_voucher(pub, *signed[i]), n)
     raw = [key.sign(b"m" * 32) for _ in range(n)]
     vk = key.verify_key
     raw_rate = rate(lambda i: vk.verify(raw[i]), n)
@@ -98,7 +99,8 @@ def redeem_rate(vm, n):
     result = h.call(PC, "open", b"chan", SELLER, bytes(key.verify_key), 10**9, caller=BUYER,
                     value=10**11)
     assert result.ok, result.error
-    signed = [sign_voucher(key, h.chain_id, b"chan", a, a) for a in range(1, 3 * n + 1)]
+    signed = [sign_voucher(key, Voucher(h.chain_id, PC, SELLER, b"chan", a, a))
+              for a in range(1, 3 * n + 1)]
     counter = iter(range(1, 3 * n + 1))
 
     def one(i):
@@ -107,7 +109,7 @@ def redeem_rate(vm, n):
         assert res.ok, res.error
     per_s = rate(one, n)
     last = 10**6
-    sig = sign_voucher(key, h.chain_id, b"chan", last, last)
+    sig = sign_voucher(key, Voucher(h.chain_id, PC, SELLER, b"chan", last, last))
     return per_s, h.call(PC, "redeem", b"chan", last, last, sig, caller=SELLER).gas_used
 
 

@@ -116,7 +116,8 @@ def publisher_main(spec_path):
         device_id = device_id_of(bytes(key.verify_key))
         topics.append(device_topic(device_id, "meter"))
         frames.append([sign_frame(key, CHAIN_ID, device_id, "meter", seq, int(time.time() * 1000),
-                                  {"bytes": seq * 1500, "clients": seq % 7})
+                                  {"session": 1, "bytes": seq * 1500,
+                                   "clients": seq % 7})
                        for seq in range(first, first + n)])
     fleet = Fleet(port, spec["devices"])
     print("ready", flush=True)

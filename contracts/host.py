@@ -233,8 +233,9 @@ class Session:
     def _hash(self, f, data, *_):
         return _fast.tagged_hash(TAG_CONTRACT, data)
 
-    def _voucher(self, f, channel_id, amount, nonce, *_):
-        return voucher_message(self.ctx.chain_id, channel_id, amount, nonce)
+    def _voucher(self, f, channel_id, payee, amount, nonce):
+        # Bound to the chain and to the calling contract itself (docs §14.6).
+        return voucher_message(self.ctx.chain_id, f.contract, payee, channel_id, amount, nonce)
 
     def _decode(self, f, data, *_):
         try:

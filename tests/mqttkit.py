@@ -147,7 +147,7 @@ class MqttWorld:
 
     # -- devices ---------------------------------------------------------------------------------
 
-    def add_device(self, kind="purifier", approve=True):
+    def add_device(self, kind="sensor", approve=True):
         """A device whose join request is recorded (and approved, with a password)."""
         device = TestDevice(self, kind)
         self.registry.request(device.pubkey, {"kind": kind, "model": "test"})
@@ -170,7 +170,7 @@ class MqttWorld:
         for bridge in self.bridges:
             bridge.refresh_devices()
 
-    def add_devices(self, n, kind="router"):
+    def add_devices(self, n, kind="sensor"):
         """``n`` approved devices with one password-file rewrite and one reload."""
         fresh = {}
         for _ in range(n):

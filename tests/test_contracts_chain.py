@@ -123,7 +123,7 @@ def test_payment_channel_life_cycle_on_chain(chain):
     from nacl.signing import SigningKey
 
     from contracts.system import system_contract
-    from contracts.vouchers import sign_voucher
+    from contracts.vouchers import Voucher, sign_voucher
     buyer, seller = chain.keys[:2]
     buyer_signing = SigningKey(bytes([1]) * 32)  # chainkit's seed for keys[0]
     assert bytes(buyer_signing.verify_key) == buyer.pubkey
@@ -135,8 +135,9 @@ def test_payment_channel_life_cycle_on_chain(chain):
                       [b"parking-42", seller.address, buyer.pubkey, expiry], value=deposit)
     assert receipt.status == 0, receipt.error
     buyer_before, seller_before = chain.account(buyer).balance, chain.account(seller).balance
-    vouchers = [(n * 3_000_000, n, sign_voucher(buyer_signing, "ss-test", b"parking-42",
-                                                n * 3_000_000, n)) for n in range(1, 1001)]
+    vouchers = [(n * 3_000_000, n, sign_voucher(buyer_signing, Voucher(
+        "ss-test", channels, seller.address, b"parking-42", n * 3_000_000, n)))
+        for n in range(1, 1001)]
     fees = 0
     for amount, nonce, signature in (vouchers[299], vouchers[599], vouchers[899]):
         tx, receipt = call(chain, seller, channels, "redeem",

@@ -6,11 +6,13 @@ from nacl.signing import SigningKey
 from contracts.system import system_contract
 from contracts.testkit import Harness, addr, events_of
 from contracts.values import decode_value
-from contracts.vouchers import sign_voucher, verify_voucher, voucher_message
+from contracts.vouchers import Voucher, sign_voucher, verify_voucher, voucher_message
 
-COIN, COIN2, PC = addr("coin"), addr("coin2"), addr("channels")
+COIN, COIN2, PC, PC2 = addr("coin"), addr("coin2"), addr("channels"), addr("channels2")
 ISSUER, BOB, CAROL, SELLER = addr("issuer"), addr("bob"), addr("carol"), addr("seller")
 BUYER = addr("buyer")
+VOUCHER_DIGEST = "b7c223d5b1a6ad462f040573a67b6b04e11ab5ed6011232d68a671cfbc466c17"
+VOUCHER_MESSAGE = "c80e21291912efa27e3f7b2b0401e650453a8cca267458dc1da6a8a570129e01"
 
 
 @pytest.fixture
@@ -140,9 +142,11 @@ def channels():
     return h
 
 
-def _open(h, key, deposit=1000, expiry=100, channel_id=None):
-    result = h.call(PC, "open", channel_id, SELLER, bytes(key.verify_key), expiry,
-                    caller=BUYER, value=deposit)
+def _open(h, key, deposit=1000, expiry=100, channel_id=None, dispute_ms=None):
+    args = [channel_id, SELLER, bytes(key.verify_key), expiry]
+    if dispute_ms is not None:
+        args += [None, None, dispute_ms]
+    result = h.call(PC, "open", *args, caller=BUYER, value=deposit)
     assert result.ok, result.error
     return h.value(PC, "channel", _id(result)), _id(result)
 
@@ -151,14 +155,19 @@ def _id(result):
     return decode_value(result.return_value)
 
 
+def _sign(h, key, cid, amount, nonce, contract=PC, payee=SELLER, chain_id=None):
+    return sign_voucher(key, Voucher(chain_id or h.chain_id, contract, payee, cid, amount, nonce))
+
+
 def test_channel_lifecycle_with_1000_vouchers(channels):
     h, key = channels, SigningKey.generate()
     record, cid = _open(h, key, deposit=5000)
     assert len(cid) == 32 and record["deposit"] == 5000 and record["buyer"] == BUYER
+    assert record["dispute"] == 3_600_000 and "closing" not in record
     price = 3
-    vouchers = [(n * price, n, sign_voucher(key, h.chain_id, cid, n * price, n))
-                for n in range(1, 1001)]
-    assert all(verify_voucher(bytes(key.verify_key), h.chain_id, cid, a, n, s)
+    vouchers = [(n * price, n, _sign(h, key, cid, n * price, n)) for n in range(1, 1001)]
+    assert all(verify_voucher(bytes(key.verify_key),
+                              Voucher(h.chain_id, PC, SELLER, cid, a, n), s)
                for a, n, s in vouchers[:5])
     paid = 0
     for index in (249, 599, 899):
@@ -182,27 +191,48 @@ def test_channel_lifecycle_with_1000_vouchers(channels):
 def test_bad_vouchers_refused(channels):
     h, key = channels, SigningKey.generate()
     _, cid = _open(h, key)
-    good = sign_voucher(key, h.chain_id, cid, 100, 5)
+    good = _sign(h, key, cid, 100, 5)
     assert h.value(PC, "redeem", cid, 100, 5, good, caller=SELLER) == 100
     other = SigningKey.generate()
     cases = [
         ((cid, 100, 5, good), "voucher amount must increase"),              # replay
-        ((cid, 90, 6, sign_voucher(key, h.chain_id, cid, 90, 6)), "voucher amount must increase"),
-        ((cid, 150, 5, sign_voucher(key, h.chain_id, cid, 150, 5)), "voucher nonce must increase"),
-        ((cid, 150, 6, sign_voucher(other, h.chain_id, cid, 150, 6)), "bad voucher signature"),
-        ((cid, 150, 6, sign_voucher(key, "otherchain", cid, 150, 6)), "bad voucher signature"),
-        ((cid, 150, 6, sign_voucher(key, h.chain_id, b"x" * 32, 150, 6)), "bad voucher signature"),
+        ((cid, 90, 6, _sign(h, key, cid, 90, 6)), "voucher amount must increase"),
+        ((cid, 150, 5, _sign(h, key, cid, 150, 5)), "voucher nonce must increase"),
+        ((cid, 150, 6, _sign(h, other, cid, 150, 6)), "bad voucher signature"),
+        ((cid, 150, 6, _sign(h, key, cid, 150, 6, chain_id="otherchain")),
+         "bad voucher signature"),
+        ((cid, 150, 6, _sign(h, key, b"x" * 32, 150, 6)), "bad voucher signature"),
+        ((cid, 150, 6, _sign(h, key, cid, 150, 6, payee=CAROL)), "bad voucher signature"),
+        ((cid, 150, 6, _sign(h, key, cid, 150, 6, contract=COIN)), "bad voucher signature"),
         ((cid, 150, 6, good), "bad voucher signature"),                      # wrong message
         ((cid, 150, 6, b"\x00" * 64), "bad voucher signature"),
-        ((cid, 1001, 6, sign_voucher(key, h.chain_id, cid, 1001, 6)), "voucher exceeds deposit"),
+        ((cid, 1001, 6, _sign(h, key, cid, 1001, 6)), "voucher exceeds deposit"),
         ((b"nope", 150, 6, good), "no such channel"),
     ]
     for args, message in cases:
         assert failure(h.call(PC, "redeem", *args, caller=SELLER)) == ("runtime_error",
                                                                         message), message
-    assert failure(h.call(PC, "redeem", cid, 150, 6, sign_voucher(key, h.chain_id, cid, 150, 6),
+    assert failure(h.call(PC, "redeem", cid, 150, 6, _sign(h, key, cid, 150, 6),
                           caller=BUYER)) == ("runtime_error", "not the seller")
     assert h.state.balance(SELLER) == 100 and h.value(PC, "channel", cid)["paid"] == 100
+
+
+def test_voucher_of_one_deployment_is_refused_by_another(channels):
+    """Two deployments of the contract, the same channel id, buyer and seller: a voucher
+    signed for one is worthless on the other (the binding to the contract address)."""
+    h, key = channels, SigningKey.generate()
+    assert h.deploy(PC2, system_contract("payment_channel")).ok
+    _open(h, key, channel_id=b"same")
+    result = h.call(PC2, "open", b"same", SELLER, bytes(key.verify_key), 100, caller=BUYER,
+                    value=1000)
+    assert result.ok, result.error
+    sig = _sign(h, key, b"same", 400, 1)
+    assert h.value(PC, "redeem", b"same", 400, 1, sig, caller=SELLER) == 400
+    assert failure(h.call(PC2, "redeem", b"same", 400, 1, sig, caller=SELLER)) == (
+        "runtime_error", "bad voucher signature")
+    assert failure(h.call(PC2, "close", b"same", 400, 1, sig, caller=SELLER)) == (
+        "runtime_error", "bad voucher signature")
+    assert h.state.balance(SELLER) == 400 and h.state.balance(PC2) == 1000
 
 
 def test_open_refusals(channels):
@@ -214,6 +244,9 @@ def test_open_refusals(channels):
         ((None, b"short", pub, 100), 5, "bad seller address"),
         ((None, SELLER, b"k" * 31, 100), 5, "bad buyer public key"),
         ((None, SELLER, pub, 100, BOB, 5), 5, "send either SSP or tokens, not both"),
+        ((None, SELLER, pub, 100, None, None, 0), 5, "bad dispute window"),
+        ((None, SELLER, pub, 100, None, None, 7 * 86_400_000 + 1), 5, "bad dispute window"),
+        ((None, SELLER, pub, 100, None, None, b"1"), 5, "bad dispute window"),
     ]
     for args, value, message in cases:
         assert failure(h.call(PC, "open", *args, caller=BUYER, value=value)) == (
@@ -227,7 +260,7 @@ def test_open_refusals(channels):
 def test_refund_after_expiry(channels):
     h, key = channels, SigningKey.generate()
     _, cid = _open(h, key, deposit=800, expiry=20)
-    h.value(PC, "redeem", cid, 300, 1, sign_voucher(key, h.chain_id, cid, 300, 1), caller=SELLER)
+    h.value(PC, "redeem", cid, 300, 1, _sign(h, key, cid, 300, 1), caller=SELLER)
     assert failure(h.call(PC, "refund", cid, caller=BUYER)) == ("runtime_error",
                                                                 "channel has not expired")
     h.height = 20
@@ -240,6 +273,32 @@ def test_refund_after_expiry(channels):
         10_000 - 800 + 500, 300, 0)
     assert failure(h.call(PC, "refund", cid, caller=BUYER)) == ("runtime_error",
                                                                 "channel is closed")
+
+
+def test_buyer_close_gives_the_seller_its_dispute_window(channels):
+    """The buyer asks to close; within the window the seller submits its best voucher; after
+    it, a buyer whose seller stayed silent takes back what was not redeemed."""
+    h, key = channels, SigningKey.generate()
+    _, cid = _open(h, key, deposit=900, dispute_ms=60_000)
+    _, quiet = _open(h, key, deposit=700, dispute_ms=60_000)
+    assert failure(h.call(PC, "request_close", cid, caller=SELLER)) == ("runtime_error",
+                                                                        "not the buyer")
+    result = h.call(PC, "request_close", cid, caller=BUYER)
+    assert result.ok and _id(result) == h.time_ms + 60_000
+    assert events_of(result) == [("closing", {"id": cid, "at": h.time_ms + 60_000})]
+    assert h.value(PC, "channel", cid)["closing"] == h.time_ms + 60_000
+    assert failure(h.call(PC, "request_close", cid, caller=BUYER)) == (
+        "runtime_error", "close already requested")
+    assert failure(h.call(PC, "refund", cid, caller=BUYER)) == ("runtime_error",
+                                                                "dispute window is not over")
+    h.time_ms += 59_999
+    assert h.value(PC, "close", cid, 250, 3, _sign(h, key, cid, 250, 3), caller=SELLER) == {
+        "paid": 250, "refunded": 650}
+    h.value(PC, "request_close", quiet, caller=BUYER)
+    h.time_ms += 60_000
+    assert h.value(PC, "refund", quiet, caller=BUYER) == 700
+    assert (h.state.balance(BUYER), h.state.balance(SELLER), h.state.balance(PC)) == (
+        10_000 - 250, 250, 0)
 
 
 def test_close_without_voucher_and_seller_only(channels):
@@ -260,8 +319,7 @@ def test_token_deposit_channel(channels):
     names = [name for name, _ in events_of(result)]
     assert names == ["transfer", "open"]                          # the token's event, then ours
     assert h.value(COIN, "balance_of", PC) == 1200
-    h.value(PC, "redeem", b"tok", 700, 1, sign_voucher(key, h.chain_id, b"tok", 700, 1),
-            caller=SELLER)
+    h.value(PC, "redeem", b"tok", 700, 1, _sign(h, key, b"tok", 700, 1), caller=SELLER)
     assert h.value(PC, "close", b"tok", caller=SELLER) == {"paid": 0, "refunded": 500}
     balances = [h.value(COIN, "balance_of", a) for a in (BUYER, SELLER, PC)]
     assert balances == [5000 - 1200 + 500, 700, 0]
@@ -272,11 +330,27 @@ def test_token_deposit_channel(channels):
 
 def test_voucher_helpers():
     key = SigningKey.generate()
-    message = voucher_message("devnet", b"c", 1, 2)
-    assert len(message) == 32 and message != voucher_message("devnet2", b"c", 1, 2)
-    sig = sign_voucher(key, "devnet", b"c", 1, 2)
-    assert verify_voucher(bytes(key.verify_key), "devnet", b"c", 1, 2, sig)
-    assert not verify_voucher(bytes(key.verify_key), "devnet", b"c", 1, 3, sig)
-    for bad in ((b"", 1, 2), (b"c", -1, 2), (b"c", 1, 2**64)):
+    v = Voucher("devnet", PC, SELLER, b"c", 1, 2)
+    message = v.message()
+    assert len(message) == 32 and message == voucher_message("devnet", PC, SELLER, b"c", 1, 2)
+    for changed in (v._replace(chain_id="devnet2"), v._replace(contract=PC2),
+                    v._replace(payee=CAROL), v._replace(channel_id=b"d"),
+                    v._replace(amount=2), v._replace(nonce=3)):
+        assert changed.message() != message
+    # The channel id is length-prefixed: moving bytes between fields never collides.
+    assert Voucher("devnet", PC, SELLER, b"c" * 2, 1, 2).message() != message
+    sig = sign_voucher(key, v)
+    assert verify_voucher(bytes(key.verify_key), v, sig)
+    assert not verify_voucher(bytes(key.verify_key), v._replace(nonce=3), sig)
+    assert not verify_voucher(b"\x00" * 31, v, sig)
+    for bad in (dict(channel_id=b""), dict(channel_id=b"c" * 65), dict(amount=-1),
+                dict(nonce=2**64), dict(contract=b"short"), dict(payee=None), dict(amount=True)):
         with pytest.raises(ValueError):
-            voucher_message("devnet", *bad)
+            v._replace(**bad).message()
+
+
+def test_voucher_golden_vector():
+    """The digest of a fixed voucher, pinned (docs/protocol.md §14.6)."""
+    v = Voucher("ss-devnet", bytes(range(20)), bytes(range(20, 40)), b"chan-1", 1234, 7)
+    assert v.digest().hex() == VOUCHER_DIGEST
+    assert v.message().hex() == VOUCHER_MESSAGE

@@ -158,7 +158,7 @@ function get(k) return chain.storage.get(k) end
 function del(k) chain.storage.delete(k) end
 function hash(d) return chain.hash(d) end
 function verify(p, m, s) return chain.verify_ed25519(p, m, s) end
-function voucher(id, a, n) return chain.voucher_message(id, a, n) end
+function voucher(id, p, a, n) return chain.voucher_message(id, p, a, n) end
 function bal(a) return chain.balance(a) end
 function pay(to, n) chain.transfer(to, n) end
 function emit(n, d) chain.emit(n, d) end
@@ -200,7 +200,9 @@ def test_hash_verify_and_voucher_helpers(api):
     assert api.value(C, "verify", bytes(sk.verify_key), b"msG", sig) is False
     assert api.value(C, "verify", b"\x00" * 32, b"msg", sig) is False
     assert api.call(C, "verify", b"\x00" * 31, b"msg", sig).error_code == "bad_value"
-    assert api.value(C, "voucher", b"chan", 5, 6) == voucher_message("devnet", b"chan", 5, 6)
+    assert api.value(C, "voucher", b"chan", ALICE, 5, 6) == voucher_message(
+        "devnet", C, ALICE, b"chan", 5, 6)
+    assert api.call(C, "voucher", b"chan", b"short", 5, 6).error_code == "bad_value"
 
 
 def test_balance_transfer_and_events(api):

@@ -86,16 +86,17 @@ def test_onboard_publish_revoke(node_factory):
     own.subscribe(reply_topic(device.id, "#"), qos=1)
     for seq in (1, 2, 3):
         frame = sign_frame(device.key, chain_id, device.id, "meter", seq,
-                           time.time_ns() // 1_000_000, {"minutes": seq * 15})
+                           time.time_ns() // 1_000_000, {"session": 1, "minutes": seq * 15})
         own.publish(device_topic(device.id, "meter"), frame, qos=1).wait_for_publish(10)
     stored = wait_for("3 stored frames", lambda: (
         lambda d: d["frames"] if len(d["frames"]) == 3 else None)(
             home.client().get(f"/v1/devices/{device.id.hex()}")))
     assert [f["seq"] for f in stored] == [3, 2, 1]
-    assert [(f["kind"], f["payload"]) for f in stored] == [("meter", {"minutes": m})
-                                                           for m in (45, 30, 15)]
+    assert [(f["kind"], f["payload"]) for f in stored] == [
+        ("meter", {"session": 1, "minutes": m}) for m in (45, 30, 15)]
 
-    forged = sign_frame(SigningKey.generate(), chain_id, device.id, "meter", 4, 1, {"x": 1})
+    forged = sign_frame(SigningKey.generate(), chain_id, device.id, "meter", 4,
+                        time.time_ns() // 1_000_000, {"session": 1, "minutes": 99})
     own.publish(device_topic(device.id, "meter"), forged, qos=1)
     error = wait_for("an error reply", lambda: [json.loads(p) for t, p in device.messages
                                                 if t == reply_topic(device.id, "error")])

@@ -200,7 +200,7 @@ def test_unknown_device_gets_an_error(world):
 
 
 def test_a_flooding_device_does_not_starve_the_others(world):
-    flooder, *others = world.add_devices(4, kind="router")
+    flooder, *others = world.add_devices(4)
     bridge = world.start_bridge(rate_per_s=50, burst=100)
     flood_client = flooder.connect(inflight=1000)
     frames = [flooder.frame("data", seq, {"bytes": seq}) for seq in range(1, 3001)]

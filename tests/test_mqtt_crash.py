@@ -82,7 +82,7 @@ def test_no_acknowledged_frame_is_lost_or_doubled_through_kill_9(mqtt_world, tmp
     print(f"SMARTSHARE_CRASH_SEED={seed}")
     rng = random.Random(seed)
     world = mqtt_world
-    devices = world.add_devices(DEVICES, kind="purifier")
+    devices = world.add_devices(DEVICES, kind="sensor")   # a kind without a schema
     frames = {d: [d.frame("meter", seq, {"running_s": seq * 60, "pm25": seq % 40})
                   for seq in range(1, FRAMES_EACH + 1)] for d in devices}
     clients = [d.connect(subscribe_replies=True, inflight=200) for d in devices]

@@ -98,12 +98,13 @@ local function make_api(fid, ctx)
     charge(G.hash + #data // BYTE_UNIT)
     return call_host(OP_HASH, fid, data)
   end
-  function api.voucher_message(channel_id, amount, nonce)
+  function api.voucher_message(channel_id, payee, amount, nonce)
     check_string(channel_id, "channel id", 1, P.max_key)
+    check_address(payee, "payee")
     check_int(amount, "amount", 0)
     check_int(nonce, "nonce", 0)
     charge(G.hash * 2)
-    return call_host(OP_VOUCHER, fid, channel_id, amount, nonce)
+    return call_host(OP_VOUCHER, fid, channel_id, payee, amount, nonce)
   end
   function api.encode(v) return billed(C.encode(v)) end
   function api.decode(s)

@@ -2,14 +2,20 @@
 --
 -- The buyer opens a channel with a deposit (SSP sent with the call, or iot_coin tokens pulled
 -- with transfer_from after an approve), then signs cumulative vouchers off chain:
---   message = chain.voucher_message(channel_id, amount, nonce)   (see contracts/vouchers.py)
+--   message = chain.voucher_message(channel_id, seller, amount, nonce)   (docs §14.6)
+-- which binds the chain, this contract's address and the seller (the payee).
 -- The seller redeems the latest voucher as an installment (amount and nonce must both increase),
 -- and closes with the final voucher: the difference goes to the seller, the rest back to the
--- buyer. After expiry_height the buyer can take back what was not redeemed.
+-- buyer. The buyer may ask to close: the seller then has the channel's dispute window to submit
+-- its best voucher (close), after which the buyer takes back what was not redeemed (refund);
+-- after expiry_height the buyer may refund at once.
 -- Storage: "c"..channel_id -> channel record; "n" -> counter for derived channel ids.
 
 local get, set = chain.storage.get, chain.storage.set
 local enc, dec, cat = chain.encode, chain.decode, string.concat
+
+local DEFAULT_DISPUTE_MS = 3600000      -- one hour
+local MAX_DISPUTE_MS = 7 * 86400000     -- one week
 
 local function need(cond, msg) if not cond then error(msg, 0) end end
 local function is_address(a) return type(a) == "string" and #a == 20 end
@@ -38,7 +44,7 @@ local function check_voucher(id, ch, amount, nonce, signature)
   need(is_int(nonce) and nonce >= 0, "bad voucher nonce")
   need(amount <= ch.deposit, "voucher exceeds deposit")
   need(type(signature) == "string" and #signature == 64, "bad voucher signature")
-  local message = chain.voucher_message(id, amount, nonce)
+  local message = chain.voucher_message(id, ch.seller, amount, nonce)
   need(chain.verify_ed25519(ch.pubkey, message, signature), "bad voucher signature")
 end
 
@@ -50,10 +56,13 @@ local function new_id()
   return chain.hash(cat(chain.self(), chain.caller(), string.pack(">i8", n)))
 end
 
-function open(channel_id, seller, buyer_pubkey, expiry_height, token, amount)
+function open(channel_id, seller, buyer_pubkey, expiry_height, token, amount, dispute_ms)
   need(is_address(seller), "bad seller address")
   need(type(buyer_pubkey) == "string" and #buyer_pubkey == 32, "bad buyer public key")
   need(is_int(expiry_height) and expiry_height > chain.height(), "expiry must be in the future")
+  if dispute_ms == nil then dispute_ms = DEFAULT_DISPUTE_MS end
+  need(is_int(dispute_ms) and dispute_ms > 0 and dispute_ms <= MAX_DISPUTE_MS,
+       "bad dispute window")
   local id = channel_id or new_id()
   need(type(id) == "string" and #id >= 1 and #id <= 63, "bad channel id")
   need(get(key(id)) == nil, "channel exists")
@@ -67,10 +76,11 @@ function open(channel_id, seller, buyer_pubkey, expiry_height, token, amount)
   end
   need(deposit > 0, "deposit must be positive")
   local ch = {seller = seller, buyer = chain.caller(), pubkey = buyer_pubkey, deposit = deposit,
-              paid = 0, nonce = 0, expiry = expiry_height, open = true, token = token}
+              paid = 0, nonce = 0, expiry = expiry_height, open = true, token = token,
+              dispute = dispute_ms}
   save(id, ch)
   chain.emit("open", {id = id, seller = seller, buyer = ch.buyer, deposit = deposit,
-                      expiry = expiry_height})
+                      expiry = expiry_height, dispute = dispute_ms})
   return id
 end
 
@@ -109,10 +119,23 @@ function close(channel_id, amount, nonce, signature)
   return {paid = due, refunded = refund}
 end
 
+function request_close(channel_id)
+  local ch = load_open(channel_id)
+  need(chain.caller() == ch.buyer, "not the buyer")
+  need(ch.closing == nil, "close already requested")
+  ch.closing = chain.time() + ch.dispute
+  save(channel_id, ch)
+  chain.emit("closing", {id = channel_id, at = ch.closing})
+  return ch.closing
+end
+
 function refund(channel_id)
   local ch = load_open(channel_id)
   need(chain.caller() == ch.buyer, "not the buyer")
-  need(chain.height() >= ch.expiry, "channel has not expired")
+  if chain.height() < ch.expiry then
+    need(ch.closing ~= nil, "channel has not expired")
+    need(chain.time() >= ch.closing, "dispute window is not over")
+  end
   local back = ch.deposit - ch.paid
   ch.open = false
   save(channel_id, ch)

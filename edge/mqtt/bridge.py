@@ -4,11 +4,12 @@ paho's network thread only queues what arrives. One worker thread takes the queu
 (up to ``batch_size`` messages, or what came within ``batch_ms`` of the first), and for a batch:
 
 1. checks each message without touching its signature (size, topic, approved device, layout,
-   duplicate, rate, timestamp, JSON payload);
+   duplicate, rate, timestamp, JSON payload, the fields of its kind's schema: ``schemas.py``);
 2. verifies every remaining signature in ONE batch (``edge._fast.start_verify``: on a native
    thread, so the worker checks the next batch meanwhile; batches still finish in order);
 3. checks sequence numbers in arrival order, against what the previous batches committed, so a
-   forged frame never moves a device's sequence;
+   forged frame never moves a device's sequence, and then the schema's stateful rules
+   (timestamps, counters, sessions) the same way;
 4. commits the accepted frames in ONE synced LMDB write transaction;
 5. THEN acknowledges every message of the batch (``client.ack``) and sends the error replies;
 6. tells each device, on ``reply/receipt``, the highest ``seq`` of its that is stored: at most
@@ -36,7 +37,7 @@ import traceback
 import paho.mqtt.client as mqtt
 
 from edge import _fast
-from edge.mqtt import ingest, topics
+from edge.mqtt import ingest, schemas, topics
 from edge.mqtt.frames import KIND_CODES, Frame, frame_message
 from edge.mqtt.provision import ProvisionError, read_join_request
 from edge.mqtt.ratelimit import Buckets, TokenBucket
@@ -75,12 +76,12 @@ class _Batch:
     """The working state of one batch."""
 
     __slots__ = ("acks", "replies", "candidates", "accepted", "joins", "last", "duplicates",
-                 "rejected", "stored", "job", "checked", "mono", "started")
+                 "rejected", "stored", "job", "checked", "mono", "started", "sequencing")
 
     def __init__(self):
         self.acks = []        # (generation, mid, qos) of every message
         self.replies = []     # (device id, code, message, seq)
-        self.candidates = []  # (device id, frame, raw, pubkey): signature still to verify
+        self.candidates = []  # (device id, frame, raw, pubkey, schema, payload): to verify
         self.accepted = []    # (device id, seq, raw)
         self.joins = []       # (topic device id, payload) of provisioning messages
         self.last = {}        # device id -> last stored seq (read once per batch)
@@ -90,6 +91,7 @@ class _Batch:
         self.job = None       # the signature verification running for ``candidates``
         self.checked = None   # (replies, rejected, duplicates, stored) after the checks
         self.mono = self.started = 0.0
+        self.sequencing = None  # the schemas' stateful checks of this batch
 
     def restart_sequencing(self):
         """Back to the state after the checks (a failed commit is sequenced again)."""
@@ -125,6 +127,7 @@ class Bridge:
         self._receipted_at = {}  # device id -> monotonic time of its last receipt
         self._keys = {}
         self._keys_read_at = 0.0
+        self.rules = schemas.FrameRules(store)
         self._inbox = collections.deque()
         self._wake = threading.Event()
         self._ready = threading.Event()
@@ -192,6 +195,7 @@ class Bridge:
     def refresh_devices(self):
         """Reload the approved devices' keys (after an approval or a revocation)."""
         keys = self.registry.approved()
+        self.rules.refresh(self.registry.all())
         self._keys = keys
         self._keys_read_at = time.monotonic()
         self._buckets.forget(keys)
@@ -343,7 +347,7 @@ class Bridge:
             self._provision(device_id, payload, b.mono)
         b.joins = []
         if b.accepted:
-            self.store.write(self._store_frames(b.accepted))
+            self.store.write(self._store_frames(b.accepted, b.sequencing))
             if self.on_commit is not None:
                 try:
                     self.on_commit([(d, s) for d, s, _ in b.accepted], time.time_ns())
@@ -378,8 +382,11 @@ class Bridge:
                 self._client.publish(topics.reply_topic(device_id, "receipt"),
                                      ingest.receipt_reply(self._stored_seq[device_id]), qos=1)
 
-    def _store_frames(self, accepted):
-        return lambda txn: self.registry.store_frames(txn, accepted)
+    def _store_frames(self, accepted, sequencing):
+        def work(txn):
+            self.registry.store_frames(txn, accepted)
+            sequencing.write(txn)
+        return work
 
     def _acknowledge(self, acks):
         client = self._client
@@ -443,10 +450,14 @@ class Bridge:
                                 f"timestamp {frame.timestamp_ms} is more than {self.future_ms} ms "
                                 f"ahead of the gateway's clock ({now_ms})", seq, mono)
         try:
-            ingest.check_payload(frame.payload)
+            doc = ingest.check_payload(frame.payload)
         except ingest.PayloadError as exc:
             return self._reject(b, device_id, ingest.BAD_PAYLOAD, f"payload: {exc}", seq, mono)
-        b.candidates.append((device_id, frame, payload, pubkey))
+        try:
+            schema = self.rules.check_fields(device_id, kind, doc)
+        except schemas.SchemaError as exc:
+            return self._reject(b, device_id, exc.code, f"payload: {exc}", seq, mono)
+        b.candidates.append((device_id, frame, payload, pubkey, schema, doc))
 
     def _stored_last(self, txn, b, device_id):
         last = b.last.get(device_id)
@@ -462,7 +473,8 @@ class Bridge:
     def _sequence(self, b, verified, txn, mono):
         """Sequence checks, in arrival order, of the frames whose signature holds."""
         pending_last, pending_raw = {}, {}
-        for (device_id, frame, raw, _), ok in zip(b.candidates, verified):
+        b.sequencing = self.rules.sequencing()
+        for (device_id, frame, raw, _, schema, doc), ok in zip(b.candidates, verified):
             seq = frame.seq
             if not ok:
                 self._reject(b, device_id, ingest.BAD_SIGNATURE,
@@ -484,10 +496,19 @@ class Bridge:
                 self._reject(b, device_id, ingest.OUT_OF_ORDER,
                              f"seq {seq} is more than {ingest.MAX_SEQ_GAP} past the last stored "
                              f"seq {last}", seq, mono)
-            else:
+            elif self._schema_holds(b, txn, device_id, frame, schema, doc, mono):
                 pending_last[device_id] = seq
                 pending_raw[(device_id, seq)] = raw
                 b.accepted.append((device_id, seq, raw))
+
+    def _schema_holds(self, b, txn, device_id, frame, schema, doc, mono):
+        """The schema's stateful rules (schemas.Sequencing); False after refusing the frame."""
+        try:
+            b.sequencing.check(txn, device_id, frame, schema, doc)
+        except schemas.SchemaError as exc:
+            self._reject(b, device_id, exc.code, str(exc), frame.seq, mono)
+            return False
+        return True
 
     def _reject(self, b, device_id, code, message, seq, mono):
         b.rejected[code] += 1

@@ -3,6 +3,7 @@ answers with, the strict JSON payload rules, and the error reply (docs §15)."""
 
 import json
 import math
+import re
 
 # Error codes of ``ss/v1/dev/<id>/reply/error`` (the order is the order of the checks).
 OVERSIZE = "oversize"              # MQTT payload over MAX_MQTT_PAYLOAD bytes
@@ -22,6 +23,7 @@ MAX_MQTT_PAYLOAD = 2048
 MAX_SEQ_GAP = 1_000_000
 MAX_DEPTH = 8
 INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
+_SURROGATE = re.compile("[\ud800-\udfff]")   # what a lone "\\ud800".."\\udfff" escape decodes to
 
 
 class PayloadError(ValueError):
@@ -41,7 +43,9 @@ def _unique_keys(pairs):
 
 def check_payload(text):
     """The payload of a frame as a dict, or PayloadError: it must be one JSON object, with no
-    NaN/Infinity, finite floats, integers within 64 bits, no duplicate keys, nesting <= 8.
+    NaN/Infinity, finite floats, integers within 64 bits, no duplicate keys, nesting <= 8, and
+    valid Unicode only (a lone surrogate escape such as ``"\\ud800"`` is refused; a raw one is
+    already invalid UTF-8, which the frame decoder refuses).
 
     The C parser reads the text; the rules are then checked on the (small) result in one walk,
     which is several times faster than per-number parser hooks."""
@@ -60,15 +64,26 @@ def check_payload(text):
         node, depth = stack.pop()
         if depth > MAX_DEPTH:
             raise PayloadError(f"nested deeper than {MAX_DEPTH}")
+        if isinstance(node, dict):
+            _check_text(node)
         for child in (node.values() if isinstance(node, dict) else node):
             kind = type(child)
-            if kind is dict or kind is list:
+            if kind is str:
+                if _SURROGATE.search(child):
+                    raise PayloadError("text holds a lone surrogate (invalid Unicode)")
+            elif kind is dict or kind is list:
                 stack.append((child, depth + 1))
             elif kind is float and not math.isfinite(child):
                 raise PayloadError(f"number {child} is not finite (NaN, Infinity or too large)")
             elif kind is int and not INT_MIN <= child <= INT_MAX:
                 raise PayloadError("integer outside -2^63..2^63-1")
     return doc
+
+
+def _check_text(node):
+    for key in node:
+        if _SURROGATE.search(key):
+            raise PayloadError("a key holds a lone surrogate (invalid Unicode)")
 
 
 def error_reply(code, message, seq=None):
