@@ -1,11 +1,17 @@
 """The node's one LMDB environment and its named databases (DESIGN §9).
 
 Consensus writes commit with sync, so a commit that returned survives ``kill -9`` and power loss.
-The map grows on demand: a write that hits ``MapFullError`` is retried on a doubled map.
+
+The map is sized once, large (it is address space, not disk: 1 TiB on 64-bit machines), so it
+practically never fills. If it does, it grows only while no transaction is open in any thread of
+the process: py-lmdb's ``set_mapsize`` invalidates every open transaction and cursor, so every
+transaction goes through a gate that a growth closes, waits empty, and opens again
+(docs/protocol.md §15.4 relies on this: a storage error never refuses a good frame).
 Other layers (the agent, the MQTT bridge) open their own named databases here with ``db()``.
 """
 
 import os
+import sys
 import threading
 
 import lmdb
@@ -29,19 +35,30 @@ CHAIN_DBS = {
     "side": "u64be height || block hash -> '' (fork blocks kept above the LIB)",
 }
 MAX_DBS = 64
-DEFAULT_MAP_SIZE = 64 << 20
+# Address space only: pages reach the disk as they are written. 32-bit systems get 1 GiB.
+DEFAULT_MAP_SIZE = 1 << 40 if sys.maxsize > 1 << 32 else 1 << 30
+
+# Any failure of the storage itself (a full disk, an I/O error, a full map that cannot grow):
+# callers retry, they never turn it into a verdict on what they were storing.
+StorageError = lmdb.Error
+
+
+class StoreError(StorageError):
+    """The store was used in a way that could deadlock or corrupt it (a bug in the caller)."""
 
 
 class Store:
-    """An LMDB environment with named databases and map-growing write transactions."""
+    """An LMDB environment with named databases, gated transactions and map growth."""
 
     def __init__(self, path, map_size=DEFAULT_MAP_SIZE):
         os.makedirs(path, exist_ok=True)
         self.path = path
         self.env = lmdb.open(path, map_size=map_size, max_dbs=MAX_DBS, subdir=True,
                              sync=True, metasync=True, readahead=False)
+        self.growths = 0
+        self._gate = _Gate()
         self._dbs = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()   # one writer at a time
         for name in CHAIN_DBS:
             self.db(name)
 
@@ -49,41 +66,50 @@ class Store:
         """The handle of named database ``name``, created on first use."""
         handle = self._dbs.get(name)
         if handle is None:
-            handle = self._write_once(lambda txn: self.env.open_db(name.encode(), txn=txn))
+            handle = self.write(lambda txn: self.env.open_db(name.encode(), txn=txn))
             self._dbs[name] = handle
         return handle
 
     def read(self):
-        """A read transaction, for ``with store.read() as txn:``."""
-        return self.env.begin(buffers=False)
+        """A read transaction, for ``with store.read() as txn:`` (open it only for that block)."""
+        return _Reading(self)
 
     def write(self, work, commit=True):
         """Run ``work(txn)`` in one write transaction and commit it (or abort when ``commit`` is
-        False); returns what ``work`` returned. ``work`` may run more than once: it must not
-        change anything outside the transaction."""
+        False); returns what ``work`` returned. ``work`` may run more than once (after the map
+        grew): it must not change anything outside the transaction. Never call it while this
+        thread holds a read transaction."""
+        if self._gate.depth():
+            raise StoreError("a write transaction was begun while this thread holds a read "
+                             "transaction (a map growth would deadlock)")
         with self._lock:
-            return self._write_once(work, commit)
-
-    def _write_once(self, work, commit=True):
-        while True:
-            try:
-                txn = self.env.begin(write=True)
+            while True:
                 try:
-                    result = work(txn)
-                except BaseException:
-                    txn.abort()
-                    raise
-                if commit:
-                    txn.commit()
-                else:
-                    txn.abort()
-                return result
-            except lmdb.MapFullError:
-                self.grow()
+                    return self._write_once(work, commit)
+                except lmdb.MapFullError:
+                    self._gate.exclusive(self._grow)
 
-    def grow(self):
-        """Double the map size (no transaction of ours may be open)."""
+    def _write_once(self, work, commit):
+        self._gate.enter()
+        try:
+            txn = self.env.begin(write=True)
+            try:
+                result = work(txn)
+            except BaseException:
+                txn.abort()
+                raise
+            if commit:
+                txn.commit()
+            else:
+                txn.abort()
+            return result
+        finally:
+            self._gate.leave()
+
+    def _grow(self):
+        """Double the map (the gate guarantees that no transaction is open)."""
         self.env.set_mapsize(self.env.info()["map_size"] * 2)
+        self.growths += 1
 
     @property
     def map_size(self):
@@ -91,3 +117,76 @@ class Store:
 
     def close(self):
         self.env.close()
+
+
+class _Reading:
+    """``with store.read() as txn``: a buffers-off read transaction inside the gate."""
+
+    __slots__ = ("store", "txn")
+
+    def __init__(self, store):
+        self.store, self.txn = store, None
+
+    def __enter__(self):
+        gate = self.store._gate
+        gate.enter()
+        try:
+            self.txn = self.store.env.begin(buffers=False)
+        except BaseException:
+            gate.leave()
+            raise
+        return self.txn
+
+    def __exit__(self, *exc):
+        try:
+            self.txn.abort()
+        finally:
+            self.txn = None
+            self.store._gate.leave()
+
+
+class _Gate:
+    """Counts the transactions open in all threads. ``exclusive(fn)`` holds new ones back, waits
+    until none is open and runs ``fn``; a thread that already holds one may nest another (it
+    would otherwise wait for itself)."""
+
+    def __init__(self):
+        self._cond = threading.Condition(threading.Lock())
+        self._open = 0
+        self._closed = False
+        self._local = threading.local()
+
+    def depth(self):
+        """How many transactions this thread holds."""
+        return getattr(self._local, "depth", 0)
+
+    def enter(self):
+        depth = self.depth()
+        with self._cond:
+            while self._closed and not depth:
+                self._cond.wait()
+            self._open += 1
+        self._local.depth = depth + 1
+
+    def leave(self):
+        self._local.depth -= 1
+        with self._cond:
+            self._open -= 1
+            if self._closed and not self._open:
+                self._cond.notify_all()
+
+    def exclusive(self, fn):
+        if self.depth():
+            raise StoreError("the map cannot grow while this thread holds a transaction")
+        with self._cond:
+            while self._closed:
+                self._cond.wait()
+            self._closed = True
+            while self._open:
+                self._cond.wait()
+        try:
+            fn()
+        finally:
+            with self._cond:
+                self._closed = False
+                self._cond.notify_all()

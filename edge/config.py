@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import tomli_w
 
+from chain.store import DEFAULT_MAP_SIZE
+
 DEFAULT_API_PORT = 8645
 CONFIG_NAME = "config.toml"
 
@@ -32,7 +34,7 @@ class Config:
     key_file: str = "node_key.json"
     genesis_file: str = "genesis.json"
     prune_depth: int = 1000
-    map_size_mb: int = 64
+    map_size_mb: int = DEFAULT_MAP_SIZE >> 20  # address space; grows (quiesced) if ever full
     api_host: str = "127.0.0.1"
     api_port: int = DEFAULT_API_PORT
     mempool_limit: int = 20_000

@@ -9,13 +9,18 @@
 Everything started here is stopped by ``close`` (the ``mqtt_world`` fixture does it).
 """
 
+import json
 import secrets
+import signal
+import subprocess
+import sys
 import threading
 import time
 
 import paho.mqtt.client as mqtt
 from nacl.signing import SigningKey
 
+from chain.secretfile import write_secret
 from chain.store import Store
 from edge.mqtt.bridge import Bridge
 from edge.mqtt.broker import BRIDGE_USER, PROVISION_USER, Broker
@@ -128,18 +133,20 @@ def connect(port, username, password, client_id, on_message=None, timeout=10, in
 class MqttWorld:
     """Broker + LMDB + registry (+ bridges) for one test."""
 
-    def __init__(self, directory, chain_id=CHAIN_ID):
+    def __init__(self, directory, chain_id=CHAIN_ID, **store_options):
         self.directory = directory
         self.chain_id = chain_id
         self.port = free_ports(1)[0]
         self.bridge_password = secrets.token_urlsafe(16)
         self.provision_password = secrets.token_urlsafe(16)
         self.home_assistant_password = secrets.token_urlsafe(16)
-        self.store = Store(str(directory / "data"))
+        self.store = Store(str(directory / "data"), **store_options)
         self.registry = DeviceRegistry(self.store)
         self.broker = Broker(str(directory / "mqtt"), "127.0.0.1", self.port,
                              self.bridge_password, self.provision_password,
                              home_assistant_password=self.home_assistant_password)
+        self.bridge_password_file = str(directory / "bridge_password")
+        write_secret(self.bridge_password_file, self.bridge_password)
         self.bridges = []
         self.devices = []
         self.broker.write_config({})
@@ -226,3 +233,42 @@ class MqttWorld:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class BridgeProcess:
+    """The bridge as its own process (``python -m edge.mqtt.bridge_main``) on the world's
+    LMDB and broker; ``preexec_fn`` runs in the child before it starts (e.g. to set limits)."""
+
+    def __init__(self, world, log_path, client_id, preexec_fn=None):
+        self.world, self.log_path, self.client_id = world, log_path, client_id
+        self.preexec_fn = preexec_fn
+        self.process = None
+        self.kills = 0
+
+    def start(self):
+        w = self.world
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "edge.mqtt.bridge_main", "--data", w.store.env.path(),
+             "--broker", f"127.0.0.1:{w.port}", "--password-file", w.bridge_password_file,
+             "--client-id", self.client_id, "--chain-id", w.chain_id, "--rate-per-s", "100000",
+             "--burst", "100000"],
+            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+            preexec_fn=self.preexec_fn)
+        log.close()
+        line = self.process.stdout.readline()
+        assert line.strip() == b"bridge ready", f"bridge did not start: {line!r}; see {self.log_path}"
+
+    def kill(self):
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+        self.process.stdout.close()
+        self.kills += 1
+
+    def stop(self):
+        """SIGTERM: the bridge finishes its batch and prints its counters."""
+        if self.process is None or self.process.poll() is not None:
+            return None
+        self.process.terminate()
+        out, _ = self.process.communicate(timeout=30)
+        return json.loads(out.splitlines()[-1])

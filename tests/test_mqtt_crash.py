@@ -7,58 +7,16 @@ byte for byte, and nothing else is. The random seed is printed; rerun a failure 
 ``SMARTSHARE_CRASH_SEED=<seed>``.
 """
 
-import json
 import os
 import random
-import signal
-import subprocess
-import sys
-import threading
 
 import pytest
 
-from tests.mqttkit import wait_for
+from tests.mqttkit import BridgeProcess, wait_for
 
 pytestmark = pytest.mark.slow
 
 DEVICES, FRAMES_EACH, WAVES = 20, 1000, 12
-CLIENT_ID = "crash-bridge"
-
-
-class BridgeProcess:
-    """The bridge as its own process on the world's LMDB and broker."""
-
-    def __init__(self, world, log_path):
-        self.world, self.log_path = world, log_path
-        self.process = None
-        self.kills = 0
-
-    def start(self):
-        w = self.world
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "edge.mqtt.bridge_main", "--data", w.store.env.path(),
-             "--broker", f"127.0.0.1:{w.port}", "--password", w.bridge_password,
-             "--client-id", CLIENT_ID, "--chain-id", w.chain_id, "--rate-per-s", "100000",
-             "--burst", "100000"],
-            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
-        log.close()
-        line = self.process.stdout.readline()
-        assert line.strip() == b"bridge ready", f"bridge did not start: {line!r}; see {self.log_path}"
-
-    def kill(self):
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-        self.process.stdout.close()
-        self.kills += 1
-
-    def stop(self):
-        """SIGTERM: the bridge finishes its batch and prints its counters."""
-        if self.process is None or self.process.poll() is not None:
-            return None
-        self.process.terminate()
-        out, _ = self.process.communicate(timeout=30)
-        return json.loads(out.splitlines()[-1])
 
 
 def publish_wave(devices, clients, frames, start, end):
@@ -86,7 +44,7 @@ def test_no_acknowledged_frame_is_lost_or_doubled_through_kill_9(mqtt_world, tmp
     frames = {d: [d.frame("meter", seq, {"running_s": seq * 60, "pm25": seq % 40})
                   for seq in range(1, FRAMES_EACH + 1)] for d in devices}
     clients = [d.connect(subscribe_replies=True, inflight=200) for d in devices]
-    bridge = BridgeProcess(world, tmp_path / "bridge.log")
+    bridge = BridgeProcess(world, tmp_path / "bridge.log", "crash-bridge")
     bridge.start()
     infos = []
     try:

@@ -36,6 +36,7 @@ import traceback
 
 import paho.mqtt.client as mqtt
 
+from chain.store import StorageError
 from edge import _fast
 from edge.mqtt import ingest, schemas, topics
 from edge.mqtt.frames import KIND_CODES, Frame, frame_message
@@ -259,29 +260,30 @@ class Bridge:
         in_hand = None
         while not self._stopping:
             messages = self._collect(idle=in_hand is None)
-            checked = self._check_batch(messages) if messages else None
-            if in_hand is not None and not self._finish_until_done(in_hand):
+            checked = self._retrying(self._check_batch, messages) if messages else None
+            if in_hand is not None and self._retrying(self._finish, in_hand) is None:
                 return
             in_hand = checked
             if in_hand is None:
                 self._send_receipts(time.monotonic(), idle=True)
         if in_hand is not None:
-            self._finish_until_done(in_hand)
+            self._retrying(self._finish, in_hand)
 
-    def _finish_until_done(self, b):
-        """Finish a batch, retrying storage trouble (the batch stays unacknowledged meanwhile);
-        False if the bridge stopped before it could."""
+    def _retrying(self, step, work):
+        """``step(work)``, retried after storage trouble (or any failure of a commit) until it
+        succeeds: nothing is refused or acknowledged meanwhile. None if the bridge stopped first
+        (the messages stay unacknowledged: the broker delivers them again)."""
         while True:
             try:
-                self._finish(b)
-                return True
+                return step(work)
             except Exception:
                 with self._stats_lock:
                     self._stats["commit_failures"] += 1
-                self.log("mqtt bridge: batch failed, retrying:\n" + traceback.format_exc())
+                self.log(f"mqtt bridge: {step.__name__.strip('_')} failed, retrying:\n"
+                         + traceback.format_exc())
                 time.sleep(RETRY_S)
                 if self._stopping:
-                    return False
+                    return None
 
     def _collect(self, idle=True):
         """Up to ``batch_size`` queued messages, and what arrives within ``batch_ms`` of the
@@ -322,6 +324,8 @@ class Bridge:
                 b.acks.append(item[:3])
                 try:
                     self._check(item, txn, b, now_ms, mono)
+                except StorageError:
+                    raise       # the storage failed, not the message: the batch is retried
                 except Exception as exc:  # a bug must not stop the others: refuse this one
                     self.log("mqtt bridge: could not check a message:\n" + traceback.format_exc())
                     device = topics.parse_device_topic(item[3] or "")
@@ -337,7 +341,7 @@ class Bridge:
         return b
 
     def _finish(self, b):
-        """Steps 3-6: sequence checks on fresh storage, commit, acknowledge, reply."""
+        """Steps 3-6: sequence checks on fresh storage, commit, acknowledge, reply; True."""
         b.restart_sequencing()
         if b.job is not None:
             verified = b.job.result()
@@ -360,6 +364,7 @@ class Bridge:
         self._note_stored(b)
         self._send_receipts(time.monotonic(), idle=not self._inbox)
         self._account(b, time.perf_counter() - b.started)
+        return True
 
     def _note_stored(self, b):
         """Remember the highest stored seq of each device the batch touched (never lower)."""

@@ -1,7 +1,7 @@
 """Run the MQTT bridge on its own until SIGTERM/SIGINT (the crash test and the bench use it; the
 node embeds ``Bridge`` itself).
 
-    python -m edge.mqtt.bridge_main --data DIR --broker HOST:PORT --password PW \\
+    python -m edge.mqtt.bridge_main --data DIR --broker HOST:PORT --password-file FILE \\
         --client-id ID --chain-id C [--username U] [--batch-size N] [--batch-ms MS]
         [--rate-per-s R] [--burst B] [--future-ms MS]
 
@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 
+from chain.secretfile import SecretFileError, read_secret
 from chain.store import Store
 from edge.mqtt.bridge import Bridge
 from edge.mqtt.broker import BRIDGE_USER
@@ -26,7 +27,8 @@ def parse_args(argv):
                                 description="SmartShare MQTT bridge: device frames into LMDB")
     p.add_argument("--data", required=True, help="the node's LMDB directory")
     p.add_argument("--broker", required=True, help="HOST:PORT of Mosquitto")
-    p.add_argument("--password", required=True, help="the bridge user's password")
+    p.add_argument("--password-file", required=True,
+                   help="file (mode 0600) holding the bridge user's password")
     p.add_argument("--username", default=BRIDGE_USER)
     p.add_argument("--client-id", required=True, help="stable MQTT client id (persistent session)")
     p.add_argument("--chain-id", required=True)
@@ -49,10 +51,15 @@ def main(argv=None):
     def log(text):
         print(text, file=sys.stderr, flush=True)
 
+    try:
+        password = read_secret(args.password_file)
+    except SecretFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     store = Store(args.data)
     registry = DeviceRegistry(store)
     bridge = Bridge(store, registry, host=args.host, port=args.port, username=args.username,
-                    password=args.password, client_id=args.client_id, chain_id=args.chain_id,
+                    password=password, client_id=args.client_id, chain_id=args.chain_id,
                     log=log, batch_size=args.batch_size, batch_ms=args.batch_ms,
                     rate_per_s=args.rate_per_s, burst=args.burst, future_ms=args.future_ms)
     done = threading.Event()
