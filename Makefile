@@ -11,7 +11,7 @@ DEVNET := devnet
 MQTT_PORT ?= 1884
 SOURCES := $(wildcard edge/_fast/*.pyx edge/_fast/*.pxd) setup.py pyproject.toml
 
-.PHONY: run test test-pure bench install clean mosquitto
+.PHONY: run test test-pure bench install clean mosquitto systemd-tools
 
 run: $(STAMP) mosquitto
 	@test -f $(DEVNET)/config.toml || \
@@ -22,7 +22,7 @@ run: $(STAMP) mosquitto
 PYTEST = $(PY) -m pytest -q -p no:cacheprovider
 STRICT = rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
-test: $(STAMP) mosquitto
+test: $(STAMP) mosquitto systemd-tools
 	$(PYTEST); $(STRICT)
 	SMARTSHARE_PURE=1 $(PYTEST) -m "not slow"; $(STRICT)
 
@@ -41,6 +41,12 @@ mosquitto:
 	@test -x /usr/sbin/mosquitto || command -v mosquitto >/dev/null || \
 	  { apt-get update -q && apt-get install -y -q mosquitto mosquitto-clients; } || \
 	  { echo "Mosquitto is missing: apt-get install mosquitto mosquitto-clients" >&2; exit 1; }
+
+# tests/test_units.py checks the units with systemd-analyze (verify, security).
+systemd-tools:
+	@command -v systemd-analyze >/dev/null || \
+	  { apt-get update -q && apt-get install -y -q systemd; } || \
+	  { echo "systemd-analyze is missing: apt-get install systemd" >&2; exit 1; }
 
 $(STAMP): $(SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -24,6 +24,7 @@ from chain.store import Store
 from chain.block import Header
 from chain.network import PeerNetwork
 from chain.tx import Evidence, Transfer, Tx
+from edge import sdnotify
 from edge._fast import DecodeError
 from edge.api import VERSION, start_api
 from edge.metrics import NodeMetrics
@@ -309,11 +310,17 @@ class Node:
         if self.network is not None and self.network.add_seed(seed):
             self.log(f"discovery: found peer {seed}")
 
+    def status_line(self):
+        """One line for systemd's STATUS= (``systemctl status``)."""
+        peers = len(self.network.peers) if self.network is not None else 0
+        return f"height {self.ledger.head.height} (LIB {self.ledger.lib_height}), {peers} peer(s)"
+
     # -- running --------------------------------------------------------------------------------
 
     async def run(self):
         """Serve the API and produce blocks until SIGINT/SIGTERM."""
         loop = asyncio.get_running_loop()
+        notifier = sdnotify.Notifier()  # first: no child process (Mosquitto) inherits it
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stopping.set)
         runner = await start_api(self, self.config.api_host, self.config.api_port)
@@ -332,9 +339,14 @@ class Node:
         self.log(f"SmartShare node {self.key.address_text} on chain {self.ledger.chain_id}: "
                  f"height {self.ledger.head.height}, API {self.config.api_url}, "
                  f"pid {os.getpid()}")
+        notifier.ready(self.status_line())  # systemd: the store is open and the API listens
+        pinging = asyncio.ensure_future(sdnotify.heartbeat(notifier, self.status_line,
+                                                           self._stopping))
         try:
             await self.produce_forever()
         finally:
+            notifier.stopping()
+            pinging.cancel()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
             await self._stop_advertising(advertising)

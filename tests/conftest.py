@@ -73,3 +73,15 @@ def mqtt_world(tmp_path):
         yield world
     finally:
         world.close()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the systemd units' sandbox exposure scores measured by tests/test_units.py."""
+    import sys
+    units = sys.modules.get("tests.test_units")
+    if units is not None and units.SCORES:
+        terminalreporter.write_sep("-", "systemd-analyze security (exposure, lower is safer)")
+        for name, score in sorted(units.SCORES.items()):
+            target = units.TARGETS.get(name)
+            terminalreporter.write_line(f"{name:<34} {score:4.1f}"
+                                        + (f"   target <= {target}" if target else ""))

@@ -53,6 +53,8 @@ def free_port():
 def cli_env():
     env = dict(os.environ)
     env.pop("SMARTSHARE_HOME", None)
+    for name in ("SMARTSHARE_CONFIG", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+        env.pop(name, None)  # a test runner under systemd must not lend its manager's socket
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("PYTHONFAULTHANDLER", "1")  # a crash of compiled code leaves a stack in the log
     return env
@@ -153,9 +155,10 @@ class NodeHome:
 class NodeProcess:
     """One ``smartshare --home H node run`` process, its output going to ``log_path``."""
 
-    def __init__(self, home, log_path=None):
+    def __init__(self, home, log_path=None, env=None):
         self.home = home
         self.log_path = str(log_path or os.path.join(home.path, "node.log"))
+        self.env = env or {}  # extra environment (NOTIFY_SOCKET, ...)
         self.proc = None
         self.starts = 0
 
@@ -169,8 +172,8 @@ class NodeProcess:
             log.flush()
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "edge.cli", "--home", self.home.path, "node", "run"],
-                env=cli_env(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent if _prctl else None)
+                env={**cli_env(), **self.env}, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent if _prctl else None)
         _RUNNING.add(self)
         if wait:
             self.wait_ready(timeout)
