@@ -7,20 +7,20 @@ usage errors exit 2. Nothing prints a traceback or a secret.
 import argparse
 import json
 import os
-import secrets
 import sys
 import time
 
 from chain import genesis as genesis_mod
 from chain.address import AddressError
 from chain.genesis import GenesisError
-from chain.keys import KeyFileError, KeyPair
+from chain.keys import KeyFileError
 from edge import config as config_mod
 from edge.client import ApiError
-from edge.cli_base import CliError, home_of, load_config, node_status
+from edge.cli_base import CliError, load_config, node_status
 from edge.config import Config, ConfigError
 from edge.mqtt.sim_kinds import KINDS
-from edge import cli_contract, cli_device, cli_stake, cli_testnet, cli_wallet
+from edge import cli_contract, cli_device, cli_stake, cli_system, cli_testnet, cli_wallet
+from edge import node_home
 
 
 def main(argv=None):
@@ -61,7 +61,8 @@ def emit(args, data, text):
 def build_parser():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--home", default=argparse.SUPPRESS,
-                        help="node folder (default: $SMARTSHARE_HOME or ~/.smartshare)")
+                        help="node folder (default: $SMARTSHARE_HOME, else ~/.smartshare, else "
+                             "the gateway's /etc/smartshare/edge.toml)")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="print machine-readable JSON")
     parser = argparse.ArgumentParser(prog="smartshare", parents=[common],
@@ -100,34 +101,30 @@ def build_parser():
     cli_testnet.add_parsers(sub, common)
     cli_contract.add_parsers(sub, common)
     cli_device.add_parsers(sub, common)
+    cli_system.add_parsers(sub, common)
     return parser
 
 
 def cmd_init(args):
-    home = home_of(args)
-    if os.path.exists(os.path.join(home, config_mod.CONFIG_NAME)):
-        raise CliError(f"{home} already holds a node; use another --home, or delete the folder "
-                       "to start over", "exists")
-    if os.path.exists(os.path.join(home, Config(home=home).key_file)):
+    path = config_mod.config_path(args.home)
+    if os.path.exists(path):
+        raise CliError(f"{os.path.dirname(path)} already holds a node ({path}); use another "
+                       "--home, or delete the folder to start over", "exists")
+    home = os.path.dirname(path)
+    config = Config(home=home, api_port=args.api_port, mqtt_port=args.mqtt_port,
+                    **node_home.new_secrets())
+    if os.path.exists(config.path(config.key_file)):
         raise CliError(f"{home} holds keys from an interrupted init; delete the folder and run "
                        "init again", "partial")
-    chain_id = args.chain_id or f"ss-devnet-{secrets.token_hex(3)}"
+    chain_id = args.chain_id or node_home.new_devnet_chain_id()
     if not genesis_mod.CHAIN_ID_RE.match(chain_id):
         raise CliError("chain id must be 1-32 characters of a-z, 0-9 and '-'", "bad_chain_id")
     if not 0 < args.api_port < 65536 or not 0 <= args.mqtt_port < 65536:
         raise CliError("--api-port must be 1..65535 and --mqtt-port 0..65535", "bad_port")
-    os.makedirs(os.path.join(home, cli_wallet.WALLET_DIR), mode=0o700, exist_ok=True)
-    config = Config(home=home, api_port=args.api_port, mqtt_port=args.mqtt_port,
-                    mqtt_bridge_password=secrets.token_urlsafe(24),
-                    mqtt_provision_password=secrets.token_urlsafe(12),
-                    ha_password=secrets.token_urlsafe(18))
-    node_key, wallet = KeyPair.generate(), KeyPair.generate()
-    node_key.save(config.path(config.key_file))
-    wallet.save(cli_wallet.wallet_path(home, cli_wallet.DEFAULT_WALLET))
-    slot_ms = genesis_mod.Params().slot_ms
-    start = time.time_ns() // 1_000_000 // slot_ms * slot_ms
-    genesis = genesis_mod.devnet(chain_id, start, node_key.pubkey, wallet.address)
-    genesis.save(config.path(config.genesis_file))
+    os.makedirs(home, exist_ok=True)
+    node_key, _ = node_home.ensure_key(config.path(config.key_file))
+    wallet, _ = node_home.ensure_wallet(home)
+    genesis, _ = node_home.ensure_devnet_genesis(config, node_key, wallet, chain_id)
     config.save()
     data = {"home": home, "chain_id": chain_id, "genesis_hash": genesis.hash.hex(),
             "node_address": node_key.address_text, "wallet": cli_wallet.DEFAULT_WALLET,
@@ -172,13 +169,25 @@ def _start_simulators(config, args):
 
 
 def cmd_status(args):
-    _, s = node_status(args)
+    """The node's head, and under systemd the health of its units (shown even when the node
+    does not answer)."""
+    health = cli_system.unit_health(load_config(args))
+    try:
+        _, s = node_status(args)
+    except ApiError as exc:
+        if not health:
+            raise
+        lines = "\n".join(cli_system.unit_lines(health))
+        raise ApiError(f"{exc}\n{lines}\n(see: smartshare logs)", exc.code) from None
     text = (f"chain    {s['chain_id']}\n"
             f"height   {s['height']}  (slot {s['slot']})\n"
             f"head     {s['head_hash']}\n"
             f"state    {s['state_root']}\n"
             f"mempool  {s['mempool']} pending\n"
             f"node     {s['node_address']} ({s['role']}, {s['implementation']} build)")
+    if health:
+        text += "\n" + "\n".join(cli_system.unit_lines(health))
+        s = {**s, "units": health}
     return s, text
 
 

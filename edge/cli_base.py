@@ -18,7 +18,7 @@ def home_of(args):
 
 
 def load_config(args):
-    return config_mod.load(home_of(args))
+    return config_mod.load_file(config_mod.config_path(args.home))
 
 
 def client_for_home(args):

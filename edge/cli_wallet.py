@@ -9,9 +9,7 @@ from chain.keys import KeyPair
 from chain.tx import Transfer, Tx
 from edge.amounts import format_amount, parse_amount
 from edge.cli_base import CliError, home_of, node_status
-
-WALLET_DIR = "wallets"
-DEFAULT_WALLET = "default"
+from edge.node_home import DEFAULT_WALLET, WALLET_DIR
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 WAIT_SECONDS = 30
 

@@ -2,6 +2,11 @@
 
 The home is ``--home``, else ``$SMARTSHARE_HOME``, else ``~/.smartshare``. It holds
 ``config.toml``, ``genesis.json``, ``node_key.json``, ``wallets/`` and the LMDB data folder.
+
+On the SD image the config lives apart from the home: ``/etc/smartshare/edge.toml`` (or
+``$SMARTSHARE_CONFIG``), whose ``[system] home`` names the state folder (/var/lib/smartshare)
+and ``[system] units`` the node's systemd units. The CLI uses it when neither ``--home`` nor
+``$SMARTSHARE_HOME`` is given and ``~/.smartshare`` holds no node.
 """
 
 import os
@@ -20,10 +25,28 @@ class ConfigError(Exception):
     """The home folder or its config is missing or wrong; the message says how to fix it."""
 
 
+SYSTEM_CONFIG = "/etc/smartshare/edge.toml"
+
+
+def config_path(cli_home=None):
+    """The config file chosen by ``--home``, ``$SMARTSHARE_HOME``, ``$SMARTSHARE_CONFIG``,
+    ``~/.smartshare`` when it holds a node, else the image's /etc/smartshare/edge.toml when
+    there is one (else ``~/.smartshare/config.toml``, for ``init`` and the error message)."""
+    home = cli_home or os.environ.get("SMARTSHARE_HOME")
+    if home:
+        return os.path.join(os.path.abspath(home), CONFIG_NAME)
+    if os.environ.get("SMARTSHARE_CONFIG"):
+        return os.path.abspath(os.environ["SMARTSHARE_CONFIG"])
+    user = os.path.join(os.path.expanduser("~/.smartshare"), CONFIG_NAME)
+    if not os.path.exists(user) and os.path.exists(SYSTEM_CONFIG):
+        return SYSTEM_CONFIG
+    return user
+
+
 def resolve_home(cli_home=None):
-    """The home folder chosen by flag, environment or default."""
-    home = cli_home or os.environ.get("SMARTSHARE_HOME") or os.path.expanduser("~/.smartshare")
-    return os.path.abspath(home)
+    """The home folder: that of the chosen config file (its ``[system] home`` if it has one)."""
+    path = config_path(cli_home)
+    return load_file(path).home if os.path.exists(path) else os.path.dirname(path)
 
 
 @dataclass
@@ -55,6 +78,8 @@ class Config:
     ha_enabled: bool = False
     ha_discovery_prefix: str = "homeassistant"
     ha_password: str = ""  # Home Assistant's own broker account (user "homeassistant")
+    units: list = field(default_factory=list)  # [system] units: systemd units of this node
+    config_file: str = ""  # where the config lives; default: config.toml in the home
 
     def path(self, name):
         return os.path.join(self.home, name)
@@ -63,15 +88,22 @@ class Config:
     def api_url(self):
         return f"http://{self.api_host}:{self.api_port}"
 
+    @property
+    def file(self):
+        return self.config_file or self.path(CONFIG_NAME)
+
     def to_toml(self):
         doc = {}
+        if os.path.dirname(os.path.abspath(self.file)) != os.path.abspath(self.home):
+            doc["system"] = {"home": self.home}
         for (section, key), (attr, _) in FIELDS.items():
-            doc.setdefault(section, {})[key] = getattr(self, attr)
+            if section != "system" or getattr(self, attr):
+                doc.setdefault(section, {})[key] = getattr(self, attr)
         return doc
 
     def save(self):
-        """Write config.toml, mode 0600 (it holds the broker passwords)."""
-        path = self.path(CONFIG_NAME)
+        """Write the config file, mode 0600 (it holds the broker passwords)."""
+        path = self.file
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
             tomli_w.dump(self.to_toml(), f)
@@ -100,21 +132,34 @@ FIELDS = {
     ("homeassistant", "enabled"): ("ha_enabled", bool),
     ("homeassistant", "discovery_prefix"): ("ha_discovery_prefix", str),
     ("homeassistant", "password"): ("ha_password", str),
+    ("system", "units"): ("units", list),
 }
 
 
 def load(home):
     """Read ``home/config.toml``; raises ConfigError with what to do."""
-    path = os.path.join(home, CONFIG_NAME)
+    return load_file(os.path.join(home, CONFIG_NAME))
+
+
+def load_file(path):
+    """Read a config file (a home's config.toml, or the image's edge.toml with its
+    ``[system] home``); raises ConfigError with what to do."""
     try:
         with open(path, "rb") as f:
             doc = tomllib.load(f)
     except FileNotFoundError:
-        raise ConfigError(f"no node is set up in {home} (no {CONFIG_NAME}); "
-                          "create one with: smartshare init --devnet") from None
+        raise ConfigError(f"no node is set up in {os.path.dirname(path)} (no "
+                          f"{os.path.basename(path)}); create one with: smartshare init "
+                          "--devnet") from None
+    except PermissionError:
+        raise ConfigError(f"cannot read {path} (permission denied): run smartshare as root "
+                          "(sudo) or as the node's user") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    config = Config(home=home)
+    home = doc.get("system", {}).get("home", os.path.dirname(os.path.abspath(path)))
+    if not isinstance(home, str) or not os.path.isabs(home):
+        raise ConfigError(f"{path}: [system] home must be an absolute path")
+    config = Config(home=home, config_file=os.path.abspath(path))
     for (section, key), (attr, kind) in FIELDS.items():
         value = doc.get(section, {}).get(key)
         if value is None:
@@ -126,6 +171,8 @@ def load(home):
                        (config.mqtt_port, "[mqtt] port")):
         if not 0 <= port < 65536 or (name == "[api] port" and port == 0):
             raise ConfigError(f"{path}: {name} must be 1..65535")
+    if not all(isinstance(unit, str) and unit.endswith(".service") for unit in config.units):
+        raise ConfigError(f"{path}: [system] units must be names of systemd services")
     for seed in config.seeds:
         if not isinstance(seed, str) or not _is_host_port(seed):
             raise ConfigError(f"{path}: [p2p] seeds must be \"host:port\" strings, not {seed!r}")
