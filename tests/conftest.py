@@ -22,9 +22,11 @@ class NodeFactory:
         on ``mqtt_port`` when it is set)."""
         return nodeproc.NodeHome.init(self.base / name, api_port, mqtt_port)
 
-    def node(self, home, start=True):
-        """A node process on ``home`` (started and ready unless ``start`` is False)."""
-        node = nodeproc.NodeProcess(home, self.base / f"{home.path.rsplit('/', 1)[-1]}-node.log")
+    def node(self, home, start=True, **options):
+        """A node process on ``home`` (started and ready unless ``start`` is False); options go
+        to ``nodeproc.NodeProcess`` (own_group, args)."""
+        node = nodeproc.NodeProcess(home, self.base / f"{home.path.rsplit('/', 1)[-1]}-node.log",
+                                    **options)
         self.nodes.append(node)
         for attempt in range(3 if start else 0):
             try:

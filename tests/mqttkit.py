@@ -202,7 +202,7 @@ class MqttWorld:
         bridge = Bridge(self.store, self.registry, host="127.0.0.1", port=self.port,
                         username=BRIDGE_USER, password=self.bridge_password,
                         client_id=client_id, chain_id=self.chain_id, log=lambda *_: None,
-                        **options)
+                        on_subscribed=self.broker.save, **options)
         bridge.start()
         assert bridge.wait_ready(10), "bridge did not subscribe"
         self.bridges.append(bridge)

@@ -155,10 +155,12 @@ class NodeHome:
 class NodeProcess:
     """One ``smartshare --home H node run`` process, its output going to ``log_path``."""
 
-    def __init__(self, home, log_path=None, env=None):
+    def __init__(self, home, log_path=None, env=None, own_group=False, args=()):
         self.home = home
         self.log_path = str(log_path or os.path.join(home.path, "node.log"))
         self.env = env or {}  # extra environment (NOTIFY_SOCKET, ...)
+        self.own_group = own_group   # its own process group (with its Mosquitto): kill_group
+        self.args = list(args)       # after ``node run``
         self.proc = None
         self.starts = 0
 
@@ -171,9 +173,11 @@ class NodeProcess:
             log.write(f"=== start #{self.starts} at {time.time():.3f} ===\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "edge.cli", "--home", self.home.path, "node", "run"],
+                [sys.executable, "-m", "edge.cli", "--home", self.home.path, "node", "run",
+                 *self.args],
                 env={**cli_env(), **self.env}, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent if _prctl else None)
+                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent if _prctl else None,
+                process_group=0 if self.own_group else None)
         _RUNNING.add(self)
         if wait:
             self.wait_ready(timeout)
@@ -188,7 +192,8 @@ class NodeProcess:
         return self.proc.pid if self.proc else None
 
     def stop(self, timeout=STOP_TIMEOUT):
-        """SIGTERM, wait up to ``timeout``, then SIGKILL; returns the exit status."""
+        """SIGTERM, wait up to ``timeout``, then SIGKILL (the group, if it has its own);
+        returns the exit status."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
@@ -207,6 +212,19 @@ class NodeProcess:
             return None
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(STOP_TIMEOUT)
+        _RUNNING.discard(self)
+        return self.proc.returncode
+
+    def kill_group(self):
+        """SIGKILL the node's whole process group (the node and its Mosquitto) and reap it."""
+        assert self.own_group, "the node was not started in a process group of its own"
+        if self.proc is None:
+            return None
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.proc.wait(STOP_TIMEOUT)
         _RUNNING.discard(self)
         return self.proc.returncode

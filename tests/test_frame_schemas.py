@@ -219,8 +219,8 @@ def test_bridge_refuses_schema_breakers_with_replies_and_keeps_the_rest(mqtt_wor
         client.publish(router.topic(kind), router.frame(kind, seq, payload), qos=1)
     approved_ms = world.registry.get(router.id)["approved_ms"]
     stale = router.frame("meter", 10, {"session": 3, "bytes": 1}, timestamp_ms=approved_ms - 1)
-    client.publish(router.topic("data"), router.frame("hello", 11, {"kind": "router"}), qos=1)
     client.publish(router.topic("meter"), stale, qos=1)
+    client.publish(router.topic("data"), router.frame("hello", 11, {"kind": "router"}), qos=1)
     expected = [(seq, code) for seq, _, _, code in sends if code] + [(10, STALE)]
     wait_for("every reply", lambda: len(router.replies()) >= len(expected) + 1)
     replies = [(r["seq"], r["code"]) for r in router.replies()]

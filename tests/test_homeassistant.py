@@ -186,7 +186,8 @@ def test_state_follows_committed_frames_only(mqtt_world, ha):
     forged = sign_frame(SigningKey.generate(), CHAIN_ID, weather.id, "data", 2,
                         time.time_ns() // 1_000_000, {"t_c": 45.5})   # a stranger's key
     clients[weather].publish(weather.topic("data"), forged, qos=1)
-    send(weather, clients[weather], 3, "data", {"t_c": 22.0, "rh": 41.0, "wind_ms": 3.0})
+    # A forged frame settles nothing: the device's own next frame is still seq 2.
+    send(weather, clients[weather], 2, "data", {"t_c": 22.0, "rh": 41.0, "wind_ms": 3.0})
 
     watch.wait_json(state_topic(gate), {"occupancy": 0, "sessions": 1})
     watch.wait_json(state_topic(purifier), {"pm25": 12.5, "running_hours": 2.5})

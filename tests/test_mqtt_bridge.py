@@ -2,6 +2,7 @@
 file, real paho clients, the bridge in-process on a temp LMDB (tests/mqttkit.py)."""
 
 import json
+import os
 import threading
 import time
 
@@ -158,7 +159,8 @@ def test_every_bad_frame_gets_an_error_reply_and_good_frames_beside_it_are_store
     # Signatures are checked batch-wise after the layout checks: compare regardless of order.
     assert sorted(r["code"] for r in replies) == sorted(code for _, _, code in cases), replies
     for reply in replies:
-        assert reply["message"] and set(reply) == {"code", "message", "seq"}
+        extra = {"expected"} if reply["code"] == "out_of_order" else set()
+        assert reply["message"] and set(reply) == {"code", "message", "seq"} | extra
     wait_for("every good frame", lambda: len(world.stored(device)) == len(good))
     assert world.stored(device) == good
     expected = {}
@@ -219,12 +221,16 @@ def test_a_flooding_device_does_not_starve_the_others(world):
     wait_for("the flood to be handled", lambda: bridge.stats()["queued"] == 0 and sum(
         bridge.stats()["rejected"].values()) + len(world.stored(flooder)) >= len(frames))
     elapsed = time.monotonic() - started
-    stored = len(world.stored(flooder))
-    assert stored <= 100 + 50 * elapsed + 1, (stored, elapsed)
-    assert bridge.stats()["rejected"]["rate_limited"] == len(frames) - stored
-    codes = {r["code"] for r in flooder.replies()}
-    assert codes == {"rate_limited"}
-    assert len(flooder.replies()) <= elapsed / 1.0 + 2   # at most one reply a second
+    stored = world.stored(flooder)
+    # Taken in seq order: what is stored is a prefix; behind the first refusal the rest waits.
+    assert stored == {seq: frames[seq - 1] for seq in range(1, len(stored) + 1)}
+    assert len(stored) <= 100 + 50 * elapsed + 1, (len(stored), elapsed)
+    rejected_codes = bridge.stats()["rejected"]
+    assert sum(rejected_codes.values()) == len(frames) - len(stored)
+    assert set(rejected_codes) == {"rate_limited", "out_of_order"}
+    codes = [r["code"] for r in flooder.replies()]
+    for code in ("rate_limited", "out_of_order"):   # at most one reply a second for each
+        assert 1 <= codes.count(code) <= elapsed / 1.0 + 2
 
 
 def test_frames_published_while_the_bridge_is_down_arrive_later(world):
@@ -268,9 +274,10 @@ def test_provisioning_account_cannot_publish_frames(world):
     client = world.provisioner()
     client.publish(device.topic("meter"), device.frame("meter", 1, {}), qos=1).wait_for_publish(5)
     own = device.connect()
-    own.publish(device.topic("meter"), device.frame("meter", 2, {}), qos=1)
+    mine = device.frame("meter", 1, {"mine": True})
+    own.publish(device.topic("meter"), mine, qos=1)
     wait_for("the device's own frame", lambda: world.stored(device))
-    assert list(world.stored(device)) == [2]
+    assert world.stored(device) == {1: mine}
     client.disconnect()
     client.loop_stop()
 
@@ -299,9 +306,10 @@ def test_home_assistant_account_reads_its_topics_only(world):
     bridge_client.publish("ss/v1/ha/x/state", b"{}", qos=1)
     bridge_client.publish("homeassistant/sensor/n/x/config", b"{}", qos=1)
     wait_for("HA's own topics", lambda: len(seen) >= 2)
-    client.publish(device.topic("meter"), device.frame("meter", 2, {}), qos=1)
+    mine = device.frame("meter", 1, {"mine": True})
+    client.publish(device.topic("meter"), mine, qos=1)
     wait_for("the device's frame", lambda: world.stored(device))
-    assert list(world.stored(device)) == [2], "Home Assistant published a device frame"
+    assert world.stored(device) == {1: mine}, "Home Assistant published a device frame"
     assert sorted(set(seen)) == ["homeassistant/sensor/n/x/config", "ss/v1/ha/x/state"], seen
     ha.disconnect()
     ha.loop_stop()
@@ -351,11 +359,93 @@ def test_receipts_tell_the_device_what_is_stored(world):
     frames = {seq: device.frame("meter", seq, {"n": seq}) for seq in range(1, 6)}
     for frame in frames.values():
         client.publish(device.topic("meter"), frame, qos=1)
-    wait_for("a receipt for seq 5", lambda: {"seq": 5} in device.replies("receipt"))
+    five = {"seq": 5, "from": 1, "refused": []}
+    wait_for("a receipt for seq 5", lambda: five in device.replies("receipt"))
     assert all(r["seq"] <= 5 for r in device.replies("receipt"))
     client.publish(device.topic("meter"), frames[3], qos=1)       # a redelivery
-    wait_for("a second receipt for seq 5",
-             lambda: device.replies("receipt").count({"seq": 5}) >= 2)
+    wait_for("a second receipt for seq 5", lambda: device.replies("receipt").count(five) >= 2)
     client.publish(device.topic("meter"), b"garbage", qos=1)      # refused: no receipt
     wait_for("the error reply", device.replies)
-    assert device.replies("receipt")[-1] == {"seq": 5}
+    assert device.replies("receipt")[-1] == five
+
+
+def test_a_lost_frame_holds_back_those_above_it_until_it_is_sent(world):
+    """The broker lost frame 2 (say, in a crash): 3 and 4 wait (out_of_order, expected 2), no
+    receipt goes past 1; once 2 comes, 2..4 are taken and the receipt says so."""
+    device = world.add_device()
+    world.start_bridge()
+    client = device.connect()
+    frames = {seq: device.frame("meter", seq, {"n": seq}) for seq in range(1, 5)}
+    for seq in (1, 3, 4):
+        client.publish(device.topic("meter"), frames[seq], qos=1)
+    reply = wait_for("the out_of_order reply", device.replies)[0]
+    assert (reply["code"], reply["seq"], reply["expected"]) == ("out_of_order", 3, 2)
+    wait_for("a receipt for seq 1", lambda: device.replies("receipt"))
+    assert world.stored(device) == {1: frames[1]}
+    assert all(r["seq"] == 1 for r in device.replies("receipt"))
+    for seq in (2, 3, 4):                     # the device sends what is missing, in order
+        client.publish(device.topic("meter"), frames[seq], qos=1)
+    wait_for("a receipt for seq 4", lambda: {"seq": 4, "from": 1, "refused": []}
+             in device.replies("receipt"))
+    assert world.stored(device) == frames
+
+
+def test_a_refused_frame_is_settled_and_named_in_the_receipt(world):
+    """The device's own (signed) frame refused for its content takes its seq, so the device
+    goes on with the next; the receipt lists it as refused. A forged one settles nothing."""
+    device = world.add_device()
+    world.start_bridge()
+    client = device.connect()
+    good = device.frame("meter", 1, {"n": 1})
+    bad = device.frame("meter", 2, '{"n": NaN}')
+    forged = raw_frame(device, seq=encode_uvarint(3), sign=False)
+    after = device.frame("meter", 3, {"n": 3})
+    for frame in (good, bad, forged, after):
+        client.publish(device.topic("meter"), frame, qos=1)
+    wait_for("frame 3 stored", lambda: 3 in world.stored(device))
+    assert world.stored(device) == {1: good, 3: after}
+    wait_for("two error replies", lambda: len(device.replies()) == 2)
+    codes = sorted((r["seq"], r["code"]) for r in device.replies())
+    assert codes == [(2, "bad_payload"), (3, "bad_signature")]
+    wait_for("the receipt", lambda: {"seq": 3, "from": 1, "refused": [2]}
+             in device.replies("receipt"))
+    client.publish(device.topic("meter"), device.frame("meter", 2, {"n": 2}), qos=1)
+    wait_for("the replay reply", lambda: len(device.replies()) == 3)
+    assert device.replies()[-1]["code"] == "replayed"
+
+
+def test_a_hello_starts_a_new_run_above_a_gap(world):
+    """A device that lost frames (or a gateway whose data was wiped) goes on with a hello: it
+    starts a new run at its seq; the receipt's ``from`` says where the run began."""
+    device = world.add_device()
+    world.start_bridge()
+    client = device.connect()
+    client.publish(device.topic("meter"), device.frame("meter", 1, {}), qos=1)
+    hello = device.frame("hello", 500, {"kind": "sensor"})
+    client.publish(device.topic("hello"), hello, qos=1)
+    client.publish(device.topic("meter"), device.frame("meter", 501, {}), qos=1)
+    wait_for("the new run's receipt", lambda: {"seq": 501, "from": 500, "refused": []}
+             in device.replies("receipt"))
+    assert sorted(world.stored(device)) == [1, 500, 501]
+    client.publish(device.topic("hello"), device.frame("hello", 501 + 2_000_000, {}), qos=1)
+    reply = wait_for("the too-far reply", device.replies)[0]
+    assert (reply["code"], reply["expected"]) == ("out_of_order", 502)
+
+
+def test_after_a_broker_crash_the_bridge_is_subscribed_before_devices_publish(world):
+    """The node has the broker save the bridge's session once it subscribed: a broker killed
+    with SIGKILL comes back with that subscription, so a frame published before the bridge
+    reconnects is queued for it, not dropped."""
+    device = world.add_device()
+    bridge = world.start_bridge(client_id="durable")
+    world.stop_bridge(bridge)
+    wait_for("the saved database", lambda: os.path.exists(world.broker.path("mosquitto.db")))
+    world.broker.process.kill()
+    world.broker.process.wait()
+    world.broker.start()
+    client = device.connect()
+    frame = device.frame("meter", 1, {"n": 1})
+    client.publish(device.topic("meter"), frame, qos=1).wait_for_publish(5)
+    world.start_bridge(client_id="durable")
+    wait_for("the frame published while no bridge was connected",
+             lambda: world.stored(device) == {1: frame})

@@ -72,7 +72,7 @@ class Neighbours:
 
 def test_map_grows_while_20_devices_stream(tmp_path):
     with MqttWorld(tmp_path, map_size=256 << 10) as world:
-        devices = world.add_devices(DEVICES, kind="purifier")
+        devices = world.add_devices(DEVICES, kind="test-sensor")
         bridge = world.start_bridge(rate_per_s=1e6, burst=1e6)
         with Neighbours(world, devices) as neighbours:
             frames, infos = stream(devices, FRAMES_EACH)
@@ -99,7 +99,7 @@ def file_size_limit(limit):
 
 def test_disk_refusing_writes_mid_batch_refuses_and_loses_nothing(mqtt_world, tmp_path):
     world = mqtt_world
-    devices = world.add_devices(5, kind="weather")
+    devices = world.add_devices(5, kind="test-sensor")
     data_file = os.path.join(world.store.path, "data.mdb")
     bridge = BridgeProcess(world, tmp_path / "bridge.log", "disk-bridge",
                            preexec_fn=file_size_limit(os.path.getsize(data_file) + (64 << 10)))

@@ -276,3 +276,28 @@ def test_a_device_folder_is_run_by_one_simulator_at_a_time(tmp_path):
     again = DeviceState.open(str(tmp_path / "weather-1"), "weather")
     assert again.id == state.id
     again.close()
+
+
+def test_outbox_keeps_frames_until_receipted_and_survives_a_torn_append(tmp_path):
+    from edge.mqtt.outbox import Outbox
+    key = SigningKey(b"o" * 32)
+    frames = {seq: sign_frame(key, "c", b"\1" * 8, "meter", seq, 1, {"n": seq})
+              for seq in range(1, 8)}
+    path = str(tmp_path / "outbox.bin")
+    box = Outbox(path)
+    for seq, raw in frames.items():
+        box.keep(seq, raw)
+    box.close()
+    with open(path, "ab") as f:          # killed halfway through appending frame 8
+        f.write(b"\x00\x90" + frames[7][:20])
+    box = Outbox(path)
+    assert box.frames == frames and box.last_seq == 7
+    assert box.settle(3, 1) == [] and sorted(box.frames) == [4, 5, 6, 7]
+    assert [s for s, _ in box.since(6)] == [6, 7]
+    assert box.settle(5, 7) == [4, 5]    # a new run began at 7: 4 and 5 will never be taken
+    box.close()
+    assert Outbox(path).frames == {6: frames[6], 7: frames[7]}
+    box = Outbox(path)
+    box.settle(7, 1)
+    box.close()
+    assert os.path.getsize(path) == 0 and Outbox(path).frames == {}

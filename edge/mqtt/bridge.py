@@ -8,20 +8,23 @@ paho's network thread only queues what arrives. One worker thread takes the queu
 2. verifies every remaining signature in ONE batch (``edge._fast.start_verify``: on a native
    thread, so the worker checks the next batch meanwhile; batches still finish in order);
 3. checks sequence numbers in arrival order, against what the previous batches committed, so a
-   forged frame never moves a device's sequence, and then the schema's stateful rules
-   (timestamps, counters, sessions) the same way;
+   forged frame never moves a device's sequence: a device's frames are taken strictly in seq
+   order (``sequence.py``), and then the schema's stateful rules (timestamps, counters,
+   sessions) the same way;
 4. commits the accepted frames in ONE synced LMDB write transaction;
 5. THEN acknowledges every message of the batch (``client.ack``) and sends the error replies;
-6. tells each device, on ``reply/receipt``, the highest ``seq`` of its that is stored: at most
-   once a second per device while frames keep coming, and at once when the bridge is idle.
+6. tells each device, on ``reply/receipt``, ``{"seq": n, "from": s}``: every frame of it from
+   ``s`` to ``n`` is stored. At most once a second per device while frames keep coming, and at
+   once when the bridge is idle.
 
-A message is acknowledged only once what it carried is durable (or refused for good), so a crash
-loses nothing acknowledged: the broker keeps unacknowledged messages in the bridge's persistent
-session and delivers them again, and a frame that was already stored comes back as a duplicate
-(same sequence number, same bytes) and is acknowledged silently. The broker's PUBACK to a device
-only means the broker has the frame (and Mosquitto saves its queue periodically, not per message);
-the receipt is the node's own word that the frame is in LMDB, so a device that keeps frames until
-a receipt covers them loses nothing even if the broker itself crashes.
+A message is acknowledged only once what it carried is durable (or refused), so a crash loses
+nothing acknowledged: the broker keeps unacknowledged messages in the bridge's persistent session
+and delivers them again, and a frame that was already stored comes back as a duplicate (same
+sequence number, same bytes) and is acknowledged silently. The broker's PUBACK to a device only
+means the broker has the frame (Mosquitto saves its queues now and then, not per message); the
+receipt is the node's own word. A device keeps each frame until a receipt covers it and sends
+again what a receipt or an ``out_of_order`` reply shows missing, so nothing is lost even when the
+broker itself crashes: frames are taken in seq order, a frame above a missing one waits for it.
 
 Acknowledgements name a packet id of one connection: the worker acknowledges a message only on
 the connection that delivered it (a connection *generation*, moved under a lock by paho's
@@ -39,15 +42,19 @@ import paho.mqtt.client as mqtt
 from chain.store import StorageError
 from edge import _fast
 from edge.mqtt import ingest, schemas, topics
+from edge._fast.codec_py import FRAME_HELLO
 from edge.mqtt.frames import KIND_CODES, Frame, frame_message
 from edge.mqtt.provision import ProvisionError, read_join_request
 from edge.mqtt.ratelimit import Buckets, TokenBucket
+from edge.mqtt.sequence import AHEAD, BEHIND, MAX_SKIP, NEXT, RESTART, Position
 from edge.mqtt.topics import device_id_of
 
 U64_KEY = 8  # a frame key is device id (8 bytes) || u64be seq
 PROVISION_RATE, PROVISION_BURST = 5.0, 50  # join requests a second, all devices together
 UNKNOWN_REFRESH_S = 1.0      # re-read the approved devices at most this often for unknown ids
-RATE_REPLY_INTERVAL_S = 1.0  # at most one rate_limited reply a second per device
+RATE_REPLY_INTERVAL_S = 1.0  # at most one reply a second per device for each of these codes:
+THROTTLED_REPLIES = (ingest.RATE_LIMITED, ingest.OUT_OF_ORDER)
+REPLY_RATE = (10.0, 100)     # error replies a second per device, burst (beyond: counted only)
 MAX_PENDING = 20_000         # paho's thread waits (TCP back-pressure) beyond this many queued
 RETRY_S = 1.0                # a failed commit is retried after this long, never given up
 RECEIPT_INTERVAL_S = 1.0     # at most one receipt a second per device while frames keep coming
@@ -76,19 +83,24 @@ class BridgeMetrics:
 class _Batch:
     """The working state of one batch."""
 
-    __slots__ = ("acks", "replies", "candidates", "accepted", "joins", "last", "duplicates",
-                 "rejected", "stored", "job", "checked", "mono", "started", "sequencing")
+    __slots__ = ("acks", "replies", "candidates", "accepted", "joins", "positions", "moved",
+                 "duplicates", "rejected", "stored", "job", "checked", "mono", "started",
+                 "sequencing")
 
     def __init__(self):
         self.acks = []        # (generation, mid, qos) of every message
-        self.replies = []     # (device id, code, message, seq)
-        self.candidates = []  # (device id, frame, raw, pubkey, schema, payload): to verify
+        self.replies = []     # (device id, code, message, seq, expected seq or None)
+        # (device id, frame, raw, pubkey, schema, payload, refusal): their signatures to verify;
+        # refusal is (code, message) when the content is refused: a signed frame that is the
+        # next in seq order is then settled as refused (docs §15.4)
+        self.candidates = []
         self.accepted = []    # (device id, seq, raw)
         self.joins = []       # (topic device id, payload) of provisioning messages
-        self.last = {}        # device id -> last stored seq (read once per batch)
+        self.positions = {}   # device id -> its stored Position (read once per batch)
+        self.moved = {}       # device id -> its Position once this batch is committed
         self.duplicates = 0
         self.rejected = collections.Counter()
-        self.stored = {}      # device id -> highest seq known stored (for its receipt)
+        self.stored = {}      # device id -> Position known stored (for its receipt)
         self.job = None       # the signature verification running for ``candidates``
         self.checked = None   # (replies, rejected, duplicates, stored) after the checks
         self.mono = self.started = 0.0
@@ -99,7 +111,7 @@ class _Batch:
         replies, rejected, duplicates, stored = self.checked
         self.replies, self.rejected = list(replies), collections.Counter(rejected)
         self.duplicates, self.stored = duplicates, dict(stored)
-        self.accepted, self.last = [], {}
+        self.accepted, self.positions, self.moved = [], {}, {}
 
 
 class Bridge:
@@ -108,7 +120,7 @@ class Bridge:
     def __init__(self, store, registry, *, host, port, username, password, client_id, chain_id,
                  log=print, metrics=None, batch_size=200, batch_ms=20,
                  rate_per_s=200, burst=1000, future_ms=300_000, on_commit=None,
-                 max_pending=MAX_PENDING):
+                 on_subscribed=None, max_pending=MAX_PENDING):
         if batch_size < 1 or batch_ms < 0:
             raise ValueError("batch_size must be >= 1 and batch_ms >= 0")
         self.store, self.registry = store, registry
@@ -119,11 +131,15 @@ class Bridge:
         self.batch_size, self.batch_s = batch_size, batch_ms / 1000.0
         self.future_ms = future_ms
         self.on_commit = on_commit  # called as on_commit([(device id, seq), ...], time_ns)
+        # called (paho's thread) once subscribed: the node has the broker save its session, so
+        # after a broker restart the bridge is subscribed before any device can publish
+        self.on_subscribed = on_subscribed
         self.max_pending = max_pending
         self._buckets = Buckets(rate_per_s, burst)
         self._provision_bucket = TokenBucket(PROVISION_RATE, PROVISION_BURST, time.monotonic())
-        self._rate_replied = {}
-        self._stored_seq = {}    # device id -> the highest seq of it known to be stored
+        self._replied_at = {}    # (device id, code) -> when a throttled code was last replied
+        self._reply_buckets = Buckets(*REPLY_RATE)
+        self._stored_seq = {}    # device id -> its Position known stored (for receipts)
         self._owed = set()       # devices owed a receipt
         self._receipted_at = {}  # device id -> monotonic time of its last receipt
         self._keys = {}
@@ -200,6 +216,7 @@ class Bridge:
         self._keys = keys
         self._keys_read_at = time.monotonic()
         self._buckets.forget(keys)
+        self._reply_buckets.forget(keys)
 
     def stats(self):
         with self._stats_lock:
@@ -240,6 +257,8 @@ class Bridge:
             self.log(f"mqtt bridge: subscription refused ({reason_codes}); check the ACL")
             return
         self._ready.set()
+        if self.on_subscribed is not None:
+            self.on_subscribed()
 
     def _on_message(self, client, userdata, msg):
         try:
@@ -350,35 +369,36 @@ class Bridge:
         for device_id, payload in b.joins:
             self._provision(device_id, payload, b.mono)
         b.joins = []
-        if b.accepted:
-            self.store.write(self._store_frames(b.accepted, b.sequencing))
-            if self.on_commit is not None:
-                try:
-                    self.on_commit([(d, s) for d, s, _ in b.accepted], time.time_ns())
-                except Exception:
-                    self.log("mqtt bridge: on_commit failed:\n" + traceback.format_exc())
+        if b.moved:
+            self.store.write(self._store_frames(b.accepted, b.sequencing, b.moved))
+        if b.accepted and self.on_commit is not None:
+            try:
+                self.on_commit([(d, s) for d, s, _ in b.accepted], time.time_ns())
+            except Exception:
+                self.log("mqtt bridge: on_commit failed:\n" + traceback.format_exc())
         self._acknowledge(b.acks)
-        for device_id, code, message, seq in b.replies:
+        for device_id, code, message, seq, expected in b.replies:
             self._client.publish(topics.reply_topic(device_id, "error"),
-                                 ingest.error_reply(code, message, seq), qos=1)
+                                 ingest.error_reply(code, message, seq, expected), qos=1)
         self._note_stored(b)
         self._send_receipts(time.monotonic(), idle=not self._inbox)
         self._account(b, time.perf_counter() - b.started)
         return True
 
     def _note_stored(self, b):
-        """Remember the highest stored seq of each device the batch touched (never lower)."""
+        """Remember the stored position of each device the batch touched (marks never go
+        back: an older batch's view never replaces a newer one)."""
         known = self._stored_seq
-        for device_id, seq in b.stored.items():
-            known[device_id] = max(known.get(device_id, 0), seq)
-        for device_id, seq, _ in b.accepted:
-            known[device_id] = max(known.get(device_id, 0), seq)
+        for device_id, position in list(b.stored.items()) + list(b.moved.items()):
+            if position.mark >= known.get(device_id, Position()).mark:
+                known[device_id] = position
         self._owed.update(b.stored)
-        self._owed.update(d for d, _, _ in b.accepted)
+        self._owed.update(b.moved)
 
     def _send_receipts(self, now, idle):
-        """Publish ``{"seq": n}`` on each device's ``reply/receipt``: every frame of it up to
-        ``n`` is in LMDB. Idle: all that are owed; busy: only to devices not told for a second."""
+        """Publish ``{"seq": n, "from": s}`` on each device's ``reply/receipt``: every frame of it
+        from ``s`` up to ``n`` is in LMDB. Idle: all that are owed; busy: only to devices not
+        told for a second."""
         for device_id in list(self._owed):
             if idle or now - self._receipted_at.get(device_id, -RECEIPT_INTERVAL_S) \
                     >= RECEIPT_INTERVAL_S:
@@ -387,9 +407,9 @@ class Bridge:
                 self._client.publish(topics.reply_topic(device_id, "receipt"),
                                      ingest.receipt_reply(self._stored_seq[device_id]), qos=1)
 
-    def _store_frames(self, accepted, sequencing):
+    def _store_frames(self, accepted, sequencing, positions):
         def work(txn):
-            self.registry.store_frames(txn, accepted)
+            self.registry.store_frames(txn, accepted, positions)
             sequencing.write(txn)
         return work
 
@@ -434,7 +454,7 @@ class Bridge:
                    and frame.kind == KIND_CODES[kind])
         if matches and self._is_stored(txn, b, device_id, frame.seq, payload):
             b.duplicates += 1
-            b.stored[device_id] = b.last[device_id]
+            b.stored[device_id] = b.positions[device_id]
             return
         seq = frame.seq if frame is not None else None
         if not self._buckets.take(device_id, mono):
@@ -447,64 +467,86 @@ class Bridge:
             return self._reject(b, device_id, ingest.WRONG_TOPIC,
                                 f"frame of device {frame.device_id.hex()} on the topic of "
                                 f"{device_id.hex()}", seq, mono)
-        if not matches:
-            return self._reject(b, device_id, ingest.WRONG_TOPIC,
-                                f"{frame.kind_name} frame on the {kind} topic", seq, mono)
-        if frame.timestamp_ms > now_ms + self.future_ms:
-            return self._reject(b, device_id, ingest.FUTURE,
-                                f"timestamp {frame.timestamp_ms} is more than {self.future_ms} ms "
-                                f"ahead of the gateway's clock ({now_ms})", seq, mono)
-        try:
-            doc = ingest.check_payload(frame.payload)
-        except ingest.PayloadError as exc:
-            return self._reject(b, device_id, ingest.BAD_PAYLOAD, f"payload: {exc}", seq, mono)
-        try:
-            schema = self.rules.check_fields(device_id, kind, doc)
-        except schemas.SchemaError as exc:
-            return self._reject(b, device_id, exc.code, f"payload: {exc}", seq, mono)
-        b.candidates.append((device_id, frame, payload, pubkey, schema, doc))
+        schema, doc, refusal = None, None, self._content_refusal(kind, frame, matches, now_ms)
+        if refusal is None:
+            try:
+                doc = ingest.check_payload(frame.payload)
+                schema = self.rules.check_fields(device_id, kind, doc)
+            except ingest.PayloadError as exc:
+                refusal = (ingest.BAD_PAYLOAD, f"payload: {exc}")
+            except schemas.SchemaError as exc:
+                refusal = (exc.code, f"payload: {exc}")
+        b.candidates.append((device_id, frame, payload, pubkey, schema, doc, refusal))
 
-    def _stored_last(self, txn, b, device_id):
-        last = b.last.get(device_id)
-        if last is None:
-            last = b.last[device_id] = self.registry.last_seq(txn, device_id)
-        return last
+    def _content_refusal(self, kind, frame, matches, now_ms):
+        """``(code, message)`` when the frame's kind or timestamp is refused, else None."""
+        if not matches:
+            return ingest.WRONG_TOPIC, f"{frame.kind_name} frame on the {kind} topic"
+        if frame.timestamp_ms > now_ms + self.future_ms:
+            return ingest.FUTURE, (f"timestamp {frame.timestamp_ms} is more than "
+                                   f"{self.future_ms} ms ahead of the gateway's clock ({now_ms})")
+        return None
+
+    def _position(self, txn, b, device_id):
+        position = b.positions.get(device_id)
+        if position is None:
+            position = b.positions[device_id] = self.registry.position(txn, device_id)
+        return position
 
     def _is_stored(self, txn, b, device_id, seq, raw):
-        return (seq <= self._stored_last(txn, b, device_id)
+        return (seq <= self._position(txn, b, device_id).mark
                 and txn.get(device_id + seq.to_bytes(8, "big"),
                             db=self.registry.frames) == raw)
 
     def _sequence(self, b, verified, txn, mono):
-        """Sequence checks, in arrival order, of the frames whose signature holds."""
-        pending_last, pending_raw = {}, {}
+        """Sequence checks, in arrival order: each device's frames are taken strictly in seq
+        order (``sequence.Position``); a refused frame moves the sequence only if it is the next
+        one and its signature holds (only the device can settle its own seq)."""
         b.sequencing = self.rules.sequencing()
-        for (device_id, frame, raw, _, schema, doc), ok in zip(b.candidates, verified):
+        taken = {}   # (device id, seq) -> frame bytes accepted earlier in this batch
+        for (device_id, frame, raw, _, schema, doc, refusal), ok in zip(b.candidates, verified):
             seq = frame.seq
-            if not ok:
-                self._reject(b, device_id, ingest.BAD_SIGNATURE,
-                             f"signature does not verify for device {device_id.hex()} on chain "
-                             f"{self.chain_id!r}", seq, mono)
-                continue
-            last = pending_last.get(device_id)
-            if last is None:
-                last = self._stored_last(txn, b, device_id)
-            if seq <= last:
-                if pending_raw.get((device_id, seq)) == raw or self._is_stored(
-                        txn, b, device_id, seq, raw):
-                    b.duplicates += 1
-                    b.stored.setdefault(device_id, b.last[device_id])
+            position = b.moved.get(device_id) or self._position(txn, b, device_id)
+            place = position.place(seq, frame.kind == FRAME_HELLO)
+            if refusal is not None or not ok:
+                code, message = refusal or (ingest.BAD_SIGNATURE, (
+                    f"signature does not verify for device {device_id.hex()} on chain "
+                    f"{self.chain_id!r}"))
+                self._reject(b, device_id, code, message, seq, mono)
+                if ok and place in (NEXT, RESTART):     # the device's own frame: settled
+                    b.moved[device_id] = position.refuse(seq)
+            elif place in (NEXT, RESTART):
+                if self._schema_holds(b, txn, device_id, frame, schema, doc, mono):
+                    b.moved[device_id] = position.stored(seq)
+                    b.accepted.append((device_id, seq, raw))
+                    taken[(device_id, seq)] = raw
                 else:
-                    self._reject(b, device_id, ingest.REPLAYED,
-                                 f"seq {seq} is not above the last stored seq {last}", seq, mono)
-            elif seq - last > ingest.MAX_SEQ_GAP:
+                    b.moved[device_id] = position.refuse(seq)
+            elif place == BEHIND:
+                self._behind(b, txn, device_id, seq, raw, position, taken, mono)
+            elif place == AHEAD:
                 self._reject(b, device_id, ingest.OUT_OF_ORDER,
-                             f"seq {seq} is more than {ingest.MAX_SEQ_GAP} past the last stored "
-                             f"seq {last}", seq, mono)
-            elif self._schema_holds(b, txn, device_id, frame, schema, doc, mono):
-                pending_last[device_id] = seq
-                pending_raw[(device_id, seq)] = raw
-                b.accepted.append((device_id, seq, raw))
+                             f"seq {seq} is not the next one: frames from seq {position.mark + 1} "
+                             f"are missing; send them first", seq, mono, position.mark + 1)
+            else:
+                self._reject(b, device_id, ingest.OUT_OF_ORDER,
+                             f"a hello may start a new run at most {MAX_SKIP} above the stored "
+                             f"seq {position.mark}, not at {seq}", seq, mono, position.mark + 1)
+
+    def _behind(self, b, txn, device_id, seq, raw, position, taken, mono):
+        """A frame at or below the mark: a duplicate when those bytes are stored (or were taken
+        earlier in this batch), else a replay."""
+        if taken.get((device_id, seq)) == raw or txn.get(
+                device_id + seq.to_bytes(8, "big"), db=self.registry.frames) == raw:
+            b.duplicates += 1
+            b.stored.setdefault(device_id, position)
+        elif seq in position.refused:
+            self._reject(b, device_id, ingest.REPLAYED, f"seq {seq} was refused before (its "
+                         f"error reply said why); the next seq is {position.mark + 1}", seq, mono)
+        else:
+            self._reject(b, device_id, ingest.REPLAYED,
+                         f"seq {seq} is at or below the stored seq {position.mark}, with other "
+                         f"bytes", seq, mono)
 
     def _schema_holds(self, b, txn, device_id, frame, schema, doc, mono):
         """The schema's stateful rules (schemas.Sequencing); False after refusing the frame."""
@@ -515,13 +557,16 @@ class Bridge:
             return False
         return True
 
-    def _reject(self, b, device_id, code, message, seq, mono):
+    def _reject(self, b, device_id, code, message, seq, mono, expected=None):
+        """Count a refusal and queue its error reply, unless replies to the device are being
+        throttled (so a device that never reads cannot grow its queue in the broker fast)."""
         b.rejected[code] += 1
-        if code == ingest.RATE_LIMITED:
-            if mono - self._rate_replied.get(device_id, -1e9) < RATE_REPLY_INTERVAL_S:
+        if code in THROTTLED_REPLIES:
+            if mono - self._replied_at.get((device_id, code), -1e9) < RATE_REPLY_INTERVAL_S:
                 return
-            self._rate_replied[device_id] = mono
-        b.replies.append((device_id, code, message, seq))
+            self._replied_at[(device_id, code)] = mono
+        if self._reply_buckets.take(device_id, mono):
+            b.replies.append((device_id, code, message, seq, expected))
 
     def _provision(self, topic_id, payload, mono):
         """A join request: recorded as a pending device; refusals are only logged (the device

@@ -19,6 +19,17 @@ BRIDGE_USER = "smartshare-bridge"
 PROVISION_USER = "provision"
 HOME_ASSISTANT_USER = "homeassistant"
 READY_TIMEOUT_S = 10
+# Persistence, sized for an SD card: the broker writes its database every AUTOSAVE_S seconds (and
+# when it stops, and when the node asks: after the bridge's first subscription and after an
+# approval). What a crash loses in between, devices send again: they keep every frame until the
+# node's receipt covers it (docs/protocol.md §15.4).
+AUTOSAVE_S = 600
+# Per client (the bridge's backlog while it is away; a device or Home Assistant that stops
+# reading): beyond these the broker drops, the devices resend. MAX_INFLIGHT keeps two of the
+# bridge's batches on the wire.
+MAX_QUEUED_MESSAGES = 50_000
+MAX_QUEUED_BYTES = 16 << 20
+MAX_INFLIGHT = 1000
 
 
 class BrokerError(Exception):
@@ -77,10 +88,12 @@ password_file {self.path("passwd")}
 acl_file {self.path("acl")}
 persistence true
 persistence_location {self.directory}/
-autosave_interval 30
-max_queued_messages 200000
-max_queued_bytes 0
-max_inflight_messages 0
+autosave_interval {AUTOSAVE_S}
+autosave_on_changes false
+persistent_client_expiration 30d
+max_queued_messages {MAX_QUEUED_MESSAGES}
+max_queued_bytes {MAX_QUEUED_BYTES}
+max_inflight_messages {MAX_INFLIGHT}
 max_packet_size 65536
 pid_file {self.path("mosquitto.pid")}
 log_dest file {self.path("mosquitto.log")}
@@ -171,6 +184,14 @@ connection_messages true
         except (OSError, ValueError):
             return None
         return pid if ours else None
+
+    def save(self):
+        """Ask Mosquitto to write its database now (SIGUSR1): the bridge's session and its
+        subscriptions, retained credentials. Ignored when no broker of ours runs."""
+        pid = self.process.pid if self.process is not None and self.process.poll() is None \
+            else self.running_pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGUSR1)
 
     def reload(self):
         """SIGHUP: re-read passwords and ACL; connected clients stay connected. Works for the

@@ -3,7 +3,8 @@
 Named LMDB databases in the node's one environment (DESIGN §9):
 
     devices      device id (8 bytes) -> JSON record (public key, kind, model, status, times)
-    device_seq   device id -> u64be sequence number of its last stored frame
+    device_seq   device id -> u64be(mark) || u64be(start): frames start..mark are stored
+                 (``sequence.Position``)
     frames       device id || u64be seq -> the signed frame (docs/protocol.md §11)
 """
 
@@ -12,6 +13,7 @@ import secrets
 import struct
 import time
 
+from edge.mqtt.sequence import Position
 from edge.mqtt.topics import device_id_of
 
 PENDING, APPROVED, REVOKED = "pending", "approved", "revoked"
@@ -78,18 +80,17 @@ class DeviceRegistry:
         return {bytes.fromhex(r["id"]): bytes.fromhex(r["pubkey"]) for r in self.all()
                 if r["status"] == APPROVED}
 
-    def last_seq(self, txn, device_id):
-        raw = txn.get(bytes(device_id), db=self.seqs)
-        return U64.unpack(raw)[0] if raw is not None else 0
+    def position(self, txn, device_id):
+        """The device's ``sequence.Position``: which of its frames are stored."""
+        return Position.decode(txn.get(bytes(device_id), db=self.seqs))
 
-    def store_frames(self, txn, accepted):
-        """Keep accepted frames ``[(device id, seq, frame)]`` (ascending seq per device) and move
-        each device's sequence number to its last one, inside ``txn``."""
+    def store_frames(self, txn, accepted, positions):
+        """Keep accepted frames ``[(device id, seq, frame)]`` and the devices' new
+        ``positions`` (``{device id: Position}``), inside ``txn``."""
         with txn.cursor(db=self.frames) as cursor:
             cursor.putmulti([(bytes(d) + U64.pack(seq), frame) for d, seq, frame in accepted])
-        last = {bytes(d): seq for d, seq, _ in accepted}
         with txn.cursor(db=self.seqs) as cursor:
-            cursor.putmulti([(d, U64.pack(seq)) for d, seq in last.items()])
+            cursor.putmulti([(bytes(d), p.encode()) for d, p in positions.items()])
 
     def frames_of(self, device_id, limit=100):
         """The newest ``limit`` stored frames of a device, newest first."""

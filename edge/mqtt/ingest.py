@@ -14,13 +14,12 @@ WRONG_TOPIC = "wrong_topic"        # the frame's device id or kind differs from 
 FUTURE = "future"                  # timestamp_ms beyond now + future_ms
 BAD_PAYLOAD = "bad_payload"        # the payload is not a strict, finite, shallow JSON object
 BAD_SIGNATURE = "bad_signature"    # not signed by the approved key on this chain
-REPLAYED = "replayed"              # seq at or below the last stored one, with other bytes
-OUT_OF_ORDER = "out_of_order"      # seq more than MAX_SEQ_GAP past the last stored one
+REPLAYED = "replayed"              # seq at or below the stored ones (the mark), other bytes
+OUT_OF_ORDER = "out_of_order"      # not the next seq: the frames below it are missing
 CODES = (OVERSIZE, UNKNOWN_DEVICE, RATE_LIMITED, MALFORMED, WRONG_TOPIC, FUTURE, BAD_PAYLOAD,
          BAD_SIGNATURE, REPLAYED, OUT_OF_ORDER)
 
 MAX_MQTT_PAYLOAD = 2048
-MAX_SEQ_GAP = 1_000_000
 MAX_DEPTH = 8
 INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
 _SURROGATE = re.compile("[\ud800-\udfff]")   # what a lone "\\ud800".."\\udfff" escape decodes to
@@ -86,12 +85,16 @@ def _check_text(node):
             raise PayloadError("a key holds a lone surrogate (invalid Unicode)")
 
 
-def error_reply(code, message, seq=None):
-    """The JSON body of an error reply."""
-    return json.dumps({"code": code, "message": message, "seq": seq},
-                      separators=(",", ":")).encode()
+def error_reply(code, message, seq=None, expected=None):
+    """The JSON body of an error reply (``expected``: the seq an ``out_of_order`` frame
+    waits for)."""
+    doc = {"code": code, "message": message, "seq": seq}
+    if expected is not None:
+        doc["expected"] = expected
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
-def receipt_reply(seq):
-    """The JSON body of a receipt: every frame of the device up to ``seq`` is stored."""
-    return json.dumps({"seq": seq}, separators=(",", ":")).encode()
+def receipt_reply(position):
+    """The JSON body of a receipt: every frame of the device from ``position.start`` up to
+    ``position.mark`` is stored (``sequence.Position``)."""
+    return json.dumps(position.receipt(), separators=(",", ":")).encode()

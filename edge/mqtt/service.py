@@ -4,6 +4,7 @@ device its credentials sealed to its key and cuts a revoked one off at once (SIG
 Mosquitto drop it)."""
 
 import os
+import threading
 
 from edge.mqtt.bridge import Bridge, BridgeMetrics
 from edge.mqtt.broker import BRIDGE_USER, Broker
@@ -37,7 +38,8 @@ class DeviceService:
                              metrics=BridgeMetrics(metrics_registry)
                              if metrics_registry is not None else None,
                              on_commit=self.home_assistant.on_commit
-                             if self.home_assistant is not None else None)
+                             if self.home_assistant is not None else None,
+                             on_subscribed=self.broker.save)
 
     def start(self):
         """Write the broker's files from the registry, start Mosquitto when the node runs its
@@ -69,9 +71,10 @@ class DeviceService:
         credentials = {"username": device_id.hex(), "password": password,
                        "host": self.config.mqtt_host, "port": self.config.mqtt_port,
                        "chain_id": self.chain_id}
-        self.bridge.publish(credentials_topic(device_id),
-                            seal_credentials(bytes.fromhex(record["pubkey"]), credentials),
-                            qos=1, retain=True)
+        sent = self.bridge.publish(credentials_topic(device_id),
+                                   seal_credentials(bytes.fromhex(record["pubkey"]), credentials),
+                                   qos=1, retain=True)
+        self._save_when_sent(sent)
         self.log(f"devices: approved {device_id.hex()} ({record['kind'] or 'device'})")
         return record
 
@@ -85,6 +88,17 @@ class DeviceService:
         self.bridge.publish(credentials_topic(device_id), b"", qos=1, retain=True)
         self.log(f"devices: revoked {device_id.hex()}")
         return record
+
+    def _save_when_sent(self, info):
+        """Once the broker has the retained credentials, have it save them (a crash before its
+        next autosave would otherwise lose the only copy of the password)."""
+        def wait_and_save():
+            try:
+                info.wait_for_publish(30)
+                self.broker.save()
+            except (RuntimeError, ValueError) as exc:
+                self.log(f"devices: credentials not confirmed by the broker: {exc}")
+        threading.Thread(target=wait_and_save, name="save-credentials", daemon=True).start()
 
     def _refresh_home_assistant(self):
         """Show an approved device in HA / remove a revoked one's entities."""

@@ -163,7 +163,7 @@ class NodeSimulators:
             self.stopping.wait(0.2)
         return None
 
-    def _on_frame(self, device, seq, kind, payload):
+    def _on_frame(self, device, seq, kind, payload, raw):
         with self._lock:
             count, _ = self._batch.get(device.name, (0, None))
             what = payload.get("event") if kind == "event" else kind

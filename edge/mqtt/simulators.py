@@ -4,8 +4,11 @@ frames of a parking gate, an air purifier, a router or a weather station.
 
 A device lives in its own folder of the simulators' state directory (``<kind>-<n>/device.json``,
 mode 0600): its key, its MQTT credentials once approved, its last ``seq`` and its behaviour
-(``edge/mqtt/sim_kinds.py``). The next ``seq`` is written there *before* its frame is sent, so a
-restarted (even killed) simulator always goes on above every ``seq`` the gateway may have stored.
+(``edge/mqtt/sim_kinds.py``). Every frame is appended to the device's outbox (``outbox.py``)
+*before* it is published and kept until the node's receipt covers it: a device sends again what a
+receipt or an ``out_of_order`` reply shows missing, everything kept after it reconnects, and
+everything kept when no receipt has come for a while. So a restarted (even killed) simulator goes on
+above every ``seq`` it ever used, and no frame is lost by a broker or node crash.
 
     gateway = discover(chain_id, timeout=5)                      # or Gateway(host, port, prov)
     summary = SimulatedDevice("weather", folder, gateway, frames=10).run()
@@ -29,15 +32,19 @@ from nacl.signing import SigningKey
 from edge.discovery import find_gateway
 from edge.mqtt import sim_kinds
 from edge.mqtt.broker import PROVISION_USER
-from edge.mqtt.frames import sign_frame
+from edge.mqtt.frames import Frame, sign_frame
+from edge.mqtt.outbox import MAX_KEPT, Outbox
 from edge.mqtt.provision import ProvisionError, join_request, open_credentials
 from edge.mqtt.topics import (credentials_topic, device_id_of, device_topic, provision_topic,
                               reply_topic)
 
 STATE_FILE = "device.json"
+OUTBOX_FILE = "outbox.bin"
 CONNECT_TIMEOUT_S = 15.0
 REFUSALS_BEFORE_REJOIN = 3     # refused logins as itself before the device onboards again
-DRAIN_TIMEOUT_S = 15.0         # --frames: wait this long for the broker to take the last frames
+DRAIN_TIMEOUT_S = 15.0         # --frames: wait this long for receipts covering the last frames
+RESEND_S = 5.0                 # no receipt progress for this long: send every kept frame again
+RESEND_GAP_S = 1.0             # at most one resend of the same frames a second
 JOIN_REPEAT_S = 30.0           # repeat an unanswered join request this often
 RESUBSCRIBE_S = 5.0            # and fetch the retained credentials again this often
 
@@ -79,6 +86,7 @@ class DeviceState:
         self.path, self.kind, self.seed, self.seq = path, kind, seed, seq
         self.credentials, self.behaviour = credentials, behaviour or {}
         self.lock = None
+        self.outbox = None
         self.key = SigningKey(seed)
         self.pubkey = bytes(self.key.verify_key)
         self.id = device_id_of(self.pubkey)
@@ -96,14 +104,19 @@ class DeviceState:
             raise SimulatorError(f"another simulator runs the device in {folder}") from None
         try:
             state = cls._read(folder, kind)
+            state.outbox = Outbox(os.path.join(folder, OUTBOX_FILE))
         except BaseException:
             lock.close()
             raise
         state.lock = lock
+        state.seq = max(state.seq, state.outbox.last_seq)
         return state
 
     def close(self):
-        """Release the folder's lock."""
+        """Close the outbox and release the folder's lock."""
+        if self.outbox is not None:
+            self.outbox.close()
+            self.outbox = None
         if self.lock is not None:
             self.lock.close()
             self.lock = None
@@ -153,7 +166,7 @@ class SimulatedDevice:
     """One simulated device: onboards (once), then sends a hello and one frame per ``interval``
     until ``stop()`` (or ``frames`` frames). ``approve(device_id_hex, stop_event)``, when given,
     is called after the join request (e.g. ``sim_fleet.api_approver``); ``on_frame(device, seq, kind,
-    payload)`` sees every frame sent; ``log(line)`` every event."""
+    payload, raw)`` sees every frame sent; ``log(line)`` every event."""
 
     def __init__(self, kind, folder, gateway, *, name=None, interval=1.0, frames=None,
                  approve=None, log=print, on_frame=None, log_disconnects=True):
@@ -167,9 +180,16 @@ class SimulatedDevice:
         self.log_disconnects = log_disconnects
         self.stopping = threading.Event()
         self.sent, self.first_seq, self.errors = 0, None, []
-        self.receipted = 0   # the highest seq the node said it has stored (reply/receipt)
+        self.receipted = 0   # the highest seq the node said it has taken (reply/receipt)
+        self.receipt = None  # the latest receipt
         self.error = None
         self._refusals = 0
+        self._lock = threading.Lock()   # the outbox, between paho's thread and the loop
+        self._wake = threading.Event()
+        self._resend_from = None        # resend kept frames from this seq (0: all)
+        self._progress = time.monotonic()    # when a receipt last covered more
+        self._resent = (0.0, None)      # when, and from which seq, frames were last resent
+        self._full = False
 
     @property
     def id(self):
@@ -185,7 +205,7 @@ class SimulatedDevice:
         return {"name": self.name, "kind": self.kind, "id": self.id, "frames": self.sent,
                 "first_seq": self.first_seq, "last_seq": self.state.seq,
                 "receipted_seq": self.receipted, "errors": list(self.errors),
-                "error": self.error}
+                "kept": len(self.state.outbox or ()), "error": self.error}
 
     # -- the life of the device -----------------------------------------------------------------
 
@@ -326,6 +346,7 @@ class SimulatedDevice:
                 self.log("connected again")
             self._refusals = 0
             c.subscribe(reply_topic(self.state.id, "#"), qos=1)
+            self._want_resend(0)      # whatever the broker may have lost meanwhile
             connected.set()
 
         def on_disconnect(c, userdata, flags, reason, properties):
@@ -357,13 +378,52 @@ class SimulatedDevice:
         except ValueError:
             doc = {"code": "?", "message": msg.payload[:80].decode(errors="replace")}
         if msg.topic.endswith("/receipt"):
-            if isinstance(doc.get("seq"), int):
-                self.receipted = max(self.receipted, doc["seq"])
+            self._on_receipt(doc)
         elif msg.topic.endswith("/error"):
             self.errors.append(doc)
             self.log(f"error {doc.get('code')}: {doc.get('message')} (seq {doc.get('seq')})")
+            if doc.get("code") == "out_of_order" and isinstance(doc.get("expected"), int):
+                self._want_resend(doc["expected"])
         else:
             self.log(f"reply on {msg.topic.rsplit('/', 1)[-1]}: {describe(doc)}")
+
+    def _on_receipt(self, doc):
+        """Forget the frames the receipt covers; note frames the node will never take."""
+        mark, start = doc.get("seq"), doc.get("from", 1)
+        if not isinstance(mark, int) or not isinstance(start, int):
+            return
+        with self._lock:
+            if mark > self.receipted:
+                self._progress = time.monotonic()
+            self.receipted = max(self.receipted, mark)
+            self.receipt = doc
+            lost = self.state.outbox.settle(mark, start) if self.state.outbox else []
+        if lost:
+            self.log(f"the gateway began a new run at seq {start}: frames {lost[0]}..{lost[-1]} "
+                     "it never took are given up")
+        self._wake.set()
+
+    def _want_resend(self, seq):
+        with self._lock:
+            self._resend_from = seq if self._resend_from is None else min(self._resend_from, seq)
+        self._wake.set()
+
+    def _resend(self, client):
+        """Send again the kept frames a receipt, an ``out_of_order`` reply or a reconnection
+        showed missing, or all of them after RESEND_S without receipt progress."""
+        now = time.monotonic()
+        with self._lock:
+            outbox, start = self.state.outbox, self._resend_from
+            if start is None and len(outbox) and now - self._progress > RESEND_S:
+                start = 0
+            last_at, last_from = self._resent
+            if start is None or (now - last_at < RESEND_GAP_S and last_from is not None
+                                 and start >= last_from):
+                return
+            self._resend_from, self._resent, self._progress = None, (now, start), now
+            frames = outbox.since(start)
+        for _, raw in frames:
+            client.publish(device_topic(self.state.id, Frame.decode(raw).kind_name), raw, qos=1)
 
     @staticmethod
     def _close(client):
@@ -380,54 +440,74 @@ class SimulatedDevice:
         behaviour = sim_kinds.behaviour(self.kind, random.Random(self.state.seed + bytes(
             str(self.state.seq), "ascii")), self.state.salt())
         behaviour.restore(self.state.behaviour)
-        pending = []
         try:
-            self._send(client, chain_id, pending, "hello", behaviour.hello())
-            while not self._done():
-                if self.stopping.wait(self.interval):
+            self._resend(client)      # frames an earlier run left unreceipted go first
+            self._send(client, chain_id, "hello", behaviour.hello())
+            next_at = time.monotonic() + self.interval
+            while not self._done() and not self.stopping.is_set():
+                self._wake.wait(max(0.0, next_at - time.monotonic()))
+                self._wake.clear()
+                if self.stopping.is_set():
                     break
                 if self._refusals >= REFUSALS_BEFORE_REJOIN:
                     self.log("the broker refuses this device now (revoked?): joining again")
                     self._forget_credentials()
                     return False
+                self._resend(client)
+                if time.monotonic() < next_at:
+                    continue
+                next_at = max(next_at + self.interval, time.monotonic())
+                if not self._room():
+                    continue
                 kind, payload = behaviour.tick(self.state.seq + 1)
                 self.state.behaviour = behaviour.state()
-                self._send(client, chain_id, pending, kind, payload)
+                self._send(client, chain_id, kind, payload)
             if not self.stopping.is_set():
-                self._drain(pending)
+                self._drain(client)
         finally:
             self._close(client)
         return True
 
+    def _room(self):
+        """False while the outbox is full (the node has not receipted MAX_KEPT frames): the
+        device waits rather than drop any."""
+        full = len(self.state.outbox) >= MAX_KEPT
+        if full and not self._full:
+            self.log(f"{MAX_KEPT} frames not receipted yet: waiting for the gateway")
+        self._full = full
+        return not full
+
     def _done(self):
         return self.frames is not None and self.sent >= self.frames
 
-    def _send(self, client, chain_id, pending, kind, payload):
-        """Reserve the next ``seq`` on disk, then sign and publish the frame (QoS 1)."""
+    def _send(self, client, chain_id, kind, payload):
+        """Sign the next frame, keep it in the outbox (on disk), then publish it (QoS 1)."""
         state = self.state
-        state.seq += 1
-        state.save()
-        seq = state.seq
+        seq = state.seq + 1
         frame = sign_frame(state.key, chain_id, state.id, kind, seq, time.time_ns() // 1_000_000,
                            payload)
-        pending.append(client.publish(device_topic(state.id, kind), frame, qos=1))
-        del pending[:-100]   # only the last ones matter for the drain
+        with self._lock:
+            state.outbox.keep(seq, frame)
+        state.seq = seq
+        state.save()
+        client.publish(device_topic(state.id, kind), frame, qos=1)
         self.sent += 1
         if self.first_seq is None:
             self.first_seq = seq
         if self.on_frame is not None:
-            self.on_frame(self, seq, kind, payload)
+            self.on_frame(self, seq, kind, payload, frame)
         else:
             self.log(f"seq {seq:<6} {kind:<5}  {describe(payload)}")
 
-    def _drain(self, pending):
-        """Wait (bounded) until the broker acknowledged the last frames and the node's receipt
-        covers them (the node has them in LMDB)."""
+    def _drain(self, client):
+        """Wait (bounded) until receipts cover every kept frame, sending again what is missing."""
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
-        while any(not info.is_published() for info in pending) \
-                or self.receipted < self.state.seq:
+        while len(self.state.outbox):
             if time.monotonic() > deadline:
                 self.log(f"no receipt for seq {self.state.seq} in time (the node confirmed "
-                         f"seq {self.receipted})")
+                         f"seq {self.receipted}); {len(self.state.outbox)} frame(s) kept for the "
+                         "next run")
                 return
-            time.sleep(0.02)
+            self._resend(client)
+            self._wake.wait(0.05)
+            self._wake.clear()
