@@ -134,21 +134,28 @@ class Mempool:
             heapq.heappush(heap, (-tx.fee, self._by_id[tx.id][0], chain, index))
 
     def revalidate(self, account_of):
-        """Drop transactions the committed state has made impossible; returns them."""
+        """Drop transactions the committed state has made impossible; returns them as
+        ``[(tx, TxRejected saying why)]``."""
         dropped = []
         for sender, chain in list(self._by_sender.items()):
             account = account_of(sender)
-            budget, nonce, keep = account.balance, account.nonce, True
+            budget, nonce, why = account.balance, account.nonce, None
             for tx in chain:
-                if tx.nonce < account.nonce:  # spent by a committed transaction
-                    dropped.append(tx)
+                if tx.nonce < account.nonce:
+                    dropped.append((tx, TxRejected(Reason.BAD_NONCE, f"nonce {tx.nonce} was used "
+                                                   "by another committed transaction")))
                     continue
                 # The rest must still form an affordable, gap-free chain.
-                keep = keep and tx.nonce == nonce and spend_of(tx) <= budget
-                if keep:
+                if why is None and tx.nonce != nonce:
+                    why = TxRejected(Reason.BAD_NONCE, f"nonce {tx.nonce} follows a transaction "
+                                     "that was dropped")
+                elif why is None and spend_of(tx) > budget:
+                    why = TxRejected(Reason.INSUFFICIENT_BALANCE, f"balance {budget} no longer "
+                                     f"covers {spend_of(tx)} base units")
+                if why is None:
                     nonce += 1
                     budget -= spend_of(tx)
                 else:
-                    dropped.append(tx)
-        self.remove(dropped)
+                    dropped.append((tx, why))
+        self.remove([tx for tx, _ in dropped])
         return dropped

@@ -29,7 +29,10 @@ CHAIN_DBS = {
     "smt_nodes": "u64be version || node hash -> SMT node",
     "smt_roots": "u64be version -> SMT root reference",
     "smt_stale": "u64be version -> node keys it made stale (40 bytes each, sorted)",
-    "mempool": "tx id -> u64be arrival seq || encoded tx (accepted, not yet in a block)",
+    "mempool": "tx id -> u64be arrival seq || encoded tx (accepted, not yet in a block; a "
+               "reorganisation puts taken-back transactions here with seq 0)",
+    "dropped": "tx id -> why the mempool let an accepted transaction go (chain/dropped.py)",
+    "dropped_order": "u64be drop number -> tx id (chain/dropped.py)",
     "voters": "agent || voter -> '' (who votes for whom, derived from the accounts' votes)",
     "undo": "u64be height -> undo record of that main-chain block (above the LIB only)",
     "side": "u64be height || block hash -> '' (fork blocks kept above the LIB)",

@@ -20,6 +20,7 @@ from edge._fast.codec_py import HEADER_VERSION
 
 U64 = struct.Struct(">Q")
 LOCATION = struct.Struct(">QI")
+RETURNED = U64.pack(0)  # the arrival seq of a transaction a reorganisation gave back
 WATERMARK = b"watermark:"  # meta key prefix: producer pubkey -> u64be highest height produced
 
 
@@ -261,6 +262,11 @@ class ChainWriter:
         txn.delete(header.hash, db=db["receipts"])
         txn.put(U64.pack(h) + header.hash, b"", db=db["side"])
         self.undone.extend(block.txs)
+        # Back to the durable mempool in this same transaction, ahead of everything (arrival
+        # seq 0): a crash right after a reorganisation loses none of them. A fork block that
+        # carries one again deletes it in write_block.
+        for tx in block.txs:
+            txn.put(tx.id, RETURNED + tx.raw, db=db["mempool"])
         self.set_head(Header.decode(txn.get(header.prev_hash, db=db["headers"])))
 
     def reorganise(self, tip_hash, now_ms=None):

@@ -103,15 +103,14 @@ class _Handlers:
         tx_id = _hex32(request.match_info["tx_id"])
         if tx_id is None:
             return _error(400, "bad_request", "transaction id must be 64 hex characters")
-        pending = self.node.mempool.get(tx_id)
-        if pending is not None:
-            return web.json_response({"status": "pending", "tx": pending.to_json()})
-        found = self.ledger.committed_tx(tx_id)
+        found = self.node.tx_status(tx_id)
         if found is None:
             return _error(404, "not_found", f"no transaction {tx_id.hex()}")
-        tx, height, index, receipt = found
-        return web.json_response({"status": "committed", "height": height, "index": index,
-                                  "receipt": receipt_json(receipt), "tx": tx.to_json()})
+        if "tx" in found:
+            found["tx"] = found["tx"].to_json()
+        if "receipt" in found:
+            found["receipt"] = receipt_json(found["receipt"])
+        return web.json_response(found)
 
     async def account(self, request):
         address = _address(request)

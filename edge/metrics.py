@@ -18,6 +18,9 @@ class NodeMetrics:
         self.mempool_size = Gauge("smartshare_mempool_size", "Pending transactions", registry=r)
         self.txs_rejected = Counter("smartshare_txs_rejected", "Transactions refused, by reason",
                                     ["reason"], registry=r)
+        self.txs_dropped = Counter("smartshare_txs_dropped",
+                                   "Accepted transactions the mempool let go: evicted or invalid",
+                                   ["status", "reason"], registry=r)
         self.apply_seconds = Histogram(
             "smartshare_block_apply_seconds", "Time to validate and commit a block", registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))

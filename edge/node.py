@@ -19,6 +19,7 @@ from chain.state.view import StateView
 from chain.genesis import Genesis, GenesisError
 from chain.keys import KeyFileError, KeyPair
 from chain.ledger import Ledger, LedgerError
+from chain.dropped import EVICTED, INVALID, DroppedTxs
 from chain.mempool import Mempool
 from chain.store import Store
 from chain.block import Header
@@ -55,6 +56,7 @@ class Node:
         self.mempool = Mempool(limit=config.mempool_limit)
         self.metrics = NodeMetrics()
         self._mempool_db = self.store.db("mempool")
+        self.dropped = DroppedTxs(self.store)
         self._seq = 0
         self._stopping = asyncio.Event()
         self._load_mempool()
@@ -143,10 +145,12 @@ class Node:
     def _persist(self, accepted, evicted):
         first = self._seq + 1
         self._seq += len(accepted)
+        drops = [(tx, EVICTED, TxRejected(Reason.MEMPOOL_FULL, "the mempool was full and a "
+                                          "transaction paying a higher fee took its place"))
+                 for tx in evicted]
 
         def work(txn):
-            for tx in evicted:
-                txn.delete(tx.id, db=self._mempool_db)
+            self._record_drops(txn, drops)
             for seq, tx in enumerate(accepted, start=first):
                 txn.put(tx.id, SEQ.pack(seq) + tx.raw, db=self._mempool_db)
         try:
@@ -154,6 +158,7 @@ class Node:
         except Exception:
             self.mempool.remove(accepted)
             raise
+        self._count_drops(drops)
 
     def _load_mempool(self):
         entries = []
@@ -167,9 +172,35 @@ class Node:
         self._forget(self.mempool.revalidate(self.ledger.account))
         self.metrics.mempool_size.set(len(self.mempool))
 
-    def _forget(self, txs):
-        if txs:
-            self.store.write(lambda txn: [txn.delete(tx.id, db=self._mempool_db) for tx in txs])
+    def _forget(self, invalid):
+        """Drop ``[(tx, TxRejected)]`` from the durable mempool, recording why."""
+        drops = [(tx, INVALID, exc) for tx, exc in invalid]
+        if drops:
+            self.store.write(lambda txn: self._record_drops(txn, drops))
+            self._count_drops(drops)
+
+    def _record_drops(self, txn, drops):
+        for tx, _, _ in drops:
+            txn.delete(tx.id, db=self._mempool_db)
+        self.dropped.record(txn, drops, self.ledger.head.height)
+
+    def _count_drops(self, drops):
+        for _, status, exc in drops:
+            self.metrics.txs_dropped.labels(status, exc.reason.value).inc()
+
+    def tx_status(self, tx_id):
+        """What became of a transaction: ``{"status": "pending", "tx"}``, ``{"status":
+        "committed", height, index, receipt, tx}``, ``{"status": "evicted" or "invalid", reason,
+        detail, height}`` or None (unknown)."""
+        pending = self.mempool.get(tx_id)
+        if pending is not None:
+            return {"status": "pending", "tx": pending}
+        found = self.ledger.committed_tx(tx_id)
+        if found is not None:
+            tx, height, index, receipt = found
+            return {"status": "committed", "height": height, "index": index, "receipt": receipt,
+                    "tx": tx}
+        return self.dropped.get(tx_id)
 
     # -- blocks ---------------------------------------------------------------------------------
 
@@ -180,7 +211,7 @@ class Node:
         started = time.perf_counter()
         block, rejected = self.ledger.produce_block(self.key, slot, candidates)
         self.metrics.apply_seconds.observe(time.perf_counter() - started)
-        self.chain_changed(block, included=block.txs, dropped=[tx for tx, _ in rejected])
+        self.chain_changed(block, included=block.txs, dropped=rejected)
         if self.network is not None:
             if twin is None:
                 self.network.broadcast_block(block)
@@ -200,15 +231,15 @@ class Node:
 
     def chain_changed(self, block, included, dropped=(), undone=()):
         """After the head moved: settle the mempool (transactions of blocks a reorganisation
-        took back return to it, ahead of the ones that follow them), metrics and the log."""
+        took back return to it, ahead of the ones that follow them: the ledger already put them
+        back in the durable mempool, in the reorganisation's own transaction), metrics and the
+        log. ``dropped``: ``[(tx, TxRejected)]`` a block left out as invalid."""
         self.mempool.remove(included)
-        returning = [tx for tx in undone if self.ledger.tx_location(tx.id) is None]
-        for tx in returning:
-            self.mempool.restore(tx)
-        if returning:
-            self._persist(returning, [])
+        for tx in undone:
+            if self.ledger.tx_location(tx.id) is None:
+                self.mempool.restore(tx)
         dropped = list(dropped) + self.mempool.revalidate(self.ledger.account)
-        self.mempool.remove(dropped)
+        self.mempool.remove([tx for tx, _ in dropped])
         self._forget(dropped)
         self.metrics.height.set(self.ledger.head.height)
         self.metrics.lib_height.set(self.ledger.lib_height)

@@ -82,7 +82,9 @@ def test_revalidate_drops_what_a_block_made_stale(chain):
     add(pool, chain, tx1)
     # Another node's block already spent nonce 0 with a different transaction.
     chain.block([chain.tx(a, Transfer(b.address, 3 * COIN), nonce=0)])
-    assert pool.revalidate(chain.account) == [tx0]
+    assert [(tx, exc.reason) for tx, exc in pool.revalidate(chain.account)] == \
+        [(tx0, Reason.BAD_NONCE)]
     assert pool.select(10) == [tx1]
-    assert pool.revalidate(lambda address: Account()) == [tx1]
+    assert [(tx, exc.reason) for tx, exc in pool.revalidate(lambda address: Account())] == \
+        [(tx1, Reason.BAD_NONCE)]
     assert len(pool) == 0
