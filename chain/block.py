@@ -6,9 +6,9 @@ from edge import _fast
 from edge._fast import codec_py as wire
 from edge._fast import DecodeError
 from edge._fast.codec_py import Reader, encode_bytes, encode_fixed, encode_text, encode_uvarint
-from chain.address import address_from_pubkey, encode_address
 from chain.crypto import TAG_HEADER, hash_of, verify
 from chain.tx import Tx
+from chain.votes import decode_votes
 
 TAG_RECEIPT = 0x04
 STATUS_OK = 0
@@ -26,17 +26,23 @@ NO_PRODUCER = bytes(wire.PUBKEY_SIZE)
 class Header(NamedTuple):
     """A block header; ``hash`` covers everything but the producer's signature.
 
-    The producer confirms the blocks at heights ``confirmed_from + 1 .. height`` of this chain;
-    an honest producer never confirms a height twice, on any fork (docs/protocol.md §13).
+    ``reveal`` opens the next link of the producer's reveal chain (the schedule seed);
+    ``renewal`` (or None) commits a new chain from its next block; ``justified_round`` and
+    ``lib_height`` summarise finality after this block; ``votes_root`` commits to the finality
+    votes the block carries (docs/protocol.md §13).
     """
     version: int
     height: int
     prev_hash: bytes
     timestamp_ms: int
     slot: int
-    confirmed_from: int
     producer: bytes
+    reveal: bytes
+    renewal: object
+    justified_round: int
+    lib_height: int
     tx_root: bytes
+    votes_root: bytes
     state_root: bytes
     receipts_root: bytes
     signature: bytes = NO_SIGNATURE
@@ -61,33 +67,37 @@ class Header(NamedTuple):
     def to_json(self):
         return {"hash": self.hash.hex(), "height": self.height, "prev_hash": self.prev_hash.hex(),
                 "timestamp_ms": self.timestamp_ms, "slot": self.slot,
-                "confirmed_from": self.confirmed_from,
-                "producer": encode_address(address_from_pubkey(self.producer)),
-                "producer_pubkey": self.producer.hex(), "tx_root": self.tx_root.hex(),
+                "producer_pubkey": self.producer.hex(), "reveal": self.reveal.hex(),
+                "renewal": self.renewal.hex() if self.renewal is not None else None,
+                "justified_round": self.justified_round, "lib_height": self.lib_height,
+                "votes_root": self.votes_root.hex(), "tx_root": self.tx_root.hex(),
                 "state_root": self.state_root.hex(), "receipts_root": self.receipts_root.hex(),
                 "signature": self.signature.hex()}
 
 
 class Block:
-    """A header and its ordered transactions."""
+    """A header, its ordered transactions and the finality votes it carries."""
 
-    __slots__ = ("header", "txs", "_raw")
+    __slots__ = ("header", "txs", "votes", "_raw")
 
-    def __init__(self, header, txs, raw=None):
+    def __init__(self, header, txs, votes=(), raw=None):
         self.header = header
         self.txs = list(txs)
+        self.votes = list(votes)
         self._raw = raw
 
     @classmethod
     def decode(cls, data):
         """Strictly decode a block (raises DecodeError naming the field)."""
         data = bytes(data)
-        header, _, txs, raws = _fast.decode_block(data)
-        return cls(Header(*header), [Tx.from_fields(t, raw) for t, raw in zip(txs, raws)], data)
+        header, _, txs, raws, votes = _fast.decode_block(data)
+        return cls(Header(*header), [Tx.from_fields(t, raw) for t, raw in zip(txs, raws)],
+                   decode_votes(votes), data)
 
     def encode(self):
         if self._raw is None:
-            self._raw = _fast.encode_block(self.header.encode(), [tx.raw for tx in self.txs])
+            self._raw = _fast.encode_block(self.header.encode(), [tx.raw for tx in self.txs],
+                                           [vote.encode() for vote in self.votes])
         return self._raw
 
     @property
@@ -170,6 +180,11 @@ def decode_receipts(data):
 def tx_root(txs):
     """Merkle root of the transaction ids, in block order."""
     return _fast.merkle_root([tx.id for tx in txs])
+
+
+def votes_root(votes):
+    """Merkle root of the encoded finality votes, in block order."""
+    return _fast.merkle_root([vote.encode() for vote in votes])
 
 
 def receipts_root(receipts):

@@ -26,6 +26,8 @@ class Reason(str, Enum):
     INVALID_EVIDENCE = "invalid_evidence"
     DUPLICATE_EVIDENCE = "duplicate_evidence"
     INVALID_GAS = "invalid_gas"
+    PRODUCER_IN_USE = "producer_in_use"
+    BAD_BINDING = "bad_binding"
     DUPLICATE = "duplicate"
     MEMPOOL_FULL = "mempool_full"
 

@@ -4,14 +4,18 @@ Every handler checks all its conditions before it writes anything, so a rejected
 leaves the view untouched. Amounts are integers; nothing here reads a clock or a random source.
 """
 
-from chain import calls
+from chain import calls, crypto
 from chain import tx as txmod
-from chain.address import address_from_pubkey, encode_address
+from chain.address import encode_address
 from chain.block import STATUS_OK, Header, Receipt
+from chain.dpos.finality import DOUBLE_PRODUCTION, DOUBLE_VOTE, vote_offence
+from chain.dpos.reveal import binding_hash
 from chain.dpos.rewards import slash
-from chain.dpos.rounds import begin_round_and_slot, pay_producer
+from chain.dpos.rounds import apply_votes, begin_round_and_slot, pay_producer
 from chain.errors import Reason, TxRejected
+from chain.state.consensus import Producer
 from chain.state.records import Account, Agent, evidence_key
+from chain.votes import TAG_VOTE, FinalityVote
 from edge._fast import DecodeError
 
 
@@ -134,13 +138,46 @@ def _register_agent(view, tx, sender, params, height):
         raise TxRejected(Reason.INSUFFICIENT_STAKE, f"an agent needs a stake of "
                                                     f"{params.agent_min_stake}, "
                                                     f"this account has {sender.stake}")
+    payload = tx.payload
+    _bind_producer(view, tx, payload)
     tally = existing.votes if existing is not None else 0
-    view.set_agent(tx.sender_address, Agent(tx.sender, tx.payload.name, tx.payload.endpoint,
+    view.set_agent(tx.sender_address, Agent(payload.producer, payload.name, payload.endpoint,
                                             True, height, tally))
     agents = view.agent_addresses()
     if tx.sender_address not in agents:
         view.set_agent_addresses(agents + (tx.sender_address,))
     view.set_account(tx.sender_address, sender)
+
+
+def _rotate_producer(view, tx, sender, params, height):
+    agent = view.agent(tx.sender_address)
+    if agent is None:
+        raise TxRejected(Reason.NOT_AN_AGENT, "this account is not a registered agent")
+    _bind_producer(view, tx, tx.payload)
+    view.set_agent(tx.sender_address, agent._replace(pubkey=tx.payload.producer))
+    view.set_account(tx.sender_address, sender)
+
+
+def _bind_producer(view, tx, payload):
+    """Record ``payload.producer`` as a block-signing key of the sender (checked first: it may
+    sign for no other agent, and its binding signature must verify). A key the sender already
+    uses gets its new reveal chain from the next round, when that round's reveals are still
+    unknown to whoever chose it."""
+    owner = tx.sender_address
+    current = view.producer(payload.producer)
+    if current is not None and current.owner != owner:
+        raise TxRejected(Reason.PRODUCER_IN_USE, "that producer key already signs for another "
+                                                 "agent")
+    if not crypto.verify(payload.producer, tx.chain_id,
+                         binding_hash(owner, payload.epoch, payload.commit), payload.binding):
+        raise TxRejected(Reason.BAD_BINDING, "the producer key's binding signature does not "
+                                             "verify for this owner, epoch and commitment")
+    if current is None:
+        view.set_producer(payload.producer, Producer(owner, payload.epoch, payload.commit))
+    else:
+        view.set_producer(payload.producer, current._replace(
+            next_epoch=payload.epoch, next_commit=payload.commit,
+            next_from_round=view.schedule().round + 1))
 
 
 def _unregister_agent(view, tx, sender, params, height):
@@ -162,40 +199,73 @@ def _unjail(view, tx, sender, params, height):
 
 
 def _evidence(view, tx, sender, params, height):
-    producer, slot = check_evidence(view, tx.payload, tx.chain_id)
+    producer, keys = check_evidence(view, tx.payload, tx.chain_id, params, height)
     view.set_account(tx.sender_address, sender)
-    address = address_from_pubkey(producer)
+    address = view.owner_of(producer)
     offender = view.account(address)
-    slashed, to_reporter, to_pool = slash(offender.stake, params.slash_permille,
-                                          params.reporter_permille)
-    view.set_account(address, offender._replace(stake=offender.stake - slashed))
-    _shift_votes(view, offender.votes, -slashed)
+    slashed_stake = slash(offender.stake, params.slash_permille, 0)[0]
+    kept = ((amount - slash(amount, params.slash_permille, 0)[0], release)
+            for amount, release in offender.unbonding)
+    unbonding = tuple((amount, release) for amount, release in kept if amount)
+    slashed = slashed_stake + offender.unbonding_total - sum(a for a, _ in unbonding)
+    to_reporter = slashed * params.reporter_permille // 1000
+    view.set_account(address, offender._replace(stake=offender.stake - slashed_stake,
+                                                unbonding=unbonding))
+    _shift_votes(view, offender.votes, -slashed_stake)
     reporter = view.account(tx.sender_address)
     view.set_account(tx.sender_address, reporter._replace(balance=reporter.balance + to_reporter))
-    view.set_pool(view.pool() + to_pool)
+    view.set_pool(view.pool() + slashed - to_reporter)
     agent = view.agent(address)
     view.set_agent(address, agent._replace(jailed_until=max(agent.jailed_until,
                                                             height + params.jail_blocks)))
-    view.put(evidence_key(producer, slot), b"\x01")
+    for key in keys:
+        view.put(key, b"\x01")
 
 
-def check_evidence(view, evidence, chain_id):
-    """``(producer, slot)`` of valid, unpunished double-production evidence, else TxRejected."""
-    try:
-        first, second = Header.decode(evidence.first), Header.decode(evidence.second)
-    except DecodeError as exc:
-        raise TxRejected(Reason.INVALID_EVIDENCE, f"a header does not decode: {exc}") from None
-    if first.producer != second.producer or first.slot != second.slot:
-        raise TxRejected(Reason.INVALID_EVIDENCE, "the headers are not from one producer and slot")
-    if first.hash == second.hash:
-        raise TxRejected(Reason.INVALID_EVIDENCE, "the two headers are the same block")
+def check_evidence(view, evidence, chain_id, params, height):
+    """``(producer key, evidence keys)`` of valid, unpunished evidence, else TxRejected.
+
+    Two different objects signed by one producer prove an offence: two block headers for one
+    slot (double production), or two finality votes for one target round (double vote) or one
+    of which surrounds the other (surround vote); docs/protocol.md §13. Headers must lie within
+    the evidence window; votes within as many rounds of the current one."""
+    first, second = _evidence_object(evidence.first), _evidence_object(evidence.second)
+    if type(first) is not type(second) or first.producer != second.producer \
+            or first.hash == second.hash:
+        raise TxRejected(Reason.INVALID_EVIDENCE, "the evidence must be two different headers, "
+                                                  "or two different votes, of one producer")
     if not (first.signature_valid(chain_id) and second.signature_valid(chain_id)):
-        raise TxRejected(Reason.INVALID_EVIDENCE, "a header's signature does not verify")
-    if view.agent(address_from_pubkey(first.producer)) is None:
-        raise TxRejected(Reason.INVALID_EVIDENCE, "the producer is not an agent")
-    if view.get(evidence_key(first.producer, first.slot)) is not None:
-        raise TxRejected(Reason.DUPLICATE_EVIDENCE, "this double production was already punished")
-    return first.producer, first.slot
+        raise TxRejected(Reason.INVALID_EVIDENCE, "a signature does not verify")
+    if isinstance(first, Header):
+        recent = min(first.height, second.height) + params.evidence_window >= height
+        keys = ([evidence_key(first.producer, DOUBLE_PRODUCTION, first.slot)]
+                if first.slot == second.slot else [])
+    else:
+        rounds = max(1, params.evidence_window // params.round_length())
+        recent = min(first.target_round, second.target_round) + rounds >= view.schedule().round
+        offence = vote_offence(first.link, second.link)
+        number = (first.target_round if offence == DOUBLE_VOTE
+                  else min(first.target_round, second.target_round))
+        keys = [evidence_key(first.producer, offence, number)] if offence is not None else []
+    if not recent:
+        raise TxRejected(Reason.INVALID_EVIDENCE, f"evidence older than the window of "
+                                                  f"{params.evidence_window} is not accepted")
+    if view.owner_of(first.producer) is None:
+        raise TxRejected(Reason.INVALID_EVIDENCE, "the producer is not an agent's key")
+    if not keys:
+        raise TxRejected(Reason.INVALID_EVIDENCE, "these show no offence (two blocks for one "
+                                                  "slot, or conflicting votes)")
+    if view.get(keys[0]) is not None:
+        raise TxRejected(Reason.DUPLICATE_EVIDENCE, "this offence was already punished")
+    return first.producer, keys
+
+
+def _evidence_object(raw):
+    """A header or a finality vote, by its tag."""
+    try:
+        return FinalityVote.decode(raw) if raw[:1] == bytes((TAG_VOTE,)) else Header.decode(raw)
+    except DecodeError as exc:
+        raise TxRejected(Reason.INVALID_EVIDENCE, f"evidence does not decode: {exc}") from None
 
 
 def _shift_votes(view, candidates, delta):
@@ -212,14 +282,14 @@ _HANDLERS = {
     txmod.Transfer: _transfer, txmod.Stake: _stake, txmod.Unstake: _unstake,
     txmod.Vote: _vote, txmod.RegisterAgent: _register_agent,
     txmod.UnregisterAgent: _unregister_agent, txmod.Unjail: _unjail,
-    txmod.Evidence: _evidence,
+    txmod.Evidence: _evidence, txmod.RotateProducer: _rotate_producer,
 }
 
 
-def begin_block(view, params, header, parent_hash, parent_slot):
-    """Before the transactions: round change, missed slots and jail, matured unbonding."""
-    begin_round_and_slot(view, params, parent_hash, parent_slot, header.slot, header.producer,
-                         header.height)
+def begin_block(view, params, header, parent):
+    """Before the transactions: round change, missed slots and jail, reveal and vote, matured
+    unbonding (``parent`` is the parent block's header)."""
+    begin_round_and_slot(view, params, header, parent)
     release_unbonding(view, header.height)
 
 
@@ -237,10 +307,12 @@ def release_unbonding(view, height):
     view.set_unbond_queue(height, ())
 
 
-def execute_block(view, txs, header, parent_hash, parent_slot, params):
-    """Apply a block's transactions between its begin and end steps; the first invalid
-    transaction raises TxRejected."""
-    begin_block(view, params, header, parent_hash, parent_slot)
+def execute_block(view, block, parent, params, chain_id):
+    """Apply a block: its begin step, its finality votes, its transactions, its end step. The
+    first invalid transaction raises TxRejected, a broken consensus rule BlockRejected."""
+    header, txs = block.header, block.txs
+    begin_block(view, params, header, parent)
+    apply_votes(view, block.votes, chain_id, header.height)
     receipts = [apply_tx(view, tx, params, header.height, header.timestamp_ms) for tx in txs]
     pay_producer(view, params, header.producer, sum(r.fee for r in receipts))
     return receipts

@@ -14,7 +14,10 @@ from edge._fast.codec_py import (MAX_CHAIN_ID, MAX_NAME, PUBKEY_SIZE, encode_fix
 from chain.address import AddressError, address_from_pubkey, decode_address, encode_address
 from chain.crypto import TAG_GENESIS, hash_of
 from chain.dpos.election import elect
+from chain.dpos.reveal import round_seed_start
 from chain.params import SSP_SUPPLY, Params
+from chain.state.consensus import (GENESIS_CHECKPOINT, Finality, Producer, RoundInfo,
+                                   RoundVotes)
 from chain.state.records import Account, Agent, Schedule
 
 TAG_GENESIS_DOC = 0x20
@@ -33,8 +36,12 @@ class Allocation(NamedTuple):
 
 
 class GenesisAgent(NamedTuple):
+    """An agent from the start: its producer key, name, owner (who holds its stake and earns
+    its rewards) and the commitment of the producer key's first reveal chain (epoch 0)."""
     pubkey: bytes
     name: str
+    owner: bytes
+    commit: bytes
 
 
 class Genesis(NamedTuple):
@@ -59,7 +66,9 @@ class Genesis(NamedTuple):
         parts.append(encode_uvarint(len(self.agents)))
         for agent in self.agents:
             parts += [encode_fixed(agent.pubkey, PUBKEY_SIZE, "agent.pubkey"),
-                      encode_text(agent.name, MAX_NAME, "agent.name")]
+                      encode_text(agent.name, MAX_NAME, "agent.name"),
+                      encode_fixed(agent.owner, 20, "agent.owner"),
+                      encode_fixed(agent.commit, 32, "agent.commit")]
         return b"".join(parts)
 
     @property
@@ -74,7 +83,9 @@ class Genesis(NamedTuple):
                 k: (str(v) if k in _AMOUNT_PARAMS else v) for k, v in self.params._asdict().items()},
             "allocations": [{"address": encode_address(a.address), "balance": str(a.balance),
                              "stake": str(a.stake)} for a in self.allocations],
-            "agents": [{"pubkey": a.pubkey.hex(), "name": a.name} for a in self.agents],
+            "agents": [{"pubkey": a.pubkey.hex(), "name": a.name,
+                        "owner": encode_address(a.owner), "commit": a.commit.hex()}
+                       for a in self.agents],
         }
 
     def save(self, path):
@@ -134,9 +145,11 @@ def _check_totals(g):
         raise GenesisError("genesis needs at least one agent to produce blocks")
     if len({a.pubkey for a in g.agents}) != len(g.agents):
         raise GenesisError("an agent is listed twice")
+    if len({a.owner for a in g.agents}) != len(g.agents):
+        raise GenesisError("an owner has two agents")
     stakes = {a.address: a.stake for a in g.allocations}
     for agent in g.agents:
-        if stakes.get(address_from_pubkey(agent.pubkey), 0) < g.params.agent_min_stake:
+        if stakes.get(agent.owner, 0) < g.params.agent_min_stake:
             raise GenesisError(f"agent {agent.name!r} needs a stake of at least "
                                f"{g.params.agent_min_stake} base units in allocations")
 
@@ -202,37 +215,54 @@ def _parse_agent(raw, i):
     name = raw.get("name")
     if not isinstance(name, str) or not 0 < len(name.encode()) <= MAX_NAME:
         raise GenesisError(f"{where}.name must be 1..{MAX_NAME} bytes of text")
-    return GenesisAgent(pubkey, name)
+    try:
+        owner = decode_address(raw["owner"]) if "owner" in raw else address_from_pubkey(pubkey)
+    except AddressError as exc:
+        raise GenesisError(f"{where}.owner: {exc}") from None
+    try:
+        commit = bytes.fromhex(raw.get("commit", ""))
+    except (TypeError, ValueError):
+        commit = b""
+    if len(commit) != 32:
+        raise GenesisError(f"{where}.commit must be 64 hex characters: the first value of the "
+                           "producer key's reveal chain (smartshare init writes it)")
+    return GenesisAgent(pubkey, name, owner, commit)
 
 
-def devnet(chain_id, genesis_time_ms, agent_pubkey, faucet_address, params=None):
-    """A single-producer devnet: the agent stakes the minimum, the faucet holds most SSP."""
+def devnet(chain_id, genesis_time_ms, agent, faucet_address, params=None):
+    """A single-producer devnet: ``agent`` (a GenesisAgent) stakes the minimum from its owner,
+    the faucet holds most SSP."""
     params = params or Params()
     decimals = 8
     total = SSP_SUPPLY * 10**decimals
     pool = 100_000_000 * 10**decimals
     agent_stake = params.agent_min_stake
     agent_balance = 1_000 * 10**decimals
-    allocations = [Allocation(address_from_pubkey(agent_pubkey), agent_balance, agent_stake),
+    allocations = [Allocation(agent.owner, agent_balance, agent_stake),
                    Allocation(faucet_address, total - pool - agent_stake - agent_balance, 0)]
     genesis = Genesis(chain_id, genesis_time_ms, decimals, total, pool, params,
-                      tuple(sorted(allocations)), (GenesisAgent(agent_pubkey, "devnet-agent"),))
+                      tuple(sorted(allocations)), (agent,))
     _check_totals(genesis)
     return genesis
 
 
 def apply_genesis(view, genesis):
-    """Write the genesis allocations, agents, reward pool and first schedule into ``view``."""
+    """Write the genesis allocations, agents and their producer keys, the reward pool, the
+    first schedule and the finality rule into ``view``."""
     for a in genesis.allocations:
         view.set_account(a.address, Account(balance=a.balance, stake=a.stake))
-    addresses = []
     for agent in genesis.agents:
-        address = address_from_pubkey(agent.pubkey)
-        view.set_agent(address, Agent(agent.pubkey, agent.name))
-        addresses.append(address)
-    view.set_agent_addresses(tuple(sorted(addresses)))
+        view.set_agent(agent.owner, Agent(agent.pubkey, agent.name))
+        view.set_producer(agent.pubkey, Producer(agent.owner, 0, agent.commit))
+    view.set_agent_addresses(tuple(sorted(agent.owner for agent in genesis.agents)))
     view.set_pool(genesis.reward_pool)
-    # Round 0 follows the election rule with no votes yet: the agents ranked by address.
-    elected, _ = elect([(address, 0) for address in addresses], genesis.params.producers_per_round)
-    pubkeys = {address_from_pubkey(a.pubkey): a.pubkey for a in genesis.agents}
-    view.set_schedule(Schedule(0, 1, tuple(pubkeys[address] for address in elected)))
+    # Round 0 follows the election rule with no votes yet: the agents ranked by owner address.
+    elected, _ = elect([(agent.owner, 0) for agent in genesis.agents],
+                       genesis.params.producers_per_round)
+    keys = {agent.owner: agent.pubkey for agent in genesis.agents}
+    order = tuple(keys[owner] for owner in elected)
+    active = tuple(sorted(order))
+    view.set_schedule(Schedule(0, 1, order))
+    view.set_finality(Finality(GENESIS_CHECKPOINT, GENESIS_CHECKPOINT, active))
+    view.set_round_info(RoundInfo(0, GENESIS_CHECKPOINT, GENESIS_CHECKPOINT, active))
+    view.set_round_votes(RoundVotes(round_seed_start(genesis.hash, 0)))

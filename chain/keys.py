@@ -37,6 +37,12 @@ class KeyPair:
     def address_text(self):
         return encode_address(self.address)
 
+    def reveal_secret(self, epoch):
+        """The secret of this key's reveal chain number ``epoch``: derived from the seed, so a
+        node that lost its data rebuilds the same chain (docs/protocol.md §13)."""
+        return crypto.hash_of(b"ss/reveal-secret",
+                              bytes(self._signing_key) + epoch.to_bytes(8, "big"))
+
     def sign(self, chain_id, object_hash):
         """Signature over ``object_hash`` for ``chain_id`` (see chain.crypto)."""
         return crypto.sign(self._signing_key, chain_id, object_hash)

@@ -8,7 +8,6 @@ not at all. Restart resumes from ``head`` (docs/protocol.md §9).
 import struct
 from collections import OrderedDict
 
-from chain.address import address_from_pubkey
 from chain.block import NO_PRODUCER, NO_SIGNATURE, ZERO_HASH, Block, Header, decode_receipts
 from chain.dpos.finality import fork_choice_key
 from chain.dpos.rounds import schedule_at
@@ -96,8 +95,9 @@ class Ledger:
         view = StateView(lambda key: None)
         apply_genesis(view, self.genesis)
         root = self.smt.update(txn, None, 0, view.changes)
-        header = Header(HEADER_VERSION, 0, self.genesis.hash, self.genesis.genesis_time_ms, 0, 0,
-                        NO_PRODUCER, ZERO_HASH, root, ZERO_HASH, NO_SIGNATURE)
+        header = Header(HEADER_VERSION, 0, self.genesis.hash, self.genesis.genesis_time_ms, 0,
+                        NO_PRODUCER, ZERO_HASH, None, 0, 0, ZERO_HASH, ZERO_HASH, root,
+                        ZERO_HASH, NO_SIGNATURE)
         writer = ChainWriter(self, txn, header, 0)
         writer.write_block(Block(header, []), [], view.changes)
         txn.put(b"genesis", self.genesis.hash, db=self.db["meta"])
@@ -122,8 +122,8 @@ class Ledger:
 
     def add_block(self, block, now_ms=None):
         """Take a block from the network: extend the head, keep it as a fork, or switch to the
-        fork it completes when that fork is preferred (longest, then earliest slot, then lowest
-        hash). Raises
+        fork it completes when that fork is preferred (the latest justified round, then the
+        longest, then the earliest slot, then the lowest hash; docs/protocol.md §13). Raises
         BlockRejected when it is invalid (nothing written)."""
         block_hash = block.hash
         with self.store.read() as txn:
@@ -137,8 +137,9 @@ class Ledger:
             return AddResult("orphan")
         self._check_side_block(block)
         head = self.head
-        if (fork_choice_key(block.height, block.header.slot, block_hash)
-                <= fork_choice_key(head.height, head.slot, head.hash)):
+        if (fork_choice_key(block.header.justified_round, block.height, block.header.slot,
+                            block_hash)
+                <= fork_choice_key(head.justified_round, head.height, head.slot, head.hash)):
             self._write(lambda writer: writer.store_side(block))
             return AddResult("stored")
         writer, _ = self._write(lambda w: (w.store_side(block), w.reorganise(block_hash, now_ms)))
@@ -155,8 +156,8 @@ class Ledger:
         if not header.signature_valid(self.chain_id):
             raise BlockRejected("bad producer signature")
         with self.store.read() as txn:
-            if self.view(txn).agent(address_from_pubkey(header.producer)) is None:
-                raise BlockRejected("the block's producer is not an agent")
+            if self.view(txn).owner_of(header.producer) is None:
+                raise BlockRejected("the block's producer key belongs to no agent")
 
     # -- producing ------------------------------------------------------------------------------
 
@@ -169,28 +170,38 @@ class Ledger:
     def producer_for(self, slot):
         """The public key scheduled for ``slot`` on top of the head (the schedule of a later
         round is elected from the head's state)."""
-        with self.store.read() as txn:
-            return schedule_at(self.view(txn), self.params, self.head.hash,
-                               slot).producer_for(slot)
+        return self.schedule_for(slot).producer_for(slot)
 
-    def build_block(self, keypair, slot, candidates):
+    def schedule_for(self, slot):
+        """The schedule of the round holding ``slot``, for a block on top of the head."""
+        with self.store.read() as txn:
+            return schedule_at(self.view(txn), self.params, slot)
+
+    def build_block(self, signer, slot, candidates, votes=()):
         """Build and sign a block for ``slot`` from ``candidates`` (in order), skipping those
         that fail; returns ``(block, rejected)`` where rejected lists ``(tx, TxRejected)``.
         Nothing is written (apply_block may take the block later)."""
         block, rejected, *_ = self._write(
-            lambda writer: writer.build(keypair, slot, candidates), commit=False)[1]
+            lambda writer: writer.build(signer, slot, candidates, votes), commit=False)[1]
         return block, rejected
 
-    def produce_block(self, keypair, slot, candidates):
+    def produce_block(self, signer, slot, candidates, votes=()):
         """Build this node's block for ``slot`` and commit it in the same transaction: the
         transactions are executed once, by the same rules that validate every block, and their
-        signatures were checked when the mempool admitted them. Returns ``(block, rejected)``."""
+        signatures were checked when the mempool admitted them. ``signer`` is a
+        chain.producer.BlockSigner; ``votes`` are others' finality votes it may carry.
+        Returns ``(block, rejected)``."""
         def work(writer):
-            block, rejected, receipts, view, undo = writer.build(keypair, slot, candidates)
+            block, rejected, receipts, view, undo = writer.build(signer, slot, candidates,
+                                                                 votes)
             writer.finish(block, receipts, view, undo)
-            writer.raise_watermark(keypair.pubkey, block.height)
             return block, rejected
         return self._write(work)[1]
+
+    def finality(self):
+        """The head state's finality record (justified and finalized checkpoints, rule)."""
+        with self.store.read() as txn:
+            return self.view(txn).finality()
 
     # -- queries --------------------------------------------------------------------------------
 

@@ -69,11 +69,12 @@ class PeerNetwork:
     """Keeps peers connected, gossips and syncs; one per node process."""
 
     def __init__(self, ledger, keypair, *, host, port, seeds, max_peers, submit, on_chain_change,
-                 on_double_production, now_ms, log, agent_name=""):
+                 on_double_production, now_ms, log, agent_name="", on_block_seen=None):
         self.ledger, self.keypair = ledger, keypair
         self.host, self.port, self.seeds, self.max_peers = host, port, list(seeds), max_peers
         self.submit, self.on_chain_change = submit, on_chain_change
         self.on_double_production = on_double_production
+        self.on_block_seen = on_block_seen or (lambda block: None)
         self.now_ms, self.log, self.agent_name = now_ms, log, agent_name
         self.peers = {}          # node pubkey -> Peer
         self.banned = {}         # node pubkey or host -> monotonic time the ban ends
@@ -274,6 +275,7 @@ class PeerNetwork:
         if block.hash in self.seen_blocks:
             return True
         self._watch_for_double_production(block.header)
+        self.on_block_seen(block)
         try:
             result = self.ledger.add_block(block, self.now_ms())
         except StaleBlock:
@@ -351,10 +353,9 @@ class PeerNetwork:
             self.slot_headers[key] = raw
             if len(self.slot_headers) > SEEN_LIMIT:
                 self.slot_headers.popitem(last=False)
-        elif first != raw and Header.decode(first).hash != header.hash:
+        elif first and first != raw and Header.decode(first).hash != header.hash:
             self.slot_headers[key] = b""  # reported: don't report again
-            if first:
-                self.on_double_production(first, raw)
+            self.on_double_production(first, raw)
 
     # -- gossip ---------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ class Params(NamedTuple):
     gas_price: int = 1
     max_gas_per_tx: int = 1_000_000
     max_code_bytes: int = 12288
+    evidence_window: int = 20
 
     def encode(self):
         return encode_uvarint(len(self)) + b"".join(encode_uvarint(v) for v in self)
@@ -65,6 +66,11 @@ class Params(NamedTuple):
             out.append("params.max_missed_in_a_row must be positive")
         if self.max_code_bytes > 12288:
             out.append("params.max_code_bytes must be at most 12288 (the wire limit)")
+        if self.evidence_window <= 0:
+            out.append("params.evidence_window must be positive")
+        if self.unbonding_blocks < self.evidence_window:
+            out.append("params.unbonding_blocks must be at least params.evidence_window, so "
+                       "that evidence reaches stake on its way out")
         if self.producers_per_round + self.standby_slots > 255:
             out.append("params.producers_per_round + standby_slots must be at most 255")
         return out

@@ -37,9 +37,25 @@ class Vote(NamedTuple):
 
 
 class RegisterAgent(NamedTuple):
-    """Become a block-producer candidate."""
+    """Become a block-producer candidate. The sender is the agent's owner (it holds the stake
+    and earns the rewards); ``producer`` is the key that signs its blocks, which proves it
+    agrees with ``binding`` over the owner, ``epoch`` and ``commit`` (the first link of its
+    reveal chain)."""
     name: str
-    endpoint: str = ""
+    endpoint: str
+    producer: bytes
+    epoch: int
+    commit: bytes
+    binding: bytes
+
+
+class RotateProducer(NamedTuple):
+    """The owner moves its agent to a new producer key (or the same key with a new reveal
+    chain); the key proves it agrees with ``binding``, as in RegisterAgent."""
+    producer: bytes
+    epoch: int
+    commit: bytes
+    binding: bytes
 
 
 class UnregisterAgent(NamedTuple):
@@ -77,6 +93,7 @@ PAYLOADS = {
     wire.KIND_VOTE: Vote, wire.KIND_REGISTER_AGENT: RegisterAgent,
     wire.KIND_UNREGISTER_AGENT: UnregisterAgent, wire.KIND_UNJAIL: Unjail,
     wire.KIND_EVIDENCE: Evidence, wire.KIND_DEPLOY: Deploy, wire.KIND_CALL: Call,
+    wire.KIND_ROTATE_PRODUCER: RotateProducer,
 }
 KIND_OF = {cls: kind for kind, cls in PAYLOADS.items()}
 KIND_NAMES = {wire.KIND_TRANSFER: "transfer", wire.KIND_STAKE: "stake",
@@ -84,7 +101,7 @@ KIND_NAMES = {wire.KIND_TRANSFER: "transfer", wire.KIND_STAKE: "stake",
               wire.KIND_REGISTER_AGENT: "register_agent",
               wire.KIND_UNREGISTER_AGENT: "unregister_agent", wire.KIND_UNJAIL: "unjail",
               wire.KIND_EVIDENCE: "evidence", wire.KIND_DEPLOY: "deploy",
-              wire.KIND_CALL: "call"}
+              wire.KIND_CALL: "call", wire.KIND_ROTATE_PRODUCER: "rotate_producer"}
 
 
 class Tx:
@@ -189,7 +206,12 @@ def payload_json(payload):
     if isinstance(payload, Vote):
         return {"candidates": [encode_address(c) for c in payload.candidates]}
     if isinstance(payload, RegisterAgent):
-        return {"name": payload.name, "endpoint": payload.endpoint}
+        return {"name": payload.name, "endpoint": payload.endpoint,
+                "producer": payload.producer.hex(), "epoch": payload.epoch,
+                "commit": payload.commit.hex()}
+    if isinstance(payload, RotateProducer):
+        return {"producer": payload.producer.hex(), "epoch": payload.epoch,
+                "commit": payload.commit.hex()}
     if isinstance(payload, Evidence):
         return {"first": payload.first.hex(), "second": payload.second.hex()}
     if isinstance(payload, Deploy):

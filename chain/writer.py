@@ -8,9 +8,9 @@ fully re-validated every time it is applied (DESIGN §4, docs/protocol.md §9).
 import struct
 
 from chain import crypto
-from chain.block import ZERO_HASH, Block, Header, encode_receipts, receipts_root, tx_root
-from chain.dpos.finality import last_irreversible
-from chain.dpos.rounds import schedule_at
+from chain.block import (ZERO_HASH, Block, Header, encode_receipts, receipts_root, tx_root,
+                         votes_root)
+from chain.dpos.rounds import apply_votes, expected_vote, schedule_at
 from chain.errors import BlockRejected, StaleBlock, TxRejected
 from chain.execute import apply_tx, begin_block, check_static, execute_block, pay_producer
 from chain.state.view import StateView
@@ -21,7 +21,6 @@ from edge._fast.codec_py import HEADER_VERSION
 U64 = struct.Struct(">Q")
 LOCATION = struct.Struct(">QI")
 RETURNED = U64.pack(0)  # the arrival seq of a transaction a reorganisation gave back
-WATERMARK = b"watermark:"  # meta key prefix: producer pubkey -> u64be highest height produced
 
 
 class ChainWriter:
@@ -43,13 +42,20 @@ class ChainWriter:
         signatures = self.check_txs(block.txs)
         if tx_root(block.txs) != header.tx_root:
             raise BlockRejected("tx_root does not match the transactions")
+        if votes_root(block.votes) != header.votes_root:
+            raise BlockRejected("votes_root does not match the votes")
         undo = []
         view = self.view(undo)
         try:
-            receipts = execute_block(view, block.txs, header, self.head.hash, self.head.slot,
-                                     ledger.params)
+            receipts = execute_block(view, block, self.head, ledger.params, ledger.chain_id)
         except TxRejected as exc:
             raise BlockRejected(f"invalid transaction in block: {exc}") from None
+        finality = view.finality()
+        if (header.justified_round, header.lib_height) != (finality.justified.round,
+                                                            finality.finalized.height):
+            raise BlockRejected(f"the header's finality (justified round {header.justified_round},"
+                                f" lib {header.lib_height}) is not the executed state's "
+                                f"({finality.justified.round}, {finality.finalized.height})")
         root = ledger.smt.update(self.txn, header.height - 1, header.height, view.changes)
         if root != header.state_root:
             raise BlockRejected(f"state_root {header.state_root.hex()[:16]} does not match the "
@@ -70,34 +76,31 @@ class ChainWriter:
         self.txn.put(U64.pack(block.height), encode_undo(undo), db=self.db["undo"])
         self.write_block(block, receipts, view.changes)
         self.applied.append(block)
-        self.advance_lib(view.schedule())
+        self.advance_lib(view.finality().finalized.height)
 
     # -- producing ------------------------------------------------------------------------------
 
-    def confirmed_from(self, producer, height):
-        """Where a new block of ``producer`` at ``height`` starts confirming: above the highest
-        height it ever produced at (on any fork), so it never confirms a height twice."""
-        raw = self.txn.get(WATERMARK + producer, db=self.db["meta"])
-        return min(U64.unpack(raw)[0] if raw else 0, height)
-
-    def raise_watermark(self, producer, height):
-        """Record that ``producer`` has produced (and so confirmed) up to ``height``."""
-        raw = self.txn.get(WATERMARK + producer, db=self.db["meta"])
-        if raw is None or U64.unpack(raw)[0] < height:
-            self.txn.put(WATERMARK + producer, U64.pack(height), db=self.db["meta"])
-
-    def build(self, keypair, slot, candidates):
+    def build(self, signer, slot, candidates, votes=()):
         """Execute ``candidates`` (in order, skipping those that fail) into a block for
-        ``slot`` on the tip, signed by ``keypair``. Returns ``(block, rejected, receipts, view,
-        undo)``; nothing is written yet (``finish`` does)."""
+        ``slot`` on the tip, signed by ``signer`` (a chain.producer.BlockSigner): its reveal,
+        its own finality vote when it may cast one, and the ``votes`` of others that count
+        here. Returns ``(block, rejected, receipts, view, undo)``; nothing is written yet
+        (``finish`` does)."""
         ledger, head = self.ledger, self.head
         height = head.height + 1
-        draft = Header(HEADER_VERSION, height, head.hash, ledger.slot_time_ms(slot), slot,
-                       self.confirmed_from(keypair.pubkey, height), keypair.pubkey, ZERO_HASH,
-                       ZERO_HASH, ZERO_HASH)
         undo = []
         view = self.view(undo)
-        begin_block(view, ledger.params, draft, head.hash, head.slot)
+        round_number = schedule_at(view, ledger.params, slot).round
+        record = view.producer(signer.pubkey)
+        if record is None:
+            raise BlockRejected("this node's producer key belongs to no agent")
+        reveal, renewal = signer.reveal_for(record.effective(round_number))
+        draft = Header(HEADER_VERSION, height, head.hash, ledger.slot_time_ms(slot), slot,
+                       signer.pubkey, reveal, renewal, 0, 0, ZERO_HASH, ZERO_HASH, ZERO_HASH,
+                       ZERO_HASH)
+        begin_block(view, ledger.params, draft, head)
+        carried = self._choose_votes(view, signer, votes)
+        apply_votes(view, carried, ledger.chain_id, height)
         included, receipts, rejected = [], [], []
         for tx in candidates[:ledger.params.max_block_txs]:
             try:
@@ -105,12 +108,32 @@ class ChainWriter:
                 included.append(tx)
             except TxRejected as exc:
                 rejected.append((tx, exc))
-        pay_producer(view, ledger.params, keypair.pubkey, sum(r.fee for r in receipts))
+        pay_producer(view, ledger.params, signer.pubkey, sum(r.fee for r in receipts))
         root = ledger.smt.update(self.txn, height - 1, height, view.changes)
-        header = draft._replace(tx_root=tx_root(included), state_root=root,
+        finality = view.finality()
+        header = draft._replace(justified_round=finality.justified.round,
+                                lib_height=finality.finalized.height, tx_root=tx_root(included),
+                                votes_root=votes_root(carried), state_root=root,
                                 receipts_root=receipts_root(receipts))
-        block = Block(header.signed_by(keypair, ledger.chain_id), included)
+        block = Block(header.signed_by(signer, ledger.chain_id), included, carried)
         return block, rejected, receipts, view, undo
+
+    def _choose_votes(self, view, signer, offered):
+        """The votes this block carries, sorted by producer: those ``offered`` for the round's
+        link from members that have not voted yet, and the signer's own when it is a member and
+        its record allows it (it never votes twice for one round nor surrounds an earlier
+        vote; the vote is recorded before it is signed)."""
+        info = view.round_info()
+        link = expected_vote(info)
+        if link is None:
+            return []
+        members, voted = set(info.members()), set(view.round_votes().voters)
+        chosen = {v.producer: v for v in offered
+                  if v.link == link and v.producer in members and v.producer not in voted}
+        if (signer.pubkey in members and signer.pubkey not in voted
+                and signer.pubkey not in chosen and signer.may_vote(link)):
+            chosen[signer.pubkey] = signer.vote(link, self.ledger.chain_id)
+        return [chosen[key] for key in sorted(chosen)]
 
     def view(self, undo=None):
         """The tip's state; voter-index writes are recorded in ``undo``."""
@@ -129,15 +152,13 @@ class ChainWriter:
             raise BlockRejected("prev_hash is not the head block")
         if header.slot <= head.slot:
             raise BlockRejected(f"slot {header.slot} is not after the head's slot {head.slot}")
-        if header.confirmed_from > header.height:
-            raise BlockRejected("confirmed_from is above the block's own height")
         expected_time = ledger.slot_time_ms(header.slot)
         if header.timestamp_ms != expected_time:
             raise BlockRejected(f"timestamp {header.timestamp_ms} is not slot {header.slot}'s "
                                 f"start {expected_time}")
         if now_ms is not None and header.timestamp_ms > now_ms + ledger.params.slot_ms:
             raise BlockRejected("block is from the future")
-        schedule = schedule_at(self.view(), ledger.params, head.hash, header.slot)
+        schedule = schedule_at(self.view(), ledger.params, header.slot)
         if header.producer != schedule.producer_for(header.slot):
             raise BlockRejected(f"slot {header.slot} belongs to another producer")
         if not header.signature_valid(ledger.chain_id):
@@ -207,13 +228,11 @@ class ChainWriter:
 
     # -- finality -------------------------------------------------------------------------------
 
-    def advance_lib(self, schedule):
-        """Move the last irreversible block up when 2/3+1 producers have built on it, and
-        forget what only reverting below it would need."""
-        headers = [self.header_at(h) for h in range(self.lib_height + 1, self.head.height)]
-        chain = [(h.height, h.producer, h.confirmed_from) for h in headers + [self.head]]
-        lib = last_irreversible(chain, len(set(schedule.producers)), self.lib_height)
-        if lib == self.lib_height:
+    def advance_lib(self, finalized_height):
+        """Move the last irreversible block up to the state's finalized checkpoint, and forget
+        what only reverting below it would need. The LIB never goes back."""
+        lib = finalized_height
+        if lib <= self.lib_height:
             return
         for height in range(self.lib_height + 1, lib + 1):
             self.txn.delete(U64.pack(height), db=self.db["undo"])

@@ -10,7 +10,7 @@ import json
 from aiohttp import web
 
 from chain import calls
-from chain.address import AddressError, address_from_pubkey, decode_address, encode_address
+from chain.address import AddressError, decode_address, encode_address
 from chain.state.records import contract_key, decode_contract
 from contracts.values import decode_value
 from edge.mqtt.devices import DeviceError
@@ -60,6 +60,16 @@ async def start_api(node, host, port):
     return runner
 
 
+def finality_json(finality):
+    """The finality record for the API (docs/api.md)."""
+    def checkpoint(c):
+        return {"round": c.round, "hash": c.hash.hex(), "height": c.height}
+    return {"justified": checkpoint(finality.justified), "finalized": checkpoint(finality.finalized),
+            "active": [k.hex() for k in finality.active],
+            "phase": ("stable", "proposed", "joint")[finality.phase],
+            "next": [k.hex() for k in finality.next], "mark": finality.mark}
+
+
 class _Handlers:
     def __init__(self, node):
         self.node = node
@@ -73,7 +83,7 @@ class _Handlers:
             "height": head.height, "head_hash": head.hash.hex(),
             "state_root": head.state_root.hex(), "slot": head.slot,
             "timestamp_ms": head.timestamp_ms, "mempool": len(self.node.mempool),
-            "lib_height": ledger.lib_height,
+            "lib_height": ledger.lib_height, "finality": finality_json(ledger.finality()),
             "peers": len(self.node.network.peers) if self.node.network else 0,
             "p2p_port": self.node.network.port if self.node.network else 0,
             "node_address": self.node.key.address_text, "node_pubkey": self.node.key.pubkey.hex(),
@@ -133,7 +143,11 @@ class _Handlers:
             agent = self.ledger.view(txn).agent(address)
         if agent is None:
             return None
+        with self.ledger.store.read() as txn:
+            producer = self.ledger.view(txn).producer(agent.pubkey)
         return {"name": agent.name, "endpoint": agent.endpoint, "active": agent.active,
+                "producer": agent.pubkey.hex(),
+                "producer_epoch": producer.epoch if producer is not None else 0,
                 "votes": str(agent.votes), "registered_height": agent.registered_height,
                 "jailed_until": agent.jailed_until, "missed_in_a_row": agent.missed_in_a_row,
                 "missed_total": agent.missed_total, "produced": agent.produced,
@@ -265,11 +279,12 @@ class _Handlers:
         with self.ledger.store.read() as txn:
             view = self.ledger.view(txn)
             schedule = view.schedule()
-            producers = [{"address": encode_address(address_from_pubkey(p)), "pubkey": p.hex(),
-                          "name": view.agent(address_from_pubkey(p)).name}
+            producers = [{"address": encode_address(view.owner_of(p)), "pubkey": p.hex(),
+                          "name": view.agent(view.owner_of(p)).name}
                          for p in schedule.producers]
+            finality = view.finality()
         return web.json_response({"round": schedule.round, "start_slot": schedule.start_slot,
-                                  "producers": producers})
+                                  "producers": producers, "finality": finality_json(finality)})
 
     async def partition(self, request):
         """Testing: talk only to the listed node keys (``{"allow": null}`` heals)."""

@@ -122,15 +122,19 @@ def cmd_init(args):
     if not 0 < args.api_port < 65536 or not 0 <= args.mqtt_port < 65536:
         raise CliError("--api-port must be 1..65535 and --mqtt-port 0..65535", "bad_port")
     os.makedirs(home, exist_ok=True)
-    node_key, _ = node_home.ensure_key(config.path(config.key_file))
+    node_key, _ = node_home.ensure_producer_key(config)
+    owner, _ = node_home.ensure_wallet(home, node_home.OWNER_WALLET)
     wallet, _ = node_home.ensure_wallet(home)
-    genesis, _ = node_home.ensure_devnet_genesis(config, node_key, wallet, chain_id)
+    genesis, _ = node_home.ensure_devnet_genesis(config, node_key, owner, wallet, chain_id)
     config.save()
     data = {"home": home, "chain_id": chain_id, "genesis_hash": genesis.hash.hex(),
-            "node_address": node_key.address_text, "wallet": cli_wallet.DEFAULT_WALLET,
-            "wallet_address": wallet.address_text, "api": config.api_url}
+            "node_address": node_key.address_text, "agent_address": owner.address_text,
+            "wallet": cli_wallet.DEFAULT_WALLET, "wallet_address": wallet.address_text,
+            "api": config.api_url}
     text = (f"Initialised devnet {chain_id} in {home}\n"
             f"  node (producer)  {node_key.address_text}\n"
+            f"  agent (owner)    {owner.address_text} (wallet 'owner': stake and rewards; on a "
+            "real network keep this key off the gateway)\n"
             f"  wallet 'default' {wallet.address_text} (holds the devnet's SSP)\n"
             f"  API              {config.api_url}\n"
             f"Run it with: smartshare --home {home} node run")

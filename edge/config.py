@@ -55,6 +55,7 @@ class Config:
     home: str
     data_dir: str = "data"
     key_file: str = "node_key.json"
+    votes_dir: str = "votes"
     genesis_file: str = "genesis.json"
     prune_depth: int = 1000
     map_size_mb: int = DEFAULT_MAP_SIZE >> 20  # address space; grows (quiesced) if ever full
@@ -117,6 +118,7 @@ class Config:
 # (section, key in config.toml) -> (Config attribute, type). p2p port 0 = no peer network.
 FIELDS = {
     ("node", "data_dir"): ("data_dir", str), ("node", "key_file"): ("key_file", str),
+    ("node", "votes_dir"): ("votes_dir", str),
     ("node", "genesis"): ("genesis_file", str), ("node", "prune_depth"): ("prune_depth", int),
     ("node", "map_size_mb"): ("map_size_mb", int), ("api", "host"): ("api_host", str),
     ("api", "port"): ("api_port", int), ("mempool", "limit"): ("mempool_limit", int),

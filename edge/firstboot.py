@@ -123,11 +123,15 @@ def home_steps_as(owner, config_file):
 
 
 def home_steps(config):
-    """Node key, default wallet, genesis (a devnet when none is there) and broker files."""
-    key, key_new = node_home.ensure_key(config.path(config.key_file))
+    """Node (producer) key, owner and default wallets, genesis (a devnet when none is there)
+    and broker files."""
+    key, key_new = node_home.ensure_producer_key(config)
+    owner, owner_new = node_home.ensure_wallet(config.home, node_home.OWNER_WALLET)
     wallet, wallet_new = node_home.ensure_wallet(config.home)
-    genesis, genesis_new = node_home.ensure_devnet_genesis(config, key, wallet)
+    genesis, genesis_new = node_home.ensure_devnet_genesis(config, key, owner, wallet)
     steps = [(f"node key {key.address_text}", CREATED if key_new else KEPT),
+             (f"owner {node_home.OWNER_WALLET} {owner.address_text}",
+              CREATED if owner_new else KEPT),
              (f"wallet {node_home.DEFAULT_WALLET} {wallet.address_text}",
               CREATED if wallet_new else KEPT),
              (f"genesis {genesis.chain_id}", CREATED if genesis_new else KEPT)]

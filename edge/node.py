@@ -24,6 +24,8 @@ from chain.mempool import Mempool
 from chain.store import Store
 from chain.block import Header
 from chain.network import PeerNetwork
+from chain.producer import BlockSigner, ProducerError, watermark_path
+from chain.votes import VotePool
 from chain.tx import Evidence, Transfer, Tx
 from edge import sdnotify
 from edge._fast import DecodeError
@@ -49,6 +51,8 @@ class Node:
         self.log = log or print_line
         self.genesis = Genesis.load(config.path(config.genesis_file))
         self.key = KeyPair.load(config.path(config.key_file))
+        self.signers = self._load_signers()
+        self.vote_pool = VotePool(self.genesis.chain_id)
         data_dir = config.path(config.data_dir)
         self._lock = _lock_data_dir(data_dir)
         self.store = Store(data_dir, map_size=config.map_size_mb << 20)
@@ -70,12 +74,39 @@ class Node:
         return PeerNetwork(self.ledger, self.key, host=config.p2p_host, port=config.p2p_port,
                            seeds=config.seeds, max_peers=config.max_peers, submit=self.submit,
                            on_chain_change=self._on_network_block,
-                           on_double_production=self._on_double_production, now_ms=now_ms,
+                           on_double_production=self._on_double_production,
+                           on_block_seen=self.block_seen, now_ms=now_ms,
                            log=self.log, agent_name=self._agent_name())
+
+    def _load_signers(self):
+        """The producer keys this node signs blocks with, by public key: the node key, and
+        the key a rotation will move it to (``<key_file>.next``, once it is scheduled)."""
+        config = self.config
+        keys = [self.key]
+        upcoming = config.path(config.key_file) + ".next"
+        if os.path.exists(upcoming):
+            keys.append(KeyPair.load(upcoming))
+        votes_dir = config.path(config.votes_dir)
+        signers = {}
+        for key in keys:
+            signers[key.pubkey] = BlockSigner(key, watermark_path(votes_dir, key.pubkey))
+            if signers[key.pubkey].recovering:
+                self.log(f"producer {key.address_text}: no vote watermark in {votes_dir}; it "
+                         "will not vote until it sees its own latest vote on the chain or the "
+                         f"evidence window ({self.genesis.params.evidence_window} blocks) passes")
+        return signers
+
+    def _pick_up_rotated_key(self):
+        """After ``smartshare agent rotate-key`` the new key waits beside the node key."""
+        if os.path.exists(self.config.path(self.config.key_file) + ".next"):
+            for pubkey, signer in self._load_signers().items():
+                self.signers.setdefault(pubkey, signer)
 
     def _agent_name(self):
         with self.store.read() as txn:
-            agent = self.ledger.view(txn).agent(self.key.address)
+            view = self.ledger.view(txn)
+            owner = view.owner_of(self.key.pubkey)
+            agent = view.agent(owner) if owner is not None else None
         return agent.name if agent is not None else ""
 
     # -- transactions ---------------------------------------------------------------------------
@@ -204,12 +235,16 @@ class Node:
 
     # -- blocks ---------------------------------------------------------------------------------
 
-    def produce(self, slot):
-        """Build, validate and commit this node's block for ``slot``, and announce it."""
+    def produce(self, slot, signer=None):
+        """Build, validate and commit this node's block for ``slot`` (signed by ``signer``,
+        by default the node key's), and announce it."""
+        signer = signer or self.signers[self.key.pubkey]
         candidates = self.mempool.select(self.ledger.params.max_block_txs)
-        twin = self._equivocating_twin(slot, candidates) if self.config.equivocate else None
+        twin = (self._equivocating_twin(slot, candidates, signer) if self.config.equivocate
+                else None)
         started = time.perf_counter()
-        block, rejected = self.ledger.produce_block(self.key, slot, candidates)
+        votes = self.vote_pool.for_round(self.ledger.schedule_for(slot).round)
+        block, rejected = self.ledger.produce_block(signer, slot, candidates, votes)
         self.metrics.apply_seconds.observe(time.perf_counter() - started)
         self.chain_changed(block, included=block.txs, dropped=rejected)
         if self.network is not None:
@@ -219,7 +254,7 @@ class Node:
                 self.network.split_broadcast(block, twin)
         return block
 
-    def _equivocating_twin(self, slot, candidates):
+    def _equivocating_twin(self, slot, candidates, signer):
         """A second, different block for the same slot (testing only: it is punishable)."""
         account = self.ledger.account(self.key.address)
         nonce = self.mempool.next_nonce(self.key.address, account)
@@ -227,7 +262,7 @@ class Node:
         fee = self.ledger.params.min_fee_for(len(Tx(self.ledger.chain_id, self.key.pubkey, nonce,
                                                     0, payload).raw) + 4)
         extra = Tx(self.ledger.chain_id, self.key.pubkey, nonce, fee, payload).signed_by(self.key)
-        return self.ledger.build_block(self.key, slot, candidates + [extra])[0]
+        return self.ledger.build_block(signer, slot, candidates + [extra])[0]
 
     def chain_changed(self, block, included, dropped=(), undone=()):
         """After the head moved: settle the mempool (transactions of blocks a reorganisation
@@ -255,6 +290,21 @@ class Node:
         included = [tx for applied in result.applied for tx in applied.txs]
         self.chain_changed(block, included=included, undone=result.undone)
 
+    def block_seen(self, block):
+        """Any block from a peer, on any fork: keep its finality votes for our blocks to carry;
+        a vote of one of our keys that this process did not sign (from before a restart)
+        raises that key's watermark (docs/protocol.md §13)."""
+        for vote in self.vote_pool.add(block.votes):
+            signer = self.signers.get(vote.producer)
+            if signer is not None:
+                signer.observe(vote, self.known_head_height(),
+                               self.ledger.params.evidence_window)
+
+    def known_head_height(self):
+        """The highest head this node knows of: its own, or one a peer announced."""
+        peers = self.network.peers.values() if self.network is not None else ()
+        return max([self.ledger.head.height] + [peer.head_height for peer in peers])
+
     def _on_double_production(self, first, second):
         """Report double production seen on the network with an evidence transaction."""
         account = self.ledger.account(self.key.address)
@@ -272,13 +322,33 @@ class Node:
         ledger = self.ledger
         while not self._stopping.is_set():
             slot = ledger.slot_at(now_ms())
-            if slot > ledger.head.slot and ledger.producer_for(slot) == self.key.pubkey:
-                self.produce(slot)
+            schedule = ledger.schedule_for(slot) if slot > ledger.head.slot else None
+            scheduled = schedule.producer_for(slot) if schedule else None
+            if scheduled is not None and scheduled not in self.signers:
+                self._pick_up_rotated_key()
+            signer = self.signers.get(scheduled)
+            if signer is not None:
+                signer.check_recovery(self.known_head_height(), ledger.params.evidence_window,
+                                      schedule.round)
+                try:
+                    self.produce(slot, signer)
+                except ProducerError as exc:
+                    self.log(f"cannot produce slot {slot}: {exc}")
             wait_ms = ledger.slot_time_ms(slot + 1) - now_ms()
             try:
                 await asyncio.wait_for(self._stopping.wait(), timeout=max(wait_ms, 1) / 1000)
             except asyncio.TimeoutError:
                 pass
+
+    def _observe_stored_own_blocks(self):
+        """At start, blocks of our keys already in the store raise their watermarks."""
+        ledger = self.ledger
+        for height in range(max(1, ledger.lib_height), ledger.head.height + 1):
+            for vote in ledger.block(ledger.block_hash_at(height)).votes:
+                signer = self.signers.get(vote.producer)
+                if signer is not None:
+                    signer.last_source = max(signer.last_source, vote.source_round)
+                    signer.last_target = max(signer.last_target, vote.target_round)
 
     # -- discovery ------------------------------------------------------------------------------
 
@@ -354,6 +424,7 @@ class Node:
         notifier = sdnotify.Notifier()  # first: no child process (Mosquitto) inherits it
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stopping.set)
+        self._observe_stored_own_blocks()
         runner = await start_api(self, self.config.api_host, self.config.api_port)
         if self.network is not None:
             await self.network.start()

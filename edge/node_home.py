@@ -11,9 +11,11 @@ import time
 from chain import genesis as genesis_mod
 from chain.genesis import Genesis
 from chain.keys import KeyPair
+from chain.producer import BlockSigner, start_watermark
 
 WALLET_DIR = "wallets"
 DEFAULT_WALLET = "default"
+OWNER_WALLET = "owner"
 
 
 def new_secrets():
@@ -36,24 +38,42 @@ def ensure_key(path):
     return key, True
 
 
+def ensure_producer_key(config):
+    """``(KeyPair, created)``: the node (producer) key; a new one also gets its first vote
+    watermark (it never voted). An existing key without a watermark keeps none: the node then
+    waits out the evidence window before it votes (docs/protocol.md §13)."""
+    key, created = ensure_key(config.path(config.key_file))
+    if created:
+        start_watermark(config.path(config.votes_dir), key.pubkey)
+    return key, created
+
+
 def ensure_wallet(home, name=DEFAULT_WALLET):
     """``(KeyPair, created)`` of the wallet ``name`` in ``home/wallets`` (folder mode 0700)."""
     os.makedirs(os.path.join(home, WALLET_DIR), mode=0o700, exist_ok=True)
     return ensure_key(os.path.join(home, WALLET_DIR, f"{name}.json"))
 
 
-def ensure_devnet_genesis(config, node_key, wallet, chain_id=None):
-    """``(Genesis, created)``: the home's genesis, or a single-producer devnet (the node
-    produces, the wallet holds the SSP) starting at the current slot."""
+def ensure_devnet_genesis(config, node_key, owner, wallet, chain_id=None):
+    """``(Genesis, created)``: the home's genesis, or a single-producer devnet (the node key
+    produces, ``owner`` stakes and earns, ``wallet`` holds the SSP) from the current slot."""
     path = config.path(config.genesis_file)
     if os.path.lexists(path):
         return Genesis.load(path), False
     slot_ms = genesis_mod.Params().slot_ms
     start = time.time_ns() // 1_000_000 // slot_ms * slot_ms
-    genesis = genesis_mod.devnet(chain_id or new_devnet_chain_id(), start, node_key.pubkey,
+    genesis = genesis_mod.devnet(chain_id or new_devnet_chain_id(), start,
+                                 genesis_agent(node_key, "devnet-agent", owner.address),
                                  wallet.address)
     _publish(path, genesis.save)
     return genesis, True
+
+
+def genesis_agent(node_key, name, owner_address):
+    """A genesis agent: ``node_key`` produces for ``owner_address``, committed to the key's
+    first reveal chain."""
+    return genesis_mod.GenesisAgent(node_key.pubkey, name, owner_address,
+                                    BlockSigner(node_key).commitment(0))
 
 
 def _publish(path, write):

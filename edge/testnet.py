@@ -14,10 +14,12 @@ import subprocess
 import sys
 import time
 
-from chain.genesis import Allocation, Genesis, GenesisAgent
+from chain.genesis import Allocation, Genesis
 from chain.keys import KeyPair
 from chain.params import SSP_SUPPLY, Params
+from chain.producer import start_watermark
 from edge.client import ApiClient, ApiError
+from edge import node_home
 from edge.config import Config
 
 MANIFEST = "testnet.json"
@@ -44,9 +46,11 @@ def free_ports(n):
             s.close()
 
 
-def create(directory, nodes, slot_ms=1000, chain_id=None, producers=None):
+def create(directory, nodes, slot_ms=1000, chain_id=None, producers=None, params=None):
     """Write the homes, keys, genesis and manifest of a new testnet; returns the manifest.
-    ``producers`` (default: every node) is the number elected per round."""
+    ``producers`` (default: every node) is the number elected per round; ``params`` overrides
+    genesis parameters. Each home holds its node (producer) key and, in ``wallets/owner.json``,
+    the owner key of its agent (stake and rewards)."""
     if os.path.exists(os.path.join(directory, MANIFEST)):
         raise TestnetError(f"{directory} already holds a testnet; run `smartshare testnet down "
                            f"--dir {directory}` and delete it to start over")
@@ -54,26 +58,32 @@ def create(directory, nodes, slot_ms=1000, chain_id=None, producers=None):
         raise TestnetError("a testnet has 1 to 21 nodes")
     os.makedirs(directory, exist_ok=True)
     keys = [KeyPair.generate() for _ in range(nodes)]
+    owners = [KeyPair.generate() for _ in range(nodes)]
     faucet = KeyPair.generate()
     chain_id = chain_id or f"ss-testnet-{os.urandom(3).hex()}"
     producers = producers or nodes
     if not 1 <= producers <= nodes:
         raise TestnetError("--producers must be between 1 and the number of nodes")
-    genesis = _genesis(chain_id, keys, faucet, slot_ms, producers)
     api_ports, p2p_ports = free_ports(nodes), free_ports(nodes)
-    entries = []
-    for i, key in enumerate(keys):
+    configs, agents, entries = [], [], []
+    for i, (key, owner) in enumerate(zip(keys, owners)):
         home = os.path.abspath(os.path.join(directory, f"node{i}"))
         os.makedirs(os.path.join(home, "wallets"), mode=0o700, exist_ok=True)
         config = Config(home=home, api_port=api_ports[i], p2p_port=p2p_ports[i],
                         seeds=[f"127.0.0.1:{p}" for j, p in enumerate(p2p_ports) if j != i],
                         admin_api=True)
         key.save(config.path(config.key_file))
-        genesis.save(config.path(config.genesis_file))
-        config.save()
+        start_watermark(config.path(config.votes_dir), key.pubkey)
+        agents.append(node_home.genesis_agent(key, f"node{i}", owner.address))
+        owner.save(os.path.join(home, "wallets", "owner.json"))
+        configs.append(config)
         entries.append({"name": f"node{i}", "home": home, "api": config.api_url,
                         "p2p_port": p2p_ports[i], "pubkey": key.pubkey.hex(),
-                        "address": key.address_text})
+                        "address": key.address_text, "agent_address": owner.address_text})
+    genesis = _genesis(chain_id, keys, agents, faucet, slot_ms, producers, params or {})
+    for config in configs:
+        genesis.save(config.path(config.genesis_file))
+        config.save()
     faucet.save(os.path.join(entries[0]["home"], "wallets", "default.json"))
     manifest = {"chain_id": chain_id, "genesis_hash": genesis.hash.hex(), "nodes": entries,
                 "faucet": faucet.address_text}
@@ -82,17 +92,23 @@ def create(directory, nodes, slot_ms=1000, chain_id=None, producers=None):
     return manifest
 
 
-def _genesis(chain_id, keys, faucet, slot_ms, producers):
-    params = Params(slot_ms=slot_ms, producers_per_round=producers, max_block_txs=3000)
+def _genesis(chain_id, keys, agents, faucet, slot_ms, producers, overrides):
+    """Owners stake the minimum and hold 1,000 SSP; producer keys hold 10 SSP for the fees of
+    what the node sends itself (evidence)."""
+    params = Params(**{"slot_ms": slot_ms, "producers_per_round": producers,
+                       "max_block_txs": 3000, **overrides})
+    if params.problems():
+        raise TestnetError("; ".join(params.problems()))
     total = SSP_SUPPLY * 10**DECIMALS
     pool = 100_000_000 * 10**DECIMALS
-    allocations = [Allocation(k.address, 1_000 * 10**DECIMALS, params.agent_min_stake)
-                   for k in keys]
+    allocations = [Allocation(a.owner, 1_000 * 10**DECIMALS, params.agent_min_stake)
+                   for a in agents]
+    allocations += [Allocation(k.address, 10 * 10**DECIMALS) for k in keys]
     rest = total - pool - sum(a.balance + a.stake for a in allocations)
     allocations.append(Allocation(faucet.address, rest))
     start = (time.time_ns() // 1_000_000) // slot_ms * slot_ms
     return Genesis(chain_id, start, DECIMALS, total, pool, params, tuple(sorted(allocations)),
-                   tuple(GenesisAgent(k.pubkey, f"node{i}") for i, k in enumerate(keys)))
+                   tuple(agents))
 
 
 def load_manifest(directory):

@@ -1,13 +1,17 @@
 """A real ledger on a temp LMDB with funded test keys, for rule and ledger tests."""
 
+from functools import lru_cache
+
 from chain.address import address_from_pubkey
+from chain.dpos.reveal import RevealChain, binding_hash
 from chain.genesis import Allocation, Genesis, GenesisAgent
 from chain.keys import KeyPair
 from chain.ledger import Ledger
 from chain.params import SSP_SUPPLY, Params
+from chain.producer import BlockSigner
 from chain.state.records import Account, Agent
 from chain.store import Store
-from chain.tx import Tx
+from chain.tx import RegisterAgent, RotateProducer, Tx
 
 CHAIN_ID = "ss-test"
 COIN = 10**8
@@ -15,18 +19,38 @@ TOTAL = SSP_SUPPLY * COIN
 POOL = 1_000_000 * COIN
 FUNDED = 1_000 * COIN
 TEST_PARAMS = Params(agent_min_stake=100 * COIN, unbonding_blocks=3, max_votes=3,
-                     max_unbonding_entries=2, block_reward=5 * COIN)
+                     max_unbonding_entries=2, block_reward=5 * COIN, evidence_window=3)
+
+
+@lru_cache(maxsize=None)
+def _reveal_chain(seed, epoch):
+    """Reveal chains of the fixed test keys, computed once per test session."""
+    return RevealChain(KeyPair.from_seed(seed).reveal_secret(epoch))
+
+
+def signer_for(key):
+    """A BlockSigner of a test key (fresh watermark, reveal chains from the session cache)."""
+    seed = key._signing_key.encode()
+    return BlockSigner(key, chains=lambda epoch: _reveal_chain(seed, epoch))
+
+
+def genesis_agent(key, name, owner=None):
+    """A genesis agent whose producer is ``key`` (owned by ``owner``, default the key's own
+    address)."""
+    owner = key.address if owner is None else owner
+    return GenesisAgent(key.pubkey, name, owner, signer_for(key).commitment(0))
 
 
 def make_genesis(keys, producers, params=TEST_PARAMS, chain_id=CHAIN_ID):
-    """``keys`` funded with FUNDED each; ``producers`` (a key or a list) are staked agents."""
+    """``keys`` funded with FUNDED each; ``producers`` (a key or a list) are staked agents
+    that own themselves."""
     producers = producers if isinstance(producers, list) else [producers]
     allocations = [Allocation(k.address, FUNDED) for k in keys]
     allocations += [Allocation(p.address, FUNDED, params.agent_min_stake) for p in producers]
     rest = TOTAL - POOL - sum(a.balance + a.stake for a in allocations)
     allocations.append(Allocation(address_from_pubkey(bytes(32)), rest))
     return Genesis(chain_id, 1_700_000_000_000, 8, TOTAL, POOL, params, tuple(sorted(allocations)),
-                   tuple(GenesisAgent(p.pubkey, f"agent-{i}") for i, p in enumerate(producers)))
+                   tuple(genesis_agent(p, f"agent-{i}") for i, p in enumerate(producers)))
 
 
 class TestChain:
@@ -40,6 +64,7 @@ class TestChain:
         self.keys = [KeyPair.from_seed(bytes([i + 1]) * 32) for i in range(n_keys)]
         self.agents = [KeyPair.from_seed(bytes([0xAA + i]) * 32) for i in range(n_agents)]
         self.producer = self.agents[0]
+        self.signers = {k.pubkey: signer_for(k) for k in self.keys + self.agents}
         self.genesis = make_genesis(self.keys, self.agents, params)
         self.params = params
         self.path = str(path)
@@ -68,9 +93,9 @@ class TestChain:
         return self.ledger.head.slot + 1
 
     def signer(self, slot):
-        """The test key scheduled for ``slot`` (agents elected later are test keys too)."""
-        signers = {k.pubkey: k for k in self.keys + self.agents}
-        return signers[self.ledger.producer_for(slot)]
+        """The BlockSigner of the test key scheduled for ``slot`` (agents elected later are
+        test keys too)."""
+        return self.signers[self.ledger.producer_for(slot)]
 
     def build(self, txs, slot=None):
         slot = slot or self.next_slot()
@@ -104,3 +129,18 @@ def supply_in(store, ledger):
                 total += Agent.decode(value).voter_pool
         total += ledger.view(txn).pool()
     return total
+
+
+def registration(owner, producer, name, endpoint="", epoch=0, chain_id=CHAIN_ID):
+    """A RegisterAgent payload: ``owner`` (the sender) registers ``producer`` as its block
+    key, with the key's binding signature over its reveal chain ``epoch``."""
+    commit = signer_for(producer).commitment(epoch)
+    binding = producer.sign(chain_id, binding_hash(owner.address, epoch, commit))
+    return RegisterAgent(name, endpoint, producer.pubkey, epoch, commit, binding)
+
+
+def rotation(owner, producer, epoch=0, chain_id=CHAIN_ID):
+    """A RotateProducer payload moving ``owner``'s agent to ``producer``."""
+    commit = signer_for(producer).commitment(epoch)
+    binding = producer.sign(chain_id, binding_hash(owner.address, epoch, commit))
+    return RotateProducer(producer.pubkey, epoch, commit, binding)

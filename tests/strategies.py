@@ -20,7 +20,9 @@ payloads = st.one_of(
     st.tuples(st.just(wire.KIND_UNSTAKE), st.tuples(U64)),
     st.tuples(st.just(wire.KIND_VOTE), st.tuples(address_sets)),
     st.tuples(st.just(wire.KIND_REGISTER_AGENT),
-              st.tuples(short_text(wire.MAX_NAME), short_text(wire.MAX_ENDPOINT))),
+              st.tuples(short_text(wire.MAX_NAME), short_text(wire.MAX_ENDPOINT), hashes, U64,
+                        hashes, signatures)),
+    st.tuples(st.just(wire.KIND_ROTATE_PRODUCER), st.tuples(hashes, U64, hashes, signatures)),
     st.tuples(st.just(wire.KIND_UNREGISTER_AGENT), st.just(())),
     st.tuples(st.just(wire.KIND_UNJAIL), st.just(())),
     st.tuples(st.just(wire.KIND_EVIDENCE),
@@ -39,8 +41,10 @@ def txs(draw):
     return (kind, draw(chain_ids), draw(hashes), draw(U64), draw(U64), payload, draw(signatures))
 
 
-headers = st.tuples(st.just(wire.HEADER_VERSION), U64, hashes, U64, U64, U64, hashes, hashes, hashes,
-                    hashes, signatures)
+headers = st.tuples(st.just(wire.HEADER_VERSION), U64, hashes, U64, U64, hashes, hashes,
+                    st.one_of(st.none(), hashes), U64, U64, hashes, hashes, hashes, hashes,
+                    signatures)
+vote_blobs = st.lists(st.binary(max_size=wire.MAX_VOTE_BYTES), max_size=6)
 
 unbonding = st.lists(st.tuples(U64, U64), max_size=wire.MAX_UNBONDING).map(
     lambda xs: tuple(sorted(xs, key=lambda e: e[1])))

@@ -110,7 +110,8 @@ JSON_OR_PLAIN = pytest.mark.parametrize("json_mode", [False, True], ids=["plain"
 
 # -- init -----------------------------------------------------------------------------------------
 
-INIT_KEYS = {"home", "chain_id", "genesis_hash", "node_address", "wallet", "wallet_address", "api"}
+INIT_KEYS = {"home", "chain_id", "genesis_hash", "node_address", "agent_address", "wallet",
+             "wallet_address", "api"}
 
 
 def assert_key_files_private(home):
@@ -479,7 +480,7 @@ def test_staking_voting_and_agent_commands(net):
     home = net.home
     stake = net.cli("wallet", "stake", "2000000", "--wait", "--json", check=True).json()
     assert stake["kind"] == "stake" and stake["status"] == "committed"
-    agent = home.info["node_address"]
+    agent = home.info["agent_address"]
     vote = net.cli("vote", agent, "--wait", check=True)
     assert "vote for" in vote.stdout and "in block" in vote.stdout
     account = net.account(home.wallet_address)

@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 from edge._fast import DecodeError
 from edge._fast import codec_py
 from tests.impls import both, twins
-from tests.strategies import accounts, frames, headers, txs
+from tests.strategies import accounts, frames, headers, txs, vote_blobs
 
 U64_MAX = 2**64 - 1
 
@@ -142,25 +142,48 @@ def test_header_round_trip(codec, header):
 
 
 def test_header_unknown_version(codec):
-    header = (1, 5, bytes(32), 1000, 3, 4, bytes(32), bytes(32), bytes(32), bytes(32), bytes(64))
+    header = (2, 5, bytes(32), 1000, 3, bytes(32), bytes(32), None, 4, 3, bytes(32),
+              bytes(32), bytes(32), bytes(32), bytes(64))
     raw = codec.encode_header(header)
     with pytest.raises(DecodeError, match="unsupported version"):
-        codec.decode_header(raw[:1] + b"\x02" + raw[2:])
+        codec.decode_header(raw[:1] + b"\x01" + raw[2:])
+
+
+def test_header_renewal_flag_is_strict(codec):
+    header = (2, 5, bytes(32), 1000, 3, bytes(32), bytes(32), None, 4, 3, bytes(32),
+              bytes(32), bytes(32), bytes(32), bytes(64))
+    raw = codec.encode_header(header)
+    flag_at = 1 + 1 + 1 + 32 + 2 + 1 + 32 + 32  # tag, version, height, prev, time, slot, keys
+    assert raw[flag_at] == 0
+    for flag in (2, 255):
+        with pytest.raises(DecodeError, match="presence flag") as info:
+            codec.decode_header(raw[:flag_at] + bytes((flag,)) + raw[flag_at + 1:])
+        assert info.value.field == "header.renewal"
 
 
 @settings(max_examples=50, deadline=None)
-@given(header=headers, body=st.lists(txs(), max_size=8))
-def test_block_round_trip(codec, header, body):
+@given(header=headers, body=st.lists(txs(), max_size=8), votes=vote_blobs)
+def test_block_round_trip(codec, header, body, votes):
     header_raw = codec.encode_header(header)
     tx_raws = [codec.encode_tx(t) for t in body]
-    raw = codec.encode_block(header_raw, tx_raws)
-    h, h_raw, decoded, raws = codec.decode_block(raw)
-    assert (h, h_raw, decoded, raws) == (header, header_raw, body, tx_raws)
+    raw = codec.encode_block(header_raw, tx_raws, votes)
+    h, h_raw, decoded, raws, vote_raws = codec.decode_block(raw)
+    assert (h, h_raw, decoded, raws, vote_raws) == (header, header_raw, body, tx_raws, votes)
     with pytest.raises(DecodeError):
         codec.decode_block(raw + b"\x00")
-    if body:
-        with pytest.raises(DecodeError):
-            codec.decode_block(raw[:-1])
+    with pytest.raises(DecodeError):
+        codec.decode_block(raw[:-1])
+
+
+def test_block_vote_limits(codec):
+    header = codec.encode_header((2, 5, bytes(32), 1000, 3, bytes(32), bytes(32), None, 4, 3,
+                                  bytes(32), bytes(32), bytes(32), bytes(32), bytes(64)))
+    too_long = codec.encode_block(header, [], [b"v" * 192])[:-193] + b"\xc1\x01" + b"v" * 193
+    with pytest.raises(DecodeError, match="exceeds the limit") as info:
+        codec.decode_block(too_long)
+    assert info.value.field == "block.vote"
+    with pytest.raises(ValueError):
+        codec.encode_block(header, [], [b""] * 256)
 
 
 @settings(max_examples=300, deadline=None)
@@ -206,7 +229,8 @@ def damaged(draw):
         raw = py.encode_header(draw(headers))
     else:
         raw = py.encode_block(py.encode_header(draw(headers)),
-                              [py.encode_tx(t) for t in draw(st.lists(txs(), max_size=3))])
+                              [py.encode_tx(t) for t in draw(st.lists(txs(), max_size=3))],
+                              draw(vote_blobs))
     at = draw(st.integers(0, len(raw) - 1))
     change = draw(st.sampled_from(["flip", "cut", "insert", "none"]))
     if change == "flip":

@@ -5,6 +5,7 @@ import pytest
 from chain.address import address_from_pubkey
 from chain.errors import BlockRejected, Reason
 from chain.tx import Evidence, Stake, Transfer, Unjail, Vote
+from chain.state.consensus import JOINT, PROPOSED, STABLE
 from tests.chainkit import COIN, TEST_PARAMS, TOTAL, TestChain
 from tests.test_rules import verdict
 
@@ -31,8 +32,12 @@ def test_rounds_rotate_through_all_producers_and_lib_follows(tmp_path):
     for start in (0, 4, 8):  # each round lets every agent produce once, in a shuffled order
         assert sorted(seen[start:start + 4]) == sorted(a.pubkey for a in chain.agents)
     assert seen[0:4] != seen[4:8] or seen[4:8] != seen[8:12]
-    # 2/3+1 of 4 = 3 distinct producers must have built on a block: the LIB trails by 2.
-    assert chain.ledger.lib_height == chain.ledger.head.height - 2
+    # Round r's votes justify the block before it and finalize the block before round r-1:
+    # at the end of round 2 that is the last block of round 0.
+    assert chain.ledger.lib_height == 4
+    for _ in range(4):
+        chain.block()
+    assert chain.ledger.lib_height == chain.ledger.head.height - 8 == 8
 
 
 def test_votes_move_the_producer_set_next_round(tmp_path):
@@ -44,11 +49,22 @@ def test_votes_move_the_producer_set_next_round(tmp_path):
     chain.block([chain.tx(voter, Stake(500 * COIN))])
     chain.block([chain.tx(voter, Vote((outsider.address,)))])
     assert chain.ledger.view_agent(outsider.address).votes == 500 * COIN
-    while producers_of_round(chain).start_slot <= chain.ledger.head.slot - 4:
+    # The election proposes the new set; once the proposal is final both sets must reach a
+    # quorum (both produce), and once a block of that phase is final the new set is alone.
+    phases = []
+    for _ in range(12 * 5):
         chain.block()
+        finality = chain.ledger.finality()
+        phases.append(finality.phase)
+        if outsider.pubkey in finality.active:
+            break
+    assert outsider.pubkey in chain.ledger.finality().active
+    assert sorted(set(phases)) == [STABLE, PROPOSED, JOINT] or set(phases) >= {PROPOSED, JOINT}
+    dropped = set(a.pubkey for a in chain.agents) - set(chain.ledger.finality().active)
     for _ in range(8):
         chain.block()
     assert outsider.pubkey in producers_of_round(chain).producers
+    assert not dropped & set(producers_of_round(chain).producers)
 
 
 def test_missed_slots_jail_then_unjail(tmp_path):
@@ -64,7 +80,11 @@ def test_missed_slots_jail_then_unjail(tmp_path):
     agent = chain.ledger.view_agent(lazy.address)
     assert agent.jailed and agent.missed_total == FOUR.max_missed_in_a_row
     assert verdict(chain, chain.tx(lazy, Unjail())) == Reason.STILL_JAILED
-    for _ in range(8):  # two rounds later the jailed agent is out of the schedule
+    for _ in range(12 * 5):  # once final, the jail takes the agent out of the producer set
+        chain.block()
+        if lazy.pubkey not in chain.ledger.finality().active + chain.ledger.finality().next:
+            break
+    for _ in range(8):
         chain.block()
     assert lazy.pubkey not in producers_of_round(chain).producers
     while chain.ledger.head.height < agent.jailed_until:
@@ -165,9 +185,9 @@ def test_no_reorganisation_below_the_lib(tmp_path):
     b = four_agents(tmp_path / "b")
     b.block(slot=2)  # a fork of b's own from the first block on
     b.block()
-    for _ in range(6):
+    for _ in range(12):
         a.block()
-    assert a.ledger.lib_height >= 3
+    assert a.ledger.lib_height >= 4
     fork_block = b.ledger.block(b.ledger.block_hash_at(1))
     with pytest.raises(BlockRejected, match="below the last irreversible"):
         a.ledger.add_block(fork_block)

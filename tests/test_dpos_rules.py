@@ -12,9 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chain.crypto import hash_of
-from chain.dpos import (Prng, draw_weighted, elect, fork_choice_key, last_irreversible,
+from chain.dpos import (Prng, draw_weighted, elect, fork_choice_key, has_quorum,
                         lib_threshold, missed_slots, rank_candidates, round_order, shuffle, slash,
-                        split_reward)
+                        split_reward, vote_offence)
+from chain.dpos.finality import DOUBLE_VOTE, SURROUND_VOTE
 
 
 def seed(i, label=b"seed"):
@@ -32,7 +33,7 @@ def addr(i):
 def test_dpos_rules_import_only_hash_of_and_nothing_uses_floats():
     allowed = {"chain.crypto", "chain.dpos.election", "chain.dpos.finality", "chain.dpos.rewards",
                "chain.dpos.shuffle"}
-    pure = {"__init__.py", "election.py", "finality.py", "rewards.py", "shuffle.py"}
+    pure = {"__init__.py", "election.py", "finality.py", "rewards.py", "shuffle.py", "reveal.py"}
     for path in Path(__file__).resolve().parents[1].joinpath("chain", "dpos").glob("*.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
@@ -317,69 +318,44 @@ def test_lib_threshold():
         lib_threshold(0)
 
 
-def follow(producers_by_height, n, start_lib=0):
-    """Feed blocks one at a time as a node would; returns the (head, lib) history."""
-    lib, blocks, history = start_lib, [], []
-    for height, producer in producers_by_height:
-        blocks.append((height, producer))
-        new_lib = last_irreversible([b for b in blocks if b[0] > lib], n, lib)
-        assert new_lib >= lib  # the LIB never goes back
-        lib = new_lib
-        history.append((height, lib))
-    return history
+def test_quorum_needs_two_thirds_plus_one_of_every_set():
+    a, b, c, d, e = (bytes([k]) * 32 for k in range(5))
+    assert has_quorum({a, b, c}, [(a, b, c, d)])
+    assert not has_quorum({a, b, e}, [(a, b, c, d)])  # e is no member
+    assert not has_quorum({a, b}, [(a, b, c, d)])
+    # joint: the old set (a b c d) and the new one (a b e) must both reach 2/3+1
+    assert has_quorum({a, b, c, e}, [(a, b, c, d), (a, b, e)])
+    assert not has_quorum({a, b, c}, [(a, b, c, d), (a, b, e)])
+    assert not has_quorum({a, b, e}, [(a, b, c, d), (a, b, e)])
+    assert not has_quorum({a}, [])
+    assert has_quorum({a}, [(a,), ()])
 
 
-def test_rotating_producers_lib_lags_by_threshold_minus_one():
-    for n in (4, 7, 21):
-        keys = [bytes([k]) * 32 for k in range(n)]
-        history = follow([(h, keys[h % n]) for h in range(1, 5 * n)], n)
-        lag = lib_threshold(n) - 1
-        for head, lib in history:
-            assert lib == (head - lag if head > lag else 0), (n, head, lib)
+def vote(source, target, target_hash=b"T"):
+    return (source, b"S" * 32, target, target_hash * 32)
 
 
-def test_lib_stops_when_too_few_producers_are_live():
-    keys = [bytes([k]) * 32 for k in range(4)]
-    blocks = [(h, keys[h % 4]) for h in range(1, 13)]
-    blocks += [(h, keys[h % 2]) for h in range(13, 40)]  # only keys 0 and 1 produce now
-    history = follow(blocks, 4)
-    stalled = [lib for head, lib in history if head >= 14]
-    assert len(set(stalled)) == 1 and stalled[0] == 11  # 11 (key 3) is the last with 3 above
-    assert last_irreversible(blocks[10:], 4, 10) == 11  # heights 11.. above LIB 10
+def test_vote_offences():
+    assert vote_offence(vote(1, 2), vote(1, 2)) is None  # the same vote twice
+    assert vote_offence(vote(1, 2), vote(1, 2, b"U")) == DOUBLE_VOTE
+    assert vote_offence(vote(0, 2), vote(1, 2, b"U")) == DOUBLE_VOTE
+    assert vote_offence(vote(1, 5), vote(2, 3)) == SURROUND_VOTE
+    assert vote_offence(vote(2, 3), vote(1, 5)) == SURROUND_VOTE
+    assert vote_offence(vote(1, 2), vote(2, 3)) is None  # consecutive links
+    assert vote_offence(vote(1, 3), vote(1, 5)) is None  # same source: not strictly inside
+    assert vote_offence(vote(1, 5), vote(2, 5, b"U")) == DOUBLE_VOTE
+    assert vote_offence(None, vote(1, 2)) is None
 
 
-def test_single_producer_lib_is_head():
-    key = b"\x01" * 32
-    for head, lib in follow([(h, key) for h in range(1, 10)], 1):
-        assert lib == head
-
-
-def test_last_irreversible_without_new_blocks_and_bad_chain():
-    assert last_irreversible([], 4, 17) == 17
-    assert last_irreversible([(18, b"a"), (19, b"a")], 4, 17) == 17
-    with pytest.raises(ValueError):
-        last_irreversible([(17, b"a")], 1, 17)
-    with pytest.raises(ValueError):
-        last_irreversible([(19, b"a"), (18, b"b")], 1, 17)
-
-
-def test_own_producer_counts_for_the_block():
-    # heights 5, 6, 7 by three distinct producers of 4: 5 is irreversible.
-    assert last_irreversible([(5, b"a"), (6, b"b"), (7, b"c")], 4, 4) == 5
-    # the same producer twice does not count twice.
-    assert last_irreversible([(5, b"a"), (6, b"b"), (7, b"a")], 4, 4) == 4
-
-
-def test_confirmations_below_a_watermark_do_not_count():
-    a, b, c, d = (bytes([k]) * 32 for k in range(4))
-    assert last_irreversible([(5, a, 4), (6, b, 4), (7, c, 4)], 4, 4) == 5
-    # c and d switched to this fork after producing up to height 6 elsewhere: their blocks
-    # confirm only heights above 6, so nothing here gathers three confirmations.
-    assert last_irreversible([(5, a, 0), (6, b, 0), (7, c, 6), (8, d, 6)], 4, 4) == 4
-    # once enough producers confirm a later height, everything below it is implied
-    assert last_irreversible([(5, a, 0), (6, b, 0), (7, c, 6), (8, d, 6), (9, a, 5)], 4, 4) == 7
-    # a block with confirmed_from == height confirms nothing, not even itself
-    assert last_irreversible([(5, a, 4), (6, b, 4), (7, c, 7)], 4, 4) == 4
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6), st.sampled_from(b"AB")),
+                min_size=2, max_size=2))
+def test_honest_watermark_never_signs_an_offence(pair):
+    """Votes whose target only rises and whose source never falls never conflict."""
+    (s1, t1, h1), (s2, t2, h2) = pair
+    first, second = vote(s1, t1, bytes([h1])), vote(s2, t2, bytes([h2]))
+    if s1 < t1 and s2 < t2 and t2 > t1 and s2 >= s1:
+        assert vote_offence(first, second) is None
 
 
 def test_missed_slots():
@@ -399,12 +375,14 @@ def test_missed_slots_long_outage_only_looks_at_the_limit():
     assert out == calls == [10**12 - 3, 10**12 - 2, 10**12 - 1]
 
 
-def test_fork_choice_prefers_longest_then_earlier_slot_then_lower_hash():
+def test_fork_choice_prefers_justified_then_longest_then_earlier_slot_then_lower_hash():
     low, high = b"\x00" * 31 + b"\x01", b"\xff" * 32
-    tips = [(10, 3, high), (11, 9, high), (11, 9, low), (11, 12, low), (9, 1, low)]
-    assert max(tips, key=lambda t: fork_choice_key(*t)) == (11, 9, low)
-    assert fork_choice_key(5, 7, high) > fork_choice_key(5, 8, low)
-    assert fork_choice_key(5, 7, low) > fork_choice_key(5, 7, high)
-    assert fork_choice_key(6, 99, high) > fork_choice_key(5, 1, low)
+    tips = [(0, 10, 3, high), (0, 11, 9, high), (0, 11, 9, low), (0, 11, 12, low), (0, 9, 1, low)]
+    assert max(tips, key=lambda t: fork_choice_key(*t)) == (0, 11, 9, low)
+    assert fork_choice_key(0, 5, 7, high) > fork_choice_key(0, 5, 8, low)
+    assert fork_choice_key(0, 5, 7, low) > fork_choice_key(0, 5, 7, high)
+    assert fork_choice_key(0, 6, 99, high) > fork_choice_key(0, 5, 1, low)
+    # a shorter chain that justified a later round wins
+    assert fork_choice_key(3, 5, 9, high) > fork_choice_key(2, 50, 1, low)
     with pytest.raises(ValueError):
-        fork_choice_key(1, 1, b"short")
+        fork_choice_key(0, 1, 1, b"short")

@@ -6,6 +6,8 @@ import stat
 
 import pytest
 
+from tests.chainkit import genesis_agent
+
 from chain.address import AddressError, decode_address, encode_address
 from chain.genesis import Genesis, GenesisError, devnet, from_json
 from chain.keys import KeyFileError, KeyPair
@@ -65,7 +67,9 @@ def test_key_file_errors(tmp_path):
 
 def devnet_doc():
     agent, faucet = KeyPair.from_seed(b"\x01" * 32), KeyPair.from_seed(b"\x02" * 32)
-    return devnet("ss-dev", 1_795_600_000_000, agent.pubkey, faucet.address).to_json()
+    owner = KeyPair.from_seed(b"\x03" * 32)
+    return devnet("ss-dev", 1_795_600_000_000, genesis_agent(agent, "devnet-agent", owner.address),
+                  faucet.address).to_json()
 
 
 def test_genesis_round_trip(tmp_path):
@@ -101,6 +105,9 @@ def mutated(**changes):
     (mutated(params__block_reward=5), "string of decimal digits"),
     (mutated(allocations__0__address="ssp1nope"), "allocations\\[0\\]"),
     (mutated(agents__0__pubkey="00"), "64 hex"),
+    (mutated(agents__0__commit="ab"), "commit must be 64 hex"),
+    (mutated(agents__0__owner="ssp1nope"), "agents\\[0\\].owner"),
+    (mutated(params__evidence_window=50), "unbonding_blocks must be at least"),
     (mutated(agents=[]), "at least one agent"),
     (mutated(decimals=9), "decimals"),
 ])

@@ -108,7 +108,7 @@ def test_four_nodes_agree_and_finalise(make_net):
     hashes = {net.block_hash(i, lib) for i in range(4)}
     assert len(hashes) == 1, "the nodes disagree below the LIB"
     assert all(net.status(i)["peers"] == 3 for i in range(4))
-    producers = {b["header"]["producer"] for b in
+    producers = {b["header"]["producer_pubkey"] for b in
                  (net.clients[0].get(f"/v1/blocks/{h}") for h in range(1, 9))}
     assert len(producers) == 4, "every agent produces in turn"
 
@@ -140,7 +140,7 @@ def test_votes_move_the_producer_set(make_net):
     net.wait_height(2)
     names = lambda: {p["name"] for p in net.clients[0].get("/v1/schedule")["producers"]}  # noqa
     outsider = ({"node0", "node1", "node2", "node3"} - names()).pop()
-    address = next(n["address"] for n in net.nodes if n["name"] == outsider)
+    address = next(n["agent_address"] for n in net.nodes if n["name"] == outsider)
     home = net.nodes[0]["home"]
     stake = run_cli("--home", home, "wallet", "stake", "1000000", "--wait", timeout=60)
     assert stake.returncode == 0, stake
@@ -166,7 +166,7 @@ def test_killed_producer_is_missed_then_rejoins(make_net):
     assert "in sync at height" in synced.stdout and "height" in synced.stderr  # the progress bar
     assert net.status(3)["height"] >= target
     net.wait("node3 to produce again", lambda: any(
-        net.clients[0].get(f"/v1/blocks/{h}")["header"]["producer"] == net.nodes[3]["address"]
+        net.clients[0].get(f"/v1/blocks/{h}")["header"]["producer_pubkey"] == net.nodes[3]["pubkey"]
         for h in range(target, net.status(0)["height"] + 1)))
     assert net.block_hash(3, target) == net.block_hash(0, target)
 
@@ -201,13 +201,13 @@ def equivocate(manifest):
 
 def test_double_production_is_slashed_and_jailed(make_net):
     net = make_net(configure=equivocate)
-    offender = net.nodes[1]["address"]
+    offender = net.nodes[1]["agent_address"]
     account = lambda: net.clients[0].get(f"/v1/accounts/{offender}")  # noqa: E731
     stake = int(account()["stake"])
     net.wait("the offender to be jailed", lambda: account()["agent"]["jailed_until"] > 0,
              timeout=90)
     assert int(account()["stake"]) < stake
-    net.wait("the jailed producer to leave the schedule", lambda: net.nodes[1]["address"] not in
+    net.wait("the jailed producer to leave the schedule", lambda: offender not in
              {p["address"] for p in net.clients[0].get("/v1/schedule")["producers"]})
     heights = net.heights([0, 2, 3])
     net.wait_height(max(heights.values()) + 3, nodes=[0, 2, 3])
@@ -222,9 +222,9 @@ async def send_forged_blocks(net, target, forger, chain_id, genesis_hash):
     offset = (slot - schedule["start_slot"]) % len(schedule["producers"])
     scheduled = bytes.fromhex(schedule["producers"][offset]["pubkey"])
     genesis_ms = head["timestamp_ms"] - head["slot"] * SLOT_MS
-    draft = Header(1, head["height"] + 1, bytes.fromhex(head["hash"]),
-                   genesis_ms + slot * SLOT_MS, slot, 0, forger.pubkey, bytes(32), bytes(32),
-                   bytes(32))
+    draft = Header(2, head["height"] + 1, bytes.fromhex(head["hash"]),
+                   genesis_ms + slot * SLOT_MS, slot, forger.pubkey, bytes(32), None, 0, 0,
+                   bytes(32), bytes(32), bytes(32), bytes(32))
     headers = [
         draft.signed_by(forger, chain_id),                                       # not its slot
         draft._replace(producer=scheduled).signed_by(forger, chain_id),          # bad signature

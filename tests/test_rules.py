@@ -7,7 +7,7 @@ from chain.errors import Reason, TxRejected
 from chain.execute import check_static
 from chain.keys import KeyPair
 from chain.tx import RegisterAgent, Stake, Transfer, Tx, UnregisterAgent, Unstake, Vote
-from tests.chainkit import CHAIN_ID, COIN, FUNDED, TOTAL, TestChain
+from tests.chainkit import CHAIN_ID, COIN, FUNDED, TOTAL, TestChain, registration, rotation
 
 
 @pytest.fixture
@@ -164,13 +164,17 @@ def test_unknown_candidate(chain):
 
 
 def test_register_and_unregister_agent(chain):
-    a, b = chain.keys[:2]
-    assert verdict(chain, chain.tx(a, RegisterAgent("gateway-a"))) == Reason.INSUFFICIENT_STAKE
+    a, b, key_a = chain.keys[0], chain.keys[1], chain.keys[3]
+    assert verdict(chain, chain.tx(a, registration(a, key_a, "gateway-a"))) == \
+        Reason.INSUFFICIENT_STAKE
     chain.block([chain.tx(a, Stake(chain.params.agent_min_stake))])
-    chain.block([chain.tx(a, RegisterAgent("gateway-a", "tcp://10.0.0.2:7000"))])
+    chain.block([chain.tx(a, registration(a, key_a, "gateway-a", "tcp://10.0.0.2:7000"))])
     agent = chain.ledger.view_agent(a.address)
-    assert (agent.name, agent.active, agent.pubkey) == ("gateway-a", True, a.pubkey)
-    assert verdict(chain, chain.tx(a, RegisterAgent("again"))) == Reason.ALREADY_AGENT
+    # the owner (a) holds the stake; key_a only signs blocks for it
+    assert (agent.name, agent.active, agent.pubkey) == ("gateway-a", True, key_a.pubkey)
+    with chain.store.read() as txn:
+        assert chain.ledger.view(txn).owner_of(key_a.pubkey) == a.address
+    assert verdict(chain, chain.tx(a, registration(a, key_a, "again"))) == Reason.ALREADY_AGENT
     chain.block([chain.tx(b, Stake(COIN))])
     chain.block([chain.tx(b, Vote((a.address,)))])
     assert chain.ledger.view_agent(a.address).votes == COIN
@@ -186,7 +190,50 @@ def test_unregister_when_not_agent(chain):
 
 @pytest.mark.parametrize("name", ["", "   ", "bad\nname"])
 def test_invalid_agent_name(chain, name):
-    assert verdict(chain, chain.tx(chain.keys[0], RegisterAgent(name))) == Reason.INVALID_NAME
+    a = chain.keys[0]
+    assert verdict(chain, chain.tx(a, registration(a, chain.keys[3], name))) == \
+        Reason.INVALID_NAME
+
+
+def test_producer_key_must_agree_and_sign_for_one_owner_only(chain):
+    a, b, key = chain.keys[0], chain.keys[1], chain.keys[3]
+    for owner in (a, b):
+        chain.block([chain.tx(owner, Stake(chain.params.agent_min_stake))])
+    good = registration(a, key, "gateway-a")
+    # a binding signed for another owner, or not by the key, is refused
+    assert verdict(chain, chain.tx(b, good)) == Reason.BAD_BINDING
+    forged = good._replace(binding=chain.keys[2].sign(CHAIN_ID, b"\x00" * 32))
+    assert verdict(chain, chain.tx(a, forged)) == Reason.BAD_BINDING
+    assert verdict(chain, chain.tx(a, good._replace(epoch=1))) == Reason.BAD_BINDING
+    chain.block([chain.tx(a, good)])
+    # the key now signs for a: b cannot take it, even with a valid binding of its own
+    assert verdict(chain, chain.tx(b, registration(b, key, "thief"))) == Reason.PRODUCER_IN_USE
+    # the genesis agent's key is taken too
+    assert verdict(chain, chain.tx(b, registration(b, chain.producer, "thief"))) == \
+        Reason.PRODUCER_IN_USE
+
+
+def test_owner_rotates_its_producer_key(chain):
+    owner, old, new = chain.keys[0], chain.keys[3], chain.keys[2]
+    chain.block([chain.tx(owner, Stake(chain.params.agent_min_stake))])
+    chain.block([chain.tx(owner, registration(owner, old, "gateway"))])
+    assert verdict(chain, chain.tx(owner, rotation(chain.keys[1], new))) == Reason.BAD_BINDING
+    assert verdict(chain, chain.tx(chain.keys[1], rotation(chain.keys[1], new))) == \
+        Reason.NOT_AN_AGENT
+    chain.block([chain.tx(owner, rotation(owner, new))])
+    assert chain.ledger.view_agent(owner.address).pubkey == new.pubkey
+    with chain.store.read() as txn:
+        view = chain.ledger.view(txn)
+        # both keys stay the owner's: the old one may still be scheduled until the new set is
+        # final, and evidence against it must still reach the owner's stake
+        assert view.owner_of(old.pubkey) == view.owner_of(new.pubkey) == owner.address
+    # the same key with a new reveal chain takes it over only from the next round
+    chain.block([chain.tx(owner, rotation(owner, new, epoch=2))])
+    with chain.store.read() as txn:
+        view = chain.ledger.view(txn)
+        record = view.producer(new.pubkey)
+        assert (record.epoch, record.next_epoch) == (0, 2)
+        assert record.next_from_round == view.schedule().round + 1
 
 
 def test_rejected_tx_changes_nothing(chain):

@@ -50,9 +50,9 @@ def test_hot_types_in_both_twins(codec):
         assert codec.encode_header(codec.decode_header(raw)) == raw
     for vector in load("block"):
         raw = bytes.fromhex(vector["hex"])
-        header, header_raw, txs, tx_raws = codec.decode_block(raw)
+        header, header_raw, txs, tx_raws, votes = codec.decode_block(raw)
         assert codec.encode_block(codec.encode_header(header),
-                                  [codec.encode_tx(t) for t in txs]) == raw
+                                  [codec.encode_tx(t) for t in txs], votes) == raw
 
 
 def test_vector_signatures_verify():

@@ -1,6 +1,15 @@
-"""Finality and fork choice (DESIGN §4): the Graphene/EOS 2/3+1 LIB rule, missed slots, tip order."""
+"""Finality and fork choice (DESIGN §4, docs/protocol.md §13) as pure integer functions.
+
+Finality follows Casper FFG with rounds as epochs. Each block of a member of the round's
+producer set may carry one vote: a link from the latest justified checkpoint (``source``) to
+the round's checkpoint (``target``). A link voted by 2/3+1 of every set the round's rule names
+justifies its target; a justified link between consecutive rounds finalizes its source. Two
+votes of one producer conflict (and are slashable) when they target the same round with
+different checkpoints, or when one's span strictly surrounds the other's.
+"""
 
 HASH_SIZE = 32
+DOUBLE_PRODUCTION, DOUBLE_VOTE, SURROUND_VOTE = 0, 1, 2
 
 
 def _int(value, name, low):
@@ -12,35 +21,29 @@ def _int(value, name, low):
 
 
 def lib_threshold(n_producers: int) -> int:
-    """Distinct producers needed to make a block irreversible: ``2n // 3 + 1`` (n >= 1)."""
+    """Distinct producers of a set of ``n`` needed for a quorum: ``2n // 3 + 1`` (n >= 1)."""
     return 2 * _int(n_producers, "n_producers", 1) // 3 + 1
 
 
-def last_irreversible(chain, n_producers, current_lib_height) -> int:
-    """The highest height confirmed by at least ``lib_threshold(n_producers)`` distinct
-    producers; everything below it is irreversible too.
+def has_quorum(voters, sets) -> bool:
+    """True when ``voters`` hold 2/3+1 of every non-empty set in ``sets`` (and there is one)."""
+    voters = set(voters)
+    counted = [s for s in sets if s]
+    return bool(counted) and all(len(voters & set(s)) >= lib_threshold(len(s)) for s in counted)
 
-    ``chain`` lists the blocks strictly above ``current_lib_height``, ascending, as
-    ``(height, producer)`` or ``(height, producer, confirmed_from)``: a block confirms the
-    heights ``confirmed_from + 1 .. height`` of its chain (``confirmed_from`` 0 when absent: all
-    its ancestors, the plain Graphene count). An honest producer never confirms a height twice,
-    on any fork, so two conflicting blocks can never both gather 2/3+1 confirmations at one
-    height. Returns ``current_lib_height`` when nothing new qualifies (the LIB never goes back).
-    """
-    threshold = lib_threshold(n_producers)
-    _int(current_lib_height, "current_lib_height", 0)
-    previous = current_lib_height
-    confirmers = {}
-    for block in chain:
-        height, producer = block[0], block[1]
-        if _int(height, "height", 0) <= previous:
-            raise ValueError("chain heights must ascend strictly above current_lib_height")
-        previous = height
-        low = max(current_lib_height, _int(block[2] if len(block) > 2 else 0, "confirmed_from", 0))
-        for confirmed in range(low + 1, height + 1):
-            confirmers.setdefault(confirmed, set()).add(producer)
-    final = [h for h, who in confirmers.items() if len(who) >= threshold]
-    return max(final, default=current_lib_height)
+
+def vote_offence(first, second):
+    """``DOUBLE_VOTE`` or ``SURROUND_VOTE`` when two votes ``(source_round, source_hash,
+    target_round, target_hash)`` of one producer conflict, else None."""
+    if first is None or second is None or tuple(first) == tuple(second):
+        return None
+    s1, _, t1, h1 = first
+    s2, _, t2, h2 = second
+    if t1 == t2:
+        return DOUBLE_VOTE if h1 != h2 or s1 != s2 else None
+    if (s1 < s2 and t2 < t1) or (s2 < s1 and t1 < t2):
+        return SURROUND_VOTE
+    return None
 
 
 def missed_slots(parent_slot: int, slot: int, producer_for_slot, limit: int) -> list:
@@ -54,11 +57,13 @@ def missed_slots(parent_slot: int, slot: int, producer_for_slot, limit: int) -> 
     return [producer_for_slot(s) for s in range(first, slot)]
 
 
-def fork_choice_key(height: int, slot: int, tip_hash: bytes) -> tuple:
-    """Sort key whose maximum is the preferred tip: the greater height; at equal height the tip
-    made in the earlier slot (the block most nodes saw first); then the lower 32-byte hash."""
+def fork_choice_key(justified_round: int, height: int, slot: int, tip_hash: bytes) -> tuple:
+    """Sort key whose maximum is the preferred tip: the tip whose chain justified the latest
+    round; then the greater height; then the tip made in the earlier slot (the block most
+    nodes saw first); then the lower 32-byte hash."""
+    _int(justified_round, "justified_round", 0)
     _int(height, "height", 0)
     _int(slot, "slot", 0)
     if len(tip_hash) != HASH_SIZE:
         raise ValueError(f"tip_hash must be {HASH_SIZE} bytes")
-    return height, -slot, -int.from_bytes(tip_hash, "big")
+    return justified_round, height, -slot, -int.from_bytes(tip_hash, "big")

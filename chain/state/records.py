@@ -33,6 +33,10 @@ NS_EVIDENCE = b"evidence"
 NS_CONTRACT = b"contract"
 NS_CODE = b"code"
 NS_STORAGE = b"storage"
+NS_PRODUCER = b"producer"
+NS_FINALITY = b"finality"
+NS_ROUND = b"round"
+NS_ROUND_VOTES = b"round-votes"
 TAG_CONTRACT = 0x15
 
 
@@ -91,14 +95,24 @@ def decode_contract(data):
     return _decode(data, read, "contract")
 
 
-def evidence_key(producer, slot):
-    """Marks double production by ``producer`` in ``slot`` as punished (once)."""
-    return state_key(NS_EVIDENCE, producer + slot.to_bytes(8, "big"))
+def evidence_key(producer, offence, number):
+    """Marks an offence of ``producer`` as punished (once): ``offence`` is 0 for double
+    production (``number`` = the slot), 1 for a double vote (the target round), 2 for a
+    surround vote (the inner vote's target round)."""
+    return state_key(NS_EVIDENCE, producer + bytes((offence,)) + number.to_bytes(8, "big"))
+
+
+@lru_cache(maxsize=1 << 12)
+def producer_key(pubkey):
+    return state_key(NS_PRODUCER, pubkey)
 
 
 AGENTS_KEY = state_key(NS_AGENTS)
 SCHEDULE_KEY = state_key(NS_SCHEDULE)
 POOL_KEY = state_key(NS_POOL)
+FINALITY_KEY = state_key(NS_FINALITY)
+ROUND_KEY = state_key(NS_ROUND)
+ROUND_VOTES_KEY = state_key(NS_ROUND_VOTES)
 
 
 def _decode(data, read, what):
@@ -135,7 +149,8 @@ _EMPTY_ACCOUNT = Account()
 
 
 class Agent(NamedTuple):
-    """A block-producer candidate: its votes, its record as a producer, and its voters' pool.
+    """A block-producer candidate, stored under its owner's address: the key that signs its
+    blocks now (``pubkey``), its votes, its record as a producer, and its voters' pool.
 
     ``jailed_until`` is 0 when free, else the height from which it may unjail; ``voter_pool``
     holds the voters' share of its rewards until the round ends and it is paid out.

@@ -6,6 +6,7 @@ index (who votes for whom, derived from the accounts' votes) is an object the le
 """
 
 from chain.state import records
+from chain.state.consensus import Finality, Producer, RoundInfo, RoundVotes
 from chain.state.records import Account, Agent, Schedule
 
 EMPTY_ACCOUNT = Account()
@@ -65,6 +66,43 @@ class StateView:
 
     def set_schedule(self, schedule):
         self.put(records.SCHEDULE_KEY, schedule.encode())
+
+    def producer(self, pubkey):
+        """The record of block-signing key ``pubkey``, or None."""
+        raw = self.get(records.producer_key(pubkey))
+        return Producer.decode(raw) if raw is not None else None
+
+    def set_producer(self, pubkey, producer):
+        self.put(records.producer_key(pubkey), producer.encode())
+
+    def owner_of(self, pubkey):
+        """The agent address a block-signing key belongs to, or None."""
+        producer = self.producer(pubkey)
+        return producer.owner if producer is not None else None
+
+    def finality(self):
+        return Finality.decode(self._required(records.FINALITY_KEY, "finality record"))
+
+    def set_finality(self, finality):
+        self.put(records.FINALITY_KEY, finality.encode())
+
+    def round_info(self):
+        return RoundInfo.decode(self._required(records.ROUND_KEY, "round record"))
+
+    def set_round_info(self, info):
+        self.put(records.ROUND_KEY, info.encode())
+
+    def round_votes(self):
+        return RoundVotes.decode(self._required(records.ROUND_VOTES_KEY, "round votes"))
+
+    def set_round_votes(self, votes):
+        self.put(records.ROUND_VOTES_KEY, votes.encode())
+
+    def _required(self, key, what):
+        raw = self.get(key)
+        if raw is None:
+            raise LookupError(f"the state holds no {what}")
+        return raw
 
     def pool(self):
         raw = self.get(records.POOL_KEY)

@@ -14,7 +14,7 @@ from cpython.long cimport PyLong_AsUnsignedLongLong
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.string cimport memcpy
 
-from edge._fast.codec_py import (KIND_UNJAIL, KIND_EVIDENCE, MAX_EVIDENCE_HEADER, KIND_DEPLOY,
+from edge._fast.codec_py import (KIND_ROTATE_PRODUCER, MAX_BLOCK_VOTES, MAX_VOTE_BYTES, KIND_UNJAIL, KIND_EVIDENCE, MAX_EVIDENCE_HEADER, KIND_DEPLOY,
                                  KIND_CALL, MAX_CODE, MAX_ARGS, MAX_METHOD,
                                  ADDRESS_SIZE, HASH_SIZE, HEADER_VERSION, KIND_REGISTER_AGENT,
                                  KIND_STAKE, KIND_TRANSFER, KIND_UNREGISTER_AGENT, KIND_UNSTAKE,
@@ -69,6 +69,12 @@ cdef inline int _compare20(const unsigned char *a, const unsigned char *b) noexc
     return 0
 
 
+cdef tuple _producer_binding(Cursor *c, str what):
+    return (read_fixed(c, PUBKEY_SIZE, what + ".producer"), read_uvarint_obj(c, what + ".epoch"),
+            read_fixed(c, HASH_SIZE, what + ".commit"),
+            read_fixed(c, SIGNATURE_SIZE, what + ".binding"))
+
+
 cdef tuple _payload(Cursor *c, int kind):
     if kind == KIND_TRANSFER:
         return (read_fixed(c, ADDRESS_SIZE, "transfer.to"), read_uvarint_obj(c, "transfer.amount"),
@@ -80,7 +86,10 @@ cdef tuple _payload(Cursor *c, int kind):
     if kind == KIND_VOTE:
         return (_address_set(c, MAX_VOTES, "vote.candidates"),)
     if kind == KIND_REGISTER_AGENT:
-        return (_text(c, MAX_NAME, "agent.name"), _text(c, MAX_ENDPOINT, "agent.endpoint"))
+        return (_text(c, MAX_NAME, "agent.name"), _text(c, MAX_ENDPOINT, "agent.endpoint"),
+                *_producer_binding(c, "agent"))
+    if kind == KIND_ROTATE_PRODUCER:
+        return _producer_binding(c, "rotate")
     if kind == KIND_UNREGISTER_AGENT or kind == KIND_UNJAIL:
         return ()
     if kind == KIND_EVIDENCE:
@@ -99,7 +108,7 @@ cdef tuple _payload(Cursor *c, int kind):
 cdef tuple _read_tx(Cursor *c):
     read_tag(c, TAG_TX, "tx.tag")
     cdef int kind = read_u8(c, "tx.kind")
-    if kind < KIND_TRANSFER or kind > KIND_CALL:
+    if kind < KIND_TRANSFER or kind > KIND_ROTATE_PRODUCER:
         fail("tx.kind", f"unknown transaction kind {kind}")
     chain_id = _text(c, MAX_CHAIN_ID, "tx.chain_id")
     sender = read_fixed(c, PUBKEY_SIZE, "tx.sender")
@@ -113,12 +122,22 @@ cdef tuple _read_tx(Cursor *c):
 cdef tuple _read_header(Cursor *c):
     read_tag(c, TAG_HEADER, "header.tag")
     cdef int version = read_u8(c, "header.version")
+    cdef int flag
     if version != HEADER_VERSION:
         fail("header.version", f"unsupported version {version}")
-    return (version, read_uvarint_obj(c, "header.height"), read_fixed(c, HASH_SIZE, "header.prev_hash"),
-            read_uvarint_obj(c, "header.timestamp_ms"), read_uvarint_obj(c, "header.slot"),
-            read_uvarint_obj(c, "header.confirmed_from"),
-            read_fixed(c, PUBKEY_SIZE, "header.producer"), read_fixed(c, HASH_SIZE, "header.tx_root"),
+    height = read_uvarint_obj(c, "header.height")
+    prev_hash = read_fixed(c, HASH_SIZE, "header.prev_hash")
+    timestamp_ms = read_uvarint_obj(c, "header.timestamp_ms")
+    slot = read_uvarint_obj(c, "header.slot")
+    producer = read_fixed(c, PUBKEY_SIZE, "header.producer")
+    reveal = read_fixed(c, HASH_SIZE, "header.reveal")
+    flag = read_u8(c, "header.renewal")
+    if flag > 1:
+        fail("header.renewal", f"presence flag must be 0 or 1, got {flag}")
+    renewal = read_fixed(c, HASH_SIZE, "header.renewal") if flag else None
+    return (version, height, prev_hash, timestamp_ms, slot, producer, reveal, renewal,
+            read_uvarint_obj(c, "header.justified_round"), read_uvarint_obj(c, "header.lib_height"),
+            read_fixed(c, HASH_SIZE, "header.tx_root"), read_fixed(c, HASH_SIZE, "header.votes_root"),
             read_fixed(c, HASH_SIZE, "header.state_root"),
             read_fixed(c, HASH_SIZE, "header.receipts_root"),
             read_fixed(c, SIGNATURE_SIZE, "header.signature"))
@@ -144,7 +163,7 @@ def decode_header(data):
 
 
 def decode_block(data):
-    """Decode a block into ``(header, header_bytes, txs, tx_bytes_list)``."""
+    """Decode a block into ``(header, header_bytes, txs, tx_bytes_list, vote_bytes_list)``."""
     cdef bytes raw = as_bytes(data)
     cdef Cursor c
     cdef Py_ssize_t start, n, i
@@ -159,8 +178,10 @@ def decode_block(data):
         start = c.pos
         txs.append(_read_tx(&c))
         raws.append(PyBytes_FromStringAndSize(<const char *>(c.data + start), c.pos - start))
+    n = read_length(&c, MAX_BLOCK_VOTES, "block.votes", ".count", "items")
+    cdef list votes = [read_var_bytes(&c, MAX_VOTE_BYTES, "block.vote") for i in range(n)]
     read_end(&c, "block")
-    return header, header_bytes, txs, raws
+    return header, header_bytes, txs, raws, votes
 
 
 # -- encoding ------------------------------------------------------------------------------------
@@ -257,6 +278,14 @@ cdef int _put_address_set(Out *o, object addresses, Py_ssize_t limit, str field)
     return 0
 
 
+cdef int _put_producer_binding(Out *o, object producer, object epoch, object commit,
+                               object binding, str what) except -1:
+    _put_raw(o, producer, PUBKEY_SIZE, 0, what + ".producer", False)
+    _put_uvarint(o, epoch)
+    _put_raw(o, commit, HASH_SIZE, 0, what + ".commit", False)
+    return _put_raw(o, binding, SIGNATURE_SIZE, 0, what + ".binding", False)
+
+
 cdef int _put_payload(Out *o, object kind, object payload) except -1:
     if kind == KIND_TRANSFER:
         to, amount, memo = payload
@@ -270,9 +299,13 @@ cdef int _put_payload(Out *o, object kind, object payload) except -1:
         (candidates,) = payload
         return _put_address_set(o, candidates, MAX_VOTES, "vote.candidates")
     if kind == KIND_REGISTER_AGENT:
-        name, endpoint = payload
+        name, endpoint, producer, epoch, commit, binding = payload
         _put_text(o, name, MAX_NAME, "agent.name")
-        return _put_text(o, endpoint, MAX_ENDPOINT, "agent.endpoint")
+        _put_text(o, endpoint, MAX_ENDPOINT, "agent.endpoint")
+        return _put_producer_binding(o, producer, epoch, commit, binding, "agent")
+    if kind == KIND_ROTATE_PRODUCER:
+        producer, epoch, commit, binding = payload
+        return _put_producer_binding(o, producer, epoch, commit, binding, "rotate")
     if kind == KIND_UNREGISTER_AGENT or kind == KIND_UNJAIL:
         if tuple(payload) != ():
             raise ValueError("this transaction kind has no payload")
@@ -333,17 +366,25 @@ def encode_tx(tx):
 
 
 cdef int _put_header_unsigned(Out *o, object h) except -1:
-    (version, height, prev_hash, timestamp_ms, slot, confirmed_from, producer, tx_root,
-     state_root, receipts_root) = h[:10]
+    (version, height, prev_hash, timestamp_ms, slot, producer, reveal, renewal, justified_round,
+     lib_height, tx_root, votes_root, state_root, receipts_root) = h[:14]
     _put_u8(o, TAG_HEADER)
     _put_byte_field(o, version, "header.version")
     _put_uvarint(o, height)
     _put_raw(o, prev_hash, HASH_SIZE, 0, "header.prev_hash", False)
     _put_uvarint(o, timestamp_ms)
     _put_uvarint(o, slot)
-    _put_uvarint(o, confirmed_from)
     _put_raw(o, producer, PUBKEY_SIZE, 0, "header.producer", False)
+    _put_raw(o, reveal, HASH_SIZE, 0, "header.reveal", False)
+    if renewal is None:
+        _put_u8(o, 0)
+    else:
+        _put_u8(o, 1)
+        _put_raw(o, renewal, HASH_SIZE, 0, "header.renewal", False)
+    _put_uvarint(o, justified_round)
+    _put_uvarint(o, lib_height)
     _put_raw(o, tx_root, HASH_SIZE, 0, "header.tx_root", False)
+    _put_raw(o, votes_root, HASH_SIZE, 0, "header.votes_root", False)
     _put_raw(o, state_root, HASH_SIZE, 0, "header.state_root", False)
     return _put_raw(o, receipts_root, HASH_SIZE, 0, "header.receipts_root", False)
 
@@ -353,9 +394,9 @@ def encode_header_unsigned(h):
 
 
 def encode_header(h):
-    """Encode ``(version, height, prev_hash, timestamp_ms, slot, confirmed_from, producer,
-    tx_root, state_root, receipts_root, signature)``."""
-    return _encode(_put_header_unsigned, h, 10, "header.signature")
+    """Encode ``(version, height, prev_hash, timestamp_ms, slot, producer, reveal, renewal,
+    justified_round, lib_height, tx_root, votes_root, state_root, receipts_root, signature)``."""
+    return _encode(_put_header_unsigned, h, 14, "header.signature")
 
 
 

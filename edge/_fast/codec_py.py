@@ -26,10 +26,12 @@ KIND_UNJAIL = 7
 KIND_EVIDENCE = 8
 KIND_DEPLOY = 9
 KIND_CALL = 10
+KIND_ROTATE_PRODUCER = 11
 TX_KINDS = (KIND_TRANSFER, KIND_STAKE, KIND_UNSTAKE, KIND_VOTE, KIND_REGISTER_AGENT,
-            KIND_UNREGISTER_AGENT, KIND_UNJAIL, KIND_EVIDENCE, KIND_DEPLOY, KIND_CALL)
+            KIND_UNREGISTER_AGENT, KIND_UNJAIL, KIND_EVIDENCE, KIND_DEPLOY, KIND_CALL,
+            KIND_ROTATE_PRODUCER)
 
-HEADER_VERSION = 1
+HEADER_VERSION = 2
 PUBKEY_SIZE = 32
 ADDRESS_SIZE = 20
 HASH_SIZE = 32
@@ -43,6 +45,8 @@ MAX_ENDPOINT = 128
 MAX_VOTES = 64
 MAX_BLOCK_TXS = 65535
 MAX_EVIDENCE_HEADER = 512
+MAX_BLOCK_VOTES = 255
+MAX_VOTE_BYTES = 192
 MAX_CODE = 12288
 MAX_ARGS = 4096
 MAX_METHOD = 64
@@ -198,9 +202,13 @@ def _encode_payload(kind, payload):
         (candidates,) = payload
         return encode_address_set(candidates, MAX_VOTES, "vote.candidates")
     if kind == KIND_REGISTER_AGENT:
-        name, endpoint = payload
-        return encode_text(name, MAX_NAME, "agent.name") + encode_text(endpoint, MAX_ENDPOINT,
-                                                                        "agent.endpoint")
+        name, endpoint, producer, epoch, commit, binding = payload
+        return b"".join((encode_text(name, MAX_NAME, "agent.name"),
+                         encode_text(endpoint, MAX_ENDPOINT, "agent.endpoint"),
+                         _encode_producer_binding(producer, epoch, commit, binding, "agent")))
+    if kind == KIND_ROTATE_PRODUCER:
+        producer, epoch, commit, binding = payload
+        return _encode_producer_binding(producer, epoch, commit, binding, "rotate")
     if kind in (KIND_UNREGISTER_AGENT, KIND_UNJAIL):
         if tuple(payload) != ():
             raise ValueError("this transaction kind has no payload")
@@ -234,7 +242,10 @@ def _decode_payload(r, kind):
     if kind == KIND_VOTE:
         return (read_address_set(r, MAX_VOTES, "vote.candidates"),)
     if kind == KIND_REGISTER_AGENT:
-        return (r.text(MAX_NAME, "agent.name"), r.text(MAX_ENDPOINT, "agent.endpoint"))
+        return (r.text(MAX_NAME, "agent.name"), r.text(MAX_ENDPOINT, "agent.endpoint"),
+                *_read_producer_binding(r, "agent"))
+    if kind == KIND_ROTATE_PRODUCER:
+        return _read_producer_binding(r, "rotate")
     if kind in (KIND_UNREGISTER_AGENT, KIND_UNJAIL):
         return ()
     if kind == KIND_EVIDENCE:
@@ -248,6 +259,19 @@ def _decode_payload(r, kind):
                 r.var_bytes(MAX_ARGS, "call.args"), r.uvarint("call.value"),
                 r.uvarint("call.gas_limit"))
     raise DecodeError("tx.kind", f"unknown transaction kind {kind}")
+
+
+def _encode_producer_binding(producer, epoch, commit, binding, what):
+    """A producer key, its reveal chain (epoch and commitment) and the key's signature that
+    binds them to the sending owner (docs/protocol.md §4)."""
+    return b"".join((encode_fixed(producer, PUBKEY_SIZE, f"{what}.producer"),
+                     encode_uvarint(epoch), encode_fixed(commit, HASH_SIZE, f"{what}.commit"),
+                     encode_fixed(binding, SIGNATURE_SIZE, f"{what}.binding")))
+
+
+def _read_producer_binding(r, what):
+    return (r.fixed(PUBKEY_SIZE, f"{what}.producer"), r.uvarint(f"{what}.epoch"),
+            r.fixed(HASH_SIZE, f"{what}.commit"), r.fixed(SIGNATURE_SIZE, f"{what}.binding"))
 
 
 def encode_address_set(addresses, limit, field):
@@ -318,23 +342,34 @@ def decode_tx(data):
 # -- headers and blocks ---------------------------------------------------------------------------
 
 def encode_header_unsigned(h):
-    (version, height, prev_hash, timestamp_ms, slot, confirmed_from, producer, tx_root,
-     state_root, receipts_root) = h[:10]
+    (version, height, prev_hash, timestamp_ms, slot, producer, reveal, renewal, justified_round,
+     lib_height, tx_root, votes_root, state_root, receipts_root) = h[:14]
     return b"".join((
         bytes((TAG_HEADER,)), encode_u8(version, "header.version"),
         encode_uvarint(height), encode_fixed(prev_hash, HASH_SIZE, "header.prev_hash"),
-        encode_uvarint(timestamp_ms), encode_uvarint(slot), encode_uvarint(confirmed_from),
+        encode_uvarint(timestamp_ms), encode_uvarint(slot),
         encode_fixed(producer, PUBKEY_SIZE, "header.producer"),
+        encode_fixed(reveal, HASH_SIZE, "header.reveal"), _encode_renewal(renewal),
+        encode_uvarint(justified_round), encode_uvarint(lib_height),
         encode_fixed(tx_root, HASH_SIZE, "header.tx_root"),
+        encode_fixed(votes_root, HASH_SIZE, "header.votes_root"),
         encode_fixed(state_root, HASH_SIZE, "header.state_root"),
         encode_fixed(receipts_root, HASH_SIZE, "header.receipts_root"),
     ))
 
 
+def _encode_renewal(renewal):
+    """``u8(0)``, or ``u8(1) || fixed(commit, 32)``: a new reveal chain from the next block."""
+    if renewal is None:
+        return b"\x00"
+    return b"\x01" + encode_fixed(renewal, HASH_SIZE, "header.renewal")
+
+
 def encode_header(h):
-    """Encode ``(version, height, prev_hash, timestamp_ms, slot, confirmed_from, producer,
-    tx_root, state_root, receipts_root, signature)``."""
-    return encode_header_unsigned(h) + encode_fixed(h[10], SIGNATURE_SIZE, "header.signature")
+    """Encode ``(version, height, prev_hash, timestamp_ms, slot, producer, reveal, renewal,
+    justified_round, lib_height, tx_root, votes_root, state_root, receipts_root, signature)``;
+    ``renewal`` is None or 32 bytes."""
+    return encode_header_unsigned(h) + encode_fixed(h[14], SIGNATURE_SIZE, "header.signature")
 
 
 def read_header(r):
@@ -342,9 +377,16 @@ def read_header(r):
     version = r.u8("header.version")
     if version != HEADER_VERSION:
         raise DecodeError("header.version", f"unsupported version {version}")
-    return (version, r.uvarint("header.height"), r.fixed(HASH_SIZE, "header.prev_hash"),
-            r.uvarint("header.timestamp_ms"), r.uvarint("header.slot"),
-            r.uvarint("header.confirmed_from"), r.fixed(PUBKEY_SIZE, "header.producer"), r.fixed(HASH_SIZE, "header.tx_root"),
+    height, prev_hash = r.uvarint("header.height"), r.fixed(HASH_SIZE, "header.prev_hash")
+    timestamp_ms, slot = r.uvarint("header.timestamp_ms"), r.uvarint("header.slot")
+    producer, reveal = r.fixed(PUBKEY_SIZE, "header.producer"), r.fixed(HASH_SIZE, "header.reveal")
+    flag = r.u8("header.renewal")
+    if flag > 1:
+        raise DecodeError("header.renewal", f"presence flag must be 0 or 1, got {flag}")
+    renewal = r.fixed(HASH_SIZE, "header.renewal") if flag else None
+    return (version, height, prev_hash, timestamp_ms, slot, producer, reveal, renewal,
+            r.uvarint("header.justified_round"), r.uvarint("header.lib_height"),
+            r.fixed(HASH_SIZE, "header.tx_root"), r.fixed(HASH_SIZE, "header.votes_root"),
             r.fixed(HASH_SIZE, "header.state_root"), r.fixed(HASH_SIZE, "header.receipts_root"),
             r.fixed(SIGNATURE_SIZE, "header.signature"))
 
@@ -356,16 +398,21 @@ def decode_header(data):
     return header
 
 
-def encode_block(header_bytes, tx_bytes_list):
-    """A block from an encoded header and encoded transactions."""
+def encode_block(header_bytes, tx_bytes_list, vote_bytes_list=()):
+    """A block from an encoded header, encoded transactions and encoded finality votes."""
     if len(tx_bytes_list) > MAX_BLOCK_TXS:
         raise ValueError(f"block.txs: {len(tx_bytes_list)} exceeds the limit of {MAX_BLOCK_TXS}")
+    if len(vote_bytes_list) > MAX_BLOCK_VOTES:
+        raise ValueError(f"block.votes: {len(vote_bytes_list)} exceeds the limit of "
+                         f"{MAX_BLOCK_VOTES}")
     return b"".join((bytes((TAG_BLOCK,)), header_bytes, encode_uvarint(len(tx_bytes_list)),
-                     *tx_bytes_list))
+                     *tx_bytes_list, encode_uvarint(len(vote_bytes_list)),
+                     *(encode_bytes(v, MAX_VOTE_BYTES, "block.vote") for v in vote_bytes_list)))
 
 
 def decode_block(data):
-    """Decode a block into ``(header, header_bytes, txs, tx_bytes_list)``."""
+    """Decode a block into ``(header, header_bytes, txs, tx_bytes_list, vote_bytes_list)``
+    (the votes stay encoded: ``chain.votes`` reads them)."""
     r = Reader(data)
     r.tag(TAG_BLOCK, "block.tag")
     start = r.pos
@@ -377,8 +424,10 @@ def decode_block(data):
         start = r.pos
         txs.append(read_tx(r))
         raws.append(r.data[start:r.pos])
+    votes = [r.var_bytes(MAX_VOTE_BYTES, "block.vote")
+             for _ in range(r.count(MAX_BLOCK_VOTES, "block.votes"))]
     r.end("block")
-    return header, header_bytes, txs, raws
+    return header, header_bytes, txs, raws, votes
 
 
 # -- account records (read and written by every transfer) ----------------------------------------

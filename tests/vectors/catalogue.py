@@ -15,8 +15,11 @@ from chain.keys import KeyPair
 from chain.params import Params
 from chain.state import records
 from chain.state.proof import Proof, ProofKind
-from chain.tx import PAYLOADS, KIND_NAMES, Call, Deploy, Evidence, RegisterAgent, Stake, Transfer, Tx, Unjail, \
-    UnregisterAgent, Unstake, Vote
+from chain.votes import FinalityVote
+from chain.dpos import reveal
+from chain.state import consensus
+from chain.tx import PAYLOADS, KIND_NAMES, Call, Deploy, Evidence, RegisterAgent, RotateProducer, \
+    Stake, Transfer, Tx, Unjail, UnregisterAgent, Unstake, Vote
 from edge import _fast
 
 CHAIN = "ss-vectors"
@@ -73,7 +76,9 @@ def tx_samples():
                 ("stake", Stake(10**13)), ("unstake", Unstake(1)),
                 ("vote", Vote(tuple(sorted((AGENT.address, BOB.address))))),
                 ("vote_none", Vote(())),
-                ("register_agent", RegisterAgent("café-gateway", "tcp://192.168.1.20:7000")),
+                ("register_agent", RegisterAgent("café-gateway", "tcp://192.168.1.20:7000",
+                                                 AGENT.pubkey, 0, b"\x61" * 32, b"\x62" * 64)),
+                ("rotate_producer", RotateProducer(BOB.pubkey, 3, b"\x63" * 32, b"\x64" * 64)),
                 ("unregister_agent", UnregisterAgent()),
                 ("unjail", Unjail()),
                 ("evidence", Evidence(header_sample().encode(),
@@ -88,25 +93,41 @@ def tx_samples():
     return out
 
 
-def header_sample(height=7, tx_root=b"\x11" * 32):
-    h = Header(1, height, b"\x01" * 32, 1_795_600_007_000, 7, height - 3, AGENT.pubkey, tx_root,
-               b"\x22" * 32, b"\x33" * 32)
+def header_sample(height=7, tx_root=b"\x11" * 32, renewal=None, votes_root=b"\x12" * 32):
+    h = Header(2, height, b"\x01" * 32, 1_795_600_007_000, 7, AGENT.pubkey, b"\x44" * 32,
+               renewal, 2, height - 4, tx_root, votes_root, b"\x22" * 32, b"\x33" * 32)
     return h.signed_by(AGENT, CHAIN)
+
+
+def vote_sample(producer=AGENT, target_hash=b"\x66" * 32):
+    return FinalityVote(producer.pubkey, 2, b"\x55" * 32, 3, target_hash).signed_by(producer,
+                                                                                    CHAIN)
+
+
+def header_build(f):
+    return Header(**from_json(f))
 
 
 def block_samples():
     txs = [tx for _, tx in tx_samples()[:2]]
     from chain.block import tx_root
-    return [("empty", Block(header_sample(tx_root=bytes(32)), [])),
-            ("two_transfers", Block(header_sample(8, tx_root(txs)), txs))]
+    from chain.block import votes_root
+    votes = [vote_sample(), vote_sample(BOB)]
+    return [("empty", Block(header_sample(tx_root=tx_root([]), votes_root=votes_root([])), [])),
+            ("two_transfers", Block(header_sample(8, tx_root(txs), votes_root=votes_root([])),
+                                    txs)),
+            ("two_votes", Block(header_sample(9, tx_root([]), votes_root=votes_root(votes)), [],
+                                votes))]
 
 
 def block_fields(block):
-    return {"header": to_json(block.header), "txs": [tx_fields(tx) for tx in block.txs]}
+    return {"header": to_json(block.header), "txs": [tx_fields(tx) for tx in block.txs],
+            "votes": [to_json(vote) for vote in block.votes]}
 
 
 def block_build(f):
-    return Block(Header(**from_json(f["header"])), [tx_build(t) for t in f["txs"]])
+    return Block(header_build(f["header"]), [tx_build(t) for t in f["txs"]],
+                 [FinalityVote(**from_json(v)) for v in f["votes"]])
 
 
 def genesis_sample():
@@ -114,7 +135,8 @@ def genesis_sample():
     allocations = (Allocation(ALICE.address, 10**17 - 10**16 - params.agent_min_stake),
                    Allocation(AGENT.address, 0, params.agent_min_stake))
     return Genesis(CHAIN, 1_795_600_000_000, 8, 10**17, 10**16, params,
-                   tuple(sorted(allocations)), (GenesisAgent(AGENT.pubkey, "agent-1"),))
+                   tuple(sorted(allocations)),
+                   (GenesisAgent(AGENT.pubkey, "agent-1", AGENT.address, b"\x65" * 32),))
 
 
 def genesis_fields(g):
@@ -176,7 +198,35 @@ def named_tuple_type(cls, samples, decode=None):
 TYPES = {
     "tx": {"samples": tx_samples, "fields": tx_fields, "build": tx_build,
            "encode": lambda tx: tx.raw, "decode": Tx.decode},
-    "header": named_tuple_type(Header, lambda: [("signed", header_sample())]),
+    "header": {"samples": lambda: [
+                   ("signed", header_sample()),
+                   ("renewal", header_sample(9, renewal=b"\x77" * 32))],
+               "fields": to_json, "build": header_build, "encode": lambda h: h.encode(),
+               "decode": Header.decode},
+    "vote": named_tuple_type(FinalityVote, lambda: [("signed", vote_sample())]),
+    "producer": named_tuple_type(consensus.Producer, lambda: [
+        ("plain", consensus.Producer(AGENT.address, 0, b"\x71" * 32)),
+        ("with_next", consensus.Producer(BOB.address, 4, b"\x72" * 32, 6, b"\x73" * 32, 19))]),
+    "finality": {"samples": lambda: [
+                     ("stable", consensus.Finality(consensus.Checkpoint(5, b"\x81" * 32, 40),
+                                                   consensus.Checkpoint(4, b"\x82" * 32, 32),
+                                                   tuple(sorted((AGENT.pubkey, BOB.pubkey))))),
+                     ("joint", consensus.Finality(consensus.Checkpoint(9, b"\x83" * 32, 70),
+                                                  consensus.Checkpoint(8, b"\x84" * 32, 63),
+                                                  (AGENT.pubkey,), consensus.JOINT,
+                                                  (BOB.pubkey,), 66))],
+                 "fields": to_json, "build": lambda f: _finality_build(from_json(f)),
+                 "encode": lambda x: x.encode(), "decode": consensus.Finality.decode},
+    "round": {"samples": lambda: [
+                  ("with_standby", consensus.RoundInfo(
+                      12, consensus.Checkpoint(11, b"\x85" * 32, 88),
+                      consensus.Checkpoint(12, b"\x86" * 32, 95), (AGENT.pubkey,),
+                      (BOB.pubkey,), ((ALICE.pubkey, 10**13),)))],
+              "fields": to_json, "build": lambda f: _round_build(from_json(f)),
+              "encode": lambda x: x.encode(), "decode": consensus.RoundInfo.decode},
+    "round_votes": named_tuple_type(consensus.RoundVotes, lambda: [
+        ("two_voters", consensus.RoundVotes(b"\x91" * 32, tuple(sorted((AGENT.pubkey,
+                                                                         BOB.pubkey)))))]),
     "block": {"samples": block_samples, "fields": block_fields, "build": block_build,
               "encode": lambda b: b.encode(), "decode": Block.decode},
     "receipt": named_tuple_type(Receipt, lambda: [
@@ -228,6 +278,18 @@ def _read_params(raw):
     return params
 
 
+def _finality_build(f):
+    return consensus.Finality(consensus.Checkpoint(**f["justified"]),
+                              consensus.Checkpoint(**f["finalized"]), f["active"], f["phase"],
+                              f["next"], f["mark"])
+
+
+def _round_build(f):
+    return consensus.RoundInfo(f["round"], consensus.Checkpoint(**f["source"]),
+                               consensus.Checkpoint(**f["target"]), f["quorum_active"],
+                               f["quorum_next"], f["standby"])
+
+
 def _proof_build(f):
     return Proof(f["key"], ProofKind(f["kind"]), f["siblings"], f["other_key"],
                  f["other_value_hash"])
@@ -249,6 +311,12 @@ FUNCTIONS = {
                    ("pool", {"namespace": b"pool", "id": b""})]),
     "address_from_pubkey": (lambda f: address_from_pubkey(f["pubkey"]),
                             [("bob", {"pubkey": BOB.pubkey})]),
+    "reveal_chain_commit": (lambda f: reveal.RevealChain(f["secret"]).commit,
+                            [("secret_5a", {"secret": b"\x5a" * 32})]),
+    "reveal_secret": (lambda f: KeyPair.from_seed(f["seed"]).reveal_secret(f["epoch"]),
+                      [("alice_epoch_1", {"seed": bytes(range(1, 33)), "epoch": 1})]),
+    "binding_hash": (lambda f: reveal.binding_hash(f["owner"], f["epoch"], f["commit"]),
+                     [("alice", {"owner": b"\x0a" * 20, "epoch": 2, "commit": b"\x0b" * 32})]),
     "ed25519_sign": (lambda f: KeyPair.from_seed(f["seed"]).sign(f["chain_id"], f["object_hash"]),
                      [("alice", {"seed": bytes(range(1, 33)), "chain_id": CHAIN,
                                  "object_hash": b"\x05" * 32})]),
