@@ -130,10 +130,10 @@ def home_steps(config):
     wallet, wallet_new = node_home.ensure_wallet(config.home)
     genesis, genesis_new = node_home.ensure_devnet_genesis(config, key, owner, wallet)
     steps = [(f"node key {key.address_text}", CREATED if key_new else KEPT),
-             (f"owner {node_home.OWNER_WALLET} {owner.address_text}",
-              CREATED if owner_new else KEPT),
              (f"wallet {node_home.DEFAULT_WALLET} {wallet.address_text}",
               CREATED if wallet_new else KEPT),
+             (f"owner {node_home.OWNER_WALLET} {owner.address_text}",
+              CREATED if owner_new else KEPT),
              (f"genesis {genesis.chain_id}", CREATED if genesis_new else KEPT)]
     if config.mqtt_enabled:
         steps.append(("broker files " + config.path(config.mqtt_dir), broker_files(config)))

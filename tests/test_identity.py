@@ -128,3 +128,15 @@ def test_agent_needs_genesis_stake():
 def test_params_problems():
     assert Params().problems() == []
     assert Params(max_votes=65).problems()
+
+
+def test_production_genesis_template_parameters_are_valid():
+    """docs/genesis-production.json: the documented production numbers pass every rule."""
+    import json
+    from pathlib import Path
+    from chain.genesis import _parse_params
+    doc = json.loads(Path(__file__).resolve().parents[1].joinpath(
+        "docs", "genesis-production.json").read_text())
+    params = _parse_params(doc["params"])
+    assert params.producers_per_round == 21 and params.standby_slots == 1
+    assert params.unbonding_blocks >= params.evidence_window >= 24 * 3600 * 1000 // params.slot_ms
