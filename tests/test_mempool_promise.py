@@ -22,7 +22,7 @@ from edge import cli
 from edge.config import load
 from edge.node import Node
 from tests import nodeproc
-from tests.chainkit import make_genesis
+from tests.chainkit import signer_for, make_genesis
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OTHERS = [KeyPair.from_seed(bytes([0xB0 + i]) * 32) for i in range(3)]
@@ -75,7 +75,7 @@ def four_producers(home):
 
 def produce(ledger, keys, slot, candidates=()):
     """The block of ``slot``, built and committed by whichever of ``keys`` it belongs to."""
-    signer = {k.pubkey: k for k in keys}[ledger.producer_for(slot)]
+    signer = signer_for({k.pubkey: k for k in keys}[ledger.producer_for(slot)])
     return ledger.produce_block(signer, slot, list(candidates))
 
 
@@ -129,7 +129,7 @@ def test_evicted_and_invalidated_transactions_say_why(home, tmp_path):
     assert (evicted["status"], evicted["reason"]) == ("evicted", "mempool_full")
     # Another node's block uses the wallet's nonce 1 for another transfer: cheap[0] is invalid.
     rival = transfer(node, wallet, 1, amount=7)
-    block, _ = fork.produce_block(node.key, node.ledger.head.slot + 1, [rival])
+    block, _ = fork.produce_block(signer_for(node.key), node.ledger.head.slot + 1, [rival])
     result = node.ledger.add_block(block)
     node._on_network_block(block, result)
     invalid = node.tx_status(cheap[0].id)
