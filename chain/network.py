@@ -1,49 +1,23 @@
-"""The node's peers: connections, gossip of transactions and blocks, chain sync, peer scoring.
+"""The node's peers: gossip of transactions and blocks, chain sync, blame for invalid ones.
 
-Built on the encrypted transport of ``chain.p2p`` (docs/protocol.md §12). The node supplies
-callbacks for what belongs to it (admitting transactions durably, reacting to chain changes,
-reporting double production), so this module needs nothing above ``chain``.
+Built on the encrypted transport of ``chain.p2p`` (docs/protocol.md §12); the links themselves
+(admission, slots, scores, bans, dialling) belong to ``chain.p2p.peers.PeerManager``. The node
+supplies callbacks for what belongs to it (admitting transactions durably, reacting to chain
+changes, reporting double production), so this module needs nothing above ``chain``.
 """
 
 import asyncio
-import time
 from collections import OrderedDict
 
 from chain.block import Block, Header
 from chain.errors import BlockRejected, StaleBlock
-from chain.p2p import (BlockMsg, Blocks, ConnectionClosed, DecodeError, GetBlocks, GetHeaders,
-                       GetProof, HandshakeError, Headers, Hello, P2PError, Ping, Pong, ProofMsg,
-                       TxMsg, Txs, accept, error_reason, open_connection)
+from chain.p2p import (BlockMsg, Blocks, DecodeError, GetBlocks, GetHeaders, GetProof, Headers,
+                       Hello, P2PError, ProofMsg, TxMsg, Txs)
+from chain.p2p.peers import PeerManager
 
 SYNC_BATCH = 200
 GOSSIP_FLUSH_S = 0.05
-IDLE_PING_S = 10.0
-IDLE_DROP_S = 30.0
-REDIAL_S = 1.0
-BAN_S = 60.0
-BAN_SCORE = -100
-PENALTY = {"invalid_block": 25, "malformed": 100, "bad_mac": 100, "oversize": 100}
 SEEN_LIMIT = 20_000
-
-
-class Peer:
-    """One connected, authenticated peer and what we know of it."""
-
-    def __init__(self, conn):
-        self.conn = conn
-        self.pubkey = conn.peer_pubkey
-        self.head_height = 0
-        self.lib_height = 0
-        self.listen = None
-        self.agent = ""
-        self.score = 0
-        self.last_seen = time.monotonic()
-        self.syncing = False
-
-    def describe(self):
-        return {"pubkey": self.pubkey.hex(), "agent": self.agent, "address": self.listen,
-                "head_height": self.head_height, "lib_height": self.lib_height,
-                "score": self.score, "initiator": self.conn.initiator}
 
 
 class SeenSet:
@@ -66,162 +40,50 @@ class SeenSet:
 
 
 class PeerNetwork:
-    """Keeps peers connected, gossips and syncs; one per node process."""
+    """Gossips and syncs over the links a ``PeerManager`` keeps; one per node process."""
 
-    def __init__(self, ledger, keypair, *, host, port, seeds, max_peers, submit, on_chain_change,
+    def __init__(self, ledger, keypair, *, host, port, seeds, limits, submit, on_chain_change,
                  on_double_production, now_ms, log, agent_name="", on_block_seen=None):
         self.ledger, self.keypair = ledger, keypair
-        self.host, self.port, self.seeds, self.max_peers = host, port, list(seeds), max_peers
         self.submit, self.on_chain_change = submit, on_chain_change
         self.on_double_production = on_double_production
         self.on_block_seen = on_block_seen or (lambda block: None)
         self.now_ms, self.log, self.agent_name = now_ms, log, agent_name
-        self.peers = {}          # node pubkey -> Peer
-        self.banned = {}         # node pubkey or host -> monotonic time the ban ends
-        self.allowed = None      # test partitions: the node pubkeys we may talk to, or None
+        self.manager = PeerManager(keypair, ledger.chain_id, ledger.genesis.hash, host=host,
+                                   port=port, seeds=seeds, limits=limits, hello=self._hello,
+                                   dispatch=self._dispatch, log=log)
+        self.peers = self.manager.peers  # node pubkey -> Peer
         self.seen_blocks, self.seen_txs = SeenSet(), SeenSet()
         self.slot_headers = OrderedDict()  # (producer, slot) -> header bytes, for equivocation
         self.outbox = []         # raw transactions waiting for the next gossip flush
         self.inbox = []          # raw transactions from peers, admitted together each flush
-        self.server = None
-        self.tasks = set()
 
     # -- life cycle -----------------------------------------------------------------------------
 
     async def start(self):
-        self.server = await asyncio.start_server(self._accepted, self.host, self.port)
-        self.port = self.server.sockets[0].getsockname()[1]
-        self._spawn(self._dial_forever())
+        await self.manager.start()
         self._spawn(self._gossip_forever())
 
     async def stop(self):
-        if self.server is not None:
-            self.server.close()
-        for task in list(self.tasks):
-            task.cancel()
-        for peer in list(self.peers.values()):
-            await peer.conn.close()
-        self.peers.clear()
+        await self.manager.stop()
+
+    @property
+    def port(self):
+        return self.manager.port
 
     def _spawn(self, coro):
-        task = asyncio.get_running_loop().create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return task
-
-    # -- connecting -----------------------------------------------------------------------------
-
-    async def _accepted(self, reader, writer):
-        host = (writer.get_extra_info("peername") or ("?",))[0]
-        if self._is_banned(host) or len(self.peers) >= self.max_peers:
-            writer.close()
-            return
-        try:
-            conn = await accept(reader, writer, self.keypair, self.ledger.chain_id,
-                                self.ledger.genesis.hash)
-        except P2PError as exc:
-            self.log(f"p2p: refused {host}: handshake {exc.reason}")
-            return
-        await self._run_peer(conn)
-
-    async def _dial_forever(self):
-        while True:
-            for seed in self.seeds:
-                if not self._connected_to(seed):
-                    self._spawn(self._dial(seed))
-            await asyncio.sleep(REDIAL_S)
-
-    async def _dial(self, seed):
-        host, _, port = seed.rpartition(":")
-        if self._is_banned(host):
-            return
-        try:
-            conn = await open_connection(host, int(port), self.keypair, self.ledger.chain_id,
-                                         self.ledger.genesis.hash)
-        except HandshakeError as exc:
-            if exc.reason != "unreachable":
-                self.log(f"p2p: {seed}: handshake {exc.reason}")
-            return
-        conn.dialed = seed
-        await self._run_peer(conn)
+        return self.manager.spawn(coro)
 
     def add_seed(self, seed):
         """Dial ``host:port`` from now on (a peer found by mDNS); False when already known."""
-        if seed in self.seeds:
-            return False
-        self.seeds.append(seed)
-        self._spawn(self._dial(seed))
-        return True
+        return self.manager.add_seed(seed)
 
-    def _connected_to(self, seed):
-        return any(getattr(p.conn, "dialed", None) == seed or p.listen == seed
-                   for p in self.peers.values())
-
-    def _is_banned(self, key):
-        until = self.banned.get(key)
-        return until is not None and until > time.monotonic()
-
-    def _admit(self, conn):
-        """Register ``conn``; with two links to one peer, both sides keep the one dialled by the
-        lower node key."""
-        pubkey = conn.peer_pubkey
-        if self._is_banned(pubkey) or (self.allowed is not None and pubkey not in self.allowed):
-            return None
-        existing = self.peers.get(pubkey)
-        if existing is not None:
-            lower_dials = conn.initiator == (self.keypair.pubkey < pubkey)
-            if not lower_dials:
-                return None
-            self._spawn(existing.conn.close())
-        peer = Peer(conn)
-        self.peers[pubkey] = peer
-        return peer
-
-    async def _run_peer(self, conn):
-        peer = self._admit(conn)
-        if peer is None:
-            await conn.close()
-            return
-        try:
-            await conn.send(self._hello())
-            await self._serve(peer)
-        except (ConnectionClosed, asyncio.CancelledError):
-            pass
-        except (P2PError, DecodeError) as exc:
-            self._penalise(peer, error_reason(exc), str(exc))
-        finally:
-            if self.peers.get(peer.pubkey) is peer:
-                del self.peers[peer.pubkey]
-            await conn.close()
+    def _penalise(self, peer, reason, detail):
+        self.manager.penalise(peer, reason, detail)
 
     def _hello(self):
         head = self.ledger.head
         return Hello(head.height, head.hash, self.ledger.lib_height, self.port, self.agent_name)
-
-    async def _serve(self, peer):
-        while not peer.conn.closed:
-            try:
-                message = await asyncio.wait_for(peer.conn.recv(), IDLE_PING_S)
-            except asyncio.TimeoutError:
-                if time.monotonic() - peer.last_seen > IDLE_DROP_S:
-                    return
-                await peer.conn.send(Ping(int(time.monotonic() * 1000)))
-                continue
-            peer.last_seen = time.monotonic()
-            await self._dispatch(peer, message)
-
-    def _penalise(self, peer, reason, detail):
-        peer.score -= PENALTY.get(reason, 25)
-        self.log(f"p2p: peer {peer.agent or peer.pubkey.hex()[:12]}: {reason} ({detail}); "
-                 f"score {peer.score}")
-        if peer.score <= BAN_SCORE:
-            until = time.monotonic() + BAN_S
-            self.banned[peer.pubkey] = until
-            host = peer.conn.remote[0] if peer.conn.remote else None
-            if host not in (None, "127.0.0.1", "::1"):  # loopback hosts many honest nodes
-                self.banned[host] = until
-            self._spawn(peer.conn.close())
-            self.log(f"p2p: banned {peer.agent or peer.pubkey.hex()[:12]} for {BAN_S:.0f}s")
 
     # -- messages -------------------------------------------------------------------------------
 
@@ -233,18 +95,10 @@ class PeerNetwork:
     def _handlers(self):
         return {Hello: self._on_hello, TxMsg: self._on_tx, Txs: self._on_txs,
                 BlockMsg: self._on_block, GetBlocks: self._on_get_blocks, Blocks: self._on_blocks,
-                GetHeaders: self._on_get_headers, GetProof: self._on_get_proof,
-                Ping: self._on_ping}
+                GetHeaders: self._on_get_headers, GetProof: self._on_get_proof}
 
     async def _on_hello(self, peer, hello):
-        peer.head_height, peer.lib_height, peer.agent = hello.head_height, hello.lib_height, \
-            hello.agent
-        if hello.listen_port and peer.conn.remote:
-            peer.listen = f"{peer.conn.remote[0]}:{hello.listen_port}"
         await self._sync_from(peer)
-
-    async def _on_ping(self, peer, ping):
-        await peer.conn.send(Pong(ping.nonce))
 
     async def _on_tx(self, peer, message):
         self._admit_txs([message.raw])
@@ -401,10 +255,7 @@ class PeerNetwork:
 
     def set_allowed(self, pubkeys):
         """Talk only to ``pubkeys`` (None: everyone). For partition tests."""
-        self.allowed = None if pubkeys is None else set(pubkeys)
-        for pubkey, peer in list(self.peers.items()):
-            if self.allowed is not None and pubkey not in self.allowed:
-                self._spawn(peer.conn.close())
+        self.manager.set_allowed(pubkeys)
 
     def status(self):
         return [peer.describe() for peer in self.peers.values()]

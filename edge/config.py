@@ -65,9 +65,13 @@ class Config:
     p2p_host: str = "127.0.0.1"
     p2p_port: int = 0
     seeds: list = field(default_factory=list)
-    max_peers: int = 16
+    max_peers: int = 24
+    max_outbound: int = 8
+    handshakes_per_minute: int = 20
+    peers_per_address: int = 4
     admin_api: bool = False
     equivocate: bool = False
+    exempt_loopback: bool = False
     mqtt_port: int = 0
     mqtt_host: str = "127.0.0.1"
     mqtt_run_broker: bool = True
@@ -124,7 +128,11 @@ FIELDS = {
     ("api", "port"): ("api_port", int), ("mempool", "limit"): ("mempool_limit", int),
     ("p2p", "host"): ("p2p_host", str), ("p2p", "port"): ("p2p_port", int),
     ("p2p", "seeds"): ("seeds", list), ("p2p", "max_peers"): ("max_peers", int),
+    ("p2p", "max_outbound"): ("max_outbound", int),
+    ("p2p", "handshakes_per_minute"): ("handshakes_per_minute", int),
+    ("p2p", "peers_per_address"): ("peers_per_address", int),
     ("testing", "admin_api"): ("admin_api", bool), ("testing", "equivocate"): ("equivocate", bool),
+    ("testing", "exempt_loopback"): ("exempt_loopback", bool),
     ("mqtt", "port"): ("mqtt_port", int), ("mqtt", "host"): ("mqtt_host", str),
     ("mqtt", "run_broker"): ("mqtt_run_broker", bool), ("mqtt", "dir"): ("mqtt_dir", str),
     ("mqtt", "bridge_password"): ("mqtt_bridge_password", str),
@@ -175,10 +183,21 @@ def load_file(path):
             raise ConfigError(f"{path}: {name} must be 1..65535")
     if not all(isinstance(unit, str) and unit.endswith(".service") for unit in config.units):
         raise ConfigError(f"{path}: [system] units must be names of systemd services")
+    _check_p2p_limits(config, path)
     for seed in config.seeds:
         if not isinstance(seed, str) or not _is_host_port(seed):
             raise ConfigError(f"{path}: [p2p] seeds must be \"host:port\" strings, not {seed!r}")
     return config
+
+
+def _check_p2p_limits(config, path):
+    if not 1 <= config.max_outbound < config.max_peers:
+        raise ConfigError(f"{path}: [p2p] max_outbound must be at least 1 and below max_peers "
+                          f"({config.max_peers}), not {config.max_outbound}")
+    for value, name in ((config.handshakes_per_minute, "handshakes_per_minute"),
+                        (config.peers_per_address, "peers_per_address")):
+        if value < 1:
+            raise ConfigError(f"{path}: [p2p] {name} must be at least 1, not {value}")
 
 
 def _is_host_port(text):

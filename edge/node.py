@@ -26,6 +26,7 @@ from chain.block import Header
 from chain.network import PeerNetwork
 from chain.producer import BlockSigner, ProducerError, watermark_path
 from chain.votes import VotePool
+from chain.p2p.peers import PeerLimits
 from chain.tx import Evidence, Transfer, Tx
 from edge import sdnotify
 from edge._fast import DecodeError
@@ -66,13 +67,17 @@ class Node:
         self._load_mempool()
         self.metrics.height.set(self.ledger.head.height)
         self.network = self._make_network() if config.p2p_port else None
+        if self.network is not None:
+            self.metrics.watch_peers(self.network.manager)
         self.devices = None  # the DeviceService, when [mqtt] port is set (started by run)
         self.advertiser = None  # mDNS, when [discovery] advertise is set (started by run)
 
     def _make_network(self):
         config = self.config
+        limits = PeerLimits(config.max_peers, config.max_outbound, config.handshakes_per_minute,
+                            config.peers_per_address, config.exempt_loopback)
         return PeerNetwork(self.ledger, self.key, host=config.p2p_host, port=config.p2p_port,
-                           seeds=config.seeds, max_peers=config.max_peers, submit=self.submit,
+                           seeds=config.seeds, limits=limits, submit=self.submit,
                            on_chain_change=self._on_network_block,
                            on_double_production=self._on_double_production,
                            on_block_seen=self.block_seen, now_ms=now_ms,

@@ -71,7 +71,7 @@ def create(directory, nodes, slot_ms=1000, chain_id=None, producers=None, params
         os.makedirs(os.path.join(home, "wallets"), mode=0o700, exist_ok=True)
         config = Config(home=home, api_port=api_ports[i], p2p_port=p2p_ports[i],
                         seeds=[f"127.0.0.1:{p}" for j, p in enumerate(p2p_ports) if j != i],
-                        admin_api=True)
+                        admin_api=True, exempt_loopback=True)
         key.save(config.path(config.key_file))
         start_watermark(config.path(config.votes_dir), key.pubkey)
         agents.append(node_home.genesis_agent(key, f"node{i}", owner.address))

@@ -7,6 +7,8 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -22,6 +24,7 @@ from tests.nodeproc import run_cli
 pytestmark = pytest.mark.slow
 SLOT_MS = 500
 DEADLINE_S = 60
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Net:
@@ -279,3 +282,99 @@ def test_garbage_peer_is_banned_honest_peers_unaffected(make_net):
     height = net.status(0)["height"]
     net.wait_height(height + 3)
     assert all(net.status(i)["peers"] == 2 for i in range(3))
+
+
+def metric(net, i, name):
+    """``{labels text: value}`` of one metric family on node ``i`` (``""`` for no labels)."""
+    out = {}
+    for line in net.clients[i].get_text("/metrics").splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            key, _, value = line.rpartition(" ")
+            out[key[len(name):]] = float(value)
+    return out
+
+
+def lib_deadline(producers=4):
+    """A generous wait for the LIB to move: many rounds of the testnet's genesis."""
+    return max(DEADLINE_S, 30 * producers * SLOT_MS / 1000)
+
+
+class FloodProcess:
+    """tests/floodkit.py as its own process against node ``i`` of ``net``."""
+
+    def __init__(self, net, i, mode, source, seconds, rate, keys=50):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.floodkit", "--target",
+             f"127.0.0.1:{net.nodes[i]['p2p_port']}", "--source", source, "--mode", mode,
+             "--seconds", str(seconds), "--rate", str(rate), "--keys", str(keys),
+             "--chain-id", net.manifest["chain_id"], "--genesis", net.manifest["genesis_hash"]],
+            stdout=subprocess.PIPE, cwd=ROOT, start_new_session=True)
+
+    @property
+    def running(self):
+        return self.proc.poll() is None
+
+    def result(self, timeout=30):
+        """Stop the flood (if it still runs) and return its figures."""
+        if self.running:
+            self.proc.terminate()
+        out, _ = self.proc.communicate(timeout=timeout)
+        assert self.proc.returncode == 0, out
+        return json.loads(out)
+
+    def kill(self):
+        if self.running:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def p2p_lines(net, i):
+    with open(os.path.join(net.nodes[i]["home"], "node.log"), errors="replace") as f:
+        return [line for line in f if "p2p" in line]
+
+
+def test_handshake_flood_and_sybils_while_the_testnet_finalises(make_net):
+    """Thousands of garbage handshakes, slow half-handshakes and 50 sybil node keys, each from
+    its own loopback address, hit node0: the LIB advances during and after, node0 keeps its
+    honest peers, the sybils get at most peers_per_address slots, the refusals are counted in
+    the metrics and the log stays a few summary lines."""
+    net = make_net()
+    net.wait_height(3)
+    seconds = lib_deadline() + 30  # the longest a flood may last; it is stopped once checked
+    lines_before = len(p2p_lines(net, 0))
+    started = time.monotonic()
+    floods = [FloodProcess(net, 0, "garbage", "127.0.0.2", seconds, rate=300),
+              FloodProcess(net, 0, "hello", "127.0.0.5", seconds, rate=200),
+              FloodProcess(net, 0, "slow", "127.0.0.4", seconds, rate=20),
+              FloodProcess(net, 0, "sybil", "127.0.0.3", seconds, rate=10, keys=50)]
+    try:
+        lib = min(net.status(i)["lib_height"] for i in range(4))
+        net.wait("the LIB to advance during the flood", lambda: time.monotonic() - started > 10
+                 and min(net.status(i)["lib_height"] for i in range(4)) > lib + 4,
+                 timeout=lib_deadline())
+        assert all(f.running for f in floods), "the LIB must advance while the flood lasts"
+        honest = {n["pubkey"] for n in net.nodes[1:]}
+        peers = net.clients[0].get("/v1/peers")["peers"]
+        assert honest <= {p["pubkey"] for p in peers}, "node0 keeps its honest peers"
+        assert sum(p["remote"].startswith("127.0.0.3:") for p in peers) <= 4
+        flood_s = time.monotonic() - started
+        garbage, hello, slow, sybil = (f.result() for f in floods)
+    finally:
+        for f in floods:
+            f.kill()
+    assert garbage["attempts"] + hello["attempts"] >= 3000 and sybil["attempts"] == 50
+    assert sybil["max_held"] <= 4 and garbage["answered"] <= 20
+    assert hello["answered"] <= 20 + flood_s * 20 / 60 + 1  # one bucket, then its refill
+    refused = metric(net, 0, "smartshare_p2p_refused_total")
+    floods_total = garbage["attempts"] + hello["attempts"] + slow["attempts"]
+    assert sum(refused.values()) >= floods_total - 100, refused
+    for reason in ("banned", "source_rate", "source_busy", "source_peers"):
+        assert refused[f'{{reason="{reason}"}}'] > 0, refused
+    failed = metric(net, 0, "smartshare_p2p_handshakes_failed_total")
+    assert sum(failed.values()) < 200, failed
+    lib = min(net.status(i)["lib_height"] for i in range(4))
+    net.wait("the LIB to advance after the flood",
+             lambda: min(net.status(i)["lib_height"] for i in range(4)) > lib + 2,
+             timeout=lib_deadline())
+    written = p2p_lines(net, 0)[lines_before:]
+    assert len(written) <= 2 * (flood_s / 10 + 3), written  # summaries, not a line per attempt

@@ -2,6 +2,7 @@
 handshake and encrypted links over real sockets on 127.0.0.1, including hostile peers."""
 
 import asyncio
+import logging
 import os
 import socket
 import struct
@@ -224,14 +225,14 @@ def test_oversize_length_is_refused_before_the_body(length):
 
 def test_plain_frames_and_hello1_layout():
     hello = encode_hello1(CHAIN, b"\x11" * 32, b"\x22" * 32, b"\x33" * 32)
-    assert hello.hex() == ("53535032" "01" "07" + CHAIN.encode().hex() + "11" * 32 + "22" * 32
+    assert hello.hex() == ("53535032" "02" "07" + CHAIN.encode().hex() + "11" * 32 + "22" * 32
                            + "33" * 32)
     assert plain_frame(hello)[:4] == struct.pack(">I", 109)
     assert check_hello1(hello, CHAIN, b"\x11" * 32) == (b"\x22" * 32, b"\x33" * 32)
     for data, chain, genesis, reason in (
             (b"SSP3" + hello[4:], CHAIN, b"\x11" * 32, "bad_magic"),
             (b"SS", CHAIN, b"", "bad_magic"),
-            (hello[:4] + b"\x02" + hello[5:], CHAIN, b"\x11" * 32, "bad_version"),
+            (hello[:4] + b"\x01" + hello[5:], CHAIN, b"\x11" * 32, "bad_version"),
             (hello, "ss-main", b"\x11" * 32, "wrong_chain"),
             (hello, CHAIN, bytes(32), "wrong_genesis"),
             (hello + b"\x00", CHAIN, b"\x11" * 32, "malformed"),
@@ -423,6 +424,8 @@ def test_handshake_and_messages_both_ways():
     ("ss-other", GENESIS, "wrong_chain"), (CHAIN, b"\xee" * 32, "wrong_genesis"),
 ])
 def test_wrong_network_is_refused_on_both_ends(chain_id, genesis, reason, caplog):
+    caplog.set_level(logging.DEBUG, logger="chain.p2p")  # DEBUG only: floods must not flood logs
+
     async def scenario():
         async with EchoServer() as server:
             with pytest.raises(HandshakeError) as info:
@@ -470,9 +473,8 @@ def test_forged_reflected_and_self_auth():
             # a valid signature but for the responder's role (a reflected auth)
             _, w2 = await _manual_auth(server.port, CLIENT_KEY.pubkey, CLIENT_KEY, role=1)
             assert (await server.failure()).reason == "bad_auth"
-            # a low-order kx key
-            _, w3 = await _raw_client(server.port, plain_frame(
-                encode_hello1(CHAIN, GENESIS, bytes(32), os.urandom(32))))
+            # a low-order kx key (found when the responder derives keys, after the auth)
+            _, w3 = await _manual_auth(server.port, CLIENT_KEY.pubkey, CLIENT_KEY, kx=bytes(32))
             assert (await server.failure()).reason == "bad_key"
             for w in (w1, w2, w3):
                 w.close()
@@ -482,6 +484,76 @@ def test_forged_reflected_and_self_auth():
             assert info.value.reason == "self_connection"
             assert (await server.failure()).reason == "self_connection"
             await server.expect_good_client()
+    run(scenario())
+
+
+async def _read_all(reader, limit=5.0):
+    """Every byte the peer sends until it closes."""
+    return await asyncio.wait_for(reader.read(), limit)
+
+
+def test_responder_signs_nothing_before_the_initiator_proves_its_key():
+    """The responder answers a valid hello1 with its own (no signature), signs only after the
+    initiator's auth verified, and ``check_peer`` can refuse a proven key before that."""
+    hello_frame_size = 4 + len(encode_hello1(CHAIN, GENESIS, bytes(32), bytes(32)))
+    seen = []
+
+    def check_peer(pubkey):
+        seen.append(pubkey)
+        return "banned" if pubkey == OTHER_KEY.pubkey else None
+
+    async def scenario():
+        failures = asyncio.Queue()
+
+        async def handle(reader, writer):
+            try:
+                conn = await accept(reader, writer, SERVER_KEY, CHAIN, GENESIS, 2.0, check_peer)
+            except HandshakeError as exc:
+                await failures.put(exc.reason)
+                return
+            await conn.close()
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            # garbage, or a hello1 for another chain's framing: not one byte back
+            reader, writer = await _raw_client(port, plain_frame(b"HTTP" + bytes(60)))
+            assert await _read_all(reader) == b"" and await failures.get() == "bad_magic"
+            # a valid hello1 and a forged auth: after the responder's hello1 (read by
+            # _manual_auth), nothing more comes back
+            reader, writer = await _manual_auth(port, CLIENT_KEY.pubkey, OTHER_KEY)
+            assert await _read_all(reader) == b"" and await failures.get() == "bad_auth"
+            # a proven key that check_peer refuses: no auth either
+            reader, writer = await _manual_auth(port, OTHER_KEY.pubkey, OTHER_KEY)
+            assert await _read_all(reader) == b"" and await failures.get() == "refused"
+            # a hello1 alone gets exactly one hello1 frame back
+            reader, writer = await _raw_client(port, plain_frame(encode_hello1(
+                CHAIN, GENESIS, bindings.crypto_kx_keypair()[0], os.urandom(32))))
+            assert len(await reader.readexactly(hello_frame_size)) == hello_frame_size
+            writer.close()
+            assert await failures.get() == "closed"
+            assert seen == [OTHER_KEY.pubkey]
+            with pytest.raises(HandshakeError) as info:   # a dialling node sees the link close
+                await open_connection("127.0.0.1", port, OTHER_KEY, CHAIN, GENESIS, timeout=2)
+            assert info.value.reason == "closed" and await failures.get() == "refused"
+            conn = await open_connection("127.0.0.1", port, CLIENT_KEY, CHAIN, GENESIS)
+            assert conn.peer_pubkey == SERVER_KEY.pubkey and seen[-1] == CLIENT_KEY.pubkey
+            await conn.close()
+
+        async def low_order(reader, writer):    # a responder offering a low-order kx key
+            await read_frame(reader, MAX_PLAIN_FRAME)
+            writer.write(plain_frame(encode_hello1(CHAIN, GENESIS, bytes(32), os.urandom(32))))
+            received.append(await reader.read())
+            writer.close()
+        received = []
+        fake = await asyncio.start_server(low_order, "127.0.0.1", 0)
+        async with fake:
+            with pytest.raises(HandshakeError) as info:
+                await open_connection("127.0.0.1", fake.sockets[0].getsockname()[1], CLIENT_KEY,
+                                      CHAIN, GENESIS)
+            assert info.value.reason == "bad_key"
+            while not received:
+                await asyncio.sleep(0.01)
+            assert received == [b""], "the initiator signed nothing for a broken kx key"
     run(scenario())
 
 

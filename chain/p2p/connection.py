@@ -2,7 +2,9 @@
 
 ``open_connection`` dials a peer (we are the initiator); ``accept`` wraps the streams an
 ``asyncio.start_server`` callback receives (we are the responder). Both run the handshake and
-return a ``Connection``, or raise ``HandshakeError`` after closing the stream and logging why.
+return a ``Connection``, or raise ``HandshakeError`` after closing the stream. Failures are
+logged at DEBUG only: a flood of them must not flood the log (the peer manager counts them and
+writes a bounded summary).
 """
 
 import asyncio
@@ -103,13 +105,14 @@ async def _close_writer(writer):
         raise
 
 
-async def _establish(reader, writer, keypair, chain_id, genesis_hash, initiator, timeout):
+async def _establish(reader, writer, keypair, chain_id, genesis_hash, initiator, timeout,
+                     check_peer=None):
     peer = writer.get_extra_info("peername")
     try:
         result = await handshake(reader, writer, keypair, chain_id, genesis_hash, initiator,
-                                 timeout)
+                                 timeout, check_peer)
     except HandshakeError as exc:
-        log.warning("p2p handshake with %s failed: %s", peer, exc)
+        log.debug("p2p handshake with %s failed: %s", peer, exc)
         await _close_writer(writer)
         raise
     except BaseException:
@@ -131,6 +134,9 @@ async def open_connection(host, port, keypair, chain_id, genesis_hash, timeout=5
     return await _establish(reader, writer, keypair, chain_id, genesis_hash, True, timeout)
 
 
-async def accept(reader, writer, keypair, chain_id, genesis_hash, timeout=5.0):
-    """Run the handshake as responder on streams from ``asyncio.start_server``."""
-    return await _establish(reader, writer, keypair, chain_id, genesis_hash, False, timeout)
+async def accept(reader, writer, keypair, chain_id, genesis_hash, timeout=5.0, check_peer=None):
+    """Run the handshake as responder on streams from ``asyncio.start_server``. ``check_peer``
+    (pubkey -> refusal reason or None) sees the initiator's proven key before we sign anything
+    for it; a refusal is ``HandshakeError("refused")``."""
+    return await _establish(reader, writer, keypair, chain_id, genesis_hash, False, timeout,
+                            check_peer)

@@ -1,10 +1,13 @@
 """The p2p handshake: check the network, prove node keys, agree on session keys (§12.2).
 
-Both sides send ``hello1`` (magic, version, chain id, genesis hash, a fresh crypto_kx public key
-and a fresh 32-byte nonce), check the peer's, then send ``auth`` (their node public key and an
-Ed25519 signature binding both kx keys, the peer's nonce and their role), and verify the peer's.
-Session keys come from libsodium ``crypto_kx``: the initiator is the kx client. Every read is under
-a timeout, and every failure is a ``HandshakeError`` with a stable reason code.
+Each side sends ``hello1`` (magic, version, chain id, genesis hash, a fresh crypto_kx public key
+and a fresh 32-byte nonce) and ``auth`` (its node public key and an Ed25519 signature binding both
+kx keys, the peer's nonce and its role). The initiator goes first at every step and the responder
+answers only what checked out: it sends its hello1 after a valid hello1, and signs its auth only
+after the initiator's auth has verified (and ``check_peer`` accepted the proven key), so a peer
+that has proved nothing costs the responder a kx key pair and at most one signature check, never
+a signature. Session keys come from libsodium ``crypto_kx``: the initiator is the kx client. Every
+read is under a timeout, and every failure is a ``HandshakeError`` with a stable reason code.
 """
 
 import asyncio
@@ -26,7 +29,7 @@ from chain.p2p.frames import (MAX_PLAIN_FRAME, ConnectionClosed, FrameError, P2P
 log = logging.getLogger(__name__)
 
 MAGIC = b"SSP2"
-VERSION = 1
+VERSION = 2
 TAG_P2P_AUTH = b"ss/p2p-auth"
 KX_KEY_SIZE = bindings.crypto_kx_PUBLIC_KEY_BYTES  # 32
 NONCE_SIZE = 32
@@ -45,6 +48,7 @@ TIMEOUT = "timeout"                # the peer was silent or slow
 CLOSED = "closed"                  # the peer went away mid-handshake
 OVERSIZE = "oversize"              # a handshake frame length is out of bounds
 UNREACHABLE = "unreachable"        # open_connection could not connect
+REFUSED = "refused"                # check_peer turned the proven key away (the responder's side)
 
 
 class HandshakeError(P2PError):
@@ -59,7 +63,7 @@ class HandshakeResult(NamedTuple):
 
 
 def encode_hello1(chain_id, genesis_hash, kx_pubkey, nonce):
-    """``"SSP2" || u8(1) || text(chain_id, 32) || fixed(genesis, 32) || fixed(kx, 32) ||
+    """``"SSP2" || u8(2) || text(chain_id, 32) || fixed(genesis, 32) || fixed(kx, 32) ||
     fixed(nonce, 32)``."""
     return b"".join((MAGIC, encode_u8(VERSION, "hello1.version"),
                      encode_text(chain_id, MAX_CHAIN_ID, "hello1.chain_id"),
@@ -153,24 +157,55 @@ async def _receive(reader, timeout, what):
         raise HandshakeError(exc.reason, f"{what}: {exc.detail}") from None
 
 
-async def handshake(reader, writer, keypair, chain_id, genesis_hash, initiator, timeout=5.0):
+async def handshake(reader, writer, keypair, chain_id, genesis_hash, initiator, timeout=5.0,
+                    check_peer=None):
     """Run the handshake on a fresh stream; returns a HandshakeResult or raises HandshakeError.
-    The caller closes the stream on failure."""
+    On the responder, ``check_peer(pubkey)`` may refuse the initiator's proven key with a reason
+    (``HandshakeError(REFUSED)``) before anything is signed for it. The caller closes the stream
+    on failure."""
     kx_pubkey, kx_secret = bindings.crypto_kx_keypair()
     nonce = os.urandom(NONCE_SIZE)
+    hello = encode_hello1(chain_id, genesis_hash, kx_pubkey, nonce)
     role = ROLE_INITIATOR if initiator else ROLE_RESPONDER
-    await _send(writer, encode_hello1(chain_id, genesis_hash, kx_pubkey, nonce), timeout)
-    peer_kx, peer_nonce = check_hello1(await _receive(reader, timeout, "hello1"), chain_id,
-                                       genesis_hash)
+    if initiator:
+        await _send(writer, hello, timeout)
+    peer_hello = await _receive(reader, timeout, "hello1")
+    try:
+        peer_kx, peer_nonce = check_hello1(peer_hello, chain_id, genesis_hash)
+    except HandshakeError as exc:
+        if not initiator and exc.reason in (BAD_VERSION, WRONG_CHAIN, WRONG_GENESIS):
+            await _send(writer, hello, timeout)  # so the initiator sees the mismatch too
+        raise
     if peer_kx == kx_pubkey or peer_nonce == nonce:
         raise HandshakeError(BAD_KEY, "the peer reflected our hello1")
-    rx_key, tx_key = session_keys(initiator, kx_pubkey, kx_secret, peer_kx)
+    if initiator:
+        rx_key, tx_key = session_keys(initiator, kx_pubkey, kx_secret, peer_kx)
+        await _send_auth(writer, keypair, chain_id, kx_pubkey, peer_kx, peer_nonce, role, timeout)
+        peer_pubkey = await _receive_auth(reader, chain_id, kx_pubkey, peer_kx, nonce, role,
+                                          timeout)
+    else:  # the initiator proves its key before we compute or sign anything for it
+        await _send(writer, hello, timeout)
+        peer_pubkey = await _receive_auth(reader, chain_id, kx_pubkey, peer_kx, nonce, role,
+                                          timeout)
+        rx_key, tx_key = session_keys(initiator, kx_pubkey, kx_secret, peer_kx)
+        refusal = None if peer_pubkey == keypair.pubkey else check_peer and check_peer(peer_pubkey)
+        if refusal:
+            raise HandshakeError(REFUSED, f"{refusal}: node key {peer_pubkey.hex()[:16]}…")
+        await _send_auth(writer, keypair, chain_id, kx_pubkey, peer_kx, peer_nonce, role, timeout)
+    if peer_pubkey == keypair.pubkey:  # our own key: both ends see it (we answered above)
+        raise HandshakeError(SELF_CONNECTION, "the peer is this node")
+    return HandshakeResult(peer_pubkey, rx_key, tx_key)
+
+
+async def _send_auth(writer, keypair, chain_id, kx_pubkey, peer_kx, peer_nonce, role, timeout):
     signature = keypair.sign(chain_id, auth_digest(kx_pubkey, peer_kx, peer_nonce, role))
     await _send(writer, encode_auth(keypair.pubkey, signature), timeout)
+
+
+async def _receive_auth(reader, chain_id, kx_pubkey, peer_kx, nonce, role, timeout):
+    """The peer's node key, once its auth proves it for this session."""
     peer_pubkey, peer_signature = decode_auth(await _receive(reader, timeout, "auth"))
     expected = auth_digest(peer_kx, kx_pubkey, nonce, 1 - role)
     if not crypto.verify(peer_pubkey, chain_id, expected, peer_signature):
         raise HandshakeError(BAD_AUTH, f"the signature does not prove node key {peer_pubkey.hex()}")
-    if peer_pubkey == keypair.pubkey:
-        raise HandshakeError(SELF_CONNECTION, "the peer is this node")
-    return HandshakeResult(peer_pubkey, rx_key, tx_key)
+    return peer_pubkey
