@@ -3,7 +3,10 @@
 Starts a testnet, funds sender accounts, pre-signs transfers, then drives them for ``--seconds``
 from several client threads (round-robin over the nodes' APIs) and measures: committed
 transfers per second, the median time from a block's slot to its irreversibility, and the node
-processes' CPU time per committed transfer. Prints a table, then one JSON object last.
+processes' CPU time per committed transfer. Then it kills two of the four producers (SIGKILL) for
+three rounds, starts them again and measures how long finality takes to resume
+(``lib_recovery_s``, from the restart until the LIB passes where it froze). Prints a table, then
+one JSON object last.
 
     python bench/network.py [--nodes 4] [--seconds 30] [--clients 4] [--senders 400]
 """
@@ -97,6 +100,7 @@ def main():
         try:
             testnet.start(directory)
             figures = drive(directory, manifest, args)
+            figures.update(measure_lib_recovery(directory, manifest))
         finally:
             testnet.stop(directory)
     report(args, figures)
@@ -144,6 +148,29 @@ def drive(directory, manifest, args):
             "blocks": end_height - start_height, "refused": refused}
 
 
+def measure_lib_recovery(directory, manifest):
+    """Two producers of four down for three rounds, then back: seconds from their restart
+    until the LIB moves past where it froze (and the same in rounds of slots)."""
+    nodes = manifest["nodes"]
+    client = ApiClient(nodes[0]["api"], timeout=10)
+    genesis = Genesis.load(os.path.join(nodes[0]["home"], "genesis.json"))
+    round_s = len(client.get("/v1/schedule")["producers"]) * genesis.params.slot_ms / 1000
+    for entry in nodes[2:4]:
+        os.kill(testnet.node_pid(entry), 9)
+    time.sleep(3 * round_s)
+    frozen = client.get("/v1/status")["lib_height"]
+    time.sleep(round_s)
+    restarted = time.time()
+    testnet.start(directory)
+    while client.get("/v1/status")["lib_height"] <= frozen:
+        if time.time() - restarted > 120:
+            return {"lib_recovery_s": None}
+        time.sleep(0.05)
+    seconds = time.time() - restarted
+    return {"lib_recovery_s": round(seconds, 2), "lib_recovery_rounds": round(seconds / round_s,
+                                                                              1)}
+
+
 def feed(clients, work, args):
     """Client ``k`` submits its own stream to node ``k`` (a sender's transactions go to one
     node, in nonce order, as a wallet would) for ``args.seconds``; returns refusals."""
@@ -185,6 +212,8 @@ def report(args, f):
     print(f"{'sustained throughput':<34}{f['tps']:>10,} tx/s   target >= 2,000")
     print(f"{'median slot-to-irreversible':<34}{f['finality_s']!s:>10} s")
     print(f"{'node CPU per committed transfer':<34}{f['cpu_per_tx_us']:>10,} us")
+    print(f"{'LIB recovery (2 of 4 back)':<34}{f['lib_recovery_s']!s:>10} s   "
+          f"({f.get('lib_recovery_rounds')} rounds, incl. process start and sync)")
     print(json.dumps(f))
 
 

@@ -88,9 +88,10 @@ class Net:
 def make_net(tmp_path):
     started = []
 
-    def make(nodes=4, producers=None, configure=None):
+    def make(nodes=4, producers=None, configure=None, params=None):
         directory = str(tmp_path / f"net{len(started)}")
-        manifest = testnet.create(directory, nodes, slot_ms=SLOT_MS, producers=producers)
+        manifest = testnet.create(directory, nodes, slot_ms=SLOT_MS, producers=producers,
+                                  params=params)
         started.append(directory)
         if configure:
             configure(manifest)
@@ -174,26 +175,119 @@ def test_killed_producer_is_missed_then_rejoins(make_net):
     assert net.block_hash(3, target) == net.block_hash(0, target)
 
 
-def test_partition_stops_finality_and_heals_to_one_chain(make_net):
-    net = make_net()
-    net.wait_height(5)
+JAIL_ROUNDS = 6  # max_missed_in_a_row: one jail threshold is 6 rounds of 4 slots, 12 s
+FAULT_PARAMS = {"max_missed_in_a_row": JAIL_ROUNDS, "jail_blocks": 40}
+ROUND_S = 4 * SLOT_MS / 1000
+THRESHOLD_S = JAIL_ROUNDS * ROUND_S
+
+
+class LibWatch:
+    """Samples every node's LIB (height and block hash) in the background, so a test can check
+    afterwards that no two nodes ever held different irreversible blocks at one height."""
+
+    def __init__(self, net):
+        import threading
+        self.net, self.samples, self.stop = net, [], threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop.wait(0.25):
+            for i in range(len(self.net.nodes)):
+                try:
+                    lib = self.net.status(i)["lib_height"]
+                    self.samples.append((i, lib, self.net.block_hash(i, lib)))
+                except ApiError:
+                    pass
+
+    def lib(self, i):
+        return max((lib for node, lib, _ in self.samples if node == i), default=0)
+
+    def check(self, final):
+        """Every irreversible block ever seen is the block ``final`` holds at its height."""
+        self.stop.set()
+        self.thread.join()
+        seen = {(lib, block_hash) for _, lib, block_hash in self.samples}
+        for lib, block_hash in sorted(seen):
+            assert self.net.block_hash(final, lib) == block_hash, \
+                f"irreversible block {block_hash[:16]} at {lib} was reverted"
+        by_height = {}
+        for _, lib, block_hash in self.samples:
+            by_height.setdefault(lib, set()).add(block_hash)
+        assert all(len(hashes) == 1 for hashes in by_height.values()), \
+            "two nodes held different irreversible blocks at one height"
+        return len(seen)
+
+
+def hold(seconds):
+    time.sleep(seconds)  # a fault that must outlast the jail threshold: the duration is the test
+
+
+def libs(net, nodes):
+    return {i: net.status(i)["lib_height"] for i in nodes}
+
+
+def one_chain(net):
+    """Every node holds the same block at the lowest head height."""
+    height = min(net.heights(range(4)).values())
+    return len({net.block_hash(i, height) for i in range(4)}) == 1
+
+
+def test_long_partitions_never_finalise_a_minority_and_heal_to_one_chain(make_net):
+    net = make_net(params=FAULT_PARAMS)
+    net.wait("a first LIB", lambda: min(libs(net, range(4)).values()) > 4)
+    watch = LibWatch(net)
+    # 2|2 for three jail thresholds: blocks voted before the cut may still finalise within a
+    # round or two; after that, neither half may finalise anything.
     net.partition([[0, 1], [2, 3]])
-    # Blocks made before the cut may still become irreversible; after that, with 2 of 4
-    # producers on each side, nothing new may.
-    net.wait_height(max(net.heights().values()) + 4)
-    libs = {i: net.status(i)["lib_height"] for i in range(4)}
-    lib_hashes = {i: net.block_hash(i, libs[i]) for i in range(4)}
-    net.wait_height(max(net.heights().values()) + 6)
-    assert {i: net.status(i)["lib_height"] for i in range(4)} == libs, \
-        "2 of 4 producers must not finalise anything new"
+    hold(3 * ROUND_S)
+    frozen = libs(net, range(4))
+    hold(3 * THRESHOLD_S)
+    assert libs(net, range(4)) == frozen, "2 of 4 producers must not finalise anything"
+    # 1|3: the three finalise (and jail the lone one); the lone producer never finalises.
+    net.partition([[0], [1, 2, 3]])
+    hold(ROUND_S)
+    lone = net.status(0)["lib_height"]
+    start = max(libs(net, [1, 2, 3]).values())
+    hold(THRESHOLD_S + 4 * ROUND_S)
+    assert net.status(0)["lib_height"] == lone, "a lone producer must never finalise"
+    assert min(libs(net, [1, 2, 3]).values()) > start, "three of four keep finalising"
     net.heal()
-    net.wait("one chain again", lambda: len({net.status(i)["head_hash"] for i in range(4)}) == 1
-             and all(net.status(i)["peers"] == 3 for i in range(4)))
-    net.wait("LIB to move again", lambda: all(net.status(i)["lib_height"] > max(libs.values()) + 2
-                                               for i in range(4)))
-    for i in range(4):  # nothing at or below any node's old LIB was reverted
-        for j in range(4):
-            assert net.block_hash(j, libs[i]) == lib_hashes[i]
+    net.wait("one chain again", lambda: one_chain(net) and all(
+        net.status(i)["peers"] == 3 for i in range(4)))
+    net.wait("every node past the majority's LIB", lambda: min(
+        libs(net, range(4)).values()) > start)
+    assert watch.check(final=1) > 3
+
+
+def test_two_producers_killed_for_three_thresholds_then_back_finalise_in_two_rounds(make_net):
+    net = make_net(params=FAULT_PARAMS)
+    net.wait("a first LIB", lambda: min(libs(net, range(4)).values()) > 4)
+    watch = LibWatch(net)
+    for i in (2, 3):
+        os.kill(testnet.node_pid(net.nodes[i]), signal.SIGKILL)
+    net.wait("nodes 2 and 3 to die", lambda: not {2, 3} & set(net.alive()))
+    hold(2 * ROUND_S)
+    frozen = libs(net, [0, 1])
+    hold(3 * THRESHOLD_S)
+    assert libs(net, [0, 1]) == frozen, "2 of 4 producers must not finalise anything"
+    height = net.status(0)["height"]
+    assert height > max(frozen.values()) + 3 * JAIL_ROUNDS, "the head went on without finality"
+    testnet.start(net.dir)
+    net.wait("the restarted nodes to catch up from the frozen LIB",
+             lambda: min(net.heights([2, 3]).values()) >= height)
+    back = net.status(0)["slot"]
+    net.wait("the LIB to advance again", lambda: min(libs(net, range(4)).values()) >
+             max(frozen.values()), timeout=10 * ROUND_S + 20)
+    moved = next(h for h in range(max(frozen.values()) + 1, net.status(0)["height"] + 1)
+                 if net.clients[0].get(f"/v1/blocks/{h}")["header"]["lib_height"] >
+                 max(frozen.values()))
+    rounds = (net.clients[0].get(f"/v1/blocks/{moved}")["header"]["slot"] - back) / 4
+    assert rounds <= 2.5, f"finality took {rounds} rounds to resume"
+    for i in range(4):
+        account = net.clients[0].get(f"/v1/accounts/{net.nodes[i]['agent_address']}")
+        assert account["agent"]["jailed_until"] == 0, "no one is jailed for an outage of the many"
+    watch.check(final=0)
 
 
 def equivocate(manifest):
