@@ -9,6 +9,7 @@ import json
 import os
 import re
 import stat
+import time
 
 import pytest
 
@@ -526,3 +527,42 @@ def test_contract_and_token_commands(net, tmp_path):
     assert net.cli("contract", "query", counter, "get", check=True).stdout.strip() == "42"
     assert_error(net.cli("contract", "query", counter, "nope"), "no_method")
     assert_error(net.cli("contract", "deploy", str(tmp_path / "missing.lua")), "cannot read")
+
+
+def test_owner_key_offline_rotates_the_producer_key_and_the_node_follows(node_factory, tmp_path):
+    """The owner key leaves the home; a rotation is signed offline with it, submitted by
+    ``tx submit``, and the node moves to the new producer key once the set change is final."""
+    home = node_factory.home("rotating")
+    node = node_factory.node(home)
+    node.wait_height(2)
+    kept = str(tmp_path / "owner-elsewhere.json")
+    os.rename(os.path.join(home.path, "wallets", "owner.json"), kept)
+    assert_error(home.cli("agent", "unjail"), "no owner key", code="no_owner")
+    agent = home.info["agent_address"]
+    nonce = home.client().get(f"/v1/accounts/{agent}")["next_nonce"]
+    assert_error(home.cli("agent", "rotate-key", "--owner-key", kept, "--offline"), "--nonce")
+    signed = home.cli("agent", "rotate-key", "--owner-key", kept, "--offline", "--nonce",
+                      str(nonce), "--json", check=True).json()
+    assert signed["kind"] == "rotate_producer" and HEX64.match(signed["producer"])
+    assert os.stat(os.path.join(home.path, "node_key.json.next")).st_mode & 0o077 == 0
+    assert home.client().get(f"/v1/accounts/{agent}")["agent"]["producer"] != signed["producer"]
+    submitted = home.cli("tx", "submit", signed["hex"], "--wait", "--json", check=True).json()
+    assert submitted["txs"][0]["status"] == "committed"
+    assert home.client().get(f"/v1/accounts/{agent}")["agent"]["producer"] == signed["producer"]
+    assert_error(home.cli("tx", "submit", "zz"), "not a signed transaction")
+
+    def new_key_alone():
+        schedule = home.client().get("/v1/schedule")
+        return (schedule["finality"]["active"] == [signed["producer"]]
+                and [p["pubkey"] for p in schedule["producers"]] == [signed["producer"]])
+    end = time.monotonic() + 60
+    while not new_key_alone():
+        assert time.monotonic() < end, f"the new key never took over:\n{node.log_tail()}"
+        time.sleep(0.2)
+    height = home.client().get("/v1/status")["height"]
+    lib = home.client().get("/v1/status")["lib_height"]
+    node.wait_height(height + 3)
+    status = home.client().get("/v1/status")
+    assert status["lib_height"] > lib, "the new key's votes finalise"
+    head = home.client().get("/v1/blocks/head")["header"]
+    assert head["producer_pubkey"] == signed["producer"]
