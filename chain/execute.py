@@ -10,7 +10,7 @@ from chain.address import encode_address
 from chain.block import STATUS_OK, Header, Receipt
 from chain.dpos.finality import DOUBLE_PRODUCTION, DOUBLE_VOTE, vote_offence
 from chain.dpos.reveal import binding_hash
-from chain.dpos.rewards import slash
+from chain.dpos.rewards import owed, slash
 from chain.dpos.rounds import apply_votes, begin_round_and_slot, pay_producer
 from chain.errors import Reason, TxRejected
 from chain.state.consensus import Producer
@@ -62,7 +62,49 @@ def spend_of(tx):
 
 def apply_tx(view, tx, params, height, time_ms=0):
     """Apply one statically valid, correctly signed transaction; returns its receipt (a
-    contract transaction's receipt may say it failed: it still paid its fee)."""
+    contract transaction's receipt may say it failed: it still paid its fee). A voter's
+    rewards are settled into its balance first (all of it or none, with the transaction)."""
+    if not view.account(tx.sender_address).votes:
+        return _apply_tx(view, tx, params, height, time_ms)
+    scratch = view.child()
+    settle_rewards(scratch, tx.sender_address)
+    receipt = _apply_tx(scratch, tx, params, height, time_ms)
+    view.merge(scratch)
+    return receipt
+
+
+def settle_rewards(view, address):
+    """Credit what ``address`` earned as a voter since it last settled with each candidate
+    (its stake times each accumulator's growth) and move its checkpoints to now."""
+    account = view.account(address)
+    earned = 0
+    for candidate in account.votes:
+        agent = view.agent(candidate)
+        then = view.reward_checkpoint(address, candidate)
+        if agent is None or then == agent.reward_per_vote:
+            continue
+        amount = owed(account.stake, agent.reward_per_vote, then or 0)
+        if amount:
+            view.set_agent(candidate, agent._replace(voter_pool=agent.voter_pool - amount))
+            earned += amount
+        view.set_reward_checkpoint(address, candidate, agent.reward_per_vote)
+    if earned:
+        view.set_account(address, account._replace(balance=account.balance + earned))
+
+
+def pending_rewards(view, address):
+    """What ``address`` would receive if it settled now."""
+    account = view.account(address)
+    total = 0
+    for candidate in account.votes:
+        agent = view.agent(candidate)
+        if agent is not None:
+            then = view.reward_checkpoint(address, candidate) or 0
+            total += owed(account.stake, agent.reward_per_vote, min(then, agent.reward_per_vote))
+    return total
+
+
+def _apply_tx(view, tx, params, height, time_ms):
     account = view.account(tx.sender_address)
     if tx.nonce != account.nonce:
         raise TxRejected(Reason.BAD_NONCE, f"nonce {tx.nonce}, expected {account.nonce}")
@@ -125,8 +167,10 @@ def _vote(view, tx, sender, params, height):
     _shift_votes(view, candidates, sender.stake)
     for old in set(sender.votes) - set(candidates):
         view.set_vote(old, tx.sender_address, False)
-    for new in set(candidates) - set(sender.votes):
+        view.set_reward_checkpoint(tx.sender_address, old, None)
+    for new in sorted(set(candidates) - set(sender.votes)):
         view.set_vote(new, tx.sender_address, True)
+        view.set_reward_checkpoint(tx.sender_address, new, view.agent(new).reward_per_vote)
     view.set_account(tx.sender_address, sender._replace(votes=tuple(candidates)))
 
 
@@ -202,6 +246,7 @@ def _evidence(view, tx, sender, params, height):
     producer, keys = check_evidence(view, tx.payload, tx.chain_id, params, height)
     view.set_account(tx.sender_address, sender)
     address = view.owner_of(producer)
+    settle_rewards(view, address)  # its stake, and so its weight as a voter, is about to fall
     offender = view.account(address)
     slashed_stake = slash(offender.stake, params.slash_permille, 0)[0]
     kept = ((amount - slash(amount, params.slash_permille, 0)[0], release)

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from chain import calls
 from chain.address import AddressError, decode_address, encode_address
+from chain.execute import pending_rewards
 from chain.state.records import contract_key, decode_contract
 from contracts.values import decode_value
 from edge.mqtt.devices import DeviceError
@@ -134,9 +135,14 @@ class _Handlers:
             "stake": str(account.stake),
             "unbonding": [{"amount": str(a), "release_height": h} for a, h in account.unbonding],
             "votes": [encode_address(v) for v in account.votes], "agent": agent,
+            "pending_rewards": str(self._pending_rewards(address)),
             "height": header.height, "state_root": header.state_root.hex(),
             "proof": proof.encode().hex(),
         })
+
+    def _pending_rewards(self, address):
+        with self.ledger.store.read() as txn:
+            return pending_rewards(self.ledger.view(txn), address)
 
     def _agent(self, address):
         with self.ledger.store.read() as txn:

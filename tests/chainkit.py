@@ -61,7 +61,10 @@ class TestChain:
 
     def __init__(self, path, n_keys=4, params=TEST_PARAMS, map_size=64 << 20, prune_depth=1000,
                  n_agents=1):
-        self.keys = [KeyPair.from_seed(bytes([i + 1]) * 32) for i in range(n_keys)]
+        # Seeds of one repeated byte below 150 (the agents' start at 0xAA), then numbered ones.
+        self.keys = [KeyPair.from_seed(bytes([i + 1]) * 32 if i < 150
+                                       else b"\x01" + i.to_bytes(31, "big"))
+                     for i in range(n_keys)]
         self.agents = [KeyPair.from_seed(bytes([0xAA + i]) * 32) for i in range(n_agents)]
         self.producer = self.agents[0]
         self.signers = {k.pubkey: signer_for(k) for k in self.keys + self.agents}

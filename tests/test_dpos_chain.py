@@ -4,6 +4,7 @@ import pytest
 
 from chain.address import address_from_pubkey
 from chain.errors import BlockRejected, Reason
+from chain.execute import pending_rewards
 from chain.tx import Evidence, Stake, Transfer, Unjail, Vote
 from chain.state.consensus import JOINT, PROPOSED, STABLE
 from tests.chainkit import COIN, TEST_PARAMS, TOTAL, TestChain
@@ -141,7 +142,7 @@ def pool(chain):
         return chain.ledger.view(txn).pool()
 
 
-def test_voters_share_rewards_pro_rata_at_round_end(tmp_path):
+def test_voters_share_rewards_pro_rata_when_they_settle(tmp_path):
     chain = four_agents(tmp_path, voter_share_permille=400)
     agent = chain.agents[0]
     small, big = chain.keys[0], chain.keys[1]
@@ -151,10 +152,54 @@ def test_voters_share_rewards_pro_rata_at_round_end(tmp_path):
     for _ in range(12):
         chain.block()
         assert chain.supply() == TOTAL
-    gained = {a: chain.account(a).balance - b for a, b in before.items()}
-    assert gained[small.address] > 0
-    # pro rata to stake, up to the floor of each round's split
-    assert abs(gained[big.address] - 3 * gained[small.address]) <= 3 * 3
+    with chain.store.read() as txn:
+        pending = {k.address: pending_rewards(chain.ledger.view(txn), k.address)
+                   for k in (small, big)}
+    assert pending[small.address] > 0
+    # any transaction of a voter settles what it earned into its balance
+    fees = {}
+    for key in (small, big):
+        tx = chain.tx(key, Transfer(chain.keys[2].address, 1))
+        fees[key.address] = tx.fee + 1
+        chain.block([tx])
+    gained = {a: chain.account(a).balance - b + fees[a] for a, b in before.items()}
+    assert gained[small.address] >= pending[small.address]
+    # pro rata to stake, up to the floor of each accrual
+    assert abs(gained[big.address] - 3 * gained[small.address]) <= 3 * 3 * 13
+    with chain.store.read() as txn:
+        assert pending_rewards(chain.ledger.view(txn), small.address) <= 2 * 5 * COIN
+    assert chain.supply() == TOTAL
+
+
+def test_a_block_costs_the_same_for_two_voters_or_two_thousand(tmp_path):
+    """Voter rewards accrue per unit of vote (F1): paying an agent, a round start, touches the
+    same records however many vote for it."""
+    changed = {}
+    for voters in (2, 2000):
+        chain = TestChain(tmp_path / f"v{voters}", n_keys=voters, n_agents=4,
+                          params=FOUR._replace(max_block_txs=5000))
+        agent = chain.agents[0]
+        chain.block([chain.tx(k, Stake(10 * COIN)) for k in chain.keys])
+        chain.block([chain.tx(k, Vote((agent.address,))) for k in chain.keys])
+        counts = []
+        for _ in range(8):
+            block, _ = chain.build([])
+            captured = []
+            chain.ledger._write(lambda w: captured.append(len(_executed(w, block))),
+                                commit=False)
+            counts.append(captured[0])
+            chain.ledger.apply_block(block)
+        changed[voters] = max(counts)
+        assert chain.supply() == TOTAL
+    assert changed[2000] == changed[2], changed
+
+
+def _executed(writer, block):
+    """The state keys a block changes."""
+    from chain.execute import execute_block
+    view = writer.view([])
+    execute_block(view, block, writer.head, writer.ledger.params, writer.ledger.chain_id)
+    return view.changes
 
 
 def test_reorganisation_to_a_longer_fork(tmp_path):

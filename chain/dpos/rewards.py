@@ -37,3 +37,25 @@ def slash(stake: int, slash_permille: int, reporter_permille: int) -> tuple[int,
     slashed = stake * slash_permille // PERMILLE
     to_reporter = slashed * reporter_permille // PERMILLE
     return slashed, to_reporter, slashed - to_reporter
+
+
+REWARD_SHIFT = 64  # reward-per-vote accumulators count in units of 2^-64 base units
+
+
+def accrue(reward_per_vote: int, amount: int, total_votes: int) -> int:
+    """An agent's reward-per-vote accumulator after ``amount`` more for voters holding
+    ``total_votes`` of weight (F1 distribution: O(1) however many voters)."""
+    _amount(reward_per_vote, "reward_per_vote")
+    _amount(amount, "amount")
+    if _amount(total_votes, "total_votes") == 0:
+        raise ValueError("no vote weight to share a reward with")
+    return reward_per_vote + (amount << REWARD_SHIFT) // total_votes
+
+
+def owed(weight: int, now: int, then: int) -> int:
+    """What a voter of ``weight`` earned while the accumulator moved from ``then`` to ``now``
+    (rounded down, so the voters of an agent never take more than it set aside)."""
+    _amount(weight, "weight")
+    if _amount(now, "now") < _amount(then, "then"):
+        raise ValueError("an accumulator never goes back")
+    return weight * (now - then) >> REWARD_SHIFT

@@ -14,7 +14,7 @@ can do to round r+1 is withhold its block.
 from chain.dpos.election import elect
 from chain.dpos.finality import has_quorum, missed_slots
 from chain.dpos.reveal import mix_seed, opens, round_seed_start
-from chain.dpos.rewards import split_reward
+from chain.dpos.rewards import accrue
 from chain.dpos.shuffle import round_order
 from chain.errors import BlockRejected
 from chain.state.consensus import (JOINT, MAX_STANDBY, PROPOSED, STABLE, Checkpoint, Producer,
@@ -83,9 +83,8 @@ def _slot_owner(current, upcoming):
 
 
 def start_round(view, params, current, upcoming, parent, height):
-    """Close ``current`` (voter pools), store ``upcoming``, propose an election result, and
-    record what this round fixes: its vote link, its quorum sets and the standby weights."""
-    end_round(view, current)
+    """Store ``upcoming``, propose an election result, and record what this round fixes: its
+    vote link, its quorum sets and the standby weights."""
     view.set_schedule(upcoming)
     finality = propose_change(view, params, view.finality(), height)
     quorum = finality.quorum_sets()
@@ -203,24 +202,10 @@ def count_missed(view, params, pubkey, height):
     view.set_agent(owner, agent)
 
 
-def end_round(view, schedule):
-    """Pay each producer's voter pool to its voters, pro rata to their stake (floors); what the
-    floors leave goes to the producer itself."""
-    for address in sorted({view.owner_of(pubkey) for pubkey in schedule.producers}):
-        agent = view.agent(address)
-        if agent.voter_pool == 0:
-            continue
-        voters = [(voter, view.account(voter).stake) for voter in view.voters_of(address)]
-        producer_part, payouts = split_reward(agent.voter_pool, 1000, voters)
-        for voter, amount in payouts:
-            credit(view, voter, amount)
-        credit(view, address, producer_part)
-        view.set_agent(address, view.agent(address)._replace(voter_pool=0))
-
-
 def pay_producer(view, params, producer, fees):
     """The block reward (from the pool, never minted) and the fees: the voters' share into the
-    agent's voter pool, the rest to its owner. A jailed agent earns nothing."""
+    agent's voter pool (each voter's part accrues per unit of vote, settled when that voter
+    next sends a transaction), the rest to its owner. A jailed agent earns nothing."""
     address = view.owner_of(producer)
     agent = view.agent(address)
     pool = view.pool()
@@ -232,7 +217,9 @@ def pay_producer(view, params, producer, fees):
     total = reward + fees
     voters_part = total * params.voter_share_permille // 1000 if agent.votes else 0
     if voters_part:
-        view.set_agent(address, agent._replace(voter_pool=agent.voter_pool + voters_part))
+        view.set_agent(address, agent._replace(
+            voter_pool=agent.voter_pool + voters_part,
+            reward_per_vote=accrue(agent.reward_per_vote, voters_part, agent.votes)))
     credit(view, address, total - voters_part)
 
 

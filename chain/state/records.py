@@ -7,8 +7,8 @@ keys spread evenly over the sparse Merkle tree and a light node can compute the 
 from functools import lru_cache
 from typing import NamedTuple
 
-from edge._fast.codec_py import (PUBKEY_SIZE, MAX_ENDPOINT, MAX_NAME, MAX_VOTES,
-                                 Reader, encode_address_set, encode_fixed, encode_text,
+from edge._fast.codec_py import (PUBKEY_SIZE, MAX_ENDPOINT, MAX_NAME,
+                                 Reader, encode_address_set, encode_bytes, encode_fixed, encode_text,
                                  encode_u8, encode_uvarint, read_address_set)
 from edge import _fast
 from edge._fast import DecodeError
@@ -37,6 +37,8 @@ NS_PRODUCER = b"producer"
 NS_FINALITY = b"finality"
 NS_ROUND = b"round"
 NS_ROUND_VOTES = b"round-votes"
+NS_VOTER = b"voter"
+TAG_VOTER = 0x1A
 TAG_CONTRACT = 0x15
 
 
@@ -153,7 +155,8 @@ class Agent(NamedTuple):
     blocks now (``pubkey``), its votes, its record as a producer, and its voters' pool.
 
     ``jailed_until`` is 0 when free, else the height from which it may unjail; ``voter_pool``
-    holds the voters' share of its rewards until the round ends and it is paid out.
+    holds the voters' share of its rewards until each voter settles it; ``reward_per_vote`` is
+    the voters' share per unit of vote weight ever earned, times 2^64 (docs/protocol.md §13).
     """
     pubkey: bytes
     name: str
@@ -166,6 +169,7 @@ class Agent(NamedTuple):
     missed_total: int = 0
     produced: int = 0
     voter_pool: int = 0
+    reward_per_vote: int = 0
 
     @property
     def jailed(self):
@@ -181,7 +185,8 @@ class Agent(NamedTuple):
                          encode_text(self.name, MAX_NAME, "agent.name"),
                          encode_text(self.endpoint, MAX_ENDPOINT, "agent.endpoint"),
                          encode_u8(int(self.active), "agent.active"),
-                         *(encode_uvarint(v) for v in self[4:])))
+                         *(encode_uvarint(v) for v in self[4:-1]),
+                         encode_big(self.reward_per_vote, "agent.reward_per_vote")))
 
     @classmethod
     def decode(cls, data):
@@ -195,8 +200,42 @@ class Agent(NamedTuple):
         active = r.u8("agent.active")
         if active > 1:
             raise DecodeError("agent.active", f"must be 0 or 1, got {active}")
-        counters = [r.uvarint(f"agent.{name}") for name in cls._fields[4:]]
-        return cls(pubkey, name, endpoint, bool(active), *counters)
+        counters = [r.uvarint(f"agent.{name}") for name in cls._fields[4:-1]]
+        return cls(pubkey, name, endpoint, bool(active), *counters,
+                   read_big(r, "agent.reward_per_vote"))
+
+
+MAX_BIG = 32
+
+
+def encode_big(value, field):
+    """A non-negative integer of up to 256 bits: ``bytes(big-endian, no leading zero, 32)``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0 or value >> 256:
+        raise ValueError(f"{field}: {value!r} is not an integer in 0..2^256-1")
+    return encode_bytes(value.to_bytes((value.bit_length() + 7) // 8, "big"), MAX_BIG, field)
+
+
+def read_big(r, field):
+    raw = r.var_bytes(MAX_BIG, field)
+    if raw[:1] == b"\x00":
+        raise DecodeError(field, "non-minimal integer encoding")
+    return int.from_bytes(raw, "big")
+
+
+def voter_key(voter, agent):
+    """Where ``voter``'s reward checkpoint for ``agent`` lives."""
+    return state_key(NS_VOTER, voter + agent)
+
+
+def encode_checkpoint(reward_per_vote):
+    return bytes((TAG_VOTER,)) + encode_big(reward_per_vote, "voter.reward_per_vote")
+
+
+def decode_checkpoint(data):
+    def read(r):
+        r.tag(TAG_VOTER, "voter.tag")
+        return read_big(r, "voter.reward_per_vote")
+    return _decode(data, read, "voter")
 
 
 class Schedule(NamedTuple):

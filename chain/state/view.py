@@ -111,6 +111,15 @@ class StateView:
     def set_pool(self, amount):
         self.put(records.POOL_KEY, records.encode_amount(amount))
 
+    def reward_checkpoint(self, voter, agent):
+        """``agent``'s reward per vote when ``voter`` last settled with it (None: never)."""
+        raw = self.get(records.voter_key(voter, agent))
+        return records.decode_checkpoint(raw) if raw is not None else None
+
+    def set_reward_checkpoint(self, voter, agent, value):
+        self.put(records.voter_key(voter, agent),
+                 None if value is None else records.encode_checkpoint(value))
+
     def voters_of(self, agent):
         """The addresses voting for ``agent``, in address order (from the voter index)."""
         return self._voters.voters_of(agent) if self._voters is not None else ()

@@ -247,7 +247,13 @@ TYPES = {
     "agent": named_tuple_type(records.Agent, lambda: [
         ("active", records.Agent(AGENT.pubkey, "agent-1", "tcp://10.0.0.1:7000", True, 0, 10**14,
                                  0, 2, 17, 1234, 5 * 10**8)),
-        ("jailed", records.Agent(BOB.pubkey, "bob", "", False, 99, 0, 250, 12, 40, 7, 0))]),
+        ("jailed", records.Agent(BOB.pubkey, "bob", "", False, 99, 0, 250, 12, 40, 7, 0)),
+        ("rewarding", records.Agent(AGENT.pubkey, "agent-2", "", True, 3, 10**13, 0, 0, 0, 99,
+                                    4 * 10**8, 3 * 2**64 + 12345))]),
+    "voter_checkpoint": {"samples": lambda: [("zero", 0), ("big", 2**200 + 7)],
+                         "fields": to_json, "build": from_json,
+                         "encode": records.encode_checkpoint,
+                         "decode": records.decode_checkpoint},
     "schedule": named_tuple_type(records.Schedule, lambda: [
         ("two", records.Schedule(3, 31, (AGENT.pubkey, BOB.pubkey)))]),
     "params": named_tuple_type(Params, lambda: [("defaults", Params())],
