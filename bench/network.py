@@ -108,7 +108,7 @@ def main():
 
 def drive(directory, manifest, args):
     nodes = manifest["nodes"]
-    clients = [ApiClient(n["api"], timeout=30) for n in nodes]
+    clients = [ApiClient.for_home(n["home"], n["api"], timeout=30) for n in nodes]
     genesis = Genesis.load(os.path.join(nodes[0]["home"], "genesis.json"))
     chain_id, params = genesis.chain_id, genesis.params
     faucet = KeyPair.load(os.path.join(nodes[0]["home"], "wallets", "default.json"))

@@ -11,7 +11,8 @@ class SecretFileError(Exception):
 
 
 def check_private(path):
-    """Raise SecretFileError unless ``path`` exists, is ours and only we may read it."""
+    """Raise SecretFileError unless ``path`` exists, is ours (or we are root) and only its owner
+    may read it."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -19,7 +20,7 @@ def check_private(path):
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise SecretFileError(f"{path} holds secrets but is open to other users (mode "
                               f"{st.st_mode & 0o777:o}); fix it with: chmod 600 {path}")
-    if st.st_uid != os.geteuid():
+    if st.st_uid != os.geteuid() and os.geteuid() != 0:   # root may read the node user's
         raise SecretFileError(f"{path} holds secrets but belongs to another user (uid "
                               f"{st.st_uid}); fix it with: chown {os.geteuid()} {path}")
 

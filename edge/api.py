@@ -5,7 +5,9 @@ Routes (docs/api.md): ``GET /v1/status``, ``POST /v1/txs``, ``GET /v1/txs/{id}``
 ``GET /v1/blocks/{height|hash|head}``, ``GET /metrics``. Amounts are decimal strings.
 """
 
+import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
@@ -19,10 +21,15 @@ from edge.mqtt.frames import Frame
 from edge.mqtt.topics import parse_device_id
 from edge.values_json import from_value, to_value
 from edge import _fast
+from edge.api_access import TXS_BODY, Access, allowed_hosts, is_loopback
+from edge.api_tokens import TokenStore
 
 VERSION = "0.1.0"
-MAX_BODY = 8 << 20
 MAX_BATCH = 10_000
+# A read-only query runs at most this much gas (far below a transaction's max_gas_per_tx), one at
+# a time on a thread of its own, with at most QUERIES_WAITING more waiting (then 503 busy).
+QUERY_MAX_GAS = 50_000
+QUERIES_WAITING = 8
 
 
 def _error(status, code, message):
@@ -30,9 +37,14 @@ def _error(status, code, message):
 
 
 def build_app(node):
-    """The aiohttp application serving ``node``."""
-    app = web.Application(client_max_size=MAX_BODY)
+    """The aiohttp application serving ``node``, behind its access guard (api_access.py)."""
+    config = node.config
+    access = Access(TokenStore(config.home),
+                    allowed_hosts(config.api_host, config.api_allowed_hosts),
+                    config.api_port, config.api_allowed_origins)
+    app = web.Application(client_max_size=TXS_BODY, middlewares=[access.middleware()])
     handlers = _Handlers(node)
+    app.on_cleanup.append(handlers.close)
     app.router.add_get("/v1/status", handlers.status)
     app.router.add_post("/v1/txs", handlers.submit)
     app.router.add_get("/v1/txs/{tx_id}", handlers.tx)
@@ -54,10 +66,14 @@ def build_app(node):
 
 
 async def start_api(node, host, port):
-    """Start serving; returns the runner (call ``cleanup()`` to stop)."""
+    """Start serving; returns the runner (call ``cleanup()`` to stop). Bound beyond loopback,
+    the API's traffic (tokens included) crosses the network in clear: say so, loudly."""
     runner = web.AppRunner(build_app(node), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
+    if not is_loopback(host):
+        for line in exposed_warning(host, port):
+            node.log(line)
     return runner
 
 
@@ -71,10 +87,21 @@ def finality_json(finality):
             "next": [k.hex() for k in finality.next], "mark": finality.mark}
 
 
+def exposed_warning(host, port):
+    return [f"WARNING: the local API listens on {host}:{port}, beyond this machine, WITHOUT TLS:",
+            "WARNING: bearer tokens and everything the API answers cross the network in clear;",
+            "WARNING: set [api] host = \"127.0.0.1\" and reach it over SSH, or put it behind TLS."]
+
+
 class _Handlers:
     def __init__(self, node):
         self.node = node
         self.ledger = node.ledger
+        self._queries = ThreadPoolExecutor(1, thread_name_prefix="api-query")
+        self._waiting = 0
+
+    async def close(self, app):
+        self._queries.shutdown(wait=True, cancel_futures=True)
 
     async def status(self, request):
         head, ledger = self.ledger.head, self.ledger
@@ -221,19 +248,29 @@ class _Handlers:
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             return _error(400, "bad_request", f"body must be {{\"method\": text, \"args\": "
                                               f"[values]}} ({exc})")
-        head = self.ledger.head
-        with self.ledger.store.read() as txn:
-            try:
-                result = calls.query(self.ledger.view(txn), self.ledger.chain_id, address,
-                                     method, args, head.height, head.timestamp_ms,
-                                     self.ledger.params.max_gas_per_tx)
-            except LookupError as exc:
-                return _error(404, "not_found", str(exc))
+        if self._waiting > QUERIES_WAITING:
+            return _error(503, "busy", f"{self._waiting} queries are waiting; try again soon")
+        self._waiting += 1
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(
+                self._queries, self._query, address, method, args)
+        except LookupError as exc:
+            return _error(404, "not_found", str(exc))
+        finally:
+            self._waiting -= 1
         return web.json_response({
             "ok": result.ok, "gas_used": result.gas_used,
             "error": f"{result.error_code}: {result.error}" if not result.ok else "",
             "return": from_value(decode_value(result.return_value))
             if result.ok and result.return_value else None})
+
+    def _query(self, address, method, args):
+        """Off the event loop: the call on the head's state, within QUERY_MAX_GAS."""
+        head = self.ledger.head
+        with self.ledger.store.read() as txn:
+            return calls.query(self.ledger.view(txn), self.ledger.chain_id, address, method,
+                               args, head.height, head.timestamp_ms,
+                               min(QUERY_MAX_GAS, self.ledger.params.max_gas_per_tx))
 
     async def devices(self, request):
         service = self.node.devices

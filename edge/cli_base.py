@@ -29,7 +29,7 @@ def client_for_home(args):
 def node_status(args):
     """``(client, status)`` of the home's node, refusing a node that runs another chain."""
     config = load_config(args)
-    client = ApiClient(config.api_url)
+    client = ApiClient.for_home(config.home, config.api_url)
     status = client.get("/v1/status")
     expected = Genesis.load(config.path(config.genesis_file)).chain_id
     if status["chain_id"] != expected:

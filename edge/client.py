@@ -14,23 +14,39 @@ class ApiError(Exception):
 
 
 class ApiClient:
-    """JSON over HTTP to ``base_url`` (e.g. http://127.0.0.1:8645)."""
+    """JSON over HTTP to ``base_url`` (e.g. http://127.0.0.1:8645), sending ``token`` as a
+    bearer token (needed by every request that changes the node)."""
 
-    def __init__(self, base_url, timeout=10.0):
+    def __init__(self, base_url, timeout=10.0, token=None):
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.token = token
+
+    @classmethod
+    def for_home(cls, home, base_url, timeout=10.0):
+        """A client with the home's CLI token (``<home>/api_token``), when it has one."""
+        from edge.api_tokens import cli_token
+        return cls(base_url, timeout, cli_token(home))
+
+    def _headers(self, extra=()):
+        headers = dict(extra)
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
 
     def get(self, path):
-        return self._call(urllib.request.Request(self.base_url + path))
+        return self._call(urllib.request.Request(self.base_url + path, headers=self._headers()))
 
     def post(self, path, body):
         data = json.dumps(body).encode()
-        return self._call(urllib.request.Request(self.base_url + path, data=data, method="POST",
-                                                 headers={"Content-Type": "application/json"}))
+        return self._call(urllib.request.Request(
+            self.base_url + path, data=data, method="POST",
+            headers=self._headers({"Content-Type": "application/json"})))
 
     def get_text(self, path):
         try:
-            with urllib.request.urlopen(self.base_url + path, timeout=self.timeout) as resp:
+            request = urllib.request.Request(self.base_url + path, headers=self._headers())
+            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
                 return resp.read().decode()
         except (urllib.error.URLError, OSError) as exc:
             raise self._unreachable(exc) from None

@@ -83,6 +83,8 @@ class Config:
     ha_enabled: bool = False
     ha_discovery_prefix: str = "homeassistant"
     ha_password: str = ""  # Home Assistant's own broker account (user "homeassistant")
+    api_allowed_hosts: list = field(default_factory=list)    # [api_access] hosts
+    api_allowed_origins: list = field(default_factory=list)  # [api_access] origins
     units: list = field(default_factory=list)  # [system] units: systemd units of this node
     config_file: str = ""  # where the config lives; default: config.toml in the home
 
@@ -143,6 +145,8 @@ FIELDS = {
     ("homeassistant", "discovery_prefix"): ("ha_discovery_prefix", str),
     ("homeassistant", "password"): ("ha_password", str),
     ("system", "units"): ("units", list),
+    ("api_access", "hosts"): ("api_allowed_hosts", list),
+    ("api_access", "origins"): ("api_allowed_origins", list),
 }
 
 

@@ -21,6 +21,7 @@ from chain.keys import KeyFileError, KeyPair
 from chain.ledger import Ledger, LedgerError
 from chain.dropped import EVICTED, INVALID, DroppedTxs
 from chain.mempool import Mempool
+from chain.secretfile import SecretFileError, check_private
 from chain.store import Store
 from chain.block import Header
 from chain.network import PeerNetwork
@@ -31,6 +32,7 @@ from chain.tx import Evidence, Transfer, Tx
 from edge import sdnotify
 from edge._fast import DecodeError
 from edge.api import VERSION, start_api
+from edge.api_tokens import CLIENTS_FILE, TOKEN_FILE, ensure_cli_token
 from edge.metrics import NodeMetrics
 
 SEQ = struct.Struct(">Q")
@@ -50,6 +52,7 @@ class Node:
     def __init__(self, config, log=None):
         self.config = config
         self.log = log or print_line
+        check_secret_files(config)
         self.genesis = Genesis.load(config.path(config.genesis_file))
         self.key = KeyPair.load(config.path(config.key_file))
         self.signers = self._load_signers()
@@ -480,11 +483,24 @@ def _lock_data_dir(data_dir):
     return handle
 
 
+def check_secret_files(config):
+    """Refuse to start when a file holding secrets is open to other users (or not ours): the
+    config (broker passwords), the node key, the API tokens, the broker's files. Makes the
+    home's CLI token on first start."""
+    ensure_cli_token(config.home)
+    paths = [config.file, config.path(config.key_file), config.path(TOKEN_FILE)]
+    paths += [p for p in (config.path(CLIENTS_FILE),
+                          os.path.join(config.path(config.mqtt_dir), "passwd"))
+              if os.path.exists(p)]
+    for path in paths:
+        check_private(path)
+
+
 def run_node(config):
     """Run a node in the foreground (``smartshare node run``)."""
     try:
         node = Node(config)
-    except (GenesisError, KeyFileError, LedgerError) as exc:
+    except (GenesisError, KeyFileError, LedgerError, SecretFileError) as exc:
         raise NodeError(str(exc)) from None
     try:
         asyncio.run(node.run())

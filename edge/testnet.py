@@ -147,7 +147,7 @@ def start(directory, timeout=READY_TIMEOUT_S):
 def wait_ready(manifest, timeout=READY_TIMEOUT_S):
     deadline = time.monotonic() + timeout
     for entry in manifest["nodes"]:
-        client = ApiClient(entry["api"], timeout=2)
+        client = ApiClient.for_home(entry["home"], entry["api"], timeout=2)
         while True:
             try:
                 client.get("/v1/status")
@@ -206,7 +206,7 @@ def status(directory):
     for entry in manifest["nodes"]:
         row = {"name": entry["name"], "pid": node_pid(entry), "api": entry["api"]}
         try:
-            client = ApiClient(entry["api"], timeout=2)
+            client = ApiClient.for_home(entry["home"], entry["api"], timeout=2)
             s = client.get("/v1/status")
             schedule = client.get("/v1/schedule")
             row.update(height=s["height"], lib_height=s["lib_height"], peers=s["peers"],

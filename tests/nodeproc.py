@@ -145,7 +145,7 @@ class NodeHome:
         return os.path.join(self.path, "data")
 
     def client(self, timeout=10.0):
-        return ApiClient(self.api_url, timeout=timeout)
+        return ApiClient.for_home(self.path, self.api_url, timeout=timeout)
 
     def cli(self, *args, **kwargs):
         """``smartshare --home HOME ARGS``."""

@@ -27,7 +27,7 @@ from chain.ledger import Ledger
 from chain.state.records import TAG_ACCOUNT, Account
 from chain.store import Store
 from chain.tx import Transfer, make_tx
-from edge.client import ApiClient, ApiError
+from edge.client import ApiError
 
 pytestmark = pytest.mark.slow
 
@@ -115,7 +115,7 @@ def test_kill9_loses_nothing_and_replays(node_factory, tmp_path):
 
     home = node_factory.home("crash")
     node = node_factory.node(home)
-    client = ApiClient(home.api_url)
+    client = home.client()
     status = node.wait_height(1)
     sub = Submitter(home, status, rng)
     modes = list(MODES) * (ROUNDS // len(MODES)) + list(MODES[:ROUNDS % len(MODES)])
@@ -130,7 +130,7 @@ def test_kill9_loses_nothing_and_replays(node_factory, tmp_path):
 
             def submit_until_killed():
                 try:
-                    sub.run(ApiClient(home.api_url), stop=stop)
+                    sub.run(home.client(), stop=stop)
                 except BaseException as exc:  # noqa: BLE001 - reported below
                     errors.append(exc)
 

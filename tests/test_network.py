@@ -33,7 +33,7 @@ class Net:
     def __init__(self, directory, manifest):
         self.dir, self.manifest = directory, manifest
         self.nodes = manifest["nodes"]
-        self.clients = [ApiClient(n["api"], timeout=5) for n in self.nodes]
+        self.clients = [ApiClient.for_home(n["home"], n["api"], timeout=5) for n in self.nodes]
 
     def status(self, i):
         return self.clients[i].get("/v1/status")

@@ -126,7 +126,7 @@ class NodeSimulators:
 
     def _run(self):
         try:
-            client = ApiClient(self.config.api_url, timeout=5.0)
+            client = ApiClient.for_home(self.config.home, self.config.api_url, timeout=5.0)
             chain_id = self._wait_for_devices(client)
             if chain_id is None:
                 return
