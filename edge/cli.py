@@ -15,6 +15,7 @@ from chain.address import AddressError
 from chain.genesis import GenesisError
 from chain.keys import KeyFileError
 from edge import config as config_mod
+from edge.api_tokens import ensure_cli_token
 from edge.client import ApiError
 from edge.cli_base import CliError, load_config, node_status
 from edge.config import Config, ConfigError
@@ -128,6 +129,7 @@ def cmd_init(args):
     owner, _ = node_home.ensure_wallet(home, node_home.OWNER_WALLET)
     wallet, _ = node_home.ensure_wallet(home)
     genesis, _ = node_home.ensure_devnet_genesis(config, node_key, owner, wallet, chain_id)
+    ensure_cli_token(home)
     config.save()
     data = {"home": home, "chain_id": chain_id, "genesis_hash": genesis.hash.hex(),
             "node_address": node_key.address_text, "agent_address": owner.address_text,

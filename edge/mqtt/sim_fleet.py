@@ -126,10 +126,11 @@ class NodeSimulators:
 
     def _run(self):
         try:
-            client = ApiClient.for_home(self.config.home, self.config.api_url, timeout=5.0)
-            chain_id = self._wait_for_devices(client)
+            chain_id = self._wait_for_devices(ApiClient(self.config.api_url, timeout=5.0))
             if chain_id is None:
                 return
+            # The node made the home's API token (if there was none) before it answered.
+            client = ApiClient.for_home(self.config.home, self.config.api_url, timeout=5.0)
             host = self.config.mqtt_host
             gateway = Gateway("127.0.0.1" if host in ("", "0.0.0.0", "::") else host,
                               self.config.mqtt_port, self.config.mqtt_provision_password,
