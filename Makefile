@@ -2,6 +2,7 @@
 #   make run   - a single-node devnet in ./devnet, producing blocks in the foreground, with its
 #                own Mosquitto on MQTT_PORT and one simulated device of each kind
 #   make test  - the whole test suite (both implementations)
+#   make image - the arm64 SD image (image-build/; not part of make test)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -11,7 +12,7 @@ DEVNET := devnet
 MQTT_PORT ?= 1884
 SOURCES := $(wildcard edge/_fast/*.pyx edge/_fast/*.pxd) setup.py pyproject.toml
 
-.PHONY: run test test-pure bench install clean mosquitto systemd-tools
+.PHONY: run test test-pure bench install clean mosquitto systemd-tools image-tools image
 
 run: $(STAMP) mosquitto
 	@test -f $(DEVNET)/config.toml || \
@@ -22,7 +23,7 @@ run: $(STAMP) mosquitto
 PYTEST = $(PY) -m pytest -q -p no:cacheprovider
 STRICT = rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
-test: $(STAMP) mosquitto systemd-tools
+test: $(STAMP) mosquitto systemd-tools image-tools
 	$(PYTEST); $(STRICT)
 	SMARTSHARE_PURE=1 $(PYTEST) -m "not slow"; $(STRICT)
 
@@ -47,6 +48,26 @@ systemd-tools:
 	@command -v systemd-analyze >/dev/null || \
 	  { apt-get update -q && apt-get install -y -q systemd; } || \
 	  { echo "systemd-analyze is missing: apt-get install systemd" >&2; exit 1; }
+
+# The image tests build a root tree (mmdebstrap), boot it (systemd-nspawn), run U-Boot in QEMU
+# and sign an update bundle (RAUC). Missing tools are installed; without them (not root, no
+# apt) those tests are skipped and say why.
+IMAGE_TOOLS := mmdebstrap:mmdebstrap systemd-nspawn:systemd-container ip:iproute2 \
+	mkimage:u-boot-tools fw_printenv:u-boot-tools qemu-system-aarch64:qemu-system-arm \
+	rauc:rauc mksquashfs:squashfs-tools openssl:openssl
+image-tools:
+	@missing=""; for pair in $(IMAGE_TOOLS); do \
+	  command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	test -e /usr/lib/u-boot/qemu_arm64/u-boot.bin || missing="$$missing u-boot-qemu"; \
+	test -z "$$missing" || { apt-get update -q && apt-get install -y -q $$missing; } || \
+	  echo "warning: could not install$$missing: the image tests will be skipped" >&2
+
+# make image: the arm64 SD image and a signed update bundle in image-build/out/ (as root; see
+# image-build/README.md). Heavy (mmdebstrap and a Cython build under qemu-user): it takes the
+# shared machine's lock when there is one. Not part of make test.
+HEAVY_LOCK ?= /work/heavy.lock
+image:
+	$(if $(wildcard $(HEAVY_LOCK)),flock $(HEAVY_LOCK)) image-build/build.sh
 
 $(STAMP): $(SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -21,7 +21,7 @@ from edge.cli_base import CliError, load_config, node_status
 from edge.config import Config, ConfigError
 from edge.mqtt.sim_kinds import KINDS
 from edge import (cli_contract, cli_device, cli_stake, cli_system, cli_testnet, cli_token,
-                  cli_wallet)
+                  cli_update, cli_wallet)
 from edge import node_home
 
 
@@ -105,6 +105,7 @@ def build_parser():
     cli_device.add_parsers(sub, common)
     cli_token.add_parsers(sub, common)
     cli_system.add_parsers(sub, common)
+    cli_update.add_parsers(sub, common)
     return parser
 
 
