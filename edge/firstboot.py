@@ -17,6 +17,7 @@ from importlib import resources
 
 from edge import config as config_mod
 from edge import node_home
+from edge.api_tokens import TOKEN_FILE, ensure_cli_token
 
 SERVICE_USER = "smartshare"
 DEFAULT_HOME = "/var/lib/smartshare"
@@ -123,18 +124,21 @@ def home_steps_as(owner, config_file):
 
 
 def home_steps(config):
-    """Node (producer) key, owner and default wallets, genesis (a devnet when none is there)
-    and broker files."""
+    """Node (producer) key, owner and default wallets, genesis (a devnet when none is there),
+    the CLI's API token and broker files: what ``smartshare init`` makes, by the same calls."""
     key, key_new = node_home.ensure_producer_key(config)
     owner, owner_new = node_home.ensure_wallet(config.home, node_home.OWNER_WALLET)
     wallet, wallet_new = node_home.ensure_wallet(config.home)
     genesis, genesis_new = node_home.ensure_devnet_genesis(config, key, owner, wallet)
+    token_new = not os.path.lexists(config.path(TOKEN_FILE))
+    ensure_cli_token(config.home)
     steps = [(f"node key {key.address_text}", CREATED if key_new else KEPT),
              (f"wallet {node_home.DEFAULT_WALLET} {wallet.address_text}",
               CREATED if wallet_new else KEPT),
              (f"owner {node_home.OWNER_WALLET} {owner.address_text}",
               CREATED if owner_new else KEPT),
-             (f"genesis {genesis.chain_id}", CREATED if genesis_new else KEPT)]
+             (f"genesis {genesis.chain_id}", CREATED if genesis_new else KEPT),
+             ("api token " + config.path(TOKEN_FILE), CREATED if token_new else KEPT)]
     if config.mqtt_enabled:
         steps.append(("broker files " + config.path(config.mqtt_dir), broker_files(config)))
     return {"steps": steps, "node_address": key.address_text}

@@ -63,7 +63,7 @@ def test_steps_twice_change_nothing_and_never_overwrite(system):
     first = firstboot.home_steps(config)
     assert {outcome for _, outcome in first["steps"]} == {firstboot.CREATED}
     names = [step.split()[0] for step, _ in first["steps"]]
-    assert names == ["node", "wallet", "owner", "genesis", "broker"]
+    assert names == ["node", "wallet", "owner", "genesis", "api", "broker"]
     before = digest_tree(system["home"])
     config_before = open(system["config"]).read()
     second = firstboot.home_steps(config)
@@ -72,7 +72,8 @@ def test_steps_twice_change_nothing_and_never_overwrite(system):
     assert firstboot.write_config(system["config"], system["home"], None) == firstboot.KEPT
     assert digest_tree(system["home"]) == before
     assert open(system["config"]).read() == config_before
-    for key in ("node_key.json", "wallets/default.json", "wallets/owner.json", "mqtt/passwd"):
+    for key in ("node_key.json", "wallets/default.json", "wallets/owner.json", "api_token",
+                "mqtt/passwd"):
         assert before[key][0] == 0o600, key
     assert os.stat(os.path.join(system["home"], "wallets")).st_mode & 0o777 == 0o700
 

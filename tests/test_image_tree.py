@@ -110,13 +110,15 @@ def test_first_boot_twice_changes_nothing(tree):
     second = json.loads((tree / "tmp/second.json").read_text())["steps"]
     assert [s["outcome"] for s in second] == ["kept"] * len(second), second
     created = {s["step"].split()[0] for s in first if s["outcome"] != "kept"}
-    assert {"config", "node", "wallet", "genesis", "broker", "hostname"} <= created, first
+    assert {"config", "node", "wallet", "owner", "genesis", "api", "broker",
+            "hostname"} <= created, first
     before = treekit.digest(tree, "/etc/smartshare", "/var/lib/smartshare")
     result = treekit.chroot(tree, "smartshare", "firstboot", uts=True)
     assert result.returncode == 0, result.stderr
     assert treekit.digest(tree, "/etc/smartshare", "/var/lib/smartshare") == before
     for path in ("etc/smartshare/edge.toml", "var/lib/smartshare/node_key.json",
-                 "var/lib/smartshare/wallets/default.json", "var/lib/smartshare/mqtt/passwd"):
+                 "var/lib/smartshare/wallets/default.json", "var/lib/smartshare/api_token",
+                 "var/lib/smartshare/mqtt/passwd"):
         uid, gid, mode, _ = before[path]
         assert (uid, gid, mode) == (850, 850, 0o600), path
     address = [s["step"] for s in first if s["step"].startswith("node key")][0].split()[-1]
