@@ -91,11 +91,13 @@ class BlockSigner:
             return
         self.last_source = max(self.last_source, vote.source_round)
         self.last_target = max(self.last_target, vote.target_round)
-        self.check_recovery(head_height, window, own_vote_round=vote.target_round)
+        if self.recover_until_height is not None:  # the window starts when it first may produce
+            self.check_recovery(head_height, window, own_vote_round=vote.target_round)
 
     def check_recovery(self, head_height, window, current_round=None, own_vote_round=None):
-        """End the recovery when the head is ``window`` blocks past where it began, or when
-        this key's own vote for the current round or the one before has been seen."""
+        """End the recovery when the head is ``window`` blocks past the highest head known when
+        the key first had a slot (``head_height`` then), or when this key's own vote for that
+        round or the one before has been seen."""
         if not self.recovering:
             return
         if self.recover_until_height is None:
@@ -127,6 +129,7 @@ class BlockSigner:
 
 def write_watermark(path, source_round=0, target_round=0):
     """Write a vote watermark file whole (0600, fsync, rename): a new key starts at zero."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
     tmp = f"{path}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

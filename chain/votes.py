@@ -70,6 +70,11 @@ class FinalityVote(NamedTuple):
     def signature_valid(self, chain_id):
         return verify(self.producer, chain_id, self.hash, self.signature)
 
+    def to_json(self):
+        return {"producer_pubkey": self.producer.hex(), "source_round": self.source_round,
+                "source_hash": self.source_hash.hex(), "target_round": self.target_round,
+                "target_hash": self.target_hash.hex(), "signature": self.signature.hex()}
+
 
 def make_vote(signer, link, chain_id):
     """``signer``'s vote for ``link`` (source_round, source_hash, target_round, target_hash)."""

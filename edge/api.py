@@ -217,6 +217,7 @@ class _Handlers:
         receipts = self.ledger.receipts(block_hash)
         return web.json_response({
             "header": block.header.to_json(), "txs": [tx.to_json() for tx in block.txs],
+            "votes": [vote.to_json() for vote in block.votes],
             "receipts": [receipt_json(r) for r in receipts], "size": len(block.encode())})
 
     async def contract(self, request):

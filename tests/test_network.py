@@ -6,6 +6,7 @@ Every test starts its own testnet of real node processes and stops every one of 
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -472,3 +473,47 @@ def test_handshake_flood_and_sybils_while_the_testnet_finalises(make_net):
              timeout=lib_deadline())
     written = p2p_lines(net, 0)[lines_before:]
     assert len(written) <= 2 * (flood_s / 10 + 3), written  # summaries, not a line per attempt
+
+
+def votes_of(net, i, pubkey, heights):
+    """The finality votes of ``pubkey`` carried by node ``i``'s chain over ``heights``."""
+    out = []
+    for h in heights:
+        block = net.clients[i].get(f"/v1/blocks/{h}")
+        out += [(h, v["target_round"], v["target_hash"]) for v in block["votes"]
+                if v["producer_pubkey"] == pubkey]
+    return out
+
+
+def test_a_wiped_producer_waits_out_the_window_and_never_double_votes(make_net):
+    net = make_net()
+    net.wait("a first LIB", lambda: min(libs(net, range(4)).values()) > 4)
+    pubkey = net.nodes[3]["pubkey"]
+    os.kill(testnet.node_pid(net.nodes[3]), signal.SIGTERM)
+    net.wait("node3 to stop", lambda: 3 not in net.alive())
+    home = net.nodes[3]["home"]
+    shutil.rmtree(os.path.join(home, "data"))
+    shutil.rmtree(os.path.join(home, "votes"))  # the card is gone: store and watermark
+    before = votes_of(net, 0, pubkey, range(1, net.status(0)["height"] + 1))
+    assert before, "node3 voted before it was wiped"
+    restart = net.status(0)["height"]
+    testnet.start(net.dir)
+    window = evidence_window(net)
+    net.wait("node3 to produce again", lambda: any(
+        net.clients[0].get(f"/v1/blocks/{h}")["header"]["producer_pubkey"] == pubkey
+        for h in range(restart + 1, net.status(0)["height"] + 1)))
+    net.wait("node3 to vote again after the window", lambda: votes_of(
+        net, 0, pubkey, range(restart + 1, net.status(0)["height"] + 1)), timeout=90)
+    after = votes_of(net, 0, pubkey, range(restart + 1, net.status(0)["height"] + 1))
+    first_vote_height = after[0][0]
+    assert first_vote_height >= restart + window, "it voted inside the evidence window"
+    targets = [target for _, target, _ in before + after]
+    assert targets == sorted(set(targets)), "a key voted twice for one round"
+    assert "no vote watermark" in open(os.path.join(home, "node.log")).read()
+    account = net.clients[0].get(f"/v1/accounts/{net.nodes[3]['agent_address']}")
+    assert account["agent"]["jailed_until"] == 0
+
+
+def evidence_window(net):
+    with open(os.path.join(net.nodes[0]["home"], "genesis.json")) as f:
+        return json.load(f)["params"].get("evidence_window", 20)
