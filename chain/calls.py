@@ -3,20 +3,53 @@
 The VM (``contracts``) knows nothing of the chain: it is handed a ``ContractState`` over a
 child StateView. A call that fails leaves nothing behind (the child is dropped); the sender
 still pays its fee and the receipt says why (docs/protocol.md §14).
+
+The VM's backstops (its memory cap, and a wall clock while this node builds a block or admits a
+transaction: ``with backstop(seconds):``) never become receipts: building or admitting, the
+transaction is refused (``vm_limit``) and left out; validating someone else's block (no wall
+clock), ``Backstop`` propagates as a node fault and the block is not applied.
 """
+
+import contextlib
+import contextvars
 
 from chain.block import STATUS_FAILED, STATUS_OK, Receipt
 from chain.crypto import hash_of
 from chain.errors import Reason, TxRejected
 from chain.state import records
 from contracts.values import decode_value
-from contracts.vm import VM, CallContext
+from contracts.vm import VM, Backstop, CallContext, Result
 
 TAG_CONTRACT_ADDRESS = b"ss/contract-address"
 CODE_CHUNK = 4000
+COMPILED_CHUNKS = 0x80    # code chunk indexes from here on hold the compiled contract
 MAX_ERROR = 256
 
 _vm = None
+_wall_clock = contextvars.ContextVar("vm_wall_clock", default=None)
+
+
+@contextlib.contextmanager
+def backstop(seconds):
+    """Arm the VM's wall-clock backstop for the contract calls made inside the block (this
+    node building a block, admitting or querying); a call that hits it, or the memory cap, is
+    refused with ``vm_limit`` instead of getting a receipt."""
+    token = _wall_clock.set(seconds)
+    try:
+        yield
+    finally:
+        _wall_clock.reset(token)
+
+
+def _run(method, *args):
+    seconds = _wall_clock.get()
+    try:
+        return method(*args, wall_clock_s=seconds)
+    except Backstop as exc:
+        if seconds is None:
+            raise             # validating a block: a node fault, never a verdict on the block
+        raise TxRejected(Reason.VM_LIMIT, f"the contract VM's {exc.code} backstop fired; the "
+                                          "transaction is left out") from None
 
 
 def vm():
@@ -68,8 +101,10 @@ def deploy(view, tx, header_info, params):
         return _failed(tx, 0, "exists: a contract already lives at that address")
     store_code(child, address, tx.sender_address, payload.code, header_info[0])
     ctx = _context(tx, address, 0, header_info)
-    result = vm().deploy(ContractState(child), ctx, payload.code.decode("utf-8"),
-                         decode_args(payload.args, "deploy"), payload.gas_limit)
+    result = _run(vm().deploy, ContractState(child), ctx, payload.code.decode("utf-8"),
+                  decode_args(payload.args, "deploy"), payload.gas_limit)
+    if result.ok:
+        store_compiled(child, address, result.code)
     return _settle(view, child, tx, result)
 
 
@@ -82,17 +117,25 @@ def call(view, tx, header_info, params):
     if payload.value:
         ContractState(child).transfer(tx.sender_address, payload.contract, payload.value)
     ctx = _context(tx, payload.contract, payload.value, header_info)
-    result = vm().call(ContractState(child), ctx, payload.method,
-                       decode_args(payload.args, "call"), payload.gas_limit)
+    result = _run(vm().call, ContractState(child), ctx, payload.method,
+                  decode_args(payload.args, "call"), payload.gas_limit)
     return _settle(view, child, tx, result)
 
 
+QUERY_WALL_CLOCK_S = 1.0
+
+
 def query(view, chain_id, contract, method, args, height, time_ms, gas_limit):
-    """A read-only call against the state (nothing is kept); returns the VM's Result."""
+    """A read-only call against the state (nothing is kept); returns the VM's Result (a backstop
+    that fires is a failed Result with error code ``vm_limit``: a query makes no receipt)."""
     if view.get(records.contract_key(contract)) is None:
         raise LookupError("no contract at that address")
     ctx = CallContext(chain_id, contract, bytes(20), bytes(20), 0, height, time_ms)
-    return vm().call(ContractState(view.child()), ctx, method, args, gas_limit)
+    try:
+        return vm().call(ContractState(view.child()), ctx, method, args, gas_limit,
+                         wall_clock_s=_wall_clock.get() or QUERY_WALL_CLOCK_S)
+    except Backstop as exc:
+        return Result(False, gas_limit, Reason.VM_LIMIT.value, str(exc), (), b"")
 
 
 def _context(tx, contract, value, header_info):
@@ -122,6 +165,13 @@ def store_code(view, address, creator, code, height):
         view.put(records.code_key(address, index), chunk)
 
 
+def store_compiled(view, address, compiled):
+    """The compiled contract, in chunks from index COMPILED_CHUNKS (§7)."""
+    for i in range(0, len(compiled), CODE_CHUNK):
+        view.put(records.code_key(address, COMPILED_CHUNKS + i // CODE_CHUNK),
+                 compiled[i:i + CODE_CHUNK])
+
+
 class ContractState:
     """What the VM may see and change of the chain's state, for one contract call."""
 
@@ -130,14 +180,16 @@ class ContractState:
         self._code = {}
 
     def code(self, contract):
+        """The compiled contract the VM stored at deploy (None when there is none)."""
         if contract not in self._code:
-            raw = self.view.get(records.contract_key(contract))
-            if raw is None:
-                return None
-            info = records.decode_contract(raw)
-            self._code[contract] = b"".join(
-                self.view.get(records.code_key(contract, i)) for i in range(info.chunks)
-            ).decode("utf-8")
+            chunks, index = [], COMPILED_CHUNKS
+            while index < 256:
+                chunk = self.view.get(records.code_key(contract, index))
+                if chunk is None:
+                    break
+                chunks.append(chunk)
+                index += 1
+            self._code[contract] = b"".join(chunks) or None
         return self._code[contract]
 
     def storage_get(self, contract, key):

@@ -30,6 +30,7 @@ class Reason(str, Enum):
     BAD_BINDING = "bad_binding"
     DUPLICATE = "duplicate"
     MEMPOOL_FULL = "mempool_full"
+    VM_LIMIT = "vm_limit"
 
 
 class TxRejected(Exception):

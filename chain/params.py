@@ -29,7 +29,7 @@ class Params(NamedTuple):
     reporter_permille: int = 100
     gas_price: int = 1
     max_gas_per_tx: int = 1_000_000
-    max_code_bytes: int = 12288
+    max_code_bytes: int = 8192
     evidence_window: int = 20
 
     def encode(self):

@@ -1,8 +1,10 @@
-"""The host side of the VM: Lua runtimes with the kernel loaded, and one Session per call.
+"""The host side of the VM: a fresh Lua runtime with the kernel loaded for every top-level call.
 
 The kernel (``contracts/lua/kernel_*.lua``) is compiled once per process and loaded as bytecode
-into every new runtime, whose own globals are then wiped. The Lua side calls back into
-``Session._host(op, frame_id, ...)`` with strings and integers only, and every answer is
+into every new runtime, whose own globals are then wiped. A runtime serves one top-level call
+(with its nested calls) and is dropped: nothing a call does, its heap included, can change what
+the next one computes. The Lua side calls back into ``Session._host(op, frame_id, ...)`` with
+strings, integers and booleans only (a float is refused at this boundary), and every answer is
 ``(True, value)`` or ``(False, "code: message")``, which the Lua wrapper raises as an error.
 """
 
@@ -18,10 +20,9 @@ from nacl.signing import VerifyKey
 from edge import _fast
 from edge._fast.codec_py import DecodeError
 
-from .gas import MAX_EVENTS, kernel_params
+from .gas import MAX_EVENTS
 from .overlay import Overlay
-from .source import SourceError
-from .values import MAX_DEPTH, MAX_SIZE, BadValue, decode_value, lua_compatible
+from .values import decode_value
 from .vouchers import voucher_message
 
 TAG_CONTRACT = b"ss/contract"
@@ -31,6 +32,15 @@ OOM, INTERNAL = 1, 2          # host markers in place of a message (no contract 
 _CODED = re.compile(r"^(forbidden|bad_value|depth|insufficient_funds|no_contract|no_method|"
                     r"runtime_error): ")
 _POSITION = re.compile(r"^contract:\d+: ")
+
+
+class Backstop(Exception):
+    """A node-local limit fired (``code``: "timeout" or "memory"): the call has no result that
+    another node would compute the same way, so it must never become a receipt."""
+
+    def __init__(self, code, message):
+        super().__init__(f"{code}: {message}")
+        self.code = code
 
 
 class ContractError(Exception):
@@ -48,41 +58,51 @@ class Frame(NamedTuple):
     depth: int
 
 
-def _lua_keys(obj):
-    if isinstance(obj, dict):
-        return {k.encode(): _lua_keys(v) for k, v in obj.items()}
-    return obj
+def _lua_literal(value):
+    """A Lua table constructor (or scalar) for kernel parameters: ints, bools, str keys."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_lua_literal(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if type(value) is not int:
+        raise TypeError(f"kernel parameter {value!r} is not an integer")
+    return str(value)
+
+
+_KERNEL_TEMPLATE = """local now, host = ...
+local P = {params}
+local meter = (function(...) {meter} end)(P, now)
+local codec = (function(...) {codec} end)(meter, P)
+local sandbox = (function(...) {sandbox} end)(meter, P, codec)
+local frames = (function(...) {frames} end)(meter, codec, sandbox, P, host)
+local G, nx = _G, next for k in nx, G do G[k] = nil end
+return frames
+"""
 
 
 class KernelCode:
-    """The kernel chunks as stripped bytecode (compiled once, in a private runtime)."""
+    """The kernel as one stripped bytecode chunk, with its parameters baked in (compiled once
+    per VM configuration, in a private runtime). Running it in a new runtime loads the four
+    modules (contracts/lua/kernel_*.lua), wipes the runtime's globals and returns the frames
+    module."""
 
-    def __init__(self):
-        rt = lua54.LuaRuntime(register_eval=False, register_builtins=False, encoding=None)
-        dump = rt.eval("function(src, name) return string.dump(assert(load(src, name, 't')), "
-                       "true) end")
+    def __init__(self, params):
         root = importlib.resources.files(__package__) / "lua"
-        self.chunks = [(name, dump((root / f"kernel_{name}.lua").read_bytes(),
-                                   b"=" + name.encode()))
-                       for name in KERNEL_CHUNKS]
+        parts = {name: (root / f"kernel_{name}.lua").read_text("utf-8")
+                 for name in KERNEL_CHUNKS}
+        source = _KERNEL_TEMPLATE.format(params=_lua_literal(params), **parts)
+        rt = lua54.LuaRuntime(register_eval=False, register_builtins=False, encoding=None)
+        dump = rt.eval("function(src) return string.dump(assert(load(src, '=kernel', 't')), "
+                       "true) end")
+        self.code = dump(source.encode("utf-8"))
 
 
 class Runtime:
-    """A Lua runtime with the kernel loaded, reused by consecutive top-level calls.
+    """A new Lua runtime with the kernel loaded; serves one top-level call (~0.15 ms to make)."""
 
-    Nothing a contract creates outlives its call: every frame gets fresh global and library
-    tables, the kernel's own state is reset by ``start``, and gas depends only on instruction
-    counts and explicit charges, never on what earlier calls left in the heap. Each call gets
-    ``memory_limit`` bytes on top of what the runtime already holds. A runtime is discarded
-    after ``max_calls`` calls, and after a call that hit the memory cap, timed out or failed
-    inside the host (out_of_gas and stack_overflow unwind cleanly and keep it).
-    """
-
-    def __init__(self, vm, max_calls):
-        self.vm, self.calls, self.max_calls = vm, 0, max_calls
-        self.broken = False
+    def __init__(self, vm):
         # Lua keeps a reference to the dispatcher: let it reach the session through this list,
-        # not through the Runtime, so a discarded Runtime is freed at once (no cycle via C).
+        # not through the Runtime, so a finished Runtime is freed at once (no cycle via C).
         self._current = current = [None]
 
         def dispatch(op, fid, a=None, b=None, c=None, d=None):
@@ -91,34 +111,14 @@ class Runtime:
         self.rt = lua54.LuaRuntime(register_eval=False, register_builtins=False,
                                    max_memory=vm.memory_limit, encoding=None,
                                    unpack_returned_tuples=True)
-        params = self.rt.table_from(_lua_keys(kernel_params(
-            vm.gas, vm.instruction_step, MAX_DEPTH, MAX_SIZE)), recursive=True)
-        load = self.rt.globals().load
-        mods = {}
-        for name, code in vm.kernel_code.chunks:
-            chunk = load(code, b"=" + name.encode(), b"b")
-            if name == "meter":
-                mods[name] = chunk(params, time.monotonic)
-            elif name == "frames":
-                mods[name] = chunk(mods["meter"], mods["codec"], mods["sandbox"], params,
-                                   dispatch)
-            else:
-                mods[name] = chunk(mods["meter"], params)
-        self.rt.execute("local G, nx = _G, next for k in nx, G do G[k] = nil end")
-        self.k = mods["frames"]
-
-    def usable(self):
-        return not self.broken and self.calls < self.max_calls
+        kernel = self.rt.globals().load(vm.kernel_code.code, b"=kernel", b"b")
+        self.k = kernel(time.monotonic, dispatch)
 
     def begin(self, session):
         self._current[0] = session
-        self.calls += 1
-        self.rt.set_max_memory(self.rt.get_memory_used() + self.vm.memory_limit)
 
-    def end(self, fatal):
+    def end(self):
         self._current[0] = None
-        if fatal in ("out_of_memory", "timeout", "internal"):
-            self.broken = True
 
 
 class Session:
@@ -132,24 +132,26 @@ class Session:
         self.fault = None
         self.fatal = None
         self._ops = (None, self._get, self._set, self._delete, self._balance, self._transfer,
-                     self._emit, self._call, self._verify, self._hash, self._voucher,
-                     self._decode)
+                     self._emit, self._call, self._verify, self._hash, self._voucher)
+        self.peak_kb = 0
         runtime.begin(self)
 
     def close(self):
-        self.runtime.end(self.fatal if self.fault is None else "internal")
+        self.runtime.end()
         self.k = self._ops = self.rt = self.runtime = None
         self.frames = self.active = []
 
     # -- running ---------------------------------------------------------------------------
 
-    def run(self, code, method, args, deploy, extra):
-        """(ok, payload, gas_used, fatal_code, events): payload is the result or the message."""
+    def run(self, code, method, args, deploy, extra, wall_clock_s):
+        """(ok, payload, gas_used, fatal_code, events): payload is the result or the message.
+        Raises Backstop when the memory cap or (if given) the wall-clock limit fired."""
         c = self.ctx
         frame = self._push(Frame(c.contract, Overlay(self.state), c.depth))
+        deadline = False if wall_clock_s is None else time.monotonic() + wall_clock_s
         try:
             ok, payload, used, fatal = self.k.top(
-                self.gas_limit, time.monotonic() + self.vm.wall_clock_s, 0, code,
+                self.gas_limit, deadline, 0, code,
                 method.encode(), args, deploy, extra, c.contract, c.caller, c.origin, c.value,
                 c.height, c.time_ms)
         except lua54.LuaError as e:   # a tick between the run and the unhook, or the cap
@@ -159,13 +161,18 @@ class Session:
             payload = message if fatal else payload
         finally:
             self.active.pop()
+            if self.vm.probe:
+                self.peak_kb = self.k.peak()
         if self.fault is not None:
             raise self.fault
         if fatal is None and payload in (OOM, INTERNAL):
-            fatal = b"out_of_memory" if payload == OOM else b"internal"
+            fatal = b"memory" if payload == OOM else b"internal"
         self.fatal = fatal and fatal.decode()
         if self.fatal == "internal":
             raise RuntimeError("contract VM kernel failure")
+        if self.fatal in ("memory", "timeout"):
+            raise Backstop(self.fatal, "the memory cap was reached" if self.fatal == "memory"
+                           else f"the call ran over {wall_clock_s} s")
         if ok:
             frame.overlay.commit()
             return True, payload, used, None, tuple(frame.overlay.events)
@@ -192,6 +199,9 @@ class Session:
 
     def _host(self, op, fid, a=None, b=None, c=None, d=None):
         try:
+            if float in (type(a), type(b), type(c), type(d)):
+                raise ContractError("bad_value", "a float reached the host (contracts are "
+                                                 "integer-only)")
             return True, self._ops[op](self.frames[fid], a, b, c, d)
         except _Passthrough as e:
             return False, e.payload
@@ -237,12 +247,6 @@ class Session:
         # Bound to the chain and to the calling contract itself (docs §14.6).
         return voucher_message(self.ctx.chain_id, f.contract, payee, channel_id, amount, nonce)
 
-    def _decode(self, f, data, *_):
-        try:
-            lua_compatible(decode_value(data))
-        except (DecodeError, BadValue) as e:
-            raise ContractError("bad_value", str(e)) from None
-
     def _call(self, parent, contract, method, args, value):
         depth = parent.depth + 1
         if depth > self.vm.max_depth:
@@ -257,10 +261,7 @@ class Session:
                 raise DecodeError("args", "not a list")
         except DecodeError:
             raise ContractError("bad_value", "call arguments must be a list") from None
-        try:
-            code = self.vm.compiler.bytecode(source)
-        except SourceError as e:
-            raise ContractError(e.code, e.message) from None
+        code = self.vm.loadable(source)
         overlay = parent.overlay.child()
         if value and not overlay.transfer(parent.contract, contract, value):
             raise ContractError("insufficient_funds", f"contract balance is below {value}")

@@ -20,8 +20,10 @@ def addr(name: str) -> bytes:
 class Harness:
     """A VM over a MemState, with chain-like deploy and call."""
 
-    def __init__(self, vm=None, chain_id="devnet", height=10, time_ms=1_700_000_000_000):
+    def __init__(self, vm=None, chain_id="devnet", height=10, time_ms=1_700_000_000_000,
+                 wall_clock_s=None):
         self.vm = vm or VM()
+        self.wall_clock_s = wall_clock_s
         self.state = MemState()
         self.chain_id, self.height, self.time_ms = chain_id, height, time_ms
 
@@ -32,17 +34,22 @@ class Harness:
     def deploy(self, contract, source, args=(), caller=None, gas=10**6):
         """Deploy ``source`` at ``contract``; the code is stored only if the deploy succeeds."""
         result = self.vm.deploy(self.state, self.ctx(contract, caller or addr("deployer")),
-                                source, list(args), gas)
+                                source, list(args), gas, self.wall_clock_s)
         if result.ok:
-            self.state.set_code(contract, source)
+            self.state.set_code(contract, result.code)
         return result
 
     def call(self, contract, method, *args, caller=None, value=0, gas=10**6):
         caller = caller or addr("user")
         if value:
             self.state.transfer(caller, contract, value)
-        result = self.vm.call(self.state, self.ctx(contract, caller, value), method,
-                              list(args), gas)
+        try:
+            result = self.vm.call(self.state, self.ctx(contract, caller, value), method,
+                                  list(args), gas, self.wall_clock_s)
+        except Exception:
+            if value:
+                self.state.transfer(contract, caller, value)
+            raise
         if value and not result.ok:
             self.state.transfer(contract, caller, value)
         return result

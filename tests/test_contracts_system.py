@@ -1,5 +1,7 @@
 """System contracts (contracts/lua): iot_coin and payment_channel, through the real VM."""
 
+import itertools
+
 import pytest
 from nacl.signing import SigningKey
 
@@ -7,6 +9,14 @@ from contracts.system import system_contract
 from contracts.testkit import Harness, addr, events_of
 from contracts.values import decode_value
 from contracts.vouchers import Voucher, sign_voucher, verify_voucher, voucher_message
+
+_SEEDS = itertools.count(1)
+
+
+def new_key():
+    """A signing key, different on every call and the same on every run (the receipts of
+    contract tests are compared across runs: tests/test_contracts_history.py)."""
+    return SigningKey(next(_SEEDS).to_bytes(32, "big"))
 
 COIN, COIN2, PC, PC2 = addr("coin"), addr("coin2"), addr("channels"), addr("channels2")
 ISSUER, BOB, CAROL, SELLER = addr("issuer"), addr("bob"), addr("carol"), addr("seller")
@@ -160,7 +170,7 @@ def _sign(h, key, cid, amount, nonce, contract=PC, payee=SELLER, chain_id=None):
 
 
 def test_channel_lifecycle_with_1000_vouchers(channels):
-    h, key = channels, SigningKey.generate()
+    h, key = channels, new_key()
     record, cid = _open(h, key, deposit=5000)
     assert len(cid) == 32 and record["deposit"] == 5000 and record["buyer"] == BUYER
     assert record["dispute"] == 3_600_000 and "closing" not in record
@@ -189,11 +199,11 @@ def test_channel_lifecycle_with_1000_vouchers(channels):
 
 
 def test_bad_vouchers_refused(channels):
-    h, key = channels, SigningKey.generate()
+    h, key = channels, new_key()
     _, cid = _open(h, key)
     good = _sign(h, key, cid, 100, 5)
     assert h.value(PC, "redeem", cid, 100, 5, good, caller=SELLER) == 100
-    other = SigningKey.generate()
+    other = new_key()
     cases = [
         ((cid, 100, 5, good), "voucher amount must increase"),              # replay
         ((cid, 90, 6, _sign(h, key, cid, 90, 6)), "voucher amount must increase"),
@@ -220,7 +230,7 @@ def test_bad_vouchers_refused(channels):
 def test_voucher_of_one_deployment_is_refused_by_another(channels):
     """Two deployments of the contract, the same channel id, buyer and seller: a voucher
     signed for one is worthless on the other (the binding to the contract address)."""
-    h, key = channels, SigningKey.generate()
+    h, key = channels, new_key()
     assert h.deploy(PC2, system_contract("payment_channel")).ok
     _open(h, key, channel_id=b"same")
     result = h.call(PC2, "open", b"same", SELLER, bytes(key.verify_key), 100, caller=BUYER,
@@ -236,7 +246,7 @@ def test_voucher_of_one_deployment_is_refused_by_another(channels):
 
 
 def test_open_refusals(channels):
-    h, key = channels, SigningKey.generate()
+    h, key = channels, new_key()
     pub = bytes(key.verify_key)
     cases = [
         ((None, SELLER, pub, 100), 0, "deposit must be positive"),
@@ -258,7 +268,7 @@ def test_open_refusals(channels):
 
 
 def test_refund_after_expiry(channels):
-    h, key = channels, SigningKey.generate()
+    h, key = channels, new_key()
     _, cid = _open(h, key, deposit=800, expiry=20)
     h.value(PC, "redeem", cid, 300, 1, _sign(h, key, cid, 300, 1), caller=SELLER)
     assert failure(h.call(PC, "refund", cid, caller=BUYER)) == ("runtime_error",
@@ -278,7 +288,7 @@ def test_refund_after_expiry(channels):
 def test_buyer_close_gives_the_seller_its_dispute_window(channels):
     """The buyer asks to close; within the window the seller submits its best voucher; after
     it, a buyer whose seller stayed silent takes back what was not redeemed."""
-    h, key = channels, SigningKey.generate()
+    h, key = channels, new_key()
     _, cid = _open(h, key, deposit=900, dispute_ms=60_000)
     _, quiet = _open(h, key, deposit=700, dispute_ms=60_000)
     assert failure(h.call(PC, "request_close", cid, caller=SELLER)) == ("runtime_error",
@@ -302,7 +312,7 @@ def test_buyer_close_gives_the_seller_its_dispute_window(channels):
 
 
 def test_close_without_voucher_and_seller_only(channels):
-    h, key = channels, SigningKey.generate()
+    h, key = channels, new_key()
     _, cid = _open(h, key, deposit=400)
     assert failure(h.call(PC, "close", cid, caller=BUYER)) == ("runtime_error", "not the seller")
     assert h.value(PC, "close", cid, caller=SELLER) == {"paid": 0, "refunded": 400}
@@ -310,7 +320,7 @@ def test_close_without_voucher_and_seller_only(channels):
 
 
 def test_token_deposit_channel(channels):
-    h, key = channels, SigningKey.generate()
+    h, key = channels, new_key()
     assert h.deploy(COIN, system_contract("iot_coin"), ["Watt", "WAT", 0, 5000, BUYER]).ok
     h.value(COIN, "approve", PC, 1200, caller=BUYER)
     pub = bytes(key.verify_key)
@@ -329,7 +339,7 @@ def test_token_deposit_channel(channels):
 
 
 def test_voucher_helpers():
-    key = SigningKey.generate()
+    key = new_key()
     v = Voucher("devnet", PC, SELLER, b"c", 1, 2)
     message = v.message()
     assert len(message) == 32 and message == voucher_message("devnet", PC, SELLER, b"c", 1, 2)

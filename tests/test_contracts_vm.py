@@ -3,6 +3,8 @@
 Real Lua (lupa, Lua 5.4) everywhere; the state is contracts.memstate.MemState.
 """
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,6 +17,14 @@ from contracts.testkit import Harness, addr, events_of
 from contracts.values import BadValue, MAX_DEPTH, MAX_SIZE, decode_value, encode_value
 from contracts.vm import VM
 from contracts.vouchers import voucher_message
+
+_SEEDS = itertools.count(1)
+
+
+def new_key():
+    """A signing key, different on every call and the same on every run (the receipts of
+    contract tests are compared across runs: tests/test_contracts_history.py)."""
+    return SigningKey(next(_SEEDS).to_bytes(32, "big"))
 
 C = addr("contract")
 D = addr("other")
@@ -90,9 +100,7 @@ ECHO = """
 function echo(v) return v end
 function shape(kind)
   if kind == 1 then return {1, 2, x = 3} end
-  if kind == 2 then return {[1] = 1, [3] = 3} end
-  if kind == 3 then return {[true] = 1} end
-  if kind == 4 then return {[0] = 1} end
+  if kind == 2 then local t = {x = 1} t[1] = 2 return t end
   return {}
 end
 """
@@ -132,7 +140,7 @@ def test_lua_codec_matches_python(echo, v):
     assert result.return_value == encode_value(_lua_view(v))
 
 
-@pytest.mark.parametrize("kind", [1, 2, 3, 4])
+@pytest.mark.parametrize("kind", [1, 2])
 def test_lua_table_shapes_refused(echo, kind):
     result = echo.call(C, "shape", kind)
     assert (result.ok, result.error_code) == (False, "bad_value")
@@ -145,7 +153,7 @@ def test_float_and_nested_nil_args_refused(echo):
         assert (result.ok, result.error_code) == (False, "bad_value")
         assert result.gas_used == echo.vm.gas.call_base
     assert echo.value(C, "echo", None) is None        # a top-level nil argument is fine
-    assert echo.value(C, "shape", 5) == []            # the empty table is the empty list
+    assert echo.value(C, "shape", 3) == []            # the empty table is the empty list
 
 
 # -- host API --------------------------------------------------------------------------------
@@ -194,7 +202,7 @@ def test_storage_round_trip_and_limits(api):
 
 def test_hash_verify_and_voucher_helpers(api):
     assert api.value(C, "hash", b"abc") == _fast.tagged_hash(b"ss/contract", b"abc")
-    sk = SigningKey.generate()
+    sk = new_key()
     sig = sk.sign(b"msg").signature
     assert api.value(C, "verify", bytes(sk.verify_key), b"msg", sig) is True
     assert api.value(C, "verify", bytes(sk.verify_key), b"msG", sig) is False
@@ -235,12 +243,13 @@ def test_methods_and_deploy_errors():
 
 
 def test_source_checks():
-    ok = ("x = 1 // 2", "s = 'a..b 1.5 /'", "--[==[ 1.5 .. ]==] y = 0x10", "z = {...}",
-          "t = [[ ^ ]]", "w = 0xffffffffffffffff", "v = a.b")
+    ok = ("x = 1 // 2", "s = 'a..b 1.5 /'", "--[==[ 1.5 .. ]==] y = 0x10", "z = {a, b}",
+          "t = [[ ^ ]]", "w = 0xffffffffffffffff", "v = a.b", "x = a .. b .. 1")
     for src in ok:
         check_source(src)
-    bad = ("x = 1.5", "x = 1e3", "x = .5", "x = 0x1p4", "x = a / b", "x = 2 ^ 3", "x = a .. b",
-           "x = 9223372036854775808", "x = '" + "a" * 16385 + "'")
+    bad = ("x = 1.5", "x = 1e3", "x = .5", "x = 0x1p4", "x = a / b", "x = 2 ^ 3", "z = {...}",
+           "function f(...) end", "x = _ENV", "__ss_lt = 1", "x = {nil}", "x = {[1] = 2}",
+           "a, t.x = 1, 2", "x = 9223372036854775808", "x = '" + "a" * 16385 + "'")
     for src in bad:
         with pytest.raises(SourceError) as info:
             check_source(src)
@@ -411,13 +420,13 @@ def _run_workload(vm):
 
 def test_determinism_across_independent_vms():
     first = _run_workload(VM())
-    second = _run_workload(VM(fresh_runtime=True))
+    second = _run_workload(VM(instruction_step=1000, memory_limit=32 << 20))
     third = _run_workload(VM())
     assert first == second == third
     assert all(r.ok for r in first[0])
 
 
-def test_runtime_reuse_after_fatal_errors():
+def test_vm_still_works_after_fatal_errors():
     vm = VM()
     h = Harness(vm=vm)
     assert h.deploy(C, LOOP).ok

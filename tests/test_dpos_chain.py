@@ -156,12 +156,11 @@ def test_voters_share_rewards_pro_rata_when_they_settle(tmp_path):
         pending = {k.address: pending_rewards(chain.ledger.view(txn), k.address)
                    for k in (small, big)}
     assert pending[small.address] > 0
-    # any transaction of a voter settles what it earned into its balance
-    fees = {}
-    for key in (small, big):
-        tx = chain.tx(key, Transfer(chain.keys[2].address, 1))
-        fees[key.address] = tx.fee + 1
-        chain.block([tx])
+    # any transaction of a voter settles what it earned into its balance (both in one block:
+    # they have earned for the same blocks, whichever agent produces the next one)
+    txs = [chain.tx(key, Transfer(chain.keys[2].address, 1)) for key in (small, big)]
+    fees = {tx.sender_address: tx.fee + 1 for tx in txs}
+    chain.block(txs)
     gained = {a: chain.account(a).balance - b + fees[a] for a, b in before.items()}
     assert gained[small.address] >= pending[small.address]
     # pro rata to stake, up to the floor of each accrual

@@ -4,17 +4,68 @@
 -- empty list), a table whose keys are all strings is a map; anything else is refused.
 -- Loops that follow `next` order never exit early, so how many instructions they run (gas)
 -- does not depend on the hash order, which Lua seeds at random in every runtime.
+-- Keys gathered with `next` arrive in hash order, which Lua seeds at random per runtime: a sort
+-- written in Lua would run a number of instructions (gas) that depends on it. They are sorted by
+-- Lua's C quicksort (no instructions) and billed up front: n log2 n comparisons, plus the bytes
+-- of string keys (strcoll runs once per zero-separated segment) times log2 n. Neither the input
+-- order nor the pivots (randomised) can be chosen by a contract. Lists a contract sorts itself
+-- (table.sort) use the merge sort below: their order is the contract's, so its gas is too.
 local M, P = ...
 local type, next, rawlen, error = type, next, rawlen, error
 local mtype, ult = math.type, math.ult
-local char, byte, sub, concat, sort = string.char, string.byte, string.sub, table.concat, table.sort
+local char, byte, sub, concat, csort = string.char, string.byte, string.sub, table.concat,
+  table.sort
 local utf8len = utf8.len
-local MAX_DEPTH, MAX_SIZE = P.max_depth, P.max_size
+local charge = M.charge
+local MAX_DEPTH, MAX_SIZE, CMP_UNIT, SORT_GAS = P.max_depth, P.max_size, P.cmp_unit, P.sort_gas
 local NOT_STRING = {string = 0, number = 1, boolean = 1, table = 1, ["function"] = 1,
                     userdata = 1, thread = 1}
 local C = {}
 
-local function bad(msg) M.fail("bad_value: " .. msg, 0) end
+local function bad(msg) M.fail("bad_value: " .. msg) end
+
+local function less(a, b) return a < b end
+
+local function log2(n)
+  local lg = 1
+  while n > 1 do n = n >> 1; lg = lg + 1 end
+  return lg
+end
+C.log2 = log2
+
+-- Stable bottom-up merge sort of t[1..n] (n = rawlen(t)); its work depends only on the input
+-- and the comparator: at most n * log2(n) comparisons.
+function C.sort(t, comp)
+  comp = comp or less
+  local n = rawlen(t)
+  local src, dst = {}, {}
+  for i = 1, n do src[i] = t[i] end
+  local width = 1
+  while width < n do
+    local i = 1
+    while i <= n do
+      local mid, hi = i + width, i + 2 * width
+      if mid > n + 1 then mid = n + 1 end
+      if hi > n + 1 then hi = n + 1 end
+      local l, r = i, mid
+      for k = i, hi - 1 do
+        if l < mid and (r >= hi or not comp(src[r], src[l])) then dst[k] = src[l]; l = l + 1
+        else dst[k] = src[r]; r = r + 1 end
+      end
+      i = hi
+    end
+    src, dst = dst, src
+    width = width * 2
+  end
+  for i = 1, n do t[i] = src[i] end
+end
+
+-- Sort keys gathered in hash order (all integers or all strings of `bytes` bytes in all).
+function C.sort_keys(t, bytes)
+  local n = rawlen(t)
+  charge((bytes // CMP_UNIT + n * SORT_GAS) * log2(n))
+  csort(t)
+end
 
 local function count_keys(t)
   local n = 0
@@ -36,17 +87,19 @@ end
 local function sorted_string_keys(t, n)
   local keys = {}
   for i = 1, n do keys[i] = false end
-  local i, nonstr = 0, 0
+  local i, nonstr, bytes = 0, 0, 0
   for k in next, t do
     i = i + 1
     keys[i] = k
-    nonstr = nonstr + NOT_STRING[type(k)]
+    local nk = NOT_STRING[type(k)]
+    nonstr = nonstr + nk
+    if nk == 0 then bytes = bytes + #k end
   end
   if nonstr > 0 then bad("unsupported table shape (mixed or non-sequence keys)") end
-  sort(keys)
+  if bytes > MAX_SIZE then bad("encoding exceeds " .. MAX_SIZE .. " bytes") end
+  C.sort_keys(keys, bytes)
   return keys
 end
-C.sorted_string_keys = sorted_string_keys
 
 local encode
 
@@ -116,71 +169,104 @@ function C.encode(v)
   return s
 end
 
+-- Decoding. `strict` checks everything contracts/values.py checks (for chain.decode of bytes a
+-- contract holds); the host's own encodings (arguments, nested results) take the same path.
 local decode
 
-local function get_uvarint(s, pos)
-  local z, shift = 0, 0
-  repeat
+local function get_uvarint(s, pos, field)
+  local z, shift, start = 0, 0, pos
+  while true do
     local b = byte(s, pos)
-    if not b then bad("truncated value") end
+    if not b then bad(field .. ": unexpected end of data") end
     z = z | ((b & 0x7F) << shift)
-    shift, pos = shift + 7, pos + 1
-  until b < 0x80
-  return z, pos
+    pos = pos + 1
+    if b < 0x80 then
+      if b == 0 and pos - start > 1 then bad(field .. ": non-minimal integer encoding") end
+      if pos - start == 10 and b > 1 then bad(field .. ": integer exceeds 64 bits") end
+      return z, pos
+    end
+    shift = shift + 7
+    if pos - start >= 10 then bad(field .. ": integer exceeds 64 bits") end
+  end
 end
 
-decode = function(s, pos)
+local function get_count(s, pos, field)
+  local n
+  n, pos = get_uvarint(s, pos, field)
+  if n < 0 or n > MAX_SIZE then bad(field .. ": " .. n .. " exceeds the limit of " .. MAX_SIZE) end
+  return n, pos
+end
+
+local function get_bytes(s, pos, field)
+  local n
+  n, pos = get_count(s, pos, field)
+  if pos + n - 1 > #s then bad(field .. ": unexpected end of data") end
+  return sub(s, pos, pos + n - 1), pos + n
+end
+
+decode = function(s, pos, depth)
   local tag = byte(s, pos)
+  if not tag then bad("value: unexpected end of data") end
   pos = pos + 1
   if tag == 0 then return nil, pos
   elseif tag == 1 then return false, pos
   elseif tag == 2 then return true, pos
   elseif tag == 3 then
     local z
-    z, pos = get_uvarint(s, pos)
+    z, pos = get_uvarint(s, pos, "value")
     return (z >> 1) ~ -(z & 1), pos
   elseif tag == 4 or tag == 5 then
-    local n
-    n, pos = get_uvarint(s, pos)
-    return sub(s, pos, pos + n - 1), pos + n
+    local v
+    v, pos = get_bytes(s, pos, "value")
+    if tag == 5 and not utf8len(v) then bad("value: not valid UTF-8") end
+    return v, pos
+  elseif tag ~= 6 and tag ~= 7 then
+    bad("value: unknown value tag")
   end
+  if depth >= MAX_DEPTH then bad("value: containers nest deeper than " .. MAX_DEPTH) end
   local n, v
-  n, pos = get_uvarint(s, pos)
+  n, pos = get_count(s, pos, "value")
   local t = {}
   if tag == 6 then
     for i = 1, n do
-      v, pos = decode(s, pos)
+      v, pos = decode(s, pos, depth + 1)
       if v == nil then bad("nil inside a list has no Lua form") end
       t[i] = v
     end
-  elseif tag == 7 then
-    for _ = 1, n do
-      local klen
-      klen, pos = get_uvarint(s, pos)
-      local k = sub(s, pos, pos + klen - 1)
-      v, pos = decode(s, pos + klen)
-      if v == nil then bad("nil inside a map has no Lua form") end
-      t[k] = v
+    return t, pos
+  end
+  local prev = nil
+  for _ = 1, n do
+    local k
+    k, pos = get_bytes(s, pos, "value.key")
+    if not utf8len(k) then bad("value.key: not valid UTF-8") end
+    if prev ~= nil then
+      charge((#k < #prev and #k or #prev) // CMP_UNIT)
+      if not (prev < k) then bad("value.key: map keys must be strictly increasing") end
     end
-  else
-    bad("unknown value tag")
+    prev = k
+    v, pos = decode(s, pos, depth + 1)
+    if v == nil then bad("nil inside a map has no Lua form") end
+    t[k] = v
   end
   return t, pos
 end
 
--- Lua value of canonical bytes produced by the host (already validated in Python).
+-- Lua value of canonical bytes; bad_value error unless `s` is exactly one valid value.
 function C.decode(s)
-  local v = decode(s, 1)
+  if #s > MAX_SIZE then bad("value: " .. #s .. " bytes exceeds the limit of " .. MAX_SIZE) end
+  local v, pos = decode(s, 1, 0)
+  if pos <= #s then bad("value: " .. (#s - pos + 1) .. " trailing bytes") end
   return v
 end
 
 -- The items of an encoded argument list and their count; nil items are allowed here (they
 -- become nil parameters), not inside nested values.
 function C.decode_args(s)
-  local n, pos = get_uvarint(s, 2)
+  local n, pos = get_count(s, 2, "args")
   local t, v = {}, nil
   for i = 1, n do
-    v, pos = decode(s, pos)
+    v, pos = decode(s, pos, 1)
     t[i] = v
   end
   return t, n

@@ -7,7 +7,7 @@ local raw_pcall, sub, unpack, utf8len = pcall, string.sub, table.unpack, utf8.le
 local charge, fail, billed = M.charge, M.fail, X.billed
 local G, BYTE_UNIT, MAX_STRING = P.gas, P.byte_unit, P.max_string
 local OP_GET, OP_SET, OP_DELETE, OP_BALANCE, OP_TRANSFER = 1, 2, 3, 4, 5
-local OP_EMIT, OP_CALL, OP_VERIFY, OP_HASH, OP_VOUCHER, OP_DECODE = 6, 7, 8, 9, 10, 11
+local OP_EMIT, OP_CALL, OP_VERIFY, OP_HASH, OP_VOUCHER = 6, 7, 8, 9, 10
 local K = {}
 
 local function bad(msg) fail("bad_value: " .. msg) end
@@ -109,8 +109,6 @@ local function make_api(fid, ctx)
   function api.encode(v) return billed(C.encode(v)) end
   function api.decode(s)
     check_string(s, "encoding", 0, MAX_STRING)
-    charge(#s // BYTE_UNIT)
-    call_host(OP_DECODE, fid, s)
     return C.decode(s)
   end
   return api
@@ -123,10 +121,11 @@ end
 
 local function run_frame(fid, code, method, args, deploy, extra, ctx)
   charge(extra)
-  local env = X.new_env(make_api(fid, ctx))
+  local env, globals, builtin = X.new_env(make_api(fid, ctx))
   local chunk = load(code, "=contract", "b", env)
   chunk()
-  local f = rawget(env, method)
+  local f = rawget(globals, method)
+  if f == builtin[method] then f = nil end
   if deploy and f == nil then return C.encode(nil) end
   if not deploy and (sub(method, 1, 1) == "_" or method == "init") then f = nil end
   if type(f) ~= "function" then fail("no_method: contract has no method '" .. method .. "'") end
@@ -152,11 +151,12 @@ end
 -- A top-level call: start the meter, run, stop; returns ok, payload, gas used, fatal code.
 local sethook = debug.sethook
 function K.top(limit, deadline, ...)
+  X.reset()
   M.start(limit, deadline)
   local ok, payload = K.run(...)
   sethook()
   return ok, payload, M.used(), (M.status())
 end
 
-K.used, K.status, K.unhook = M.used, M.status, sethook
+K.used, K.status, K.unhook, K.peak, K.names = M.used, M.status, sethook, M.peak, X.names
 return K
