@@ -1,6 +1,7 @@
 # SmartShare Edge: the two commands.
 #   make run   - a single-node devnet in ./devnet, producing blocks in the foreground, with its
-#                own Mosquitto on MQTT_PORT and one simulated device of each kind
+#                own Mosquitto on MQTT_PORT (TLS: MQTT_TLS_PORT) and one simulated device of
+#                each kind
 #   make test  - the whole test suite (both implementations)
 #   make image - the arm64 SD image (image-build/; not part of make test)
 PYTHON ?= python3
@@ -10,13 +11,16 @@ STAMP := $(VENV)/.installed
 DEVNET := devnet
 # Not 1883: a system Mosquitto (the Debian package starts one) usually holds it.
 MQTT_PORT ?= 1884
+# Where devices connect, with TLS (not 8883: a system broker may serve TLS there).
+MQTT_TLS_PORT ?= 8884
 SOURCES := $(wildcard edge/_fast/*.pyx edge/_fast/*.pxd) setup.py pyproject.toml
 
 .PHONY: run test test-pure bench install clean mosquitto systemd-tools image-tools image
 
 run: $(STAMP) mosquitto
 	@test -f $(DEVNET)/config.toml || \
-	  $(VENV)/bin/smartshare --home $(DEVNET) init --devnet --mqtt-port $(MQTT_PORT)
+	  $(VENV)/bin/smartshare --home $(DEVNET) init --devnet --mqtt-port $(MQTT_PORT) \
+	    --mqtt-tls-port $(MQTT_TLS_PORT)
 	$(VENV)/bin/smartshare --home $(DEVNET) node run --simulate all
 
 # pytest exits 5 when it collects nothing: that is a failure, never a pass.

@@ -18,10 +18,10 @@ from edge import config as config_mod
 from edge.api_tokens import ensure_cli_token
 from edge.client import ApiError
 from edge.cli_base import CliError, load_config, node_status
-from edge.config import Config, ConfigError
+from edge.config import DEFAULT_MQTT_TLS_PORT, Config, ConfigError
 from edge.mqtt.sim_kinds import KINDS
-from edge import (cli_contract, cli_device, cli_stake, cli_system, cli_testnet, cli_token,
-                  cli_update, cli_wallet)
+from edge import (cli_cert, cli_contract, cli_device, cli_stake, cli_system, cli_testnet,
+                  cli_token, cli_update, cli_wallet)
 from edge import node_home
 
 
@@ -77,7 +77,11 @@ def build_parser():
     p.add_argument("--chain-id", help="chain id (default: ss-devnet-<random>)")
     p.add_argument("--api-port", type=int, default=config_mod.DEFAULT_API_PORT)
     p.add_argument("--mqtt-port", type=int, default=0,
-                   help="run a Mosquitto broker for devices on this port (default: no devices)")
+                   help="run a Mosquitto broker for devices: its plaintext listener, on "
+                        "127.0.0.1 only, for the node's own clients (default: no devices)")
+    p.add_argument("--mqtt-tls-port", type=int, default=None,
+                   help="the broker's TLS listener, where devices and Home Assistant connect "
+                        "(default 8883 with --mqtt-port; 0: none)")
     p.set_defaults(func=cmd_init)
 
     node = sub.add_parser("node", help="run the node").add_subparsers(dest="node_command",
@@ -104,6 +108,7 @@ def build_parser():
     cli_contract.add_parsers(sub, common)
     cli_device.add_parsers(sub, common)
     cli_token.add_parsers(sub, common)
+    cli_cert.add_parsers(sub, common)
     cli_system.add_parsers(sub, common)
     cli_update.add_parsers(sub, common)
     return parser
@@ -115,22 +120,29 @@ def cmd_init(args):
         raise CliError(f"{os.path.dirname(path)} already holds a node ({path}); use another "
                        "--home, or delete the folder to start over", "exists")
     home = os.path.dirname(path)
+    tls_port = args.mqtt_tls_port if args.mqtt_tls_port is not None else \
+        (DEFAULT_MQTT_TLS_PORT if args.mqtt_port else 0)
     config = Config(home=home, api_port=args.api_port, mqtt_port=args.mqtt_port,
-                    **node_home.new_secrets())
+                    mqtt_tls_port=tls_port, **node_home.new_secrets())
     if os.path.exists(config.path(config.key_file)):
         raise CliError(f"{home} holds keys from an interrupted init; delete the folder and run "
                        "init again", "partial")
     chain_id = args.chain_id or node_home.new_devnet_chain_id()
     if not genesis_mod.CHAIN_ID_RE.match(chain_id):
         raise CliError("chain id must be 1-32 characters of a-z, 0-9 and '-'", "bad_chain_id")
-    if not 0 < args.api_port < 65536 or not 0 <= args.mqtt_port < 65536:
-        raise CliError("--api-port must be 1..65535 and --mqtt-port 0..65535", "bad_port")
+    if not 0 < args.api_port < 65536 or not 0 <= args.mqtt_port < 65536 or \
+            not 0 <= tls_port < 65536:
+        raise CliError("--api-port must be 1..65535, --mqtt-port and --mqtt-tls-port 0..65535",
+                       "bad_port")
     os.makedirs(home, exist_ok=True)
     node_key, _ = node_home.ensure_producer_key(config)
     owner, _ = node_home.ensure_wallet(home, node_home.OWNER_WALLET)
     wallet, _ = node_home.ensure_wallet(home)
     genesis, _ = node_home.ensure_devnet_genesis(config, node_key, owner, wallet, chain_id)
     ensure_cli_token(home)
+    if tls_port:
+        from edge.mqtt import certs   # cryptography only when there are devices
+        certs.ensure(home)
     config.save()
     data = {"home": home, "chain_id": chain_id, "genesis_hash": genesis.hash.hex(),
             "node_address": node_key.address_text, "agent_address": owner.address_text,

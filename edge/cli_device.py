@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 
+from chain.secretfile import SecretFileError, read_secret
 from edge.cli_base import CliError, client_for_home, home_of, load_config, node_status
 from edge.mqtt.sim_kinds import KINDS
 from edge.mqtt.topics import parse_device_id
@@ -38,8 +39,13 @@ def _add_simulate(device, common):
                    "(default: <home>/simulators)")
     p.add_argument("--broker", metavar="HOST:PORT",
                    help="connect to this broker instead of finding the gateway by mDNS")
-    p.add_argument("--provision-password", help="the onboarding password with --broker "
-                   "(default: the home's [mqtt] provision_password)")
+    p.add_argument("--provision-password-file", metavar="FILE",
+                   help="a file holding the onboarding password, with --broker (default: the "
+                   "home's [mqtt] provision_password); never pass a password itself")
+    p.add_argument("--ca-file", metavar="FILE", help="the gateway's CA certificate, with "
+                   "--broker (default: the home's tls/ca.crt)")
+    p.add_argument("--no-tls", action="store_true", help="connect without TLS (only a "
+                   "broker's plaintext listener on loopback accepts it)")
     p.add_argument("--chain-id", help="only a gateway of this chain")
     p.add_argument("--approve", action="store_true",
                    help="approve the devices' join requests through the home's node")
@@ -135,8 +141,24 @@ def _gateway(args, chain_id, simulators):
     host, _, port = args.broker.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise CliError(f"--broker must be HOST:PORT, not {args.broker!r}", "bad_usage")
-    password = args.provision_password or load_config(args).mqtt_provision_password
+    config = load_config(args) if not (args.provision_password_file and
+                                       (args.ca_file or args.no_tls)) else None
+    try:
+        password = (read_secret(args.provision_password_file) if args.provision_password_file
+                    else config.mqtt_provision_password)
+    except SecretFileError as exc:
+        raise CliError(str(exc), "bad_usage") from None
     if not password:
         raise CliError("the home's node has no [mqtt] provision_password; pass "
-                       "--provision-password", "bad_usage")
-    return simulators.Gateway(host, int(port), password, chain_id)
+                       "--provision-password-file", "bad_usage")
+    gateway = simulators.Gateway(host, int(port), password, chain_id, tls=not args.no_tls)
+    if args.no_tls:
+        return gateway
+    ca_file = args.ca_file or os.path.join(config.home, "tls", "ca.crt")
+    try:
+        with open(ca_file) as f:
+            return simulators.gateway_with_ca(gateway, f.read())
+    except OSError as exc:
+        raise CliError(f"cannot read the gateway's CA {ca_file} ({exc.strerror}); pass "
+                       "--ca-file (the gateway's <home>/tls/ca.crt) or --no-tls", "bad_usage") \
+            from None

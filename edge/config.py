@@ -9,6 +9,7 @@ and ``[system] units`` the node's systemd units. The CLI uses it when neither ``
 ``$SMARTSHARE_HOME`` is given and ``~/.smartshare`` holds no node.
 """
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import tomli_w
 from chain.store import DEFAULT_MAP_SIZE
 
 DEFAULT_API_PORT = 8645
+DEFAULT_MQTT_TLS_PORT = 8883
 CONFIG_NAME = "config.toml"
 
 
@@ -83,6 +85,8 @@ class Config:
     ha_enabled: bool = False
     ha_discovery_prefix: str = "homeassistant"
     ha_password: str = ""  # Home Assistant's own broker account (user "homeassistant")
+    mqtt_tls_port: int = 0             # [mqtt_tls] port: where devices connect (TLS); 0 = none
+    mqtt_tls_host: str = "0.0.0.0"     # [mqtt_tls] host
     api_allowed_hosts: list = field(default_factory=list)    # [api_access] hosts
     api_allowed_origins: list = field(default_factory=list)  # [api_access] origins
     units: list = field(default_factory=list)  # [system] units: systemd units of this node
@@ -118,7 +122,7 @@ class Config:
 
     @property
     def mqtt_enabled(self):
-        return self.mqtt_port > 0
+        return self.mqtt_port > 0 or self.mqtt_tls_port > 0
 
 
 # (section, key in config.toml) -> (Config attribute, type). p2p port 0 = no peer network.
@@ -145,6 +149,7 @@ FIELDS = {
     ("homeassistant", "discovery_prefix"): ("ha_discovery_prefix", str),
     ("homeassistant", "password"): ("ha_password", str),
     ("system", "units"): ("units", list),
+    ("mqtt_tls", "port"): ("mqtt_tls_port", int), ("mqtt_tls", "host"): ("mqtt_tls_host", str),
     ("api_access", "hosts"): ("api_allowed_hosts", list),
     ("api_access", "origins"): ("api_allowed_origins", list),
 }
@@ -182,9 +187,14 @@ def load_file(path):
             raise ConfigError(f"{path}: [{section}] {key} must be a {kind.__name__}")
         setattr(config, attr, value)
     for port, name in ((config.api_port, "[api] port"), (config.p2p_port, "[p2p] port"),
-                       (config.mqtt_port, "[mqtt] port")):
+                       (config.mqtt_port, "[mqtt] port"),
+                       (config.mqtt_tls_port, "[mqtt_tls] port")):
         if not 0 <= port < 65536 or (name == "[api] port" and port == 0):
             raise ConfigError(f"{path}: {name} must be 1..65535")
+    if config.mqtt_port and not _loopback(config.mqtt_host):
+        raise ConfigError(f"{path}: [mqtt] host {config.mqtt_host!r}: the plaintext listener may "
+                          "only be on loopback (127.0.0.1); devices and Home Assistant connect "
+                          "with TLS on [mqtt_tls] port")
     if not all(isinstance(unit, str) and unit.endswith(".service") for unit in config.units):
         raise ConfigError(f"{path}: [system] units must be names of systemd services")
     _check_p2p_limits(config, path)
@@ -202,6 +212,13 @@ def _check_p2p_limits(config, path):
                         (config.peers_per_address, "peers_per_address")):
         if value < 1:
             raise ConfigError(f"{path}: [p2p] {name} must be at least 1, not {value}")
+
+
+def _loopback(host):
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _is_host_port(text):

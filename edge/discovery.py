@@ -4,7 +4,7 @@ docs/protocol.md §16.1).
 The node advertises two services (each only when its port is set):
 
     _smartshare._tcp   port = p2p port; TXT txtvers=1, chain, node, role, version, api
-    _mqtt._tcp         port = Mosquitto port; TXT txtvers=1, chain, node, prov
+    _mqtt._tcp         port = Mosquitto port (TLS); TXT txtvers=1, chain, node, prov, ca
 
 ``Browser`` finds them once; ``Watch`` follows them (added / removed) while it is open;
 ``PeerFinder`` keeps browsing ``_smartshare._tcp`` and hands the node each same-chain peer;
@@ -102,7 +102,7 @@ class Advertiser:
     for the A/AAAA records."""
 
     def __init__(self, *, node_name, host_ip, api_port, p2p_port, mqtt_port, chain_id, node_id,
-                 role, version, provision_password, interfaces=None):
+                 role, version, provision_password, interfaces=None, ca_sha256=""):
         if role not in ROLES:
             raise DiscoveryError(f"role must be one of {ROLES}, not {role!r}")
         self.node_name = str(node_name)
@@ -115,6 +115,8 @@ class Advertiser:
                                "role": role, "version": str(version), "api": str(int(api_port))}
         self.mqtt_txt = {"txtvers": TXT_VERSION, "chain": chain_id, "node": node,
                          "prov": provision_password}
+        if ca_sha256:    # the broker speaks TLS with a certificate of this CA (SHA-256, hex)
+            self.mqtt_txt["ca"] = ca_sha256
         self.p2p_port, self.mqtt_port = int(p2p_port), int(mqtt_port)
         self._zc = None
         self._infos = []

@@ -147,10 +147,8 @@ def home_steps(config):
 def broker_files(config):
     """Mosquitto's first config, ACL and passwords, so the broker can start before the node
     (which rewrites them at every start, with the approved devices)."""
-    from edge.mqtt.broker import Broker
-    broker = Broker(config.path(config.mqtt_dir), config.mqtt_host, config.mqtt_port,
-                    config.mqtt_bridge_password, config.mqtt_provision_password,
-                    home_assistant_password=config.ha_password if config.ha_enabled else "")
+    from edge.mqtt.service import broker_for   # makes the gateway's CA and certificate too
+    broker = broker_for(config)
     if os.path.exists(broker.path("mosquitto.conf")):
         return KEPT
     broker.write_config({})

@@ -364,16 +364,20 @@ class Node:
         """The mDNS advertiser of this node's broker and p2p port (docs/protocol.md §16.1)."""
         from edge import discovery  # zeroconf only when used
         config = self.config
-        mqtt_port = config.mqtt_port if config.mqtt_enabled else 0
-        hosts = [config.p2p_host if config.p2p_port else None,
-                 config.mqtt_host if mqtt_port else None]
+        # Devices connect with TLS; a plaintext broker (loopback only) is announced only when
+        # there is no TLS listener (development on one machine).
+        tls = config.mqtt_tls_port > 0
+        mqtt_port, mqtt_host = ((config.mqtt_tls_port, config.mqtt_tls_host) if tls
+                                else (config.mqtt_port, config.mqtt_host))
+        hosts = [config.p2p_host if config.p2p_port else None, mqtt_host if mqtt_port else None]
         return discovery.Advertiser(
             node_name=f"smartshare-{self.key.address_text[-10:]}",
             host_ip=discovery.advertised_addresses(hosts, config.discovery_interfaces),
             api_port=config.api_port, p2p_port=config.p2p_port, mqtt_port=mqtt_port,
             chain_id=self.ledger.chain_id, node_id=self.key.pubkey, role="agent",
             version=VERSION, provision_password=config.mqtt_provision_password,
-            interfaces=config.discovery_interfaces or None)
+            interfaces=config.discovery_interfaces or None,
+            ca_sha256=self.devices.ca_fingerprint() if tls and self.devices else "")
 
     def _advertise(self):
         """Register the mDNS services (blocking ~2 s of probing; run off the event loop). A

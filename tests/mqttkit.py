@@ -10,6 +10,7 @@ Everything started here is stopped by ``close`` (the ``mqtt_world`` fixture does
 """
 
 import json
+import os
 import secrets
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from nacl.signing import SigningKey
 from chain.secretfile import write_secret
 from chain.store import Store
 from edge.mqtt.bridge import Bridge
-from edge.mqtt.broker import BRIDGE_USER, PROVISION_USER, Broker
+from edge.mqtt.broker import BRIDGE_USER, PROVISION_USER, Broker, TlsListener
 from edge.mqtt.devices import DeviceRegistry
 from edge.mqtt.frames import sign_frame
 from edge.mqtt.provision import join_request
@@ -104,11 +105,14 @@ class TestDevice:
 
 
 def connect(port, username, password, client_id, on_message=None, timeout=10, inflight=20,
-            **client_args):
-    """A paho 2 client connected to 127.0.0.1:port with its network loop running; raises
-    ConnectionRefusedError with the broker's reason when refused."""
+            tls_context=None, **client_args):
+    """A paho 2 client connected to 127.0.0.1:port (with TLS when given a context) with its
+    network loop running; raises ConnectionRefusedError with the broker's reason when
+    refused, or when no connection came about."""
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, **client_args)
     client.max_inflight_messages_set(inflight)
+    if tls_context is not None:
+        client.tls_set_context(tls_context)
     if username is not None:
         client.username_pw_set(username, password)
     done, result = threading.Event(), []
@@ -133,10 +137,22 @@ def connect(port, username, password, client_id, on_message=None, timeout=10, in
 class MqttWorld:
     """Broker + LMDB + registry (+ bridges) for one test."""
 
-    def __init__(self, directory, chain_id=CHAIN_ID, **store_options):
+    def __init__(self, directory, chain_id=CHAIN_ID, tls=False, **store_options):
+        """``tls``: a TLS listener too (``tls_port``), with a gateway CA made in
+        ``directory/home`` (``ca_pem``)."""
         self.directory = directory
         self.chain_id = chain_id
-        self.port = free_ports(1)[0]
+        self.port, self.tls_port = free_ports(2)
+        self.home = str(directory / "home")
+        listener = None
+        if tls:
+            from edge.mqtt import certs
+            os.makedirs(self.home, exist_ok=True)
+            certs.ensure(self.home)
+            self.ca_pem = certs.ca_pem(self.home)
+            listener = TlsListener("127.0.0.1", self.tls_port,
+                                   certs.tls_path(self.home, certs.SERVER_CERT),
+                                   certs.tls_path(self.home, certs.SERVER_KEY))
         self.bridge_password = secrets.token_urlsafe(16)
         self.provision_password = secrets.token_urlsafe(16)
         self.home_assistant_password = secrets.token_urlsafe(16)
@@ -144,7 +160,8 @@ class MqttWorld:
         self.registry = DeviceRegistry(self.store)
         self.broker = Broker(str(directory / "mqtt"), "127.0.0.1", self.port,
                              self.bridge_password, self.provision_password,
-                             home_assistant_password=self.home_assistant_password)
+                             home_assistant_password=self.home_assistant_password,
+                             tls=listener)
         self.bridge_password_file = str(directory / "bridge_password")
         write_secret(self.bridge_password_file, self.bridge_password)
         self.bridges = []
@@ -193,8 +210,11 @@ class MqttWorld:
         self.registry.revoke(device.id)
         self._reconfigure()
 
-    def provisioner(self, client_id="provisioner"):
-        return connect(self.port, PROVISION_USER, self.provision_password, client_id)
+    def provisioner(self, device, **options):
+        """A provisioning client for ``device`` (its client id is the device's id: the ACL
+        lets it announce that device only)."""
+        return connect(self.port, PROVISION_USER, self.provision_password, device.id.hex(),
+                       **options)
 
     # -- the bridge ------------------------------------------------------------------------------
 

@@ -108,9 +108,11 @@ class NodeHome:
 
     @classmethod
     def init(cls, path, api_port=None, mqtt_port=0):
+        """With ``mqtt_port``, the broker's TLS listener gets a free port too."""
         api_port = api_port or free_port()
         result = run_cli("--home", path, "init", "--devnet", "--api-port", api_port,
-                         "--mqtt-port", mqtt_port, "--json", check=True)
+                         "--mqtt-port", mqtt_port, "--mqtt-tls-port",
+                         free_port() if mqtt_port else 0, "--json", check=True)
         return cls(path, api_port, result.json())
 
     @property

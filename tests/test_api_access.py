@@ -53,7 +53,8 @@ def join_request(node):
     config = load(node.home.path)
     key = SigningKey.generate()
     device_id = device_id_of(bytes(key.verify_key))
-    client = connect(config.mqtt_port, PROVISION_USER, config.mqtt_provision_password, "joiner")
+    client = connect(config.mqtt_port, PROVISION_USER, config.mqtt_provision_password,
+                     device_id.hex())
     client.publish(provision_topic(device_id), make_request(bytes(key.verify_key), "weather"),
                    qos=1).wait_for_publish(10)
     client.disconnect()

@@ -21,7 +21,8 @@ from chain.store import Store
 from edge.config import load
 from edge.mqtt.devices import DeviceRegistry
 from edge.mqtt.sim_fleet import api_approver
-from edge.mqtt.simulators import Gateway, SimulatedDevice
+from edge.mqtt.certs import ca_pem
+from edge.mqtt.simulators import Gateway, SimulatedDevice, gateway_with_ca
 from edge.testnet import free_ports
 from tests.mqttkit import wait_for
 
@@ -37,8 +38,9 @@ class Fleet:
 
     def __init__(self, home, state_dir):
         config = load(home.path)
-        gateway = Gateway("127.0.0.1", config.mqtt_port, config.mqtt_provision_password,
-                          home.chain_id, "node under test")
+        gateway = gateway_with_ca(Gateway("127.0.0.1", config.mqtt_tls_port,
+                                          config.mqtt_provision_password, home.chain_id,
+                                          "node under test"), ca_pem(home.path))
         self.sent = {}           # device id -> {seq: frame bytes}
         self.lock = threading.Lock()
         self.devices = [SimulatedDevice(kind, os.path.join(state_dir, f"{kind}-{n}"), gateway,

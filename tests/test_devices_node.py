@@ -9,11 +9,13 @@ import pytest
 from nacl.signing import SigningKey
 
 from edge.config import load
+from edge.mqtt import pinning
 from edge.mqtt.broker import PROVISION_USER
+from edge.mqtt.certs import ca_fingerprint
 from edge.mqtt.frames import sign_frame
 from edge.mqtt.provision import join_request, open_credentials
-from edge.mqtt.topics import (credentials_topic, device_id_of, device_topic, provision_topic,
-                              reply_topic)
+from edge.mqtt.topics import (CA_TOPIC, credentials_topic, device_id_of, device_topic,
+                              provision_topic, reply_topic)
 from edge.testnet import free_ports
 
 pytestmark = pytest.mark.slow
@@ -29,9 +31,11 @@ class Device:
         self.messages, self.connected = [], threading.Event()
         self.client = None
 
-    def connect(self, username, password):
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.id.hex() + username[:4])
+    def connect(self, username, password, context, client_id=None):
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                             client_id=client_id or self.id.hex() + username[:4])
         client.username_pw_set(username, password)
+        client.tls_set_context(context)
         client.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload))
         client.on_connect = lambda c, u, f, rc, p: self.connected.set() if not rc.is_failure \
             else None
@@ -58,13 +62,24 @@ def wait_for(what, check, timeout=30):
 
 
 def test_onboard_publish_revoke(node_factory):
-    mqtt_port = free_ports(1)[0]
-    home = node_factory.home("gateway", mqtt_port=mqtt_port)
+    home = node_factory.home("gateway", mqtt_port=free_ports(1)[0])
     node = node_factory.node(home)
     config = load(home.path)
     chain_id = home.chain_id
-    device = Device(mqtt_port, config)
-    prov = device.connect(PROVISION_USER, config.mqtt_provision_password)
+    device = Device(config.mqtt_tls_port, config)    # devices connect with TLS
+    # Before it joins, the device knows the CA's fingerprint only (mDNS): it reads the CA the
+    # broker hands out over an unverified connection and pins it if the fingerprint matches.
+    announced = ca_fingerprint(home.path)
+    peek = device.connect(PROVISION_USER, config.mqtt_provision_password,
+                          pinning.unverified_context())
+    peek.subscribe(CA_TOPIC, qos=1)
+    served = wait_for("the CA on ss/v1/ca", lambda: [p for t, p in device.messages
+                                                      if t == CA_TOPIC])
+    ca = pinning.check(served[0].decode(), announced)
+    device.close()
+    device.connected.clear()
+    prov = device.connect(PROVISION_USER, config.mqtt_provision_password,
+                          pinning.client_context(ca), client_id=device.id.hex())
     prov.subscribe(credentials_topic(device.id), qos=1)
     prov.publish(provision_topic(device.id),
                  join_request(bytes(device.key.verify_key), "parking-gate", "gate-1"), qos=1)
@@ -80,9 +95,12 @@ def test_onboard_publish_revoke(node_factory):
                                                      if t == credentials_topic(device.id) and p])
     credentials = open_credentials(device.key, sealed[0])
     assert credentials["username"] == device.id.hex() and credentials["chain_id"] == chain_id
+    assert (credentials["port"], credentials["tls"], credentials["ca_sha256"]) == \
+        (config.mqtt_tls_port, True, announced)
     device.close()
     device.connected.clear()
-    own = device.connect(credentials["username"], credentials["password"])
+    own = device.connect(credentials["username"], credentials["password"],
+                         pinning.client_context(credentials["ca_pem"]))
     own.subscribe(reply_topic(device.id, "#"), qos=1)
     for seq in (1, 2, 3):
         frame = sign_frame(device.key, chain_id, device.id, "meter", seq,

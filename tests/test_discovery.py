@@ -15,6 +15,7 @@ from zeroconf import ServiceInfo
 
 from edge import discovery
 from edge.config import load
+from edge.mqtt.certs import ca_fingerprint
 from edge.discovery import (MQTT_SERVICE, SMARTSHARE_SERVICE, Advertiser, Browser, Watch,
                             find_gateway, find_peers)
 from edge.testnet import free_ports
@@ -145,9 +146,11 @@ def test_node_advertises_its_broker_and_p2p_port(node_factory):
 
     gateway = find_gateway(home.chain_id, timeout=15, interfaces=LOOPBACK)
     assert gateway is not None, node.log_tail(20)
-    assert (gateway["host"], gateway["port"]) == ("127.0.0.1", mqtt_port)
+    # Devices are sent to the TLS listener, with the fingerprint of the CA to pin.
+    assert (gateway["host"], gateway["port"]) == ("127.0.0.1", config.mqtt_tls_port)
     assert gateway["properties"] == {"txtvers": "1", "chain": home.chain_id, "node": pubkey,
-                                     "prov": config.mqtt_provision_password}
+                                     "prov": config.mqtt_provision_password,
+                                     "ca": ca_fingerprint(home.path)}
     peers = find_peers(home.chain_id, timeout=10, interfaces=LOOPBACK, limit=1)
     assert [(p["port"], p["properties"]["api"], p["properties"]["node"]) for p in peers] == \
         [(p2p_port, str(home.api_port), pubkey)]

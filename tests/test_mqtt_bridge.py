@@ -252,26 +252,29 @@ def test_frames_published_while_the_bridge_is_down_arrive_later(world):
 
 def test_join_requests_are_recorded_pending_and_bad_ones_refused(world):
     world.start_bridge()
-    joining = TestDevice(world, "weather")
-    impostor = TestDevice(world, "weather")
-    client = world.provisioner()
+    joining, impostor, other = (TestDevice(world, "weather") for _ in range(3))
+    client, second = world.provisioner(joining), world.provisioner(impostor)
     client.publish(world.provision_topic(joining), joining.join_request(), qos=1)
     # The topic names one device, the request carries another's key: refused.
     client.publish(world.provision_topic(joining),
                    join_request(impostor.pubkey, "weather"), qos=1)
-    client.publish(world.provision_topic(impostor), b"not json", qos=1)
+    # A provisioning client may announce only the device its client id names (the ACL).
+    client.publish(world.provision_topic(other), other.join_request(), qos=1)
+    second.publish(world.provision_topic(impostor), b"not json", qos=1)
     record = wait_for("the pending device", lambda: world.registry.get(joining.id))
     assert record["status"] == "pending" and record["kind"] == "weather"
-    wait_for("all three handled", lambda: world.bridges[0].stats()["provision_rejected"] == 2)
-    assert world.registry.get(impostor.id) is None
-    client.disconnect()
-    client.loop_stop()
+    assert record["source"] == "127.0.0.1"
+    wait_for("all handled", lambda: world.bridges[0].stats()["provision_rejected"] == 2)
+    assert world.registry.get(impostor.id) is None and world.registry.get(other.id) is None
+    for c in (client, second):
+        c.disconnect()
+        c.loop_stop()
 
 
 def test_provisioning_account_cannot_publish_frames(world):
     device = world.add_device()
     world.start_bridge()
-    client = world.provisioner()
+    client = world.provisioner(TestDevice(world, "weather"))
     client.publish(device.topic("meter"), device.frame("meter", 1, {}), qos=1).wait_for_publish(5)
     own = device.connect()
     mine = device.frame("meter", 1, {"mine": True})

@@ -22,6 +22,7 @@ from nacl.signing import SigningKey
 from edge.config import load
 from edge.discovery import Advertiser
 from edge.mqtt import ingest, sim_kinds
+from edge.mqtt.certs import ca_fingerprint
 from edge.mqtt.frames import Frame, sign_frame
 from edge.testnet import free_ports
 from tests import nodeproc
@@ -125,11 +126,10 @@ def test_no_gateway_is_one_clear_error(tmp_path):
 
 @pytest.fixture(scope="module")
 def gateway(module_node_factory):
-    """A node running its own Mosquitto: ``(home, mqtt port)``."""
-    port = free_ports(1)[0]
-    home = module_node_factory.home("gw", mqtt_port=port)
+    """A node running its own Mosquitto: ``(home, the port devices use: TLS)``."""
+    home = module_node_factory.home("gw", mqtt_port=free_ports(1)[0])
     module_node_factory.node(home)
-    return home, port
+    return home, load(home.path).mqtt_tls_port
 
 
 def simulate(home, port, kind, state_dir, frames, *extra):
@@ -208,7 +208,7 @@ def test_mdns_discovery_end_to_end(gateway, tmp_path):
                         api_port=home.api_port, p2p_port=home.api_port, mqtt_port=port,
                         chain_id=home.chain_id, node_id=b"\1" * 32, role="agent", version="t",
                         provision_password=config.mqtt_provision_password,
-                        interfaces=["127.0.0.1"])
+                        interfaces=["127.0.0.1"], ca_sha256=ca_fingerprint(home.path))
     with advert:
         out = simulate(home, None, "weather", tmp_path, 3, "--mdns-interface", "127.0.0.1")
     assert out["gateway"]["port"] == port and out["gateway"]["chain_id"] == home.chain_id
@@ -241,7 +241,9 @@ def test_node_run_simulate_all(node_factory, tmp_path):
     assert code == 0, text
     assert "node stopped" in text and "simulators: stopped 4 device(s)\n" in text
     assert not re.search(r"Traceback|[Ee]rror|failed|refused", text), text
-    assert not _listening(load(home.path).mqtt_port), "the node's Mosquitto outlived it"
+    config = load(home.path)
+    assert not _listening(config.mqtt_port) and not _listening(config.mqtt_tls_port), \
+        "the node's Mosquitto outlived it"
 
 
 def _alive(proc):

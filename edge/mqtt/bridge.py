@@ -33,6 +33,7 @@ the broker may already have given that id to another message.
 """
 
 import collections
+import re
 import threading
 import time
 import traceback
@@ -45,12 +46,16 @@ from edge.mqtt import ingest, schemas, topics
 from edge._fast.codec_py import FRAME_HELLO
 from edge.mqtt.frames import KIND_CODES, Frame, frame_message
 from edge.mqtt.provision import ProvisionError, read_join_request
-from edge.mqtt.ratelimit import Buckets, TokenBucket
+from edge.mqtt.devices import PENDING, DeviceError
+from edge.mqtt.onboarding import TRACKED, JoinLimiter
+from edge.mqtt.ratelimit import Buckets
 from edge.mqtt.sequence import AHEAD, BEHIND, MAX_SKIP, NEXT, RESTART, Position
 from edge.mqtt.topics import device_id_of
 
 U64_KEY = 8  # a frame key is device id (8 bytes) || u64be seq
-PROVISION_RATE, PROVISION_BURST = 5.0, 50  # join requests a second, all devices together
+REFUSAL_LOG_S = 10.0         # refused join requests are logged at most this often
+BROKER_LOG = "$SYS/broker/log/N"   # the broker's notices: who connected from where
+_CONNECTED = re.compile(r"New client connected from (\S+):\d+ as ([0-9a-f]{16}) \(")
 UNKNOWN_REFRESH_S = 1.0      # re-read the approved devices at most this often for unknown ids
 RATE_REPLY_INTERVAL_S = 1.0  # at most one reply a second per device for each of these codes:
 THROTTLED_REPLIES = (ingest.RATE_LIMITED, ingest.OUT_OF_ORDER)
@@ -120,11 +125,11 @@ class Bridge:
     def __init__(self, store, registry, *, host, port, username, password, client_id, chain_id,
                  log=print, metrics=None, batch_size=200, batch_ms=20,
                  rate_per_s=200, burst=1000, future_ms=300_000, on_commit=None,
-                 on_subscribed=None, max_pending=MAX_PENDING):
+                 on_subscribed=None, max_pending=MAX_PENDING, tls_context=None):
         if batch_size < 1 or batch_ms < 0:
             raise ValueError("batch_size must be >= 1 and batch_ms >= 0")
         self.store, self.registry = store, registry
-        self.host, self.port = host, port
+        self.host, self.port, self.tls_context = host, port, tls_context
         self.username, self.password, self.client_id = username, password, client_id
         self.chain_id = chain_id
         self.log, self.metrics = log, metrics
@@ -136,7 +141,9 @@ class Bridge:
         self.on_subscribed = on_subscribed
         self.max_pending = max_pending
         self._buckets = Buckets(rate_per_s, burst)
-        self._provision_bucket = TokenBucket(PROVISION_RATE, PROVISION_BURST, time.monotonic())
+        self._joins = JoinLimiter(time.monotonic())
+        self._sources = collections.OrderedDict()   # provisioning client id -> its address
+        self._refusals, self._refusal_logged = 0, -REFUSAL_LOG_S
         self._replied_at = {}    # (device id, code) -> when a throttled code was last replied
         self._reply_buckets = Buckets(*REPLY_RATE)
         self._stored_seq = {}    # device id -> its Position known stored (for receipts)
@@ -171,6 +178,8 @@ class Bridge:
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
                              clean_session=False, protocol=mqtt.MQTTv311, manual_ack=True)
         client.username_pw_set(self.username, self.password)
+        if self.tls_context is not None:
+            client.tls_set_context(self.tls_context)
         client.reconnect_delay_set(1, 30)
         client.max_inflight_messages_set(100)   # our own outgoing replies
         client.max_queued_messages_set(100_000)
@@ -244,7 +253,7 @@ class Bridge:
         self._bump_generation(True)
         with self._stats_lock:
             self._stats["connects"] += 1
-        client.subscribe([(topics.DEVICE_FRAMES, 1), (topics.PROVISIONING, 1)])
+        client.subscribe([(topics.DEVICE_FRAMES, 1), (topics.PROVISIONING, 1), (BROKER_LOG, 0)])
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self._bump_generation(False)
@@ -265,6 +274,8 @@ class Bridge:
             topic = msg.topic
         except UnicodeDecodeError:
             topic = None
+        if topic == BROKER_LOG:
+            return self._note_source(msg.payload)
         inbox = self._inbox
         while len(inbox) >= self.max_pending and not self._stopping:
             time.sleep(0.002)  # the worker is behind: stop reading, let TCP push back
@@ -568,28 +579,56 @@ class Bridge:
         if self._reply_buckets.take(device_id, mono):
             b.replies.append((device_id, code, message, seq, expected))
 
+    # -- join requests (onboarding.py) --------------------------------------------------------
+
+    def _note_source(self, payload):
+        """paho's thread: remember the address a provisioning client connected from (the ACL
+        lets it publish a join request only under its own client id)."""
+        found = _CONNECTED.search(payload.decode(errors="replace"))
+        if found is not None and "u'provision'" in payload.decode(errors="replace"):
+            address, client_id = found.groups()
+            self._sources[client_id] = address
+            self._sources.move_to_end(client_id)
+            while len(self._sources) > TRACKED:
+                self._sources.popitem(last=False)
+
     def _provision(self, topic_id, payload, mono):
-        """A join request: recorded as a pending device; refusals are only logged (the device
-        cannot read any reply before it is approved)."""
-        result = "accepted"
+        """A join request: recorded as a pending device within the limits of onboarding.py;
+        refusals are counted and logged now and then (the device cannot read any reply before
+        it is approved)."""
+        result, source = "accepted", self._sources.get(topic_id.hex(), "unknown")
         try:
-            if not self._provision_bucket.take(mono):
-                raise ProvisionError("too many join requests; try again later")
+            known = self.registry.get(topic_id)
+            refused = self._joins.allow(topic_id, source, mono,
+                                        listed=known is not None and known["status"] == PENDING)
+            if refused is not None:
+                raise ProvisionError(refused)
             pubkey, info = read_join_request(payload)
             if device_id_of(pubkey) != topic_id:
                 raise ProvisionError(f"pubkey is of device {device_id_of(pubkey).hex()}, not "
                                      f"{topic_id.hex()}")
-            record = self.registry.request(pubkey, info)
-            self.log(f"mqtt bridge: join request from device {topic_id.hex()} "
-                     f"({record['status']})")
+            try:
+                record = self.registry.request(pubkey, info, source=source)
+            except DeviceError as exc:
+                raise ProvisionError(str(exc)) from None
+            if record.get("last_request_ms") == record.get("requested_ms"):   # a new one
+                self.log(f"mqtt bridge: join request from device {topic_id.hex()} at {source} "
+                         f"({record['status']})")
         except ProvisionError as exc:
             result = "rejected"
-            self.log(f"mqtt bridge: join request on {topics.provision_topic(topic_id)} refused: "
-                     f"{exc}")
+            self._log_refusal(topic_id, exc, mono)
         with self._stats_lock:
             self._stats["provision_requests" if result == "accepted" else "provision_rejected"] += 1
         if self.metrics is not None:
             self.metrics.provision.labels(result=result).inc()
+
+    def _log_refusal(self, topic_id, exc, mono):
+        self._refusals += 1
+        if mono - self._refusal_logged >= REFUSAL_LOG_S:
+            more = f" ({self._refusals - 1} more refused since)" if self._refusals > 1 else ""
+            self.log(f"mqtt bridge: join request on {topics.provision_topic(topic_id)} refused: "
+                     f"{exc}{more}")
+            self._refusals, self._refusal_logged = 0, mono
 
     def _account(self, b, seconds):
         with self._stats_lock:

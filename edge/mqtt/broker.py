@@ -7,6 +7,7 @@ tests ``Broker.start`` runs it as a child process on its own port.
 """
 
 import ctypes
+import ipaddress
 import os
 import pwd
 import shutil
@@ -14,6 +15,7 @@ import signal
 import socket
 import subprocess
 import time
+from typing import NamedTuple
 
 BRIDGE_USER = "smartshare-bridge"
 PROVISION_USER = "provision"
@@ -44,12 +46,27 @@ def mosquitto_binary():
     return path
 
 
+class TlsListener(NamedTuple):
+    """Where devices and Home Assistant connect: TLS with the gateway's server certificate."""
+    host: str
+    port: int
+    certfile: str
+    keyfile: str
+
+
 class Broker:
-    """The files of one Mosquitto instance in ``directory``, and optionally its process."""
+    """The files of one Mosquitto instance in ``directory``, and optionally its process: a
+    plaintext listener on ``host:port`` (loopback only: the node's own clients; port 0 = none)
+    and, with ``tls``, the TLS listener devices use."""
 
     def __init__(self, directory, host, port, bridge_password, provision_password,
-                 run_as=None, home_assistant_password=""):
-        self.directory, self.host, self.port = directory, host, port
+                 run_as=None, home_assistant_password="", tls=None):
+        if port and not _loopback(host):
+            raise BrokerError(f"a plaintext listener may only be on loopback, not {host}: "
+                              "devices connect with TLS ([mqtt_tls] in config.toml)")
+        if not port and tls is None:
+            raise BrokerError("the broker needs a listener: [mqtt] port or [mqtt_tls] port")
+        self.directory, self.host, self.port, self.tls = directory, host, port, tls
         # Mosquitto started as root drops to this user; by default the node's own, which owns
         # these files (on the image: "mosquitto", with the files group-readable).
         self.run_as = run_as or pwd.getpwuid(os.geteuid()).pw_name
@@ -83,7 +100,6 @@ class Broker:
 user {self.run_as}
 per_listener_settings false
 allow_anonymous false
-listener {self.port} {self.host}
 password_file {self.path("passwd")}
 acl_file {self.path("acl")}
 persistence true
@@ -97,37 +113,45 @@ max_inflight_messages {MAX_INFLIGHT}
 max_packet_size 65536
 pid_file {self.path("mosquitto.pid")}
 log_dest file {self.path("mosquitto.log")}
+log_dest topic
 log_type error
 log_type warning
 log_type notice
 connection_messages true
-"""
+""" + self._listeners_text()
+
+    def _listeners_text(self):
+        text = f"listener {self.port} {self.host}\n" if self.port else ""
+        if self.tls is not None:
+            text += (f"listener {self.tls.port} {self.tls.host}\ncertfile {self.tls.certfile}\n"
+                     f"keyfile {self.tls.keyfile}\ntls_version tlsv1.2\n")
+        return text
 
     def _write_passwords(self, devices):
-        """Rebuild the password file: the bridge, the provisioning account, each device."""
+        """Rebuild the password file: the bridge, the provisioning account, each device. New
+        passwords go to a 0600 file that ``mosquitto_passwd -U`` hashes in place: a password
+        never appears on a command line (where the process list would show it)."""
         entries = {BRIDGE_USER: self.bridge_password, PROVISION_USER: self.provision_password}
         if self.home_assistant_password:
             entries[HOME_ASSISTANT_USER] = self.home_assistant_password
+        entries.update((user, pw) for user, pw in sorted(devices.items()) if pw is not None)
+        for user, password in entries.items():
+            if not user or ":" in user or "\n" in user + password or not password:
+                raise BrokerError(f"cannot store a password for user {user!r}")
         kept = self._stored_hashes()
         fresh = self.path("passwd.new")
-        open(fresh, "w").close()
-        os.chmod(fresh, 0o600)
-        for user, password in entries.items():
-            self._passwd(fresh, user, password)
-        with open(fresh, "a") as f:
-            for user, password in sorted(devices.items()):
-                if password is None and user in kept:
-                    f.write(kept[user])
-        for user, password in sorted(devices.items()):
-            if password is not None:
-                self._passwd(fresh, user, password)
-        os.replace(fresh, self.path("passwd"))
-
-    def _passwd(self, path, user, password):
-        result = subprocess.run(["mosquitto_passwd", "-b", path, user, password],
-                                capture_output=True, text=True)
+        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.writelines(f"{user}:{password}\n" for user, password in entries.items())
+        result = subprocess.run(["mosquitto_passwd", "-U", fresh], capture_output=True,
+                                text=True)
         if result.returncode != 0:
+            os.unlink(fresh)
             raise BrokerError(f"mosquitto_passwd failed: {result.stderr.strip()}")
+        with open(fresh, "a") as f:
+            f.writelines(kept[user] for user, pw in sorted(devices.items())
+                         if pw is None and user in kept)
+        os.replace(fresh, self.path("passwd"))
 
     def _stored_hashes(self):
         try:
@@ -154,12 +178,22 @@ connection_messages true
                 raise BrokerError(f"mosquitto exited ({self.process.returncode}); see "
                                   f"{self.path('mosquitto.log')}")
             try:
-                socket.create_connection((self.host, self.port), timeout=0.2).close()
+                socket.create_connection(self.local_address, timeout=0.2).close()
                 return
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise BrokerError(f"mosquitto did not listen on {self.host}:{self.port} in time")
+        raise BrokerError(f"mosquitto did not listen on {self.local_address} in time")
+
+    @property
+    def local_address(self):
+        """``(host, port)`` where clients on this machine reach the broker: the plaintext
+        listener, else the TLS one."""
+        if self.port:
+            return self.host, self.port
+        host = self.tls.host
+        return ("127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host,
+                self.tls.port)
 
     def _stop_stale(self):
         """Stop a broker an earlier run of this node left behind (its pid file is ours)."""
@@ -216,6 +250,13 @@ connection_messages true
         self.process = None
 
 
+def _loopback(host):
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _die_with_parent():
     """In the child: ask Linux to SIGTERM it when the node's process dies."""
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -223,18 +264,20 @@ def _die_with_parent():
 
 PR_SET_PDEATHSIG = 1
 
-# The bridge reads and writes the whole tree; the provisioning account may only announce devices
-# and read sealed credentials; Home Assistant reads its discovery configs and states and says
+# The bridge reads and writes the whole tree (and the broker's notices: who connected from
+# where); the provisioning account may only announce the device its client id names and read
+# sealed credentials; Home Assistant reads its discovery configs and states and says
 # when it comes online; a device (user name = its id) writes only its own frames and reads
 # only its own replies.
 ACL = """# Written by the SmartShare node; edits are overwritten.
 user smartshare-bridge
 topic readwrite ss/v1/#
 topic readwrite homeassistant/#
+topic read $SYS/broker/log/#
 
 user provision
-topic write ss/v1/provision/+
 topic read ss/v1/provision/+/credentials
+topic read ss/v1/ca
 
 user homeassistant
 topic read homeassistant/#
@@ -246,4 +289,6 @@ pattern write ss/v1/dev/%u/meter
 pattern write ss/v1/dev/%u/event
 pattern write ss/v1/dev/%u/data
 pattern read ss/v1/dev/%u/reply/#
+pattern read ss/v1/ca
+pattern write ss/v1/provision/%c
 """

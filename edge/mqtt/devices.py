@@ -13,6 +13,7 @@ import secrets
 import struct
 import time
 
+from edge.mqtt import onboarding
 from edge.mqtt.sequence import Position
 from edge.mqtt.topics import device_id_of
 
@@ -34,17 +35,39 @@ class DeviceRegistry:
         self.seqs = store.db("device_seq")
         self.frames = store.db("frames")
 
-    def request(self, pubkey, info):
-        """Record a join request (pending); a device already known keeps its status. Returns the
-        record. ``info`` is a small dict (kind, model, firmware) shown to the owner."""
-        device_id = device_id_of(pubkey)
-        record = self.get(device_id)
-        if record is not None:
+    def request(self, pubkey, info, source=None, now_ms=None):
+        """Record a join request (pending), within the limits of ``onboarding.py``; a device
+        already known keeps its status (a pending one is refreshed). Returns the record, or
+        raises DeviceError saying why it was refused. ``info`` is a small dict (kind, model,
+        firmware) shown to the owner; ``source`` where the request came from (an IP address;
+        None: the owner, on this machine, with no per-source limit)."""
+        device_id, now_ms = device_id_of(pubkey), now_ms if now_ms is not None else _now_ms()
+        return self.store.write(lambda txn: self._request(txn, device_id, pubkey, info, source,
+                                                          now_ms))
+
+    def _request(self, txn, device_id, pubkey, info, source, now_ms):
+        raw = txn.get(bytes(device_id), db=self.devices)
+        if raw is not None:
+            record = json.loads(raw)
+            if record["status"] == PENDING and \
+                    now_ms - record.get("last_request_ms", 0) >= onboarding.REFRESH_MS:
+                record["last_request_ms"] = now_ms
+                txn.put(bytes(device_id), _encode(record), db=self.devices)
             return record
+        pending = [(key.hex(), r) for key, r in ((k, json.loads(v)) for k, v in
+                                                 txn.cursor(db=self.devices))
+                   if r["status"] == PENDING]
+        try:
+            expired, evicted = onboarding.admit(pending, device_id.hex(), source, now_ms)
+        except ValueError as exc:
+            raise DeviceError(str(exc)) from None
+        for gone in expired + evicted:
+            txn.delete(bytes.fromhex(gone), db=self.devices)
         record = {"id": device_id.hex(), "pubkey": bytes(pubkey).hex(), "status": PENDING,
                   "kind": _short(info.get("kind")), "model": _short(info.get("model")),
-                  "firmware": _short(info.get("firmware")), "requested_ms": _now_ms()}
-        self._put(device_id, record)
+                  "firmware": _short(info.get("firmware")), "requested_ms": now_ms,
+                  "last_request_ms": now_ms, "source": source or "local"}
+        txn.put(bytes(device_id), _encode(record), db=self.devices)
         return record
 
     def approve(self, device_id):
@@ -116,8 +139,12 @@ class DeviceRegistry:
         return record
 
     def _put(self, device_id, record):
-        raw = json.dumps(record, sort_keys=True).encode()
+        raw = _encode(record)
         self.store.write(lambda txn: txn.put(bytes(device_id), raw, db=self.devices))
+
+
+def _encode(record):
+    return json.dumps(record, sort_keys=True).encode()
 
 
 def _short(value):

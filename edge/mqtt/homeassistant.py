@@ -343,9 +343,9 @@ class HomeAssistantLink:
     ingest path. ``refresh`` after an approval or revocation."""
 
     def __init__(self, registry, *, host, port, username, password, node_id, client_id=None,
-                 discovery_prefix=DISCOVERY_PREFIX, log=print):
+                 discovery_prefix=DISCOVERY_PREFIX, log=print, tls_context=None):
         self.registry, self.log = registry, log
-        self.host, self.port = host, port
+        self.host, self.port, self.tls_context = host, port, tls_context
         self.username, self.password = username, password
         self.client_id = client_id or f"smartshare-ha-{_hex(node_id)[:16]}"
         self.ha = HomeAssistant(self._publish, node_id=node_id, discovery_prefix=discovery_prefix)
@@ -368,6 +368,8 @@ class HomeAssistantLink:
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
                              protocol=mqtt.MQTTv311)
         client.username_pw_set(self.username, self.password)
+        if self.tls_context is not None:
+            client.tls_set_context(self.tls_context)
         client.reconnect_delay_set(1, 30)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

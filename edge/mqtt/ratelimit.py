@@ -40,6 +40,12 @@ class Buckets:
             bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, now)
         return bucket.take(now)
 
+    def __len__(self):
+        return len(self._buckets)
+
+    def clear(self):
+        self._buckets.clear()
+
     def forget(self, keep):
         """Drop the buckets of keys not in ``keep`` (revoked devices)."""
         for key in [k for k in self._buckets if k not in keep]:

@@ -6,12 +6,30 @@ Mosquitto drop it)."""
 import os
 import threading
 
+from edge.mqtt import certs
 from edge.mqtt.bridge import Bridge, BridgeMetrics
-from edge.mqtt.broker import BRIDGE_USER, Broker
+from edge.mqtt.broker import BRIDGE_USER, Broker, TlsListener
 from edge.mqtt.devices import APPROVED, DeviceRegistry
 from edge.mqtt.homeassistant import HomeAssistantLink
+from edge.mqtt.pinning import client_context, fingerprint
 from edge.mqtt.provision import seal_credentials
-from edge.mqtt.topics import credentials_topic
+from edge.mqtt.topics import CA_TOPIC, credentials_topic
+
+
+def broker_for(config):
+    """The node's Broker: the plaintext listener on loopback (``[mqtt]``, for the node's own
+    clients) and the TLS listener devices use (``[mqtt_tls]``), its certificates made first
+    when the home has none yet (certs.py)."""
+    tls = None
+    if config.mqtt_tls_port:
+        certs.ensure(config.home)
+        tls = TlsListener(config.mqtt_tls_host, config.mqtt_tls_port,
+                          certs.tls_path(config.home, certs.SERVER_CERT),
+                          certs.tls_path(config.home, certs.SERVER_KEY))
+    return Broker(config.path(config.mqtt_dir), config.mqtt_host, config.mqtt_port,
+                  config.mqtt_bridge_password, config.mqtt_provision_password,
+                  home_assistant_password=config.ha_password if config.ha_enabled else "",
+                  tls=tls)
 
 
 class DeviceService:
@@ -21,17 +39,17 @@ class DeviceService:
     def __init__(self, config, store, chain_id, node_id, log=print, metrics_registry=None):
         self.config, self.chain_id, self.log = config, chain_id, log
         self.registry = DeviceRegistry(store)
-        self.broker = Broker(config.path(config.mqtt_dir), config.mqtt_host, config.mqtt_port,
-                             config.mqtt_bridge_password, config.mqtt_provision_password,
-                             home_assistant_password=config.ha_password
-                             if config.ha_enabled else "")
+        self.broker = broker_for(config)
+        self.ca_pem = certs.ca_pem(config.home) if config.mqtt_tls_port else None
+        host, port = self.broker.local_address
+        context = None if config.mqtt_port else client_context(self.ca_pem)
         self.home_assistant = None
         if config.ha_enabled:
             self.home_assistant = HomeAssistantLink(
-                self.registry, host=config.mqtt_host, port=config.mqtt_port,
+                self.registry, host=host, port=port, tls_context=context,
                 username=BRIDGE_USER, password=config.mqtt_bridge_password,
                 node_id=node_id.hex()[:16], discovery_prefix=config.ha_discovery_prefix, log=log)
-        self.bridge = Bridge(store, self.registry, host=config.mqtt_host, port=config.mqtt_port,
+        self.bridge = Bridge(store, self.registry, host=host, port=port, tls_context=context,
                              username=BRIDGE_USER, password=config.mqtt_bridge_password,
                              client_id=f"smartshare-bridge-{node_id.hex()[:16]}",
                              chain_id=chain_id, log=log,
@@ -48,10 +66,24 @@ class DeviceService:
         if self.config.mqtt_run_broker:
             self.broker.start()
         self.bridge.start()
+        if self.ca_pem is not None:   # what a joining device checks against its fingerprint
+            self.bridge.publish(CA_TOPIC, self.ca_pem.encode(), qos=1, retain=True)
         if self.home_assistant is not None:
             self.home_assistant.start()
-        self.log(f"devices: broker {self.config.mqtt_host}:{self.config.mqtt_port}, "
+        self.log(f"devices: broker {self.listeners()}, "
                  f"{len(self.registry.approved())} approved device(s)")
+
+    def ca_fingerprint(self):
+        """The gateway CA's SHA-256 (hex), announced by mDNS; "" without TLS."""
+        return fingerprint(self.ca_pem) if self.ca_pem else ""
+
+    def listeners(self):
+        config = self.config
+        out = [f"{config.mqtt_host}:{config.mqtt_port} (plaintext)"] if config.mqtt_port else []
+        if config.mqtt_tls_port:
+            out.append(f"{config.mqtt_tls_host}:{config.mqtt_tls_port} (TLS, CA "
+                       f"{fingerprint(self.ca_pem)[:16]})")
+        return ", ".join(out)
 
     def stop(self):
         if self.home_assistant is not None:
@@ -69,8 +101,7 @@ class DeviceService:
         self.bridge.refresh_devices()
         self._refresh_home_assistant()
         credentials = {"username": device_id.hex(), "password": password,
-                       "host": self.config.mqtt_host, "port": self.config.mqtt_port,
-                       "chain_id": self.chain_id}
+                       "chain_id": self.chain_id, **self._where()}
         sent = self.bridge.publish(credentials_topic(device_id),
                                    seal_credentials(bytes.fromhex(record["pubkey"]), credentials),
                                    qos=1, retain=True)
@@ -100,6 +131,15 @@ class DeviceService:
                 self.log(f"devices: credentials not confirmed by the broker: {exc}")
         threading.Thread(target=wait_and_save, name="save-credentials", daemon=True).start()
 
+    def _where(self):
+        """Where an approved device connects: the TLS listener and the CA it pins (the
+        plaintext one, on loopback, only when there is no TLS listener)."""
+        config = self.config
+        if not config.mqtt_tls_port:
+            return {"host": config.mqtt_host, "port": config.mqtt_port, "tls": False}
+        return {"host": config.mqtt_tls_host, "port": config.mqtt_tls_port, "tls": True,
+                "ca_sha256": fingerprint(self.ca_pem), "ca_pem": self.ca_pem}
+
     def _refresh_home_assistant(self):
         """Show an approved device in HA / remove a revoked one's entities."""
         if self.home_assistant is not None:
@@ -110,7 +150,7 @@ class DeviceService:
         return {r["id"]: None for r in self.registry.all() if r["status"] == APPROVED}
 
     def status(self):
-        return {"broker": f"{self.config.mqtt_host}:{self.config.mqtt_port}",
+        return {"broker": self.listeners(),
                 "device_count": len(self.registry.all()), "bridge": self.bridge.stats(),
                 "home_assistant": self.home_assistant.stats()
                 if self.home_assistant is not None else None,

@@ -7,7 +7,7 @@ import threading
 import time
 
 from edge.client import ApiClient, ApiError
-from edge.mqtt.simulators import Gateway, SimulatedDevice, SimulatorError
+from edge.mqtt.simulators import Gateway, SimulatedDevice, SimulatorError, gateway_with_ca
 
 APPROVE_TIMEOUT_S = 30.0       # --approve: wait this long for the node to list the join request
 DEVICES_TIMEOUT_S = 60.0       # node run --simulate: wait this long for the node's devices
@@ -131,10 +131,7 @@ class NodeSimulators:
                 return
             # The node made the home's API token (if there was none) before it answered.
             client = ApiClient.for_home(self.config.home, self.config.api_url, timeout=5.0)
-            host = self.config.mqtt_host
-            gateway = Gateway("127.0.0.1" if host in ("", "0.0.0.0", "::") else host,
-                              self.config.mqtt_port, self.config.mqtt_provision_password,
-                              chain_id, "this node")
+            gateway = self._gateway(chain_id)
             reporter = threading.Thread(target=self._report, name="simulators-log", daemon=True)
             reporter.start()
             results = run_simulators(device_plan(self.kinds, 1),
@@ -148,6 +145,20 @@ class NodeSimulators:
                      + (f", {len(failed)} failed: {failed[0]['error']}" if failed else ""))
         except Exception as exc:  # noqa: BLE001 - never take the node down
             self.log(f"stopped: {type(exc).__name__}: {exc}")
+
+    def _gateway(self, chain_id):
+        """The node's own broker: its TLS listener with the home's CA, like a device on the
+        LAN would use (else its plaintext one on loopback)."""
+        config = self.config
+        if not config.mqtt_tls_port:
+            return Gateway(config.mqtt_host, config.mqtt_port, config.mqtt_provision_password,
+                           chain_id, "this node", tls=False)
+        from edge.mqtt.certs import ca_pem
+        host = config.mqtt_tls_host
+        gateway = Gateway("127.0.0.1" if host in ("", "0.0.0.0", "::") else host,
+                          config.mqtt_tls_port, config.mqtt_provision_password, chain_id,
+                          "this node")
+        return gateway_with_ca(gateway, ca_pem(config.home))
 
     def _wait_for_devices(self, client, timeout=DEVICES_TIMEOUT_S):
         """The chain id once the node's API answers with its devices (the API comes up before

@@ -34,9 +34,10 @@ from edge.mqtt import sim_kinds
 from edge.mqtt.broker import PROVISION_USER
 from edge.mqtt.frames import Frame, sign_frame
 from edge.mqtt.outbox import MAX_KEPT, Outbox
+from edge.mqtt import pinning
 from edge.mqtt.provision import ProvisionError, join_request, open_credentials
-from edge.mqtt.topics import (credentials_topic, device_id_of, device_topic, provision_topic,
-                              reply_topic)
+from edge.mqtt.topics import (CA_TOPIC, credentials_topic, device_id_of, device_topic,
+                              provision_topic, reply_topic)
 
 STATE_FILE = "device.json"
 OUTBOX_FILE = "outbox.bin"
@@ -54,16 +55,33 @@ class SimulatorError(Exception):
 
 
 class Gateway(NamedTuple):
-    """Where the devices connect: the broker, its onboarding password and (if known) the chain."""
+    """Where the devices connect: the broker, its onboarding password, (if known) the chain,
+    and its TLS: the fingerprint of the gateway's CA (from mDNS) and/or the CA itself (a file
+    the owner gave). ``tls`` False only for a plaintext broker on loopback (development)."""
     host: str
     port: int
     provision_password: str
     chain_id: str | None = None
     name: str = ""
+    ca_sha256: str | None = None
+    ca_pem: str | None = None
+    tls: bool = True
 
     def __str__(self):
         chain = f", chain {self.chain_id}" if self.chain_id else ""
-        return f"{self.name + ' at ' if self.name else ''}{self.host}:{self.port}{chain}"
+        tls = f", TLS (CA {self.ca_sha256[:16]})" if self.tls and self.ca_sha256 else \
+            ("" if self.tls else ", no TLS")
+        return f"{self.name + ' at ' if self.name else ''}{self.host}:{self.port}{chain}{tls}"
+
+
+def gateway_with_ca(gateway, pem):
+    """``gateway`` that trusts the CA ``pem`` (its fingerprint checked against an announced one)."""
+    try:
+        if gateway.ca_sha256:
+            pinning.check(pem, gateway.ca_sha256)
+        return gateway._replace(ca_pem=pem, ca_sha256=pinning.fingerprint(pem))
+    except pinning.PinningError as exc:
+        raise SimulatorError(str(exc)) from None
 
 
 def discover(chain_id=None, timeout=5.0, interfaces=None):
@@ -76,7 +94,8 @@ def discover(chain_id=None, timeout=5.0, interfaces=None):
                              "network, or pass --broker HOST:PORT")
     props = found["properties"]
     return Gateway(found["host"], int(found["port"]), props["prov"], props.get("chain") or None,
-                   found.get("name", ""))
+                   found.get("name", ""), ca_sha256=props.get("ca") or None,
+                   tls=bool(props.get("ca")))
 
 
 class DeviceState:
@@ -239,18 +258,80 @@ class SimulatedDevice:
                      f"{chain}: joining again")
             self._forget_credentials()
             return False
+        announced, pinned = self.gateway.ca_sha256, creds.get("ca_sha256")
+        if self.gateway.tls and (not pinned or (announced and pinned != announced)):
+            self.log(f"the device pinned CA {(pinned or 'none')[:16]}, the gateway shows "
+                     f"{(announced or 'another')[:16]}: joining again (the owner re-approves it)")
+            self._forget_credentials()
+            return False
         return True
 
     def _forget_credentials(self):
         self.state.credentials = None
         self.state.save()
 
-    def _client(self, client_id, username, password, clean):
+    def _client(self, client_id, username, password, clean, context=None):
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                              clean_session=clean, protocol=mqtt.MQTTv311)
         client.username_pw_set(username, password)
+        if context is not None:
+            client.tls_set_context(context)
         client.reconnect_delay_set(1, 10)
         return client
+
+    # -- TLS: the gateway's CA, pinned ----------------------------------------------------------
+
+    def _joining_context(self):
+        """The TLS context for onboarding: the CA given, else the one the broker hands out,
+        kept only if its fingerprint is the announced one (docs/protocol.md §15.3)."""
+        gw = self.gateway
+        if not gw.tls:
+            return None
+        if gw.ca_pem is None:
+            if not gw.ca_sha256:
+                raise SimulatorError("the gateway's CA is unknown: find the gateway by mDNS, or "
+                                     "give its CA with --ca-file (<home>/tls/ca.crt)")
+            self.gateway = gateway_with_ca(gw, self._fetch_ca())
+            self.log(f"gateway CA {self.gateway.ca_sha256[:16]}... matches its announcement")
+        return pinning.client_context(self.gateway.ca_pem)
+
+    def _fetch_ca(self):
+        """The CA the broker keeps retained on ``ss/v1/ca``, read once without verification."""
+        gw, got = self.gateway, []
+        arrived = threading.Event()
+        client = self._client(f"{self.id}-ca", PROVISION_USER, gw.provision_password, True,
+                              pinning.unverified_context())
+
+        def on_connect(c, userdata, flags, reason, properties):
+            if not reason.is_failure:
+                c.subscribe(CA_TOPIC, qos=1)
+
+        def on_message(c, userdata, msg):
+            got.append(msg.payload.decode(errors="replace"))
+            arrived.set()
+
+        client.on_connect, client.on_message = on_connect, on_message
+        client.connect_async(gw.host, gw.port, keepalive=30)
+        client.loop_start()
+        try:
+            if not self._wait(arrived, f"the gateway's CA from {gw.host}:{gw.port}",
+                              CONNECT_TIMEOUT_S):
+                raise SimulatorError("stopped while fetching the gateway's CA")
+        finally:
+            self._close(client)
+        return got[-1]
+
+    def _device_context(self):
+        """The TLS context of the device's own connection: the CA its sealed credentials
+        carry (pinned at onboarding); None on a plaintext broker."""
+        creds = self.state.credentials
+        if not self.gateway.tls:
+            return None
+        pem = creds.get("ca_pem")
+        if not pem:
+            raise SimulatorError("the device's credentials carry no gateway CA (a gateway "
+                                 "without TLS?); delete its folder to onboard it again")
+        return pinning.client_context(pem)
 
     def _wait(self, event, what, timeout=None):
         """Wait for ``event`` while not stopping; False when stopping, SimulatorError on time."""
@@ -266,10 +347,12 @@ class SimulatedDevice:
 
     def _onboard(self):
         """Ask to join as the provisioning user and wait for the sealed credentials."""
+        context = self._joining_context()
         gw, state = self.gateway, self.state
         sealed, connected, refused = [], threading.Event(), []
         got = threading.Event()
-        client = self._client(f"{self.id}-join", PROVISION_USER, gw.provision_password, True)
+        client = self._client(self.id, PROVISION_USER, gw.provision_password, True,
+                              context)
 
         def on_connect(c, userdata, flags, reason, properties):
             if reason.is_failure:
@@ -333,7 +416,8 @@ class SimulatedDevice:
         """A client logged in as the device itself, subscribed to its replies; None when the
         broker keeps refusing it (revoked, or the node forgot it) or when stopping."""
         creds, connected = self.state.credentials, threading.Event()
-        client = self._client(self.id, creds["username"], creds["password"], False)
+        client = self._client(self.id, creds["username"], creds["password"], False,
+                              self._device_context())
         self._refusals = 0
 
         def on_connect(c, userdata, flags, reason, properties):

@@ -4,6 +4,7 @@
     ss/v1/dev/<id>/reply/error|receipt|quote   the node's answers to that device
     ss/v1/provision/<id>                       an unapproved device announces itself
     ss/v1/provision/<id>/credentials           its credentials, sealed to its key (retained)
+    ss/v1/ca                                   the gateway's CA certificate, PEM (retained)
 
 ``<id>`` is the device id: 16 lowercase hex characters, the first 8 bytes of
 ``H("ss/device", device public key)``.
@@ -17,6 +18,7 @@ ROOT = "ss/v1"
 FRAME_KINDS = ("hello", "meter", "event", "data")
 DEVICE_FRAMES = f"{ROOT}/dev/+/+"
 PROVISIONING = f"{ROOT}/provision/+"
+CA_TOPIC = f"{ROOT}/ca"
 TAG_DEVICE = b"ss/device"
 ID_RE = re.compile(r"^[0-9a-f]{16}$")
 _DEVICE_TOPIC = re.compile(rf"^{ROOT}/dev/([0-9a-f]{{16}})/([a-z]+)$")
