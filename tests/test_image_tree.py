@@ -157,9 +157,9 @@ def test_boots_under_systemd(tree, tmp_path):
 
 def self_check(box):
     """A device approved through the sandboxed node (which reloads the sandboxed broker) sends
-    frames; then a hung node is killed by the watchdog and comes back."""
+    frames over TLS (the gateway's CA, made at first boot); then a hung node is killed by the watchdog and comes back."""
     simulate = box.run("smartshare", "device", "simulate", "weather", "--approve", "--frames",
-                       "3", "--broker", "127.0.0.1:1883", "--state-dir", "/tmp/sim",
+                       "3", "--broker", "127.0.0.1:8883", "--state-dir", "/tmp/sim",
                        timeout=120)
     assert simulate.returncode == 0 and "3 frame(s)" in simulate.stdout, \
         simulate.stdout + simulate.stderr
