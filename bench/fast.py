@@ -5,6 +5,8 @@ Measures, side by side on this machine:
     many threads as there are cores (the limit), and the pure reference;
   * decode + encode of a block of 1,000 transfers, compiled vs reference codec;
   * 1,000 SMT updates + root on a 10,000-key tree in LMDB, compiled vs reference inner loop;
+  * the same on a 1,000,000-key tree in LMDB synced like the node (sync on), with and without
+    the synced commit (``--big-tree 0`` leaves it out; the prefill takes a while);
   * batch leaf hashing vs a Python loop over hashlib;
   * full validation of a 1,000-transfer block (decode, verify, execute, SMT, commit) in tx/s,
     each round beside the raw verify limit on 1,000 signatures (the ratio is their median).
@@ -156,6 +158,51 @@ def bench_smt(rounds, prefill=10_000, updates=1_000):
             "smt_inner_loop_speedup": inner["reference"] / inner["compiled"]}
 
 
+def bench_smt_big(rounds, prefill=1_000_000, updates=1_000, chunk=50_000):
+    """Both engines on ONE tree of ``prefill`` keys in an LMDB opened with sync on, as the node
+    opens its own: each round the reference computes the update in a transaction it aborts,
+    then the compiled engine computes the same update and commits it (synced). The speedup is
+    given for the update alone and with the synced commit both would pay."""
+    rng = random.Random(12)
+    best = {"reference": float("inf"), "compiled": float("inf"), "commit": float("inf")}
+    with tempfile.TemporaryDirectory(prefix="bench-fast-big-") as path:
+        env = lmdb.open(path, max_dbs=8, map_size=1 << 40, sync=True)
+        dbs = [env.open_db(name) for name in (b"nodes", b"roots", b"stale")]
+        trees = {"reference": ReferenceTree(*dbs), "compiled": CompiledTree(*dbs)}
+        keys = [rng.randbytes(32) for _ in range(prefill)]
+        version = None
+        for start in range(0, prefill, chunk):
+            with env.begin(write=True) as txn:
+                new = 0 if version is None else version + 1
+                trees["compiled"].update(txn, version, new,
+                                         {k: rng.randbytes(40) for k in keys[start:start + chunk]})
+                version = new
+        for _ in range(rounds):
+            changes = {k: rng.randbytes(40) for k in rng.sample(keys, updates * 7 // 10)}
+            changes.update({rng.randbytes(32): rng.randbytes(40)
+                            for _ in range(updates - len(changes))})
+            roots = set()
+            for name in ("reference", "compiled"):
+                txn = env.begin(write=True)
+                start = time.perf_counter()
+                roots.add(trees[name].update(txn, version, version + 1, changes))
+                best[name] = min(best[name], time.perf_counter() - start)
+                if name == "reference":
+                    txn.abort()
+                    continue
+                start = time.perf_counter()
+                txn.commit()
+                best["commit"] = min(best["commit"], time.perf_counter() - start)
+            assert len(roots) == 1, "the twins disagree on the root"
+            version += 1
+        env.close()
+    return {"smt_1m_keys": prefill, "smt_1m_speedup": best["reference"] / best["compiled"],
+            "smt_1m_speedup_with_commit": (best["reference"] + best["commit"])
+            / (best["compiled"] + best["commit"]),
+            "smt_1m_updates_per_s": updates / best["compiled"],
+            "smt_1m_commit_ms": best["commit"] * 1e3}
+
+
 def time_inner_loop(tree, txn, version, changes):
     """The engine's update alone (reads through LMDB, writes nothing) on the version just made."""
     keys = sorted(changes)
@@ -241,12 +288,18 @@ def bench_genesis(senders, producer, params):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
+    parser.add_argument("--big-tree", type=int, default=None, metavar="KEYS",
+                        help="keys of the synced large-tree SMT comparison (default 1000000; "
+                             "100000 with --quick; 0: skip it)")
     args = parser.parse_args()
+    big = args.big_tree if args.big_tree is not None else (100_000 if args.quick else 1_000_000)
     rounds = 2 if args.quick else 5
     figures = {"threads": THREADS, "implementation": _fast.IMPLEMENTATION}
     figures.update(bench_verify(2000 if args.quick else 8000, rounds))
     figures.update(bench_codec(rounds))
     figures.update(bench_smt(rounds))
+    if big:
+        figures.update(bench_smt_big(rounds, prefill=big))
     figures.update(bench_hash(rounds))
     figures.update(bench_block(3 if args.quick else 7))
     print_table(figures)
@@ -261,6 +314,9 @@ TARGETS = [
     ("codec_speedup", "codec block round trip", "x", 10),
     ("smt_speedup", "SMT 1,000 updates + root", "x", 5),
     ("smt_inner_loop_speedup", "  of which the inner loop alone", "x", None),
+    ("smt_1m_speedup", "SMT 1,000 updates + root, big tree, sync", "x", None),
+    ("smt_1m_speedup_with_commit", "  the same with its synced commit", "x", None),
+    ("smt_1m_commit_ms", "  synced commit of those 1,000 (compiled)", "ms", None),
     ("hash_speedup", "batch leaf hashing vs hashlib loop", "x", None),
     ("block_validate_txs_per_s", "1,000-transfer block validation", "tx/s", None),
     ("block_validate_ratio", "block validation / verify limit (median)", "x", 0.50),
@@ -270,7 +326,11 @@ TARGETS = [
 def print_table(f):
     print(f"edge/_fast on {f['threads']} threads ({f['implementation']} build)")
     print(f"{'measure':<40}{'value':>14}   target")
+    if "smt_1m_keys" in f:
+        print(f"(big tree: {f['smt_1m_keys']:,} keys in LMDB with sync on)")
     for key, label, unit, target in TARGETS:
+        if key not in f:
+            continue
         value = f[key]
         shown = f"{value:,.0f} {unit}" if unit != "x" else f"{value:.2f} x"
         verdict = "" if target is None else (f">= {target}  " + ("ok" if value >= target

@@ -21,8 +21,9 @@ from edge.mqtt.frames import Frame
 from edge.mqtt.topics import parse_device_id
 from edge.values_json import from_value, to_value
 from edge import _fast
-from edge.api_access import TXS_BODY, Access, allowed_hosts, is_loopback
+from edge.api_access import TXS_BODY, Access, allowed_hosts
 from edge.api_tokens import TokenStore
+from edge.config import is_loopback
 
 VERSION = "0.1.0"
 MAX_BATCH = 10_000

@@ -6,7 +6,6 @@ allowed host on the API's port (so another site's page cannot drive it). Everyth
 needs ``Authorization: Bearer <token>`` (``api_tokens.py``). Bodies are limited per route.
 """
 
-import ipaddress
 import socket
 
 from aiohttp import web
@@ -15,15 +14,6 @@ SMALL_BODY = 64 << 10            # every route but the one that takes transactio
 TXS_BODY = 8 << 20               # POST /v1/txs: up to 10,000 transactions in hex
 SAFE_METHODS = ("GET", "HEAD")
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
-
-
-def is_loopback(host):
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def allowed_hosts(bind_host, extra=(), machine_addresses=None):

@@ -191,7 +191,7 @@ def load_file(path):
                        (config.mqtt_tls_port, "[mqtt_tls] port")):
         if not 0 <= port < 65536 or (name == "[api] port" and port == 0):
             raise ConfigError(f"{path}: {name} must be 1..65535")
-    if config.mqtt_port and not _loopback(config.mqtt_host):
+    if config.mqtt_port and not is_loopback(config.mqtt_host):
         raise ConfigError(f"{path}: [mqtt] host {config.mqtt_host!r}: the plaintext listener may "
                           "only be on loopback (127.0.0.1); devices and Home Assistant connect "
                           "with TLS on [mqtt_tls] port")
@@ -214,7 +214,8 @@ def _check_p2p_limits(config, path):
             raise ConfigError(f"{path}: [p2p] {name} must be at least 1, not {value}")
 
 
-def _loopback(host):
+def is_loopback(host):
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
     try:
         return host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:

@@ -489,12 +489,14 @@ def _lock_data_dir(data_dir):
 
 def check_secret_files(config):
     """Refuse to start when a file holding secrets is open to other users (or not ours): the
-    config (broker passwords), the node key, the API tokens, the broker's files. Makes the
-    home's CLI token on first start."""
+    config (broker passwords), the node key, the API tokens, the broker's password file, the
+    TLS keys. Makes the home's CLI token on first start."""
     ensure_cli_token(config.home)
     paths = [config.file, config.path(config.key_file), config.path(TOKEN_FILE)]
     paths += [p for p in (config.path(CLIENTS_FILE),
-                          os.path.join(config.path(config.mqtt_dir), "passwd"))
+                          os.path.join(config.path(config.mqtt_dir), "passwd"),
+                          os.path.join(config.home, "tls", "ca.key"),
+                          os.path.join(config.home, "tls", "server.key"))
               if os.path.exists(p)]
     for path in paths:
         check_private(path)

@@ -69,3 +69,18 @@ def test_one_node_per_data_folder(home):
     with pytest.raises(NodeError, match="already running"):
         open_node(home)
     first.store.close()
+
+
+@pytest.mark.parametrize("name", ["config.toml", "node_key.json", "api_token"])
+def test_a_secret_file_open_to_others_stops_the_start(home, name):
+    import os
+    from chain.keys import KeyFileError
+    from chain.secretfile import SecretFileError
+    first = open_node(home)                 # the first start made api_token
+    first.store.close()
+    first._lock.close()
+    path = os.path.join(home, name)
+    os.chmod(path, 0o644)
+    with pytest.raises((SecretFileError, KeyFileError), match=r"chmod 600") as raised:
+        open_node(home)
+    assert name in str(raised.value)
