@@ -32,6 +32,7 @@ class BlockSigner:
         self.last_source = self.last_target = 0
         self.recovering = False
         self.recover_until_height = None  # set once the node knows the head (recovery only)
+        self.recovery_end = None  # why the recovery ended, for the log
         if watermark_path is not None:
             self._load()
 
@@ -86,7 +87,7 @@ class BlockSigner:
     def observe(self, vote, head_height, window):
         """A vote signed by this key that this process did not make (from before a restart,
         seen in a block or from a peer) raises the watermark. While recovering, seeing its
-        own vote for the current round or the one before ends the recovery."""
+        own vote for the round the recovery started in (or later) ends the recovery."""
         if vote.producer != self.pubkey:
             return
         self.last_source = max(self.last_source, vote.source_round)
@@ -95,18 +96,23 @@ class BlockSigner:
             self.check_recovery(head_height, window, own_vote_round=vote.target_round)
 
     def check_recovery(self, head_height, window, current_round=None, own_vote_round=None):
-        """End the recovery when the head is ``window`` blocks past the highest head known when
-        the key first had a slot (``head_height`` then), or when this key's own vote for that
-        round or the one before has been seen."""
+        """End the recovery when the head is ``window`` blocks past the head this node held when
+        it first had a slot while caught up with the network (``head_height`` then), or when
+        this key's own vote for that round or a later one has been seen: a vote signed before
+        the restart targets a round no later than that one, so the watermark then covers it."""
         if not self.recovering:
             return
         if self.recover_until_height is None:
             self.recover_until_height = head_height + window
             self._start_round = current_round
         recent = (own_vote_round is not None and self._start_round is not None
-                  and own_vote_round >= self._start_round - 1)
+                  and own_vote_round >= self._start_round)
         if head_height >= self.recover_until_height or recent:
             self.recovering = False
+            self.recovery_end = (f"saw its own vote for round {own_vote_round} (recovery began in "
+                                 f"round {self._start_round})" if recent else
+                                 f"head {head_height} is the evidence window past "
+                                 f"{self.recover_until_height - window}")
             self._save()
 
     def _load(self):

@@ -305,13 +305,35 @@ class Node:
         for vote in self.vote_pool.add(block.votes):
             signer = self.signers.get(vote.producer)
             if signer is not None:
-                signer.observe(vote, self.known_head_height(),
+                signer.observe(vote, self.ledger.head.height,
                                self.ledger.params.evidence_window)
+                self._log_recovery_end(signer)
+
+    def _log_recovery_end(self, signer):
+        if signer.recovery_end is not None:
+            self.log(f"producer {signer.keypair.address_text}: votes again: {signer.recovery_end}")
+            signer.recovery_end = None
 
     def known_head_height(self):
-        """The highest head this node knows of: its own, or one a peer announced."""
+        """The highest head this node knows of: its own, or one a peer announced (a peer that
+        overstates it only makes a wiped producer wait longer)."""
         peers = self.network.peers.values() if self.network is not None else ()
         return max([self.ledger.head.height] + [peer.head_height for peer in peers])
+
+    def caught_up(self, schedule):
+        """True once this node holds the network's chain, so a wiped producer's evidence window
+        can start (docs/protocol.md §13): its head is from this round or the one before, it
+        has a peer whenever it has seeds, and its LIB has reached every LIB a peer announced.
+        A node still syncing, or alone on blocks of its own, is not caught up."""
+        ledger = self.ledger
+        if ledger.head.slot < schedule.start_slot - len(schedule.producers):
+            return False
+        if self.network is None:
+            return True
+        peers = list(self.network.peers.values())
+        if self.network.manager.seeds and not peers:
+            return False
+        return all(peer.lib_height <= ledger.lib_height for peer in peers)
 
     def _on_double_production(self, first, second):
         """Report double production seen on the network with an evidence transaction."""
@@ -336,8 +358,10 @@ class Node:
                 self._pick_up_rotated_key()
             signer = self.signers.get(scheduled)
             if signer is not None:
-                signer.check_recovery(self.known_head_height(), ledger.params.evidence_window,
-                                      schedule.round)
+                if signer.recovering and self.caught_up(schedule):
+                    signer.check_recovery(self.known_head_height(),
+                                          ledger.params.evidence_window, schedule.round)
+                    self._log_recovery_end(signer)
                 try:
                     self.produce(slot, signer)
                 except ProducerError as exc:

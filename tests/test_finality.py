@@ -338,10 +338,14 @@ def test_a_producer_that_lost_its_watermark_waits_before_voting(tmp_path):
     assert wiped.recovering
     wiped.check_recovery(head_height=120, window=20, current_round=9)
     assert not wiped.recovering
-    # ... or until it sees its own vote for the round before the one it started in
+    assert "evidence window" in wiped.recovery_end
+    # ... or until it sees its own vote for the round it started in (an older one is not
+    # enough: it may have voted for that round before the card was wiped)
     again = BlockSigner(KeyPair.from_seed(b"\x35" * 32), str(tmp_path / "none.json"))
     again.check_recovery(head_height=100, window=20, current_round=7)
-    old = FinalityVote(again.pubkey, 5, bytes(32), 6, bytes(32))
-    again.observe(old, head_height=101, window=20)
-    assert not again.recovering and again.last_target == 6
-    assert not again.may_vote((5, bytes(32), 6, b"\x01" * 32))
+    again.observe(FinalityVote(again.pubkey, 5, bytes(32), 6, bytes(32)), 101, window=20)
+    assert again.recovering and again.last_target == 6
+    again.observe(FinalityVote(again.pubkey, 6, bytes(32), 7, bytes(32)), 102, window=20)
+    assert not again.recovering and again.last_target == 7
+    assert "own vote for round 7" in again.recovery_end
+    assert not again.may_vote((6, bytes(32), 7, b"\x01" * 32))
