@@ -14,6 +14,7 @@ from chain.errors import BlockRejected, StaleBlock
 from chain.p2p import (BlockMsg, Blocks, DecodeError, GetBlocks, GetHeaders, GetProof, Headers,
                        Hello, P2PError, ProofMsg, TxMsg, Txs)
 from chain.p2p.peers import PeerManager
+from chain.light.serve import LightServer, light_form
 
 SYNC_BATCH = 200
 GOSSIP_FLUSH_S = 0.05
@@ -49,6 +50,7 @@ class PeerNetwork:
         self.on_double_production = on_double_production
         self.on_block_seen = on_block_seen or (lambda block: None)
         self.now_ms, self.log, self.agent_name = now_ms, log, agent_name
+        self.light = LightServer(ledger)
         self.manager = PeerManager(keypair, ledger.chain_id, ledger.genesis.hash, host=host,
                                    port=port, seeds=seeds, limits=limits, hello=self._hello,
                                    dispatch=self._dispatch, log=log)
@@ -95,7 +97,8 @@ class PeerNetwork:
     def _handlers(self):
         return {Hello: self._on_hello, TxMsg: self._on_tx, Txs: self._on_txs,
                 BlockMsg: self._on_block, GetBlocks: self._on_get_blocks, Blocks: self._on_blocks,
-                GetHeaders: self._on_get_headers, GetProof: self._on_get_proof}
+                GetHeaders: self._on_get_headers, GetProof: self._on_get_proof,
+                **self.light.handlers()}
 
     async def _on_hello(self, peer, hello):
         await self._sync_from(peer)
@@ -241,9 +244,16 @@ class PeerNetwork:
                 self._send_all(Txs(tuple(batch)), None)
 
     def _send_all(self, message, exclude):
+        light = None  # what light nodes get instead: headers only, no transactions
         for pubkey, peer in list(self.peers.items()):
-            if pubkey != exclude:
-                self._spawn(self._send(peer, message))
+            if pubkey == exclude:
+                continue
+            shown = message
+            if getattr(peer, "headers_only", False):
+                light = light or (light_form(message),)
+                shown = light[0]
+            if shown is not None:
+                self._spawn(self._send(peer, shown))
 
     async def _send(self, peer, message):
         try:

@@ -36,6 +36,8 @@ CHAIN_DBS = {
     "voters": "agent || voter -> '' (who votes for whom, derived from the accounts' votes)",
     "undo": "u64be height -> undo record of that main-chain block (above the LIB only)",
     "side": "u64be height || block hash -> '' (fork blocks kept above the LIB)",
+    "finality": "u64be round -> u64be height of the block that justified it || its finality "
+                "entry (chain/light/serve.py, for light nodes)",
 }
 MAX_DBS = 64
 # Address space only: pages reach the disk as they are written. 32-bit systems get 1 GiB.
@@ -53,7 +55,9 @@ class StoreError(StorageError):
 class Store:
     """An LMDB environment with named databases, gated transactions and map growth."""
 
-    def __init__(self, path, map_size=DEFAULT_MAP_SIZE):
+    def __init__(self, path, map_size=DEFAULT_MAP_SIZE, dbs=CHAIN_DBS):
+        """Open (or create) the environment in ``path`` with the named databases ``dbs``
+        (a light node's store has its own, chain/light/store.py)."""
         os.makedirs(path, exist_ok=True)
         self.path = path
         self.env = lmdb.open(path, map_size=map_size, max_dbs=MAX_DBS, subdir=True,
@@ -62,7 +66,7 @@ class Store:
         self._gate = _Gate()
         self._dbs = {}
         self._lock = threading.Lock()   # one writer at a time
-        for name in CHAIN_DBS:
+        for name in dbs:
             self.db(name)
 
     def db(self, name):

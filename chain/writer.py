@@ -13,6 +13,7 @@ from chain.block import (ZERO_HASH, Block, Header, encode_receipts, receipts_roo
 from chain.dpos.rounds import apply_votes, expected_vote, schedule_at
 from chain.errors import BlockRejected, StaleBlock, TxRejected
 from chain.execute import apply_tx, begin_block, check_static, execute_block, pay_producer
+from chain.light.entries import forget_justification, record_justification
 from chain.state.view import StateView
 from chain.tx import Transfer, compute_ids
 from chain.undo import DB_STATE, DB_VOTERS, VoterIndex, decode_undo, encode_undo
@@ -74,6 +75,7 @@ class ChainWriter:
         undo.extend((DB_STATE, key, self.txn.get(key, db=self.db["state"]))
                     for key in view.changes)
         self.txn.put(U64.pack(block.height), encode_undo(undo), db=self.db["undo"])
+        record_justification(self, block, view, self.head.justified_round)  # light clients
         self.write_block(block, receipts, view.changes)
         self.applied.append(block)
         self.advance_lib(view.finality().finalized.height)
@@ -264,6 +266,7 @@ class ChainWriter:
         h = header.height
         if h <= self.lib_height:
             raise BlockRejected(f"block {h} is irreversible")
+        forget_justification(self, header)
         for kind, key, value in reversed(decode_undo(txn.get(U64.pack(h), db=db["undo"]))):
             target = db["state"] if kind == DB_STATE else db["voters"]
             if value is None:

@@ -19,13 +19,13 @@ from contracts.values import decode_value
 from edge.mqtt.devices import DeviceError
 from edge.mqtt.frames import Frame
 from edge.mqtt.topics import parse_device_id
+from edge.api_json import VERSION, finality_json, receipt_json  # noqa: F401 (re-exported)
 from edge.values_json import from_value, to_value
 from edge import _fast
 from edge.api_access import TXS_BODY, Access, allowed_hosts
 from edge.api_tokens import TokenStore
 from edge.config import is_loopback
 
-VERSION = "0.1.0"
 MAX_BATCH = 10_000
 # A read-only query runs at most this much gas (far below a transaction's max_gas_per_tx), one at
 # a time on a thread of its own, with at most QUERIES_WAITING more waiting (then 503 busy).
@@ -76,16 +76,6 @@ async def start_api(node, host, port):
         for line in exposed_warning(host, port):
             node.log(line)
     return runner
-
-
-def finality_json(finality):
-    """The finality record for the API (docs/api.md)."""
-    def checkpoint(c):
-        return {"round": c.round, "hash": c.hash.hex(), "height": c.height}
-    return {"justified": checkpoint(finality.justified), "finalized": checkpoint(finality.finalized),
-            "active": [k.hex() for k in finality.active],
-            "phase": ("stable", "proposed", "joint")[finality.phase],
-            "next": [k.hex() for k in finality.next], "mark": finality.mark}
 
 
 def exposed_warning(host, port):
@@ -347,19 +337,6 @@ class _Handlers:
     async def metrics(self, request):
         return web.Response(body=self.node.metrics.render(),
                             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
-
-
-def receipt_json(r):
-    """A receipt for people: contract events and return values decoded."""
-    doc = {"tx_id": r.tx_id.hex(), "status": r.status, "fee": str(r.fee)}
-    if r.gas_used or r.error or r.events or r.return_value:
-        doc.update(gas_used=r.gas_used, error=r.error,
-                   events=[{"contract": encode_address(c), "name": name,
-                            "data": from_value(decode_value(data)) if data else None}
-                           for c, name, data in r.events],
-                   **{"return": from_value(decode_value(r.return_value))
-                      if r.return_value else None})
-    return doc
 
 
 def _hex32(text):

@@ -72,8 +72,21 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("init", parents=[common], help="create a node home folder")
-    p.add_argument("--devnet", action="store_true", required=True,
-                   help="a single-node development network (the only kind for now)")
+    kind = p.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--devnet", action="store_true",
+                      help="a single-node development network (this node produces)")
+    kind.add_argument("--genesis", metavar="FILE",
+                      help="join the network of this genesis file (with --seed or mDNS)")
+    p.add_argument("--role", choices=("agent", "light"), default="agent",
+                   help="agent: keeps the full state and produces once elected; light: keeps "
+                        "headers only and checks everything with proofs (default agent)")
+    p.add_argument("--seed", action="append", default=[], metavar="HOST:PORT",
+                   help="a peer to dial (repeat it); without one, peers come from mDNS")
+    p.add_argument("--checkpoint", default="",
+                   help="light: where to start: HEIGHT:HASH of an irreversible block you "
+                        "trust, 'genesis', or nothing to learn it from several peers")
+    p.add_argument("--p2p-port", type=int, default=None,
+                   help="agent: the p2p port to listen on (default: a free one)")
     p.add_argument("--chain-id", help="chain id (default: ss-devnet-<random>)")
     p.add_argument("--api-port", type=int, default=config_mod.DEFAULT_API_PORT)
     p.add_argument("--mqtt-port", type=int, default=0,
@@ -115,6 +128,11 @@ def build_parser():
 
 
 def cmd_init(args):
+    if args.genesis:
+        return cmd_join(args)
+    if args.role != "agent":
+        raise CliError("a devnet is one producing node; a light node joins a network: "
+                       "smartshare init --role light --genesis FILE --seed HOST:PORT", "bad_usage")
     path = config_mod.config_path(args.home)
     if os.path.exists(path):
         raise CliError(f"{os.path.dirname(path)} already holds a node ({path}); use another "
@@ -158,9 +176,24 @@ def cmd_init(args):
     return data, text
 
 
+def cmd_join(args):
+    """``init --genesis FILE``: a home that joins an existing network as an agent or light
+    node."""
+    from edge.node_join import init_member
+    return init_member(args)
+
+
 def cmd_node_run(args):
-    from edge.node import NodeError, run_node  # heavy imports only for the node itself
     config = load_config(args)
+    if config.role == "light":
+        from edge.light_node import run_light_node  # no full-node machinery in a light node
+        from edge.runtime import NodeError
+        try:
+            run_light_node(config)
+        except NodeError as exc:
+            raise CliError(str(exc), "node") from None
+        return None
+    from edge.node import NodeError, run_node  # heavy imports only for the node itself
     simulators = _start_simulators(config, args) if args.simulate else None
     try:
         run_node(config)
@@ -200,16 +233,33 @@ def cmd_status(args):
             raise
         lines = "\n".join(cli_system.unit_lines(health))
         raise ApiError(f"{exc}\n{lines}\n(see: smartshare logs)", exc.code) from None
-    text = (f"chain    {s['chain_id']}\n"
-            f"height   {s['height']}  (slot {s['slot']})\n"
-            f"head     {s['head_hash']}\n"
-            f"state    {s['state_root']}\n"
-            f"mempool  {s['mempool']} pending\n"
-            f"node     {s['node_address']} ({s['role']}, {s['implementation']} build)")
+    if s.get("role") == "light":
+        text = _light_status_text(s)
+    else:
+        text = (f"chain    {s['chain_id']}\n"
+                f"height   {s['height']}  (slot {s['slot']})\n"
+                f"head     {s['head_hash']}\n"
+                f"state    {s['state_root']}\n"
+                f"mempool  {s['mempool']} pending\n"
+                f"node     {s['node_address']} ({s['role']}, {s['implementation']} build)")
     if health:
         text += "\n" + "\n".join(cli_system.unit_lines(health))
         s = {**s, "units": health}
     return s, text
+
+
+def _light_status_text(s):
+    if s.get("head_hash") is None:
+        return (f"chain    {s['chain_id']}\n"
+                f"light    looking for a checkpoint ({s['peers']} peer(s))\n"
+                f"node     {s['node_address']} (light, {s['implementation']} build)")
+    return (f"chain    {s['chain_id']}\n"
+            f"height   {s['height']}  (slot {s['slot']}, {s['lag']} behind the best peer)\n"
+            f"head     {s['head_hash']}\n"
+            f"lib      {s['lib_height']}  {s['lib_hash']}\n"
+            f"peers    {s['peers']}\n"
+            f"sent     {s['mempool']} transaction(s) not yet irreversible\n"
+            f"node     {s['node_address']} (light, {s['implementation']} build)")
 
 
 def cmd_sync(args):
@@ -232,9 +282,10 @@ def cmd_sync(args):
         time.sleep(0.5)
     progress.done()
     data = {"height": status["height"], "lib_height": status["lib_height"],
-            "peers": len(peers), "synced_blocks": status["height"] - start}
+            "lag": max(0, target - status["height"]), "peers": len(peers),
+            "role": status.get("role", "agent"), "synced_blocks": status["height"] - start}
     return data, (f"in sync at height {status['height']} (LIB {status['lib_height']}, "
-                  f"{len(peers)} peers)")
+                  f"{len(peers)} peers, {status.get('role', 'agent')} node)")
 
 
 class Progress:

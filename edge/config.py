@@ -55,6 +55,7 @@ def resolve_home(cli_home=None):
 class Config:
     """Settings of one node, with paths resolved against its home."""
     home: str
+    role: str = "agent"        # "agent": full node (produces when elected); "light": headers only
     data_dir: str = "data"
     key_file: str = "node_key.json"
     votes_dir: str = "votes"
@@ -90,6 +91,10 @@ class Config:
     api_allowed_hosts: list = field(default_factory=list)    # [api_access] hosts
     api_allowed_origins: list = field(default_factory=list)  # [api_access] origins
     units: list = field(default_factory=list)  # [system] units: systemd units of this node
+    light_dir: str = "light"        # a light node's store (headers window, finality)
+    light_checkpoint: str = ""      # "": learn from peers; "genesis"; or "HEIGHT:HASH" (hex)
+    light_agree: int = 2            # peers that must agree on a learned checkpoint
+    light_window: int = 2048        # headers a light node keeps
     config_file: str = ""  # where the config lives; default: config.toml in the home
 
     def path(self, name):
@@ -127,6 +132,7 @@ class Config:
 
 # (section, key in config.toml) -> (Config attribute, type). p2p port 0 = no peer network.
 FIELDS = {
+    ("node", "role"): ("role", str),
     ("node", "data_dir"): ("data_dir", str), ("node", "key_file"): ("key_file", str),
     ("node", "votes_dir"): ("votes_dir", str),
     ("node", "genesis"): ("genesis_file", str), ("node", "prune_depth"): ("prune_depth", int),
@@ -152,6 +158,8 @@ FIELDS = {
     ("mqtt_tls", "port"): ("mqtt_tls_port", int), ("mqtt_tls", "host"): ("mqtt_tls_host", str),
     ("api_access", "hosts"): ("api_allowed_hosts", list),
     ("api_access", "origins"): ("api_allowed_origins", list),
+    ("light", "data_dir"): ("light_dir", str), ("light", "checkpoint"): ("light_checkpoint", str),
+    ("light", "agree"): ("light_agree", int), ("light", "window"): ("light_window", int),
 }
 
 
@@ -197,11 +205,44 @@ def load_file(path):
                           "with TLS on [mqtt_tls] port")
     if not all(isinstance(unit, str) and unit.endswith(".service") for unit in config.units):
         raise ConfigError(f"{path}: [system] units must be names of systemd services")
+    check(config, path)
+    return config
+
+
+def check(config, path):
+    """Raise ConfigError when settings of ``config`` (read from ``path``) cannot work."""
     _check_p2p_limits(config, path)
+    _check_light(config, path)
     for seed in config.seeds:
         if not isinstance(seed, str) or not _is_host_port(seed):
             raise ConfigError(f"{path}: [p2p] seeds must be \"host:port\" strings, not {seed!r}")
-    return config
+
+
+ROLES = ("agent", "light")
+
+
+def _check_light(config, path):
+    if config.role not in ROLES:
+        raise ConfigError(f"{path}: [node] role must be one of {', '.join(ROLES)}, not "
+                          f"{config.role!r}")
+    checkpoint = config.light_checkpoint
+    if checkpoint not in ("", "genesis"):
+        height, sep, block_hash = checkpoint.partition(":")
+        try:
+            ok = sep and height.isdigit() and len(bytes.fromhex(block_hash)) == 32
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ConfigError(f"{path}: [light] checkpoint must be \"HEIGHT:HASH\" (the height "
+                              "and 64 hex characters of an irreversible block), \"genesis\", or "
+                              f"\"\" to learn one from peers, not {checkpoint!r}")
+    if config.light_agree < 1:
+        raise ConfigError(f"{path}: [light] agree must be at least 1")
+    if config.light_window < 64:
+        raise ConfigError(f"{path}: [light] window must be at least 64 headers")
+    if config.role == "light" and not config.seeds and not config.advertise:
+        raise ConfigError(f"{path}: a light node needs peers: set [p2p] seeds, or [discovery] "
+                          "advertise = true to find full nodes on the LAN")
 
 
 def _check_p2p_limits(config, path):

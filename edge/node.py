@@ -5,7 +5,6 @@ nor ``kill -9`` loses a transaction the node accepted (DESIGN rule 4).
 """
 
 import asyncio
-import fcntl
 import os
 import signal
 import struct
@@ -34,16 +33,10 @@ from edge._fast import DecodeError
 from edge.api import VERSION, start_api
 from edge.api_tokens import CLIENTS_FILE, TOKEN_FILE, ensure_cli_token
 from edge.metrics import NodeMetrics
+from edge.runtime import NodeError, now_ms, print_line
+from edge.runtime import lock_data_dir as _lock_data_dir
 
 SEQ = struct.Struct(">Q")
-
-
-class NodeError(Exception):
-    """The node cannot start: the message says why and what to do."""
-
-
-def now_ms():
-    return time.time_ns() // 1_000_000
 
 
 class Node:
@@ -499,18 +492,6 @@ class Node:
             self.log("node stopped")
 
 
-def _lock_data_dir(data_dir):
-    """Hold an exclusive lock on the data folder for the life of the process."""
-    os.makedirs(data_dir, exist_ok=True)
-    handle = open(os.path.join(data_dir, "node.lock"), "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise NodeError(f"another node is already running on {data_dir}") from None
-    return handle
-
-
 def check_secret_files(config):
     """Refuse to start when a file holding secrets is open to other users (or not ours): the
     config (broker passwords), the node key, the API tokens, the broker's password file, the
@@ -537,10 +518,4 @@ def run_node(config):
     except OSError as exc:
         raise NodeError(f"cannot serve the API on {config.api_url} ({exc.strerror or exc}); "
                         "is another node running? Change [api] port in config.toml") from None
-    sys.stdout.flush()
-
-
-def print_line(line):
-    """One whole line per write: device threads and the event loop share stdout."""
-    sys.stdout.write(line + "\n")
     sys.stdout.flush()

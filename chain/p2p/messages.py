@@ -288,6 +288,12 @@ MESSAGE_CLASSES = {cls.TYPE: cls for cls in (Hello, TxMsg, BlockMsg, GetBlocks, 
                                              Headers, GetProof, ProofMsg, Ping, Pong, Peers, Txs)}
 
 
+# The light client's messages (0x5D..0x65) live beside these; see chain/p2p/light.py.
+from chain.p2p.light import LIGHT_MESSAGES  # noqa: E402  (it uses the helpers above)
+
+MESSAGE_CLASSES.update(LIGHT_MESSAGES)
+
+
 def encode_message(message):
     """The canonical bytes of ``message`` (any class of MESSAGE_CLASSES)."""
     if type(message) not in MESSAGE_CLASSES.values():

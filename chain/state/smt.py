@@ -16,7 +16,7 @@ from edge import _fast
 from edge._fast import smt_value_hash
 from edge._fast.codec_py import encode_fixed
 from edge._fast.smt_py import (EMPTY_REF, REF_EMPTY, REF_LEAF, decode_ref, encode_ref, load_node,
-                               read_leaf)
+                               read_inner, read_leaf)
 
 from chain.state.proof import EMPTY, INCLUSION, KEY_SIZE, MAX_VALUE, OTHER_LEAF, Proof
 
@@ -96,6 +96,34 @@ class SparseMerkleTree:
         if leaf_key == key:
             return value, Proof(key, INCLUSION, siblings)
         return None, Proof(key, OTHER_LEAF, siblings, leaf_key, smt_value_hash(value))
+
+    def items(self, txn, version, after=b"", limit=1 << 30, max_bytes=1 << 62):
+        """``[(key, value)]`` of ``version`` in key order, starting past ``after`` (b"": from the
+        first key), at most ``limit`` pairs or about ``max_bytes`` of values; and whether the
+        last key of the version is among them. Subtrees wholly at or below ``after`` are
+        skipped without being read."""
+        after_int = int.from_bytes(after, "big") if after else -1
+        get = self._node_getter(txn)
+        out, size, stack = [], 0, [(self._root_ref(txn, version), 0, 0)]
+        with _missing_nodes_as_state_errors():
+            while stack:
+                if len(out) >= limit or size >= max_bytes:
+                    return out, False
+                ref, depth, prefix = stack.pop()
+                span = 8 * KEY_SIZE - depth
+                if ref[0] == REF_EMPTY or ((prefix + 1) << span) - 1 <= after_int:
+                    continue
+                record = load_node(get, ref)
+                if ref[0] == REF_LEAF:
+                    key, value = read_leaf(record)
+                    if int.from_bytes(key, "big") > after_int:
+                        out.append((key, value))
+                        size += len(value) + KEY_SIZE
+                    continue
+                left, right = read_inner(record)
+                stack.append((right, depth + 1, prefix << 1 | 1))
+                stack.append((left, depth + 1, prefix << 1))
+        return out, True
 
     def prune(self, txn, keep_from) -> int:
         """Delete what only versions older than ``keep_from`` use; returns the nodes deleted.

@@ -1,0 +1,39 @@
+"""JSON shapes both local APIs share (the full node's, edge/api.py, and the light node's,
+edge/light_api.py): finality records, receipts, the software version (docs/api.md)."""
+
+from chain.address import encode_address
+from contracts.values import decode_value
+from edge.values_json import from_value
+
+VERSION = "0.1.0"
+
+
+def finality_json(finality):
+    """The finality record for the API (docs/api.md)."""
+    def checkpoint(c):
+        return {"round": c.round, "hash": c.hash.hex(), "height": c.height}
+    return {"justified": checkpoint(finality.justified), "finalized": checkpoint(finality.finalized),
+            "active": [k.hex() for k in finality.active],
+            "phase": ("stable", "proposed", "joint")[finality.phase],
+            "next": [k.hex() for k in finality.next], "mark": finality.mark}
+
+
+def receipt_json(r):
+    """A receipt for people: contract events and return values decoded."""
+    doc = {"tx_id": r.tx_id.hex(), "status": r.status, "fee": str(r.fee)}
+    if r.gas_used or r.error or r.events or r.return_value:
+        doc.update(gas_used=r.gas_used, error=r.error,
+                   events=[{"contract": encode_address(c), "name": name,
+                            "data": from_value(decode_value(data)) if data else None}
+                           for c, name, data in r.events],
+                   **{"return": from_value(decode_value(r.return_value))
+                      if r.return_value else None})
+    return doc
+
+
+def proof_json(key, value, header, proof):
+    """A state value with its proof (docs/protocol.md §10.3) and the block it is proven at."""
+    return {"key": key.hex(), "present": value is not None,
+            "value": value.hex() if value is not None else None, "height": header.height,
+            "block_hash": header.hash.hex(), "state_root": header.state_root.hex(),
+            "proof": proof.hex()}
