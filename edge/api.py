@@ -22,7 +22,7 @@ from edge.mqtt.topics import parse_device_id
 from edge.api_json import VERSION, finality_json, receipt_json  # noqa: F401 (re-exported)
 from edge.values_json import from_value, to_value
 from edge import _fast
-from edge.api_access import TXS_BODY, Access, allowed_hosts
+from edge.api_access import TXS_BODY, Access, allowed_hosts, exposed_warning
 from edge.api_tokens import TokenStore
 from edge.config import is_loopback
 
@@ -76,12 +76,6 @@ async def start_api(node, host, port):
         for line in exposed_warning(host, port):
             node.log(line)
     return runner
-
-
-def exposed_warning(host, port):
-    return [f"WARNING: the local API listens on {host}:{port}, beyond this machine, WITHOUT TLS:",
-            "WARNING: bearer tokens and everything the API answers cross the network in clear;",
-            "WARNING: set [api] host = \"127.0.0.1\" and reach it over SSH, or put it behind TLS."]
 
 
 class _Handlers:

@@ -8,12 +8,16 @@ needs ``Authorization: Bearer <token>`` (``api_tokens.py``). Bodies are limited 
 
 import socket
 
-from aiohttp import web
-
 SMALL_BODY = 64 << 10            # every route but the one that takes transactions in bulk
 TXS_BODY = 8 << 20               # POST /v1/txs: up to 10,000 transactions in hex
 SAFE_METHODS = ("GET", "HEAD")
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def exposed_warning(host, port):
+    return [f"WARNING: the local API listens on {host}:{port}, beyond this machine, WITHOUT TLS:",
+            "WARNING: bearer tokens and everything the API answers cross the network in clear;",
+            "WARNING: set [api] host = \"127.0.0.1\" and reach it over SSH, or put it behind TLS."]
 
 
 def allowed_hosts(bind_host, extra=(), machine_addresses=None):
@@ -91,6 +95,8 @@ class Access:
         return host_of(authority) in self.hosts and port_of(authority, default) == self.port
 
     def middleware(self):
+        from aiohttp import web  # here: a light node uses check() without aiohttp (RSS)
+
         @web.middleware
         async def guard(request, handler):
             refused = self.check(request)

@@ -28,15 +28,23 @@ class HttpError(Exception):
         self.status, self.code = status, code
 
 
-class Request:
-    """One parsed request: ``method``, ``path``, ``query`` (dict), ``headers`` (lower-case
-    names), ``body`` (bytes) and the route's ``params``."""
+class Headers(dict):
+    """Header fields by lower-case name; ``get`` takes any case."""
 
-    __slots__ = ("method", "path", "query", "headers", "body", "params")
+    def get(self, name, default=None):
+        return super().get(name.lower(), default)
+
+
+class Request:
+    """One parsed request: ``method``, ``path``, ``query`` (dict), ``headers``, ``body``
+    (bytes), ``content_length`` and the route's ``params``."""
+
+    __slots__ = ("method", "path", "query", "headers", "body", "params", "content_length")
 
     def __init__(self, method, path, query, headers, body):
         self.method, self.path, self.query = method, path, query
         self.headers, self.body, self.params = headers, body, {}
+        self.content_length = len(body)
 
     def json(self):
         try:
@@ -104,7 +112,8 @@ def _match(pattern, parts):
 
 class HttpServer:
     """Serves a Router on ``host:port``; ``body_limit(path)`` caps request bodies and
-    ``check(request)`` (may raise HttpError) runs before every handler (access control)."""
+    ``check(request)`` runs before every handler (access control: None to go on, else
+    ``(status, code, message)``; a 401 answer asks for a bearer token)."""
 
     def __init__(self, router, body_limit=lambda path: 64 * 1024, check=None, log=print):
         self.router, self.body_limit, self.check, self.log = router, body_limit, check, log
@@ -141,8 +150,13 @@ class HttpServer:
         try:
             request = await asyncio.wait_for(self._read(reader), READ_TIMEOUT_S)
             handler, request.params = self.router.find(request.method, request.path)
-            if self.check is not None:
-                self.check(request)
+            refused = self.check(request) if self.check is not None else None
+            if refused is not None:
+                status, code, message = refused
+                extra = (("WWW-Authenticate", "Bearer"),) if status == 401 else ()
+                response = error_response(status, code, message)
+                response.headers = extra
+                return response
             return await handler(request)
         except HttpError as exc:
             return error_response(exc.status, exc.code, str(exc))
@@ -170,7 +184,7 @@ class HttpServer:
             raise HttpError(400, "bad_request", f"unsupported protocol {version}")
         if len(lines) - 1 > MAX_HEADERS:
             raise HttpError(413, "too_large", "too many headers")
-        headers = {}
+        headers = Headers()
         for line in lines[1:]:
             name, sep, value = line.partition(":")
             if not sep or not name.strip():

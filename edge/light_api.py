@@ -12,22 +12,34 @@ from chain.state import records
 from chain.state.consensus import Producer
 from chain.state.records import Account, Agent, decode_contract
 from edge import _fast
+from edge.api_access import SMALL_BODY, TXS_BODY, Access, allowed_hosts, exposed_warning
 from edge.api_json import VERSION, finality_json, proof_json, receipt_json
+from edge.api_tokens import TokenStore
+from edge.config import is_loopback
 from edge.httpserver import HttpError, HttpServer, Response, Router, json_response
 
 MAX_BATCH = 10_000
-TX_BODY = 8 << 20
 
 
 async def start_light_api(node, host, port):
-    """Serve ``node`` (an edge.light_node.LightNode) on ``host:port``; returns the server."""
+    """Serve ``node`` (an edge.light_node.LightNode) on ``host:port`` behind the same access
+    guard as the full node's API (Host, Origin, bearer tokens, body limits); returns the
+    server."""
+    config = node.config
+    access = Access(TokenStore(config.home),
+                    allowed_hosts(config.api_host, config.api_allowed_hosts),
+                    config.api_port, config.api_allowed_origins)
     handlers = _Handlers(node)
     router = Router()
     for method, path, handler in handlers.routes():
         router.add(method, path, handler)
-    server = HttpServer(router, body_limit=lambda path: TX_BODY if path == "/v1/txs" else 64 << 10,
-                        log=node.log)
-    return await server.start(host, port)
+    server = HttpServer(router, body_limit=lambda path: TXS_BODY if path == "/v1/txs" else
+                        SMALL_BODY, check=access.check, log=node.log)
+    await server.start(host, port)
+    if not is_loopback(host):
+        for line in exposed_warning(host, port):
+            node.log(line)
+    return server
 
 
 class _Handlers:

@@ -24,7 +24,8 @@ from chain.p2p.peers import PeerLimits
 from chain.tx import Tx
 from edge import sdnotify
 from edge._fast import DecodeError
-from edge.runtime import NodeError, lock_data_dir, now_ms, print_line
+from chain.secretfile import SecretFileError
+from edge.runtime import NodeError, check_secret_files, lock_data_dir, now_ms, print_line
 
 PENDING_LIMIT = 10_000
 
@@ -37,6 +38,7 @@ class LightNode:
     def __init__(self, config, log=None):
         self.config = config
         self.log = log or print_line
+        check_secret_files(config)
         self.genesis = Genesis.load(config.path(config.genesis_file))
         self.key = KeyPair.load(config.path(config.key_file))
         self.chain_id = self.genesis.chain_id
@@ -235,7 +237,7 @@ def run_light_node(config):
     """Run a light node in the foreground (``smartshare node run`` with role light)."""
     try:
         node = LightNode(config)
-    except (GenesisError, KeyFileError, CheckpointError, ValueError) as exc:
+    except (GenesisError, KeyFileError, CheckpointError, SecretFileError, ValueError) as exc:
         raise NodeError(str(exc)) from None
     try:
         asyncio.run(node.run())

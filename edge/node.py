@@ -20,7 +20,7 @@ from chain.keys import KeyFileError, KeyPair
 from chain.ledger import Ledger, LedgerError
 from chain.dropped import EVICTED, INVALID, DroppedTxs
 from chain.mempool import Mempool
-from chain.secretfile import SecretFileError, check_private
+from chain.secretfile import SecretFileError
 from chain.store import Store
 from chain.block import Header
 from chain.network import PeerNetwork
@@ -31,9 +31,8 @@ from chain.tx import Evidence, Transfer, Tx
 from edge import sdnotify
 from edge._fast import DecodeError
 from edge.api import VERSION, start_api
-from edge.api_tokens import CLIENTS_FILE, TOKEN_FILE, ensure_cli_token
 from edge.metrics import NodeMetrics
-from edge.runtime import NodeError, now_ms, print_line
+from edge.runtime import NodeError, check_secret_files, now_ms, print_line
 from edge.runtime import lock_data_dir as _lock_data_dir
 
 SEQ = struct.Struct(">Q")
@@ -490,21 +489,6 @@ class Node:
             await runner.cleanup()
             self.store.close()
             self.log("node stopped")
-
-
-def check_secret_files(config):
-    """Refuse to start when a file holding secrets is open to other users (or not ours): the
-    config (broker passwords), the node key, the API tokens, the broker's password file, the
-    TLS keys. Makes the home's CLI token on first start."""
-    ensure_cli_token(config.home)
-    paths = [config.file, config.path(config.key_file), config.path(TOKEN_FILE)]
-    paths += [p for p in (config.path(CLIENTS_FILE),
-                          os.path.join(config.path(config.mqtt_dir), "passwd"),
-                          os.path.join(config.home, "tls", "ca.key"),
-                          os.path.join(config.home, "tls", "server.key"))
-              if os.path.exists(p)]
-    for path in paths:
-        check_private(path)
 
 
 def run_node(config):

@@ -8,6 +8,7 @@ import shutil
 
 from chain.genesis import Genesis
 from edge import config as config_mod
+from edge.api_tokens import ensure_cli_token
 from edge import node_home
 from edge.cli_base import CliError
 from edge.config import Config, ConfigError
@@ -38,6 +39,7 @@ def init_member(args):
     node_key, _ = node_home.ensure_producer_key(config)
     wallet, _ = node_home.ensure_wallet(home)
     config.save()
+    ensure_cli_token(home)
     data = {"home": home, "role": args.role, "chain_id": genesis.chain_id,
             "genesis_hash": genesis.hash.hex(), "node_address": node_key.address_text,
             "node_pubkey": node_key.pubkey.hex(), "wallet_address": wallet.address_text,

@@ -7,6 +7,9 @@ import os
 import sys
 import time
 
+from chain.secretfile import check_private
+from edge.api_tokens import CLIENTS_FILE, TOKEN_FILE, ensure_cli_token
+
 
 class NodeError(Exception):
     """The node cannot start: the message says why and what to do."""
@@ -32,3 +35,18 @@ def print_line(line):
     """One whole line per write: device threads and the event loop share stdout."""
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
+
+
+def check_secret_files(config):
+    """Refuse to start when a file holding secrets is open to other users (or not ours): the
+    config (broker passwords), the node key, the API tokens, the broker's password file, the
+    TLS keys. Makes the home's CLI token on first start."""
+    ensure_cli_token(config.home)
+    paths = [config.file, config.path(config.key_file), config.path(TOKEN_FILE)]
+    paths += [p for p in (config.path(CLIENTS_FILE),
+                          os.path.join(config.path(config.mqtt_dir), "passwd"),
+                          os.path.join(config.home, "tls", "ca.key"),
+                          os.path.join(config.home, "tls", "server.key"))
+              if os.path.exists(p)]
+    for path in paths:
+        check_private(path)
