@@ -72,7 +72,7 @@ class Header(NamedTuple):
                 "justified_round": self.justified_round, "lib_height": self.lib_height,
                 "votes_root": self.votes_root.hex(), "tx_root": self.tx_root.hex(),
                 "state_root": self.state_root.hex(), "receipts_root": self.receipts_root.hex(),
-                "signature": self.signature.hex()}
+                "signature": self.signature.hex(), "raw": self.encode().hex()}
 
 
 class Block:

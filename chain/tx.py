@@ -186,7 +186,7 @@ class Tx:
         return {"id": self.id.hex(), "kind": self.kind_name, "chain_id": self.chain_id,
                 "sender": encode_address(self.sender_address), "sender_pubkey": self.sender.hex(),
                 "nonce": self.nonce, "fee": str(self.fee), "payload": payload_json(self.payload),
-                "size": len(self.raw)}
+                "size": len(self.raw), "signature": self.signature.hex(), "raw": self.raw.hex()}
 
 
 def compute_ids(txs):

@@ -13,13 +13,15 @@ from aiohttp import web
 
 from chain import calls
 from chain.address import AddressError, decode_address, encode_address
+from chain.block import Header
 from chain.execute import pending_rewards
-from chain.state.records import contract_key, decode_contract
+from chain.light.serve import state_proofs
+from chain.state.records import Account, account_key, contract_key, decode_contract
 from contracts.values import decode_value
 from edge.mqtt.devices import DeviceError
 from edge.mqtt.frames import Frame
 from edge.mqtt.topics import parse_device_id
-from edge.api_json import VERSION, finality_json, receipt_json  # noqa: F401 (re-exported)
+from edge.api_json import VERSION, finality_json, proof_json, receipt_json  # noqa: F401
 from edge.values_json import from_value, to_value
 from edge import _fast
 from edge.api_access import TXS_BODY, Access, allowed_hosts, exposed_warning
@@ -37,19 +39,39 @@ def _error(status, code, message):
     return web.json_response({"error": message, "code": code}, status=status)
 
 
+@web.middleware
+async def json_errors(request, handler):
+    """Every error aiohttp itself answers (an unknown route, a wrong method, a bad request) in
+    the API's JSON error shape."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+        message = f"no route {request.method} {request.path}" if exc.status in (404, 405) \
+            else exc.reason
+        return web.json_response({"error": message, "code": codes.get(exc.status,
+                                                                       "bad_request")},
+                                 status=exc.status, headers={k: v for k, v in exc.headers.items()
+                                                             if k == "Allow"})
+
+
 def build_app(node):
     """The aiohttp application serving ``node``, behind its access guard (api_access.py)."""
     config = node.config
     access = Access(TokenStore(config.home),
                     allowed_hosts(config.api_host, config.api_allowed_hosts),
                     config.api_port, config.api_allowed_origins)
-    app = web.Application(client_max_size=TXS_BODY, middlewares=[access.middleware()])
+    app = web.Application(client_max_size=TXS_BODY,
+                          middlewares=[json_errors, access.middleware()])
     handlers = _Handlers(node)
     app.on_cleanup.append(handlers.close)
     app.router.add_get("/v1/status", handlers.status)
     app.router.add_post("/v1/txs", handlers.submit)
     app.router.add_get("/v1/txs/{tx_id}", handlers.tx)
     app.router.add_get("/v1/accounts/{address}", handlers.account)
+    app.router.add_get("/v1/state/{key}", handlers.state)
     app.router.add_get("/v1/accounts/{address}/txs", handlers.history)
     app.router.add_get("/v1/blocks/{block_id}", handlers.block)
     app.router.add_get("/v1/contracts/{address}", handlers.contract)
@@ -141,6 +163,8 @@ class _Handlers:
         address = _address(request)
         if isinstance(address, web.Response):
             return address
+        if "height" in request.query:
+            return self._state_at(request, account_key(address), _account_at)
         account, proof, header = self.ledger.account_proof(address)
         agent = self._agent(address)
         return web.json_response({
@@ -153,6 +177,36 @@ class _Handlers:
             "height": header.height, "state_root": header.state_root.hex(),
             "proof": proof.encode().hex(),
         })
+
+    async def state(self, request):
+        """Any state key with its proof, at the head or at ``?height=`` (docs/api.md)."""
+        key = _hex32(request.match_info["key"])
+        if key is None:
+            return _error(400, "bad_request", "a state key is 64 hex characters")
+        return self._state_at(request, key, lambda value: {})
+
+    def _state_at(self, request, key, describe):
+        """``key`` proven in the state after the main-chain block at ``?height=`` (default:
+        the head), or ``404 height_unavailable`` when that state is not kept."""
+        raw = request.query.get("height", str(self.ledger.head.height))
+        if not raw.isdigit():
+            return _error(400, "bad_request", "height must be a block height")
+        height = int(raw)
+        block_hash = self.ledger.block_hash_at(height)
+        proved = state_proofs(self.ledger, height, block_hash, [key]) if block_hash else None
+        if proved is None:
+            oldest, head = self._kept_versions()
+            return _error(404, "height_unavailable",
+                          f"the state after block {height} is not kept here: this node proves "
+                          f"heights {oldest}..{head} of its main chain")
+        (value, proof), = proved
+        header = Header.decode(self.ledger.header_bytes(block_hash))
+        return web.json_response({**proof_json(key, value, header, proof), **describe(value)})
+
+    def _kept_versions(self):
+        with self.ledger.store.read() as txn:
+            oldest, _ = self.ledger.smt.versions(txn)
+        return oldest, self.ledger.head.height
 
     def _pending_rewards(self, address):
         with self.ledger.store.read() as txn:
@@ -201,10 +255,11 @@ class _Handlers:
         block = self.ledger.block(block_hash) if block_hash else None
         if block is None:
             return _error(404, "not_found", f"no block {ident}")
-        receipts = self.ledger.receipts(block_hash)
+        receipts = self.ledger.receipts(block_hash) or []  # none: a promoted node's first block
         return web.json_response({
-            "header": block.header.to_json(), "txs": [tx.to_json() for tx in block.txs],
-            "votes": [vote.to_json() for vote in block.votes],
+            "header": block.header.to_json(), "raw": block.encode().hex(),
+            "votes": [dict(vote.to_json(), raw=vote.encode().hex()) for vote in block.votes],
+            "txs": [tx.to_json() for tx in block.txs],
             "receipts": [receipt_json(r) for r in receipts], "size": len(block.encode())})
 
     async def contract(self, request):
@@ -333,6 +388,15 @@ class _Handlers:
     async def metrics(self, request):
         return web.Response(body=self.node.metrics.render(),
                             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+def _account_at(value):
+    """The account fields of a proven account record (or of an absent one)."""
+    account = Account.decode(value) if value is not None else Account()
+    return {"balance": str(account.balance), "nonce": account.nonce,
+            "stake": str(account.stake),
+            "unbonding": [{"amount": str(a), "release_height": h} for a, h in account.unbonding],
+            "votes": [encode_address(v) for v in account.votes]}
 
 
 def _hex32(text):

@@ -107,6 +107,11 @@ def build_parser():
                    help="seconds between a simulated device's frames (default 2)")
     p.set_defaults(func=cmd_node_run)
 
+    p = node.add_parser("promote", parents=[common],
+                        help="make this (stopped) light node an agent node: the state at its "
+                             "last irreversible block from a peer, checked against its root")
+    p.set_defaults(func=cmd_node_promote)
+
     p = sub.add_parser("status", parents=[common], help="show the running node's head")
     p.set_defaults(func=cmd_status)
 
@@ -203,6 +208,25 @@ def cmd_node_run(args):
         if simulators is not None:
             simulators.stop()
     return None
+
+
+def cmd_node_promote(args):
+    from edge.light_promote import Promotion
+    from edge.runtime import NodeError
+    config = load_config(args)
+    progress = Progress(sys.stderr if not args.json else None)
+    try:
+        done = Promotion(config, log=lambda line: None,
+                         progress=lambda n, label: progress.show(0, 1, label)).run()
+    except NodeError as exc:
+        progress.done()
+        raise CliError(str(exc), "promote") from None
+    progress.done()
+    text = (f"promoted to an agent node at block {done['height']} "
+            f"({done['entries']} state entries checked against {done['state_root'][:16]})\n"
+            f"Run it with: smartshare --home {config.home} node run; it produces once its "
+            "key is an elected agent (smartshare agent register ...)")
+    return done, text
 
 
 def _start_simulators(config, args):

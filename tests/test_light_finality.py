@@ -142,3 +142,26 @@ def test_a_proof_at_21_producers_fits_in_one_kilobyte():
     assert joint.members == len(members_of(sets)) == 32
     assert len(joint.signatures) == 20  # the 10 shared count twice, 5 more in each set
     assert len(verify_proof(joint, "ss-size", source, target, sets)) == 20
+
+
+def test_the_finality_vectors_verify_as_the_spec_says():
+    """tests/vectors/finality_proof.json and finality_entry.json: the signers' votes for the
+    link (round 11 -> 12) verify under the sets the sample names (docs/protocol.md §13.7)."""
+    import json
+    import os
+    from tests.vectors.catalogue import ALICE, AGENT, BOB, CHAIN, LINK
+    here = os.path.join(os.path.dirname(__file__), "vectors")
+    with open(os.path.join(here, "finality_proof.json")) as f:
+        vectors = {v["name"]: FinalityProof.decode(bytes.fromhex(v["hex"])) for v in json.load(f)}
+    source = Checkpoint(LINK[0], LINK[1], 88)
+    target = Checkpoint(LINK[2], LINK[3], 95)
+    keys = tuple(sorted(k.pubkey for k in (ALICE, BOB, AGENT)))
+    assert len(verify_proof(vectors["stable_all_three"], CHAIN, source, target, (keys,))) == 3
+    joint = (tuple(sorted((ALICE.pubkey, BOB.pubkey))), (AGENT.pubkey,))
+    assert len(verify_proof(vectors["joint"], CHAIN, source, target, joint)) == 3
+    with pytest.raises(LightError):
+        verify_proof(vectors["joint"], "ss-other", source, target, joint)
+    with open(os.path.join(here, "finality_entry.json")) as f:
+        entry = FinalityEntry.decode(bytes.fromhex(json.load(f)[0]["hex"]))
+    assert Header.decode(entry.header).hash == LINK[3] and entry.proof == vectors[
+        "stable_all_three"]

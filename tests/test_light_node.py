@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from chain.address import decode_address
+from chain.genesis import Genesis
 from chain.keys import KeyPair
 from edge import testnet
 from edge.client import ApiClient, ApiError
@@ -104,3 +104,99 @@ def test_a_light_node_follows_reads_sends_and_resumes(tmp_path, net):
     with open(light.log_path) as f:
         assert f.read().count("light: started from") == 1
     light.stop()
+
+
+def submit_signed(client, key, payload, chain_id):
+    """Sign ``payload`` from ``key`` (minimum fee, next nonce as the node sees it) and send it."""
+    from chain.params import Params
+    from chain.tx import Tx
+    params = Params()
+    nonce = client.get(f"/v1/accounts/{key.address_text}")["next_nonce"]
+    fee = params.min_fee
+    while True:
+        tx = Tx(chain_id, key.pubkey, nonce, fee, payload).signed_by(key)
+        if fee >= params.min_fee_for(len(tx.raw)):
+            break
+        fee = params.min_fee_for(len(tx.raw))
+    result = client.submit([tx.raw])[0]
+    assert result["accepted"], result
+    return tx.id.hex()
+
+
+def committed(client, tx_id):
+    try:
+        return client.get(f"/v1/txs/{tx_id}")["status"] == "committed"
+    except ApiError:
+        return False
+
+
+def test_a_light_node_follows_a_set_change_then_becomes_an_agent_that_produces(tmp_path, net):
+    from chain.dpos.reveal import binding_hash
+    from chain.producer import BlockSigner
+    from chain.tx import RegisterAgent, Stake, Transfer, Vote
+    chain_id = net["chain_id"]
+    node0 = net["nodes"][0]["home"]
+    full = ApiClient.for_home(node0, net["nodes"][0]["api"])
+    faucet = KeyPair.load(os.path.join(node0, "wallets", "default.json"))
+    min_stake = Genesis.load(os.path.join(node0, "genesis.json")).params.agent_min_stake
+    home = light_home(tmp_path, net)
+    light = NodeProcess(home).start()
+    logs = [light.log_path, os.path.join(node0, "node.log")]
+    wait("the light node at the head", lambda: light.status()["lag"] <= 1
+         and light.status()["lib_height"] > 0, logs=logs)
+
+    # a new agent whose key no node runs: elected by the faucet's votes, it joins the set
+    # (proposed, joint, stable) and misses its slots; the light node checks every header
+    ghost, owner = KeyPair.generate(), KeyPair.generate()
+    tx_ids = [submit_signed(full, faucet, Transfer(owner.address, min_stake + 10**9), chain_id)]
+    wait("the owner funded", lambda: committed(full, tx_ids[-1]), logs=logs)
+    tx_ids.append(submit_signed(full, owner, Stake(min_stake), chain_id))
+    wait("the owner staked", lambda: committed(full, tx_ids[-1]), logs=logs)
+    commit = BlockSigner(ghost).commitment(0)
+    binding = ghost.sign(chain_id, binding_hash(owner.address, 0, commit))
+    tx_ids.append(submit_signed(full, owner, RegisterAgent("ghost", "", ghost.pubkey, 0, commit,
+                                                           binding), chain_id))
+    wait("the ghost registered", lambda: committed(full, tx_ids[-1]), logs=logs)
+    tx_ids.append(submit_signed(full, faucet, Stake(10 * min_stake), chain_id))
+    wait("the faucet staked", lambda: committed(full, tx_ids[-1]), logs=logs)
+    tx_ids.append(submit_signed(full, faucet, Vote((owner.address,)), chain_id))
+    phases, lags = set(), []
+
+    def ghost_scheduled():
+        status = light.status()
+        phases.add(status["finality"]["phase"])
+        lags.append(status["lag"])
+        producers = home.client().get("/v1/schedule")["producers"]
+        return ghost.pubkey.hex() in [p["pubkey"] for p in producers]
+    wait("the light node following rounds that schedule the new agent", ghost_scheduled,
+         logs=logs)
+    assert "joint" in phases or "proposed" in phases
+    wait("finality with the ghost in the set", lambda: light.status()["lib_height"] >
+         full.get("/v1/status")["height"] - 20 and ghost.pubkey.hex() in
+         home.client().get("/v1/finality")["rule"]["active"], logs=logs)
+    assert max(lags[-5:]) <= 1
+
+    # promotion: the state at its LIB from a peer, checked; then it runs as an agent node
+    light.stop()
+    promoted = home.cli("node", "promote", "--json", check=True).json()
+    assert promoted["height"] > 0 and promoted["entries"] > 10
+    agent = NodeProcess(home).start()
+    logs[0] = agent.log_path
+    assert agent.status()["role"] == "agent"
+    wait("the agent node synced", lambda: agent.status()["height"] >=
+         full.get("/v1/status")["height"] - 1, logs=logs)
+    # its owner (the home's wallet) stakes, registers this node's key, and gets the votes
+    wallet = home.info["wallet_address"]
+    run_cli("--home", node0, "wallet", "transfer", wallet, str(2 * min_stake // 10**8),
+            "--wait", check=True)
+    home.cli("wallet", "stake", str(min_stake // 10**8), "--wait", check=True)
+    home.cli("agent", "register", "promoted", "--owner", "default", "--wait", check=True)
+    run_cli("--home", node0, "vote", wallet, "--wait", check=True)
+    me = home.info["node_pubkey"]
+
+    def produced():
+        head = agent.status()["height"]
+        return any(full.get(f"/v1/blocks/{h}")["header"]["producer_pubkey"] == me
+                   for h in range(max(1, head - 8), head + 1))
+    wait("a block produced by the promoted node", produced, timeout=120, logs=logs)
+    agent.stop()

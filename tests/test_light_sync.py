@@ -4,6 +4,8 @@ reading values with proofs, resuming after a restart (docs/protocol.md §13.7)."
 
 import asyncio
 
+import pytest
+
 from chain.state.records import account_key
 from chain.tx import Stake, Transfer, Vote
 from tests.chainkit import COIN, TestChain
@@ -64,12 +66,13 @@ def test_a_light_node_learns_its_checkpoint_from_agreeing_peers_and_resumes(tmp_
             fulls[0].produce(1, [chain.tx(chain.keys[0], Transfer(payee.address, 3 * COIN))])
             fulls[0].produce(4 * 3)
             await light.until("the LIB", lambda: light.chain.lib.height == chain.ledger.lib_height)
+            tip, lib = light.chain.tip.header, light.chain.lib
         finally:
             await light.stop()
         # a restart resumes from the stored window and finality
         again = Light(tmp_path / "light", chain.genesis, clock, [f.address for f in fulls],
                       agree=2, from_genesis=False)
-        assert again.chain.ready and again.chain.tip.header.hash == chain.ledger.head.hash
+        assert again.chain.ready and (again.chain.tip.header, again.chain.lib) == (tip, lib)
         await again.start()
         try:
             fulls[1].produce(4)
@@ -78,4 +81,98 @@ def test_a_light_node_learns_its_checkpoint_from_agreeing_peers_and_resumes(tmp_
             await again.stop()
             for full in fulls:
                 await full.stop()
+    run(scenario())
+
+
+def test_a_light_node_becomes_a_full_node_from_a_verified_snapshot(tmp_path):
+    """The state at its LIB from a peer, checked against the root (a liar's altered snapshot is
+    refused and the liar banned), then a full ledger on it applies the blocks that follow."""
+    from chain.ledger import Ledger
+    from chain.light import LightError
+    from chain.light.promote import install
+    from chain.p2p.light import SnapshotMsg
+    from chain.store import Store
+    from edge.light_promote import fetch_state
+
+    async def scenario():
+        chain = TestChain(tmp_path / "full", n_agents=4,
+                          params=FOUR._replace(evidence_window=1000, unbonding_blocks=1000))
+        clock = Clock(chain.genesis)
+        honest = await FullPeer(chain, clock).start()
+        liar = await FullPeer(chain, clock, host="127.0.0.2").start()
+        served = liar.network.light._on_get_snapshot
+
+        async def altered(peer, request):
+            real, sent = peer.conn.send, []
+
+            async def capture(message):
+                sent.append(message)
+            peer.conn.send = capture
+            try:
+                await served(peer, request)
+            finally:
+                peer.conn.send = real
+            answer = sent[0]
+            items = tuple((k, v + b"\x01" if i == 0 else v)
+                          for i, (k, v) in enumerate(answer.items or ()))
+            await real(SnapshotMsg(answer.height, answer.block_hash, answer.after, items,
+                                   answer.done))
+        liar.network.light._on_get_snapshot = altered
+        light = await Light(tmp_path / "light", chain.genesis, clock,
+                            [liar.address, honest.address]).start()
+        try:
+            honest.produce(4 * 4)
+            await light.until("the LIB", lambda: light.at(chain) and light.chain.lib.height > 0)
+            fetched = []
+            for _ in range(2):  # each peer's turn comes: the liar's snapshot is refused
+                fetched.append(await fetch_state(light.sync, light.chain, lambda n, label: None))
+            assert liar.key.pubkey in light.sync.manager.bans
+            return chain, fetched[-1]
+        finally:
+            await light.stop()
+            await honest.stop()
+            await liar.stop()
+
+    chain, (header, block, items) = run(scenario())
+    store = Store(str(tmp_path / "promoted"))
+    install(store, chain.genesis, block, items)
+    ledger = Ledger(store, chain.genesis)
+    assert (ledger.head.hash, ledger.lib_height) == (header.hash, header.height)
+    for height in range(header.height + 1, chain.ledger.head.height + 1):
+        ledger.apply_block(chain.ledger.block(chain.ledger.block_hash_at(height)))
+    assert ledger.head.state_root == chain.ledger.head.state_root
+    store.close()
+    altered = dict(items)
+    key = next(iter(altered))
+    altered[key] += b"\x00"
+    with pytest.raises(LightError):
+        install(Store(str(tmp_path / "other")), chain.genesis, block, altered)
+
+
+def test_a_configured_checkpoint_is_used_and_a_too_old_one_refused(tmp_path):
+    async def scenario():
+        chain = TestChain(tmp_path / "full", n_agents=4, params=FOUR)  # evidence window 12
+        clock = Clock(chain.genesis)
+        full = await FullPeer(chain, clock).start()
+        full.produce(4 * 3)
+        trusted = chain.ledger.head
+        light = await Light(tmp_path / "light", chain.genesis, clock, [full.address],
+                            checkpoint=(trusted.height, trusted.hash), from_genesis=False).start()
+        try:
+            full.produce(4)
+            await light.until("the head from the checkpoint", lambda: light.at(chain))
+            assert light.chain.anchor.hash == trusted.hash
+        finally:
+            await light.stop()
+        full.produce(FOUR.evidence_window)  # now the checkpoint is older than the window
+        old = await Light(tmp_path / "old", chain.genesis, clock, [full.address],
+                          checkpoint=(trusted.height, trusted.hash), from_genesis=False).start()
+        try:
+            await old.until("the refusal", lambda: old.sync.fatal is not None)
+            message = str(old.sync.fatal)
+            assert "older than the evidence window" in message and "[light] checkpoint" in message
+            assert not old.chain.ready
+        finally:
+            await old.stop()
+            await full.stop()
     run(scenario())

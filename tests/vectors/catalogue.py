@@ -16,6 +16,10 @@ from chain.params import Params
 from chain.state import records
 from chain.state.proof import Proof, ProofKind
 from chain.votes import FinalityVote
+from chain.light.finality import FinalityEntry, FinalityProof, make_proof
+from chain.light.merkle import merkle_path
+from chain.dpos.shuffle import Prng, round_order, shuffle as shuffled
+from chain.calls import contract_address
 from chain.dpos import reveal
 from chain.state import consensus
 from chain.tx import PAYLOADS, KIND_NAMES, Call, Deploy, Evidence, RegisterAgent, RotateProducer, \
@@ -235,6 +239,8 @@ TYPES = {
                          ((b"\x05" * 20, "transfer", b"\x06\x02\x04\x01\x0a\x03\x14"),),
                          b"\x02")),
         ("failed", Receipt(b"\x08" * 32, 1, 10**9, 5_000_000, "out_of_gas: loop")),
+        ("failed_before_vm", Receipt(b"\x0a" * 32, 1, 12_345, 0,
+                                     "no_contract: no contract at that address")),
     ]),
     "receipts": {"samples": lambda: [("two", [Receipt(b"\x07" * 32, 0, 2_440),
                                               Receipt(b"\x08" * 32, 1, 300, 7, "bad_value")])],
@@ -273,7 +279,39 @@ TYPES = {
     "proof": {"samples": proof_samples, "fields": to_json,
               "build": lambda f: _proof_build(from_json(f)),
               "encode": lambda p: p.encode(), "decode": Proof.decode},
+    "finality_proof": named_tuple_type(FinalityProof, lambda: [
+        ("stable_all_three", finality_proof_sample()),
+        ("joint", finality_proof_sample(joint=True))]),
+    "finality_entry": {"samples": lambda: [("round_12", finality_entry_sample())],
+                       "fields": to_json, "build": lambda f: _entry_build(from_json(f)),
+                       "encode": lambda e: e.encode(), "decode": FinalityEntry.decode},
 }
+
+LINK = (11, b"\x85" * 32, 12, header_sample().hash)
+
+
+def finality_proof_sample(joint=False):
+    """Round 12's link (source round 11) signed by the members a verifier must see."""
+    keys = [ALICE, BOB, AGENT]
+    signatures = {k.pubkey: FinalityVote(k.pubkey, *LINK).signed_by(k, CHAIN).signature
+                  for k in keys}
+    sets = (tuple(sorted(k.pubkey for k in keys)),)
+    if joint:
+        sets = (tuple(sorted((ALICE.pubkey, BOB.pubkey))), (AGENT.pubkey,))
+    return make_proof(LINK[0], LINK[2], sets, signatures)
+
+
+def finality_entry_sample():
+    record = consensus.Finality(consensus.Checkpoint(11, b"\x85" * 32, 88),
+                                consensus.Checkpoint(10, b"\x84" * 32, 80),
+                                tuple(sorted(k.pubkey for k in (ALICE, BOB, AGENT))))
+    return FinalityEntry(header_sample().encode(), finality_proof_sample(), record.encode(),
+                         proof_samples()[1][1].encode())
+
+
+def _entry_build(f):
+    return FinalityEntry(f["header"], FinalityProof(**f["proof"]), f["record"],
+                         f["record_proof"])
 
 
 def _read_params(raw):
@@ -326,7 +364,49 @@ FUNCTIONS = {
     "ed25519_sign": (lambda f: KeyPair.from_seed(f["seed"]).sign(f["chain_id"], f["object_hash"]),
                      [("alice", {"seed": bytes(range(1, 33)), "chain_id": CHAIN,
                                  "object_hash": b"\x05" * 32})]),
+    # §9: a contract's address; the fee floor (u64 big-endian), gas included
+    "contract_address": (lambda f: contract_address(f["sender"], f["nonce"]),
+                         [("alice_nonce_7", {"sender": ALICE.address, "nonce": 7})]),
+    "min_fee": (lambda f: Params().min_fee_for(f["size"], f["gas_limit"]).to_bytes(8, "big"),
+                [("transfer_130_bytes", {"size": 130, "gas_limit": 0}),
+                 ("deploy_4700_bytes", {"size": 4700, "gas_limit": 200_000})]),
+    # §13.2-13.3: seeds, the PRNG's draws (u64 big-endian each), the shuffle and the order
+    "round_seed_start": (lambda f: reveal.round_seed_start(f["seed"], f["round"]),
+                         [("round_7", {"seed": b"\x21" * 32, "round": 7})]),
+    "mix_seed": (lambda f: reveal.mix_seed(f["seed"], f["reveal"]),
+                 [("one_reveal", {"seed": b"\x21" * 32, "reveal": b"\x22" * 32})]),
+    "prng_below": (lambda f: b"".join(_draws(f["seed"], f["bounds"])),
+                   [("mixed_bounds", {"seed": b"\x31" * 32,
+                                      "bounds": [1, 2, 3, 7, 8, 255, 256, 257, 1000, 2**40 + 3]})]),
+    "shuffle": (lambda f: b"".join(shuffled(list(f["items"]), f["seed"])),
+                [("five_keys", {"items": [bytes([i]) * 32 for i in range(5)],
+                                "seed": b"\x32" * 32})]),
+    "round_order": (lambda f: b"".join(round_order(
+                        list(f["producers"]), [tuple(c) for c in f["standby"]], f["seed"],
+                        f["standby_slots"])),
+                    [("four_and_one_standby", {
+                        "producers": [bytes([i]) * 32 for i in range(1, 5)],
+                        "standby": [[b"\x09" * 32, 700], [b"\x0a" * 32, 300], [b"\x0b" * 32, 0]],
+                        "seed": b"\x33" * 32, "standby_slots": 1}),
+                     ("two_standby_slots", {
+                        "producers": [bytes([i]) * 32 for i in range(1, 4)],
+                        "standby": [[b"\x09" * 32, 5], [b"\x0a" * 32, 5]],
+                        "seed": b"\x34" * 32, "standby_slots": 2})]),
+    # §5: what a finality vote's signature signs
+    "vote_hash": (lambda f: FinalityVote(f["producer"], *f["link"]).hash,
+                  [("round_12", {"producer": AGENT.pubkey, "link": list(LINK)})]),
+    # §12.8: ordered-Merkle paths, bottom first
+    "merkle_path": (lambda f: b"".join(merkle_path(list(f["items"]), f["index"])),
+                    [("third_of_five", {"items": [bytes([i]) * 3 for i in range(5)],
+                                        "index": 2}),
+                     ("promoted_last", {"items": [bytes([i]) * 3 for i in range(5)],
+                                        "index": 4})]),
 }
+
+
+def _draws(seed, bounds):
+    prng = Prng(seed)
+    return [prng.below(n).to_bytes(8, "big") for n in bounds]
 
 # Printed addresses: raw 20 bytes -> bech32m text.
 ADDRESSES = [("alice", ALICE.address), ("bob", BOB.address), ("zero", bytes(20)),

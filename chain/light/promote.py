@@ -1,0 +1,61 @@
+"""A light node becoming an agent: the full node's store written from a verified state snapshot
+at its last irreversible block, with no history replayed (docs/protocol.md §13.7).
+
+The snapshot is every ``(key, value)`` of the state after that block; rebuilding the state tree
+from them must give the root in the block's header (which the light node already trusts), so a
+peer cannot add, drop or change a single value. The store then holds that block as head and
+last irreversible block, the state at its height, and nothing below: the node syncs blocks
+from there like any full node.
+"""
+
+from chain.block import Block, tx_root, votes_root
+from chain.ledger import DBS
+from chain.light import LightError
+from chain.light.genesis import state_root
+from chain.state.smt import SparseMerkleTree
+from chain.writer import U64
+
+
+def check_snapshot(header, items):
+    """Raise LightError unless ``items`` (key -> value) are exactly the state of ``header``."""
+    root = state_root(items)
+    if root != header.state_root:
+        raise LightError("bad_proof", f"the snapshot's state root {root.hex()[:16]} is not block "
+                         f"{header.height}'s {header.state_root.hex()[:16]}")
+
+
+def install(store, genesis, block, items):
+    """Write a full node's store (``chain.store.Store``, empty) holding ``block`` as its head and
+    last irreversible block, with the state ``items`` (checked against its header)."""
+    header = block.header
+    check_snapshot(header, items)
+
+    def work(txn):
+        db = {name: store.db(name) for name in DBS}
+        if txn.get(b"genesis", db=db["meta"]) is not None:
+            raise LightError("bad_state", f"{store.path} already holds a chain")
+        smt = SparseMerkleTree(store.db("smt_nodes"), store.db("smt_roots"),
+                               store.db("smt_stale"))
+        if smt.update(txn, None, header.height, items) != header.state_root:
+            raise LightError("bad_state", "the rebuilt state tree does not match the header")
+        txn.cursor(db=db["state"]).putmulti(sorted(items.items()))
+        txn.put(header.hash, block.encode(), db=db["blocks"])
+        txn.put(header.hash, header.encode(), db=db["headers"])
+        txn.put(U64.pack(header.height), header.hash, db=db["heights"])
+        txn.put(b"genesis", genesis.hash, db=db["meta"])
+        txn.put(b"head", header.hash, db=db["meta"])
+        txn.put(b"lib", U64.pack(header.height), db=db["meta"])
+    store.write(work)
+
+
+def decode_block(raw, header):
+    """The block ``raw`` when it is the one ``header`` names (LightError otherwise)."""
+    try:
+        block = Block.decode(raw)
+    except Exception as exc:  # noqa: BLE001 - any decoding failure is the peer's
+        raise LightError("malformed", f"the block does not decode ({exc})") from None
+    if block.hash != header.hash:
+        raise LightError("bad_proof", "the block is not the one asked for")
+    if tx_root(block.txs) != header.tx_root or votes_root(block.votes) != header.votes_root:
+        raise LightError("bad_proof", "the block's body does not match its header")
+    return block
