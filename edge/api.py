@@ -21,7 +21,8 @@ from contracts.values import decode_value
 from edge.mqtt.devices import DeviceError
 from edge.mqtt.frames import Frame
 from edge.mqtt.topics import parse_device_id
-from edge.api_json import VERSION, finality_json, proof_json, receipt_json  # noqa: F401
+from edge.api_json import (VERSION, account_json, agent_json, finality_json,  # noqa: F401
+                           proof_json, receipt_json)
 from edge.values_json import from_value, to_value
 from edge import _fast
 from edge.api_access import TXS_BODY, Access, allowed_hosts, exposed_warning
@@ -219,13 +220,7 @@ class _Handlers:
             return None
         with self.ledger.store.read() as txn:
             producer = self.ledger.view(txn).producer(agent.pubkey)
-        return {"name": agent.name, "endpoint": agent.endpoint, "active": agent.active,
-                "producer": agent.pubkey.hex(),
-                "producer_epoch": producer.epoch if producer is not None else 0,
-                "votes": str(agent.votes), "registered_height": agent.registered_height,
-                "jailed_until": agent.jailed_until, "missed_in_a_row": agent.missed_in_a_row,
-                "missed_total": agent.missed_total, "produced": agent.produced,
-                "voter_pool": str(agent.voter_pool)}
+        return agent_json(agent, producer)
 
     async def history(self, request):
         address = _address(request)
@@ -392,11 +387,7 @@ class _Handlers:
 
 def _account_at(value):
     """The account fields of a proven account record (or of an absent one)."""
-    account = Account.decode(value) if value is not None else Account()
-    return {"balance": str(account.balance), "nonce": account.nonce,
-            "stake": str(account.stake),
-            "unbonding": [{"amount": str(a), "release_height": h} for a, h in account.unbonding],
-            "votes": [encode_address(v) for v in account.votes]}
+    return account_json(Account.decode(value) if value is not None else Account())
 
 
 def _hex32(text):

@@ -37,3 +37,22 @@ def proof_json(key, value, header, proof):
             "value": value.hex() if value is not None else None, "height": header.height,
             "block_hash": header.hash.hex(), "state_root": header.state_root.hex(),
             "proof": proof.hex()}
+
+
+def account_json(account):
+    """An account record's fields (docs/api.md)."""
+    return {"balance": str(account.balance), "nonce": account.nonce,
+            "stake": str(account.stake),
+            "unbonding": [{"amount": str(a), "release_height": h} for a, h in account.unbonding],
+            "votes": [encode_address(v) for v in account.votes]}
+
+
+def agent_json(agent, producer):
+    """An agent record and its producer key's record (or None) for the API."""
+    return {"name": agent.name, "endpoint": agent.endpoint, "active": agent.active,
+            "producer": agent.pubkey.hex(),
+            "producer_epoch": producer.epoch if producer is not None else 0,
+            "votes": str(agent.votes), "registered_height": agent.registered_height,
+            "jailed_until": agent.jailed_until, "missed_in_a_row": agent.missed_in_a_row,
+            "missed_total": agent.missed_total, "produced": agent.produced,
+            "voter_pool": str(agent.voter_pool)}

@@ -13,7 +13,8 @@ from chain.state.consensus import Producer
 from chain.state.records import Account, Agent, decode_contract
 from edge import _fast
 from edge.api_access import SMALL_BODY, TXS_BODY, Access, allowed_hosts, exposed_warning
-from edge.api_json import VERSION, finality_json, proof_json, receipt_json
+from edge.api_json import (VERSION, account_json, agent_json, finality_json, proof_json,
+                           receipt_json)
 from edge.api_tokens import TokenStore
 from edge.config import is_loopback
 from edge.httpserver import HttpError, HttpServer, Response, Router, json_response
@@ -134,12 +135,8 @@ class _Handlers:
         agent = Agent.decode(raw_agent) if raw_agent is not None else None
         self.node.settle_sent({address: account.nonce})
         return json_response({
-            "address": encode_address(address), "balance": str(account.balance),
-            "nonce": account.nonce,
+            "address": encode_address(address), **account_json(account),
             "next_nonce": self.node.pending_nonces(address, account.nonce),
-            "stake": str(account.stake),
-            "unbonding": [{"amount": str(a), "release_height": h} for a, h in account.unbonding],
-            "votes": [encode_address(v) for v in account.votes],
             "agent": await self._agent_json(agent) if agent is not None else None,
             "height": header.height, "block_hash": header.hash.hex(),
             "state_root": header.state_root.hex(), "proof": proofs[keys[0]], "verified": True})
@@ -148,13 +145,7 @@ class _Handlers:
         key = records.producer_key(agent.pubkey)
         values, _, _ = await self._read([key])
         producer = Producer.decode(values[key]) if values[key] is not None else None
-        return {"name": agent.name, "endpoint": agent.endpoint, "active": agent.active,
-                "producer": agent.pubkey.hex(),
-                "producer_epoch": producer.epoch if producer is not None else 0,
-                "votes": str(agent.votes), "registered_height": agent.registered_height,
-                "jailed_until": agent.jailed_until, "missed_in_a_row": agent.missed_in_a_row,
-                "missed_total": agent.missed_total, "produced": agent.produced,
-                "voter_pool": str(agent.voter_pool)}
+        return agent_json(agent, producer)
 
     async def history(self, request):
         address = _address(request)

@@ -113,3 +113,18 @@ class Light:
         """True when the light tip is the full chain's head."""
         tip = self.chain.tip
         return tip is not None and tip.header.hash == chain.ledger.head.hash
+
+
+async def answer_of(handler, peer, request):
+    """What a full peer's ``handler`` would send ``peer`` for ``request`` (so a test can send
+    something else instead)."""
+    real, sent = peer.conn.send, []
+
+    async def capture(message):
+        sent.append(message)
+    peer.conn.send = capture
+    try:
+        await handler(peer, request)
+    finally:
+        peer.conn.send = real
+    return sent[0]

@@ -13,7 +13,7 @@ from chain.p2p.light import FinalityMsg, StateMsg
 from chain.p2p.messages import Hello
 from chain.state.records import account_key
 from tests.chainkit import TestChain
-from tests.lightkit import Clock, FullPeer, Light
+from tests.lightkit import Clock, FullPeer, Light, answer_of
 from tests.test_light_finality import FOUR
 
 LIAR_HOST = "127.0.0.2"
@@ -62,20 +62,10 @@ def test_a_wrong_state_proof_bans_the_peer(tmp_path):
         served = liar.network.light._on_get_state
 
         async def tampered(peer, request):
-            sent = []
-            real_send = peer.conn.send
-
-            async def capture(message):
-                sent.append(message)
-            peer.conn.send = capture
-            try:
-                await served(peer, request)
-            finally:
-                peer.conn.send = real_send
-            answer = sent[0]
+            answer = await answer_of(served, peer, request)
             proofs = tuple((value + b"\x00" if value is not None else b"\x10", proof)
                            for value, proof in answer.proofs or ())
-            await real_send(StateMsg(answer.height, answer.block_hash, proofs))
+            await peer.conn.send(StateMsg(answer.height, answer.block_hash, proofs))
         liar.network.light._on_get_state = tampered
         return liar
 
@@ -99,24 +89,15 @@ def test_a_forged_finality_entry_bans_the_peer(tmp_path):
         served = liar.network.light._on_get_finality
 
         async def forged(peer, request):
-            real_send = peer.conn.send
-            sent = []
-
-            async def capture(message):
-                sent.append(message)
-            peer.conn.send = capture
-            try:
-                await served(peer, request)
-            finally:
-                peer.conn.send = real_send
+            answer = await answer_of(served, peer, request)
             entries = []
-            for raw in sent[0].entries:
+            for raw in answer.entries:
                 entry = FinalityEntry.decode(raw)
                 signatures = (entry.proof.signatures[0][:-1] + b"\x01",) + \
                     entry.proof.signatures[1:]
                 entries.append(entry._replace(proof=entry.proof._replace(
                     signatures=signatures)).encode())
-            await real_send(FinalityMsg(sent[0].from_round, tuple(entries)))
+            await peer.conn.send(FinalityMsg(answer.from_round, tuple(entries)))
         liar.network.light._on_get_finality = forged
         return liar
 

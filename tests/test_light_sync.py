@@ -9,7 +9,7 @@ import pytest
 from chain.state.records import account_key
 from chain.tx import Stake, Transfer, Vote
 from tests.chainkit import COIN, TestChain
-from tests.lightkit import Clock, FullPeer, Light
+from tests.lightkit import Clock, FullPeer, Light, answer_of
 from tests.test_light_finality import FOUR
 
 
@@ -103,19 +103,10 @@ def test_a_light_node_becomes_a_full_node_from_a_verified_snapshot(tmp_path):
         served = liar.network.light._on_get_snapshot
 
         async def altered(peer, request):
-            real, sent = peer.conn.send, []
-
-            async def capture(message):
-                sent.append(message)
-            peer.conn.send = capture
-            try:
-                await served(peer, request)
-            finally:
-                peer.conn.send = real
-            answer = sent[0]
+            answer = await answer_of(served, peer, request)
             items = tuple((k, v + b"\x01" if i == 0 else v)
                           for i, (k, v) in enumerate(answer.items or ()))
-            await real(SnapshotMsg(answer.height, answer.block_hash, answer.after, items,
+            await peer.conn.send(SnapshotMsg(answer.height, answer.block_hash, answer.after, items,
                                    answer.done))
         liar.network.light._on_get_snapshot = altered
         light = await Light(tmp_path / "light", chain.genesis, clock,

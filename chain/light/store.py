@@ -76,14 +76,8 @@ class LightStore:
         return low, U64.unpack(cursor.key())[0]
 
     def delete_links(self, txn, above=None, below=None):
-        """Delete window headers above ``above`` or below ``below``."""
-        cursor = txn.cursor(db=self.db["light_headers"])
-        if above is not None and cursor.set_range(U64.pack(above + 1)):
-            while cursor.delete():
-                pass
-        if below is not None:
-            while cursor.first() and U64.unpack(cursor.key())[0] < below:
-                cursor.delete()
+        """Delete window headers above height ``above`` or below height ``below``."""
+        _delete_outside(txn, self.db["light_headers"], above, below)
 
     def put_round(self, txn, round_number, schedule, info):
         txn.put(U64.pack(round_number),
@@ -100,13 +94,8 @@ class LightStore:
         return r.var_bytes(1 << 14, "round.schedule"), r.var_bytes(1 << 16, "round.info")
 
     def delete_rounds(self, txn, above=None, below=None):
-        cursor = txn.cursor(db=self.db["light_rounds"])
-        if above is not None and cursor.set_range(U64.pack(above + 1)):
-            while cursor.delete():
-                pass
-        if below is not None:
-            while cursor.first() and U64.unpack(cursor.key())[0] < below:
-                cursor.delete()
+        """Delete the rounds above ``above`` or below ``below``."""
+        _delete_outside(txn, self.db["light_rounds"], above, below)
 
     # -- justified checkpoints and sent transactions --------------------------------------------
 
@@ -139,3 +128,14 @@ class LightStore:
         for name in os.listdir(self.path):
             total += os.stat(os.path.join(self.path, name)).st_blocks * 512
         return total
+
+
+def _delete_outside(txn, db, above, below):
+    """Delete the records of ``db`` (u64be keys) above ``above`` or below ``below``."""
+    cursor = txn.cursor(db=db)
+    if above is not None and cursor.set_range(U64.pack(above + 1)):
+        while cursor.delete():
+            pass
+    if below is not None:
+        while cursor.first() and U64.unpack(cursor.key())[0] < below:
+            cursor.delete()

@@ -342,8 +342,7 @@ class LightSync:
             raise FromPeer(peer, LightError("malformed", f"a finality entry: {exc}")) from None
         except LightError as exc:
             raise FromPeer(peer, exc) from None
-        if newly is not None:
-            self.forget_sent()
+        return newly
 
     # -- headers --------------------------------------------------------------------------------
 
@@ -541,9 +540,6 @@ class LightSync:
             self.manager.spawn(self._send(peer, Txs(tuple(raws))))
             sent += 1
         return sent
-
-    def forget_sent(self):
-        """Hook: the LIB moved (the node prunes what it watched and is now irreversible)."""
 
     # -- snapshots and blocks (promotion) -------------------------------------------------------
 
