@@ -9,7 +9,6 @@ headers it follows. Kept small on purpose: no aiohttp, no contract VM unless a q
 import asyncio
 import os
 import signal
-import sys
 import time
 
 from chain import crypto
@@ -25,7 +24,8 @@ from chain.tx import Tx
 from edge import sdnotify
 from edge._fast import DecodeError
 from chain.secretfile import SecretFileError
-from edge.runtime import NodeError, check_secret_files, lock_data_dir, now_ms, print_line
+from edge.runtime import (NodeError, check_secret_files, lock_data_dir, now_ms, print_line,
+                          run_foreground)
 
 PENDING_LIMIT = 10_000
 
@@ -235,13 +235,5 @@ class LightNode:
 
 def run_light_node(config):
     """Run a light node in the foreground (``smartshare node run`` with role light)."""
-    try:
-        node = LightNode(config)
-    except (GenesisError, KeyFileError, CheckpointError, SecretFileError, ValueError) as exc:
-        raise NodeError(str(exc)) from None
-    try:
-        asyncio.run(node.run())
-    except OSError as exc:
-        raise NodeError(f"cannot serve the API on {config.api_url} ({exc.strerror or exc}); "
-                        "is another node running? Change [api] port in config.toml") from None
-    sys.stdout.flush()
+    run_foreground(LightNode, config, (GenesisError, KeyFileError, CheckpointError,
+                                       SecretFileError, ValueError))

@@ -8,7 +8,6 @@ import asyncio
 import os
 import signal
 import struct
-import sys
 import time
 
 from chain import crypto
@@ -32,7 +31,7 @@ from edge import sdnotify
 from edge._fast import DecodeError
 from edge.api import VERSION, start_api
 from edge.metrics import NodeMetrics
-from edge.runtime import NodeError, check_secret_files, now_ms, print_line
+from edge.runtime import NodeError, check_secret_files, now_ms, print_line, run_foreground  # noqa: F401
 from edge.runtime import lock_data_dir as _lock_data_dir
 
 SEQ = struct.Struct(">Q")
@@ -493,13 +492,4 @@ class Node:
 
 def run_node(config):
     """Run a node in the foreground (``smartshare node run``)."""
-    try:
-        node = Node(config)
-    except (GenesisError, KeyFileError, LedgerError, SecretFileError) as exc:
-        raise NodeError(str(exc)) from None
-    try:
-        asyncio.run(node.run())
-    except OSError as exc:
-        raise NodeError(f"cannot serve the API on {config.api_url} ({exc.strerror or exc}); "
-                        "is another node running? Change [api] port in config.toml") from None
-    sys.stdout.flush()
+    run_foreground(Node, config, (GenesisError, KeyFileError, LedgerError, SecretFileError))

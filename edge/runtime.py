@@ -2,6 +2,7 @@
 lock on its data folder (kept apart from edge/node.py so a light node imports none of the full
 node's machinery)."""
 
+import asyncio
 import fcntl
 import os
 import sys
@@ -50,3 +51,18 @@ def check_secret_files(config):
               if os.path.exists(p)]
     for path in paths:
         check_private(path)
+
+
+def run_foreground(make_node, config, startup_errors):
+    """Make a node (``make_node(config)``) and run it until it stops; a failure to start
+    (``startup_errors``) or to serve the API becomes a NodeError saying what to do."""
+    try:
+        node = make_node(config)
+    except startup_errors as exc:
+        raise NodeError(str(exc)) from None
+    try:
+        asyncio.run(node.run())
+    except OSError as exc:
+        raise NodeError(f"cannot serve the API on {config.api_url} ({exc.strerror or exc}); "
+                        "is another node running? Change [api] port in config.toml") from None
+    sys.stdout.flush()
