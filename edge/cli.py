@@ -190,14 +190,9 @@ def cmd_join(args):
 
 def cmd_node_run(args):
     config = load_config(args)
-    if config.role == "light":
-        from edge.light_node import run_light_node  # no full-node machinery in a light node
-        from edge.runtime import NodeError
-        try:
-            run_light_node(config)
-        except NodeError as exc:
-            raise CliError(str(exc), "node") from None
-        return None
+    if config.role == "light":  # a fresh, small process (edge/light_main.py), same pid
+        sys.stdout.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "edge.light_main", config.file])
     from edge.node import NodeError, run_node  # heavy imports only for the node itself
     simulators = _start_simulators(config, args) if args.simulate else None
     try:
