@@ -108,7 +108,7 @@ class LightChain:
 
         def work(txn):
             self.store.put_justified(txn, header_round(entry), entry.header,
-                                     self.tracker.finalized.round)
+                                     min(self.tracker.justified))  # what the tracker keeps
             self.store.put_meta(txn, b"tracker", self.tracker.encode())
             self.store.put_meta(txn, b"lib", lib.encode())
             if conflict is not None and conflict.hash != header.hash:
