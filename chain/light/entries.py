@@ -33,7 +33,10 @@ def record_justification(writer, block, view, justified_before):
         for vote in carried.votes:
             if vote.link == link:
                 signatures.setdefault(vote.producer, vote.signature)
-    proof = make_proof(info.source.round, info.target.round, info.quorum_sets(), signatures)
+    try:
+        proof = make_proof(info.source.round, info.target.round, info.quorum_sets(), signatures)
+    except ValueError:  # some of the round's blocks are not here (a node promoted mid-round)
+        return
     txn, db = writer.txn, writer.db
     record, record_proof = writer.ledger.smt.prove(txn, info.target.height, FINALITY_KEY)
     entry = FinalityEntry(txn.get(info.target.hash, db=db["headers"]), proof, record,
@@ -62,7 +65,10 @@ def _round_blocks(writer, from_height, last):
     """The main-chain blocks from ``from_height`` up to ``last`` (not yet written)."""
     txn, db = writer.txn, writer.db
     for height in range(from_height, last.height):
-        yield Block.decode(txn.get(txn.get(U64.pack(height), db=db["heights"]), db=db["blocks"]))
+        block_hash = txn.get(U64.pack(height), db=db["heights"])
+        raw = txn.get(block_hash, db=db["blocks"]) if block_hash is not None else None
+        if raw is not None:
+            yield Block.decode(raw)
     yield last
 
 
