@@ -1,8 +1,10 @@
 """A light node against a 4-node testnet of real node processes, after 10,000 blocks.
 
-1. In this process: the finality proof of a 21-producer chain (real ledger, real votes), how
-   fast a light client checks headers (10,000 of them: signature, schedule recomputed, round
-   records proven) and state proofs.
+1. In this process: the finality proof of a 21-producer chain (real ledger, real votes); a
+   light client's LightChain on its own store checking and keeping the chain's 10,000 headers
+   (signature, schedule recomputed, round records and finality entries proven): headers/s, and
+   its store once the window is full (``window_disk_mb``: the steady size, however long it
+   runs); state proofs/s.
 2. Real processes: a 4-node testnet whose first ``--blocks`` blocks (default 10,000) were made
    here beforehand, then a light node process that learns its checkpoint from its peers
    (``bootstrap_s``: from its start to following the head), and a second one that starts from
@@ -32,18 +34,20 @@ from chain.keys import KeyPair  # noqa: E402
 from chain.ledger import Ledger  # noqa: E402
 from chain.light.entries import finality_entries  # noqa: E402
 from chain.light.finality import FinalityEntry  # noqa: E402
-from chain.light.follow import FOLLOW_KEYS, HeaderRules, check_round_info, follow, \
-    state_from_records  # noqa: E402
-from chain.light.tracker import FinalityTracker  # noqa: E402
+from chain.light.chain import DEFAULT_WINDOW, LightChain  # noqa: E402
+from chain.light.follow import HeaderRules  # noqa: E402
+from chain.light.store import LightStore  # noqa: E402
+from chain.light.sync import BOOTSTRAP_KEYS  # noqa: E402
 from chain.producer import BlockSigner, watermark_path  # noqa: E402
-from chain.state.consensus import Finality, RoundInfo  # noqa: E402
+from chain.state.consensus import RoundInfo  # noqa: E402
 from chain.state.proof import verify_proof  # noqa: E402
-from chain.state.records import FINALITY_KEY, ROUND_KEY, account_key  # noqa: E402
+from chain.state.records import ROUND_KEY, account_key  # noqa: E402
 from chain.store import Store  # noqa: E402
 from edge import testnet  # noqa: E402
 from edge.client import ApiClient, ApiError  # noqa: E402
 
 SLOT_MS = 500
+HEADER_BATCH = 128  # headers checked, then stored in one transaction (as from one peer message)
 
 
 # -- in this process -----------------------------------------------------------------------------
@@ -62,9 +66,12 @@ def finality_proof_bytes(directory):
     return sizes
 
 
-def follow_rate(directory, blocks):
-    """Headers a light client checks per second (producer against the recomputed schedule,
-    signature, round records checked against the tracker), on a real 4-producer chain."""
+def follow_rate(directory, blocks, window=DEFAULT_WINDOW):
+    """A light client's LightChain, on its own LMDB store with the default window, checking
+    the ``blocks`` headers of a real 4-producer chain (producer against the recomputed schedule,
+    signature, round records proven against the tracker, finality entries) and storing them in
+    batches as the light node does. Returns headers/s, state proofs/s, finality entries/s and
+    its store: disk bytes and the headers and rounds it keeps once the window is full."""
     from tests.chainkit import TEST_PARAMS, TestChain
     params = TEST_PARAMS._replace(producers_per_round=4, standby_slots=1,
                                   evidence_window=4 * blocks, unbonding_blocks=4 * blocks)
@@ -77,28 +84,37 @@ def follow_rate(directory, blocks):
                for h in range(blocks + 1)]
     with chain.store.read() as txn:
         firsts = {h: ledger.smt.get(txn, h, ROUND_KEY) for h in range(blocks + 1)}
-        genesis_values = {k: ledger.smt.get(txn, 0, k) for k in FOLLOW_KEYS + (FINALITY_KEY,)}
+        genesis_values = {k: ledger.smt.get(txn, 0, k) for k in BOOTSTRAP_KEYS}
         proofs = [ledger.smt.prove(txn, blocks, account_key(k.address)) for k in chain.keys]
     entries = {}
     with chain.store.read() as txn:
         from chain.light.entries import DB_FINALITY, U64
         for _, value in txn.cursor(db=chain.store.db(DB_FINALITY)):
             entries[U64.unpack(value[:8])[0]] = FinalityEntry.decode(bytes(value[8:]))
-    rules = HeaderRules(ledger.chain_id, params, chain.genesis.genesis_time_ms)
-    tracker = FinalityTracker(ledger.chain_id, Finality.decode(genesis_values[FINALITY_KEY]))
-    state = state_from_records(genesis_values)
+    store = LightStore(os.path.join(directory, "light-store"))
+    light = LightChain(store, HeaderRules(ledger.chain_id, params, chain.genesis.genesis_time_ms),
+                       window=window)
+    light.bootstrap(headers[0], genesis_values)
     started = time.perf_counter()
-    for parent, header in zip(headers, headers[1:]):
-        state = follow(state, rules, parent, header)
-        if state.info is None:
-            info = RoundInfo.decode(firsts[header.height])
-            source = tracker.rule_after(parent.justified_round)
-            check_round_info(info, header, source.checkpoint, source.record.quorum_sets())
-            state = state._replace(info=info)
+    branch = light.branch()
+    for header in headers[1:]:
+        branch.add(header)
+        first = branch.pending_round()
+        if first is not None:
+            branch.set_round_info(RoundInfo.decode(firsts[first.height]))
         if header.height in entries:
-            entry = entries[header.height]
-            tracker.accept(entry, Header.decode(entry.header))
+            light.accept_entry(entries[header.height])
+        if len(branch.links) == HEADER_BATCH:
+            light.commit(branch)
+            branch = light.branch()
+    light.commit(branch)
     elapsed = time.perf_counter() - started
+    with store.read() as txn:
+        low, high = store.window_bounds(txn)
+        kept_rounds = txn.stat(store.db["light_rounds"])["entries"]
+    kept = {"disk_bytes": store.disk_bytes(), "headers": high - low + 1, "rounds": kept_rounds,
+            "lib_height": light.lib.height}
+    store.close()
     head = headers[-1]
     keys = [account_key(k.address) for k in chain.keys]
     started_proofs = time.perf_counter()
@@ -108,7 +124,7 @@ def follow_rate(directory, blocks):
             assert verify_proof(head.state_root, key, value, proof)
     proof_s = time.perf_counter() - started_proofs
     chain.store.close()
-    return blocks / elapsed, rounds * len(keys) / proof_s, len(entries) / elapsed
+    return blocks / elapsed, rounds * len(keys) / proof_s, len(entries) / elapsed, kept
 
 
 # -- a testnet with a history ---------------------------------------------------------------------
@@ -204,7 +220,7 @@ def main():
     results = {}
     try:
         sizes = finality_proof_bytes(directory)
-        headers_per_s, proofs_per_s, entries_per_s = follow_rate(directory, args.blocks)
+        headers_per_s, proofs_per_s, entries_per_s, kept = follow_rate(directory, args.blocks)
         manifest, build_s = make_testnet(os.path.join(directory, "net"), args.blocks)
         testnet.start(os.path.join(directory, "net"))
         full = ApiClient(manifest["nodes"][0]["api"], timeout=2)
@@ -236,6 +252,8 @@ def main():
             "lib_lag": status["height"] - status["lib_height"],
             "headers_per_s": round(headers_per_s), "proof_verify_per_s": round(proofs_per_s),
             "finality_entries_per_s": round(entries_per_s),
+            "window_disk_mb": round(kept["disk_bytes"] / 1e6, 2),
+            "window_headers": kept["headers"], "window_rounds": kept["rounds"],
             "finality_proof_bytes": max(sizes), "finality_proof_bytes_min": min(sizes),
         }
     finally:
@@ -250,7 +268,10 @@ def main():
          results["genesis_sync_s"]),
         ("head lag behind the full nodes (blocks): max / median, target <= 1",
          f"{results['head_lag_max']} / {results['head_lag_p50']}"),
-        ("headers checked per second (in process)", results["headers_per_s"]),
+        ("headers checked and stored per second (in process)", results["headers_per_s"]),
+        (f"store after {results['blocks_before']} headers (MB), full window, target <= 5",
+         f"{results['window_disk_mb']} ({results['window_headers']} headers, "
+         f"{results['window_rounds']} rounds kept)"),
         ("state proofs verified per second", results["proof_verify_per_s"]),
         ("finality proof at 21 producers (bytes), target <= 1024",
          results["finality_proof_bytes"]),
