@@ -28,7 +28,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from chain.block import Header  # noqa: E402
 from chain.genesis import Genesis  # noqa: E402
 from chain.keys import KeyPair  # noqa: E402
 from chain.ledger import Ledger  # noqa: E402
@@ -37,11 +36,9 @@ from chain.light.finality import FinalityEntry  # noqa: E402
 from chain.light.chain import DEFAULT_WINDOW, LightChain  # noqa: E402
 from chain.light.follow import HeaderRules  # noqa: E402
 from chain.light.store import LightStore  # noqa: E402
-from chain.light.sync import BOOTSTRAP_KEYS  # noqa: E402
 from chain.producer import BlockSigner, watermark_path  # noqa: E402
-from chain.state.consensus import RoundInfo  # noqa: E402
 from chain.state.proof import verify_proof  # noqa: E402
-from chain.state.records import ROUND_KEY, account_key  # noqa: E402
+from chain.state.records import account_key  # noqa: E402
 from chain.store import Store  # noqa: E402
 from edge import testnet  # noqa: E402
 from edge.client import ApiClient, ApiError  # noqa: E402
@@ -73,41 +70,22 @@ def follow_rate(directory, blocks, window=DEFAULT_WINDOW):
     batches as the light node does. Returns headers/s, state proofs/s, finality entries/s and
     its store: disk bytes and the headers and rounds it keeps once the window is full."""
     from tests.chainkit import TEST_PARAMS, TestChain
+    from tests.lightkit import chain_material, keep_headers
     params = TEST_PARAMS._replace(producers_per_round=4, standby_slots=1,
                                   evidence_window=4 * blocks, unbonding_blocks=4 * blocks)
     chain = TestChain(os.path.join(directory, "p4"), n_agents=5, params=params,
                       prune_depth=blocks + 10, map_size=4 << 30)
     for _ in range(blocks):
         chain.block()
-    ledger = chain.ledger
-    headers = [Header.decode(ledger.header_bytes(ledger.block_hash_at(h)))
-               for h in range(blocks + 1)]
+    headers, rounds, entries, genesis_values = chain_material(chain)
     with chain.store.read() as txn:
-        firsts = {h: ledger.smt.get(txn, h, ROUND_KEY) for h in range(blocks + 1)}
-        genesis_values = {k: ledger.smt.get(txn, 0, k) for k in BOOTSTRAP_KEYS}
-        proofs = [ledger.smt.prove(txn, blocks, account_key(k.address)) for k in chain.keys]
-    entries = {}
-    with chain.store.read() as txn:
-        from chain.light.entries import DB_FINALITY, U64
-        for _, value in txn.cursor(db=chain.store.db(DB_FINALITY)):
-            entries[U64.unpack(value[:8])[0]] = FinalityEntry.decode(bytes(value[8:]))
+        proofs = [chain.ledger.smt.prove(txn, blocks, account_key(k.address)) for k in chain.keys]
     store = LightStore(os.path.join(directory, "light-store"))
-    light = LightChain(store, HeaderRules(ledger.chain_id, params, chain.genesis.genesis_time_ms),
-                       window=window)
+    light = LightChain(store, HeaderRules(chain.ledger.chain_id, params,
+                                          chain.genesis.genesis_time_ms), window=window)
     light.bootstrap(headers[0], genesis_values)
     started = time.perf_counter()
-    branch = light.branch()
-    for header in headers[1:]:
-        branch.add(header)
-        first = branch.pending_round()
-        if first is not None:
-            branch.set_round_info(RoundInfo.decode(firsts[first.height]))
-        if header.height in entries:
-            light.accept_entry(entries[header.height])
-        if len(branch.links) == HEADER_BATCH:
-            light.commit(branch)
-            branch = light.branch()
-    light.commit(branch)
+    keep_headers(light, headers[1:], rounds, entries, HEADER_BATCH)
     elapsed = time.perf_counter() - started
     with store.read() as txn:
         low, high = store.window_bounds(txn)
@@ -118,13 +96,13 @@ def follow_rate(directory, blocks, window=DEFAULT_WINDOW):
     head = headers[-1]
     keys = [account_key(k.address) for k in chain.keys]
     started_proofs = time.perf_counter()
-    rounds = 200
-    for _ in range(rounds):
+    repeats = 200
+    for _ in range(repeats):
         for key, (value, proof) in zip(keys, proofs):
             assert verify_proof(head.state_root, key, value, proof)
     proof_s = time.perf_counter() - started_proofs
     chain.store.close()
-    return blocks / elapsed, rounds * len(keys) / proof_s, len(entries) / elapsed, kept
+    return blocks / elapsed, repeats * len(keys) / proof_s, len(entries) / elapsed, kept
 
 
 # -- a testnet with a history ---------------------------------------------------------------------

@@ -9,14 +9,19 @@ when blocks happen and nothing waits on the wall clock.
 import asyncio
 import time
 
+from chain.block import Header
 from chain.keys import KeyPair
 from chain.light.chain import LightChain
+from chain.light.entries import DB_FINALITY, U64
+from chain.light.finality import FinalityEntry
 from chain.light.follow import HeaderRules
 from chain.light.genesis import genesis_anchor
 from chain.light.store import LightStore
 from chain.light.sync import BOOTSTRAP_KEYS, LightSync
 from chain.network import PeerNetwork
 from chain.p2p.peers import PeerLimits
+from chain.state.consensus import RoundInfo
+from chain.state.records import ROUND_KEY
 
 LIMITS = PeerLimits(exempt_loopback=True)
 
@@ -113,6 +118,40 @@ class Light:
         """True when the light tip is the full chain's head."""
         tip = self.chain.tip
         return tip is not None and tip.header.hash == chain.ledger.head.hash
+
+
+def chain_material(chain):
+    """What a light node gets from peers about a whole TestChain: its headers, the ``round``
+    record in each block's state (by height), its finality entries (by the height of the block
+    that justified their round) and the genesis values it bootstraps from."""
+    ledger = chain.ledger
+    head = ledger.head.height
+    headers = [Header.decode(ledger.header_bytes(ledger.block_hash_at(h))) for h in range(head + 1)]
+    entries = {}
+    with chain.store.read() as txn:
+        rounds = {h: ledger.smt.get(txn, h, ROUND_KEY) for h in range(head + 1)}
+        genesis_values = {k: ledger.smt.get(txn, 0, k) for k in BOOTSTRAP_KEYS}
+        for _, value in txn.cursor(db=chain.store.db(DB_FINALITY)):
+            entries[U64.unpack(value[:8])[0]] = FinalityEntry.decode(bytes(value[8:]))
+    return headers, rounds, entries, genesis_values
+
+
+def keep_headers(light, headers, rounds, entries, batch=128):
+    """Check ``headers`` onto the LightChain ``light`` from its tip as its sync does: each
+    round's record proven at its first block, finality entries accepted as they come, and the
+    checked headers stored ``batch`` at a time (one transaction per peer message)."""
+    branch = light.branch()
+    for header in headers:
+        branch.add(header)
+        first = branch.pending_round()
+        if first is not None:
+            branch.set_round_info(RoundInfo.decode(rounds[first.height]))
+        if header.height in entries:
+            light.accept_entry(entries[header.height])
+        if len(branch.links) == batch:
+            light.commit(branch)
+            branch = light.branch()
+    light.commit(branch)
 
 
 async def answer_of(handler, peer, request):

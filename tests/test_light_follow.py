@@ -9,14 +9,16 @@ from chain.light import LightError
 from chain.light.finality import FinalityEntry
 from chain.light.follow import (FOLLOW_KEYS, HeaderRules, check_round_info, follow,
                                 state_from_records)
+from chain.light.chain import LightChain
 from chain.light.entries import DB_FINALITY, U64
-from chain.light.tracker import FinalityTracker
+from chain.light.store import LightStore
+from chain.light.tracker import MAX_KEPT, FinalityTracker
 from chain.state.consensus import RoundInfo
 from chain.state.records import ROUND_KEY
 from chain.tx import Stake, Vote
 from tests.chainkit import COIN, TestChain
+from tests.lightkit import chain_material, keep_headers
 from tests.test_light_finality import FOUR, genesis_record
-
 
 
 def state_at(chain, height, keys):
@@ -98,3 +100,35 @@ def test_a_header_from_an_unscheduled_producer_is_refused(tmp_path):
         with pytest.raises(LightError) as caught:
             follow(states[5], rules, parent, bad)
         assert caught.value.reason == "bad_header"
+
+
+def test_a_long_follow_keeps_its_window_and_its_store_flat(tmp_path):
+    """However long a light node follows, it keeps ``window`` headers, the rounds they span and
+    the justified checkpoints above its LIB; its LMDB file stops growing once the window is
+    full (the freed pages are reused)."""
+    blocks, window = 256, 32
+    chain = TestChain(tmp_path / "full", n_agents=4,
+                      params=FOUR._replace(evidence_window=4 * blocks, unbonding_blocks=4 * blocks))
+    for _ in range(blocks):
+        chain.block()
+    headers, rounds, entries, genesis_values = chain_material(chain)
+    store = LightStore(str(tmp_path / "light"))
+    light = LightChain(store, HeaderRules(chain.ledger.chain_id, chain.params,
+                                          chain.genesis.genesis_time_ms), window=window)
+    light.bootstrap(headers[0], genesis_values)
+    seen = []
+    for start in range(1, blocks + 1, window):
+        keep_headers(light, headers[start:start + window], rounds, entries, batch=8)
+        with store.read() as txn:
+            low, high = store.window_bounds(txn)
+            kept = {name: txn.stat(store.db[name])["entries"] for name in store.db}
+        seen.append((high - low + 1, kept, store.disk_bytes()))
+    assert light.tip.header == headers[-1] and light.lib.height == chain.ledger.lib_height
+    for held, kept, _ in seen:
+        assert held == kept["light_headers"] <= window
+        assert kept["light_rounds"] <= window // FOUR.producers_per_round + 2
+        assert kept["light_justified"] <= MAX_KEPT
+    sizes = [size for _, _, size in seen]
+    assert sizes[len(sizes) // 2:] == [sizes[len(sizes) // 2]] * (len(sizes) - len(sizes) // 2), \
+        sizes
+    store.close()
