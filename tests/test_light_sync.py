@@ -167,3 +167,53 @@ def test_a_configured_checkpoint_is_used_and_a_too_old_one_refused(tmp_path):
             await old.stop()
             await full.stop()
     run(scenario())
+
+
+def test_a_light_node_off_for_longer_than_the_window_starts_again_as_its_config_says(tmp_path):
+    """Off past the evidence window, its peers no longer keep the finality entries that would
+    bring its stored chain forward: with a learned checkpoint it learns a new one from agreeing
+    peers (banning none of them); with a configured one it stops and says what to do."""
+    from chain.light.entries import keep_rounds
+
+    async def scenario():
+        chain = TestChain(tmp_path / "full", n_agents=4, params=FOUR)  # evidence window 12
+        clock = Clock(chain.genesis)
+        fulls = [await FullPeer(chain, clock).start() for _ in range(2)]
+        seeds = [f.address for f in fulls]
+        fulls[0].produce(4 * 4)
+        trusted = chain.ledger.head
+        learned = await Light(tmp_path / "learned", chain.genesis, clock, seeds, agree=2,
+                              from_genesis=False).start()
+        configured = await Light(tmp_path / "configured", chain.genesis, clock, seeds,
+                                 checkpoint=(trusted.height, trusted.hash),
+                                 from_genesis=False).start()
+        try:
+            fulls[0].produce(4 * 3)
+            for light in (learned, configured):
+                await light.until("the LIB", lambda: light.at(chain) and light.chain.lib.height
+                                  == chain.ledger.lib_height)
+            old_lib = learned.chain.lib
+        finally:
+            await learned.stop()
+            await configured.stop()
+        fulls[0].produce(4 * (keep_rounds(chain.params) + 4))  # the entries it needs are gone
+        again = await Light(tmp_path / "learned", chain.genesis, clock, seeds, agree=2,
+                            from_genesis=False).start()
+        stuck = await Light(tmp_path / "configured", chain.genesis, clock, seeds,
+                            checkpoint=(trusted.height, trusted.hash), from_genesis=False).start()
+        try:
+            await again.until("the head from a newly learned checkpoint", lambda: again.at(chain))
+            assert again.chain.anchor.height > old_lib.height
+            fulls[1].produce(4 * 3)
+            await again.until("the LIB", lambda: again.chain.lib.height == chain.ledger.lib_height)
+            assert not again.sync.manager.bans and not again.sync.manager.penalties, again.lines
+            await stuck.until("the refusal", lambda: stuck.sync.fatal is not None)
+            message = str(stuck.sync.fatal)
+            assert "older than the evidence window" in message and "[light] checkpoint" in message
+            assert not stuck.sync.manager.bans
+        finally:
+            await again.stop()
+            await stuck.stop()
+            for full in fulls:
+                await full.stop()
+    run(scenario())

@@ -58,6 +58,12 @@ class NoPeer(Exception):
     """No connected peer can answer now."""
 
 
+class PastTheWindow(Exception):
+    """Peers serve finality entries that start past this node's newest justified round while
+    its last irreversible block is older than the evidence window: they no longer keep the
+    entries that lead on from it (a node that was off too long). No peer is at fault."""
+
+
 class CheckpointError(Exception):
     """The configured or learned checkpoint cannot be used; the message says what to do."""
 
@@ -176,10 +182,11 @@ class LightSync:
         return self.peers.get(pubkey)
 
     def candidates(self, kind, min_head=0):
-        """Connected peers that showed a head of at least ``min_head``, each ``kind`` of
-        request taking turns among them (so every peer gets asked everything)."""
+        """Connected peers whose Hello came and that showed a head of at least ``min_head``,
+        each ``kind`` of request taking turns among them (so every peer gets asked
+        everything)."""
         found = [p for p in self.peers.values() if not p.conn.closed
-                 and self.heads.get(p.pubkey, 0) >= min_head]
+                 and self.heads.get(p.pubkey, -1) >= min_head]
         found.sort(key=lambda p: p.pubkey)
         if not found:
             return []
@@ -217,11 +224,14 @@ class LightSync:
             await self.bootstrap()
             self.bootstrap_s = time.monotonic() - self.started
             return
-        await self.catch_up_finality()
-        if chain.tip is None or chain.tip.height < chain.tracker.latest.checkpoint.height:
-            await self.rebase()
-        await self.take_pushed()
-        await self.catch_up_headers()
+        try:
+            await self.catch_up_finality()
+            if chain.tip is None or chain.tip.height < chain.tracker.latest.checkpoint.height:
+                await self.rebase()
+            await self.take_pushed()
+            await self.catch_up_headers()
+        except PastTheWindow:
+            await self.start_again()
 
     # -- starting -------------------------------------------------------------------------------
 
@@ -242,12 +252,37 @@ class LightSync:
         self.chain.bootstrap(header, values)
         self.log(f"light: started from block {header.height} {header.hash.hex()[:16]}")
 
-    def _check_age(self, header, what):
+    async def start_again(self):
+        """Start from a new checkpoint as the config says: learned again from agreeing peers;
+        the configured one if the operator gave a new one; else stop and say what to do."""
+        lib, window = self.chain.lib, self.genesis.params.evidence_window
+        configured = self.checkpoint is not None and \
+            self.checkpoint != (self.chain.anchor.height, self.chain.anchor.hash)
+        learned = self.checkpoint is None and self.anchor_genesis is None
+        if learned or configured:
+            self.log(f"light: the last irreversible block {lib.height} is {self._age(lib)} "
+                     f"slots old, past the evidence window ({window} blocks): starting again "
+                     "from the checkpoint the config gives")
+            await self.bootstrap()
+            return
+        raise CheckpointError(
+            f"this node's last irreversible block ({lib.height}) is {self._age(lib)} slots old, "
+            f"older than the evidence window ({window} blocks): its peers no longer keep the "
+            "finality proofs that lead on from it. Take a recent checkpoint from a node you "
+            "trust (`smartshare status` there shows lib_height and lib_hash) and set "
+            "[light] checkpoint = \"HEIGHT:HASH\", or set it to \"\" to learn one from "
+            "several peers, then start the node again")
+
+    def _age(self, header):
+        """Slots from ``header`` to now."""
         now_slot = (self.now_ms() - self.genesis.genesis_time_ms) // self.genesis.params.slot_ms
+        return now_slot - header.slot
+
+    def _check_age(self, header, what):
         window = self.genesis.params.evidence_window
-        if now_slot - header.slot > window:
+        if self._age(header) > window:
             raise CheckpointError(
-                f"{what} (block {header.height}) is {now_slot - header.slot} slots old, older "
+                f"{what} (block {header.height}) is {self._age(header)} slots old, older "
                 f"than the evidence window ({window} blocks): past it, stake that signed it may "
                 "be gone and a history signed since cannot be punished. Take a recent "
                 "checkpoint from a node you trust (`smartshare status` there shows lib_height "
@@ -341,6 +376,9 @@ class LightSync:
         except DecodeError as exc:
             raise FromPeer(peer, LightError("malformed", f"a finality entry: {exc}")) from None
         except LightError as exc:
+            if exc.reason == "unknown_source" and \
+                    self._age(self.chain.lib) > self.genesis.params.evidence_window:
+                raise PastTheWindow() from None
             raise FromPeer(peer, exc) from None
         return newly
 

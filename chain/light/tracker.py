@@ -22,6 +22,10 @@ from edge._fast import DecodeError
 from edge._fast.codec_py import Reader, encode_bytes, encode_uvarint
 
 MAX_KEPT = 64  # justified checkpoints kept above the finalized one
+# ...and below it: the round record of a round's first block is checked against the rule after
+# its parent's justified round, which may be older than the finalized one when finality ran
+# ahead of the headers (a window started at the newest justified checkpoint)
+KEPT_BELOW = 4
 
 
 class Justified(NamedTuple):
@@ -59,7 +63,8 @@ class FinalityTracker:
         return self.justified[max(self.justified)]
 
     def rule_after(self, source_round):
-        """The finality record that counts links leaving round ``source_round``'s checkpoint."""
+        """The finality record that counts links leaving round ``source_round``'s checkpoint
+        (rounds below the finalized one too, while kept: see KEPT_BELOW)."""
         found = self.justified.get(source_round)
         if found is None:
             raise LightError("unknown_source", f"round {source_round} is not a justified "
@@ -71,6 +76,9 @@ class FinalityTracker:
         entry); returns ``(Justified, newly finalized Checkpoint or None)``. Raises
         LightError: nothing changes when it fails."""
         proof = entry.proof
+        if proof.source_round < self.finalized.round:
+            raise LightError("unknown_source", f"round {proof.source_round} is below the "
+                             f"finalized round {self.finalized.round}: no link leaves it")
         source = self.rule_after(proof.source_round)
         target = Checkpoint(proof.target_round, header.hash, header.height)
         verify_proof(proof, self.chain_id, source.checkpoint, target, source.record.quorum_sets())
@@ -101,8 +109,10 @@ class FinalityTracker:
         return record
 
     def _prune(self):
-        kept = {r: j for r, j in self.justified.items() if r >= self.finalized.round}
-        while len(kept) > MAX_KEPT:
+        below = sorted(r for r in self.justified if r < self.finalized.round)[-KEPT_BELOW:]
+        kept = {r: j for r, j in self.justified.items()
+                if r >= self.finalized.round or r in below}
+        while len(kept) > MAX_KEPT + KEPT_BELOW:
             del kept[min(kept)]
         self.justified = kept
 
@@ -121,7 +131,7 @@ class FinalityTracker:
         r = Reader(data)
         finalized = Checkpoint.read(r, "tracker.finalized")
         justified = {}
-        for _ in range(r.count(MAX_KEPT + 1, "tracker.justified")):
+        for _ in range(r.count(MAX_KEPT + KEPT_BELOW + 1, "tracker.justified")):
             checkpoint = Checkpoint.read(r, "tracker.checkpoint")
             record = Finality.decode(r.var_bytes(1 << 16, "tracker.record"))
             justified[checkpoint.round] = Justified(checkpoint, record)
