@@ -233,6 +233,50 @@ def test_a_flooding_device_does_not_starve_the_others(world):
         assert 1 <= codes.count(code) <= elapsed / 1.0 + 2
 
 
+def test_a_client_that_stops_reading_costs_the_broker_a_bounded_amount(world):
+    """Home Assistant's account subscribes and then never reads its socket while the node
+    publishes about 100 MiB of the largest messages the broker takes to it: Mosquitto keeps at
+    most its queue and in-flight limits for that client (dropping the rest, and saying so in its
+    log), and goes on serving the others."""
+    import paho.mqtt.client as mqtt
+    from edge.mqtt.broker import (BRIDGE_USER, HOME_ASSISTANT_USER, MAX_INFLIGHT_BYTES,
+                                  MAX_QUEUED_BYTES)
+    device = world.add_device()
+    stalled = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="stalled-reader")
+    stalled.username_pw_set(HOME_ASSISTANT_USER, world.home_assistant_password)
+    subscribed = []
+    stalled.on_connect = lambda *a: stalled.subscribe("homeassistant/#", qos=1)
+    stalled.on_subscribe = lambda *a: subscribed.append(True)
+    stalled.connect("127.0.0.1", world.port)
+    try:
+        wait_for("the subscription", lambda: stalled.loop(0.05) or subscribed, 10)
+        before = _rss_bytes(world.broker.process.pid)
+        node = connect(world.port, BRIDGE_USER, world.bridge_password, "node", inflight=100)
+        size, count = 65_000, 1600
+        sent = [node.publish("homeassistant/sensor/x/config", i.to_bytes(4, "big") +
+                             bytes(size - 4), qos=1) for i in range(count)]
+        for info in sent:
+            info.wait_for_publish(30)
+        node.disconnect()
+        node.loop_stop()
+        grown = _rss_bytes(world.broker.process.pid) - before
+        # Queued bodies, in-flight packets and the broker's own copies: about 30 MiB measured.
+        assert grown < 2 * MAX_QUEUED_BYTES + MAX_INFLIGHT_BYTES + (8 << 20), grown >> 20
+        log = open(world.broker.path("mosquitto.log")).read()
+        assert "Outgoing messages are being dropped for client stalled-reader" in log
+        world.start_bridge()
+        client = device.connect()
+        client.publish(device.topic("meter"), device.frame("meter", 1, {"n": 1}), qos=1)
+        wait_for("the device's frame", lambda: world.stored(device))
+    finally:
+        stalled.socket().close()
+
+
+def _rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) << 10 for line in f if line.startswith("VmRSS:"))
+
+
 def test_frames_published_while_the_bridge_is_down_arrive_later(world):
     device = world.add_device()
     bridge = world.start_bridge(client_id="durable")
@@ -344,6 +388,37 @@ def test_reload_reaches_a_broker_started_by_systemd(tmp_path):
     finally:
         service.terminate()
         service.wait(10)
+
+
+def test_reload_returns_once_the_broker_reads_the_new_files(world):
+    """A SIGHUP only sets a flag Mosquitto looks at between two rounds of its event loop (and
+    one arriving while it reloads is dropped): ``reload`` returns only once the broker has
+    begun a reload after the files were written, so a device approved just before logs in at
+    its first try. Here the broker is frozen (SIGSTOP) while the reload is asked for."""
+    import signal
+    device = TestDevice(world, "sensor")
+    world.registry.request(device.pubkey, {"kind": "sensor"})
+    _, device.password = world.registry.approve(device.id)
+    world.devices.append(device)
+    world.broker.write_config({device.id.hex(): device.password})
+    pid = world.broker.process.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        reload = threading.Thread(target=world.broker.reload)
+        reload.start()
+        wait_for("the SIGHUP pending", lambda: _pending_signals(pid) >> (signal.SIGHUP - 1) & 1)
+        reload.join(1)   # beyond RELOAD_RESEND_S: the SIGHUP is sent again, still pending
+        assert reload.is_alive(), "reload returned while the broker could not have reloaded"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    reload.join(15)
+    assert not reload.is_alive()
+    device.connect()   # at once: raises ConnectionRefusedError when the broker says no
+
+
+def _pending_signals(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1], 16) for line in f if line.startswith("ShdPnd:"))
 
 
 def _try_connect(port):
