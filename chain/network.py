@@ -18,6 +18,14 @@ from chain.p2p.peers import PeerManager
 SYNC_BATCH = 200
 GOSSIP_FLUSH_S = 0.05
 SEEN_LIMIT = 20_000
+# What a peer pays for each transaction it relayed that failed admission (§12.7). No honest node
+# relays one that fails for a reason independent of state: 10 points. One that fails against our
+# state (a block made it invalid meanwhile, two nodes saw different pending transactions): 1.
+# Duplicates, nonce races and our own full mempool: nothing.
+TX_INVALID = frozenset({"malformed", "oversize", "wrong_chain", "bad_signature", "fee_too_low",
+                        "invalid_amount", "too_many_votes", "invalid_name", "invalid_gas"})
+TX_RACES = frozenset({"duplicate", "bad_nonce", "mempool_full"})
+TX_PENALTY = {"invalid_tx": 10, "failed_tx": 1}
 
 
 class SeenSet:
@@ -101,20 +109,37 @@ class PeerNetwork:
         await self._sync_from(peer)
 
     async def _on_tx(self, peer, message):
-        self._admit_txs([message.raw])
+        self._admit_txs(peer, [message.raw])
 
     async def _on_txs(self, peer, message):
-        self._admit_txs(list(message.raws))
+        self._admit_txs(peer, message.raws)
 
-    def _admit_txs(self, raws):
-        self.inbox.extend(raw for raw in raws if self.seen_txs.add(raw))
+    def _admit_txs(self, peer, raws):
+        self.inbox.extend((peer, raw) for raw in raws if self.seen_txs.add(raw))
 
     def _admit_inbox(self):
         """Admit what peers sent since the last flush in one batch (one signature batch, one
-        LMDB commit); the node re-gossips what it accepts."""
+        LMDB commit); the node re-gossips what it accepts, and its senders answer for the
+        rest."""
         batch, self.inbox = self.inbox, []
         if batch:
-            self.submit(batch)
+            self._blame_for_txs(batch, self.submit([raw for _, raw in batch]))
+
+    def _blame_for_txs(self, batch, results):
+        """Penalise each peer for the transactions it relayed that failed admission (§12.7)."""
+        faults = {}  # peer -> {"invalid_tx" or "failed_tx": [count, reasons]}
+        for (peer, _), result in zip(batch, results):
+            reason = None if result["accepted"] else result["reason"]
+            if reason is None or reason in TX_RACES:
+                continue
+            kind = "invalid_tx" if reason in TX_INVALID else "failed_tx"
+            tally = faults.setdefault(peer, {}).setdefault(kind, [0, set()])
+            tally[0] += 1
+            tally[1].add(reason)
+        for peer, kinds in faults.items():
+            for kind, (count, reasons) in kinds.items():
+                self.manager.penalise(peer, kind, f"{count} relayed: {', '.join(sorted(reasons))}",
+                                      points=count * TX_PENALTY[kind])
 
     async def _on_block(self, peer, message):
         await self._take_block(peer, message.raw)

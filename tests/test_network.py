@@ -16,8 +16,11 @@ import time
 import pytest
 
 from chain.block import Block, Header
+from chain.genesis import Genesis
 from chain.keys import KeyPair
-from chain.p2p import BlockMsg, HandshakeError, Ping, open_connection
+from chain.p2p import (BlockMsg, ConnectionClosed, HandshakeError, Ping, Pong, Txs,
+                       open_connection)
+from chain.tx import Transfer, Tx
 from edge import testnet
 from edge.client import ApiClient, ApiError
 from edge.config import load
@@ -378,6 +381,56 @@ def test_garbage_peer_is_banned_honest_peers_unaffected(make_net):
     height = net.status(0)["height"]
     net.wait_height(height + 3)
     assert all(net.status(i)["peers"] == 2 for i in range(3))
+    relay_failing_transactions(net, 1, chain_id, genesis_hash)
+
+
+def relay_failing_transactions(net, i, chain_id, genesis_hash):
+    """A peer relays transactions that fail admission: nonce races cost it nothing, failures
+    against the state 1 point each, transactions no honest node relays (a bad signature) 10 each,
+    until its key is banned."""
+    params = Genesis.load(os.path.join(net.nodes[i]["home"], "genesis.json")).params
+    to = KeyPair.generate().address
+
+    def transfer(key, nonce, signature=None):
+        payload = Transfer(to, 1)
+        fee = params.min_fee_for(len(Tx(chain_id, key.pubkey, nonce, 0, payload).raw) + 4)
+        tx = Tx(chain_id, key.pubkey, nonce, fee, payload).signed_by(key)
+        return tx.raw if signature is None else Tx(chain_id, key.pubkey, nonce, fee, payload,
+                                                     signature).raw
+
+    relay = KeyPair.generate()
+    prefix = relay.pubkey.hex()
+
+    def score():
+        return next(p["score"] for p in net.clients[i].get("/v1/peers")["peers"]
+                    if p["pubkey"] == prefix)
+
+    async def scenario():
+        conn = await open_connection("127.0.0.1", net.nodes[i]["p2p_port"], relay, chain_id,
+                                     genesis_hash)
+        races = [transfer(KeyPair.generate(), 5) for _ in range(20)]          # bad_nonce
+        await conn.send(Txs(tuple(races)))
+        unfunded = [transfer(KeyPair.generate(), 0) for _ in range(30)]       # insufficient_balance
+        await conn.send(Txs(tuple(unfunded)))
+        await asyncio.to_thread(net.wait, "the failed transactions to cost 30 points",
+                                lambda: score() <= -29)
+        assert -30 <= score() <= -29                # the races were free
+        await conn.send(Ping(3))                    # still served
+        while not isinstance(await asyncio.wait_for(conn.recv(), 5), Pong):
+            pass
+        forged = [transfer(KeyPair.generate(), 0, os.urandom(64)) for _ in range(8)]
+        await conn.send(Txs(tuple(forged)))
+        with pytest.raises(ConnectionClosed):       # banned: the node hangs up
+            while True:
+                await asyncio.wait_for(conn.recv(), 10)
+
+    asyncio.run(scenario())
+    penalties = metric(net, i, "smartshare_p2p_penalties_total")
+    assert penalties['{reason="failed_tx"}'] >= 1 and penalties['{reason="invalid_tx"}'] >= 1
+    with open(os.path.join(net.nodes[i]["home"], "node.log")) as f:
+        lines = [line for line in f if prefix[:12] in line]
+    assert any("invalid_tx" in line and "bad_signature" in line for line in lines), lines
+    assert any("banned" in line for line in lines), lines
 
 
 def metric(net, i, name):
