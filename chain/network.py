@@ -51,7 +51,8 @@ class PeerNetwork:
     """Gossips and syncs over the links a ``PeerManager`` keeps; one per node process."""
 
     def __init__(self, ledger, keypair, *, host, port, seeds, limits, submit, on_chain_change,
-                 on_double_production, now_ms, log, agent_name="", on_block_seen=None):
+                 on_double_production, now_ms, log, agent_name="", on_block_seen=None,
+                 book=None):
         self.ledger, self.keypair = ledger, keypair
         self.submit, self.on_chain_change = submit, on_chain_change
         self.on_double_production = on_double_production
@@ -59,7 +60,7 @@ class PeerNetwork:
         self.now_ms, self.log, self.agent_name = now_ms, log, agent_name
         self.manager = PeerManager(keypair, ledger.chain_id, ledger.genesis.hash, host=host,
                                    port=port, seeds=seeds, limits=limits, hello=self._hello,
-                                   dispatch=self._dispatch, log=log)
+                                   dispatch=self._dispatch, log=log, book=book)
         self.peers = self.manager.peers  # node pubkey -> Peer
         self.seen_blocks, self.seen_txs = SeenSet(), SeenSet()
         self.slot_headers = OrderedDict()  # (producer, slot) -> header bytes, for equivocation

@@ -36,6 +36,7 @@ CHAIN_DBS = {
     "voters": "agent || voter -> '' (who votes for whom, derived from the accounts' votes)",
     "undo": "u64be height -> undo record of that main-chain block (above the LIB only)",
     "side": "u64be height || block hash -> '' (fork blocks kept above the LIB)",
+    "peers": "'host:port' -> address book entry (chain/p2p/addressbook.py, protocol §12.7)",
 }
 MAX_DBS = 64
 # Address space only: pages reach the disk as they are written. 32-bit systems get 1 GiB.

@@ -317,8 +317,10 @@ class _Handlers:
 
     async def peers(self, request):
         network = self.node.network
-        return web.json_response({"peers": network.status() if network else [],
-                                  "p2p_port": network.port if network else 0})
+        if network is None:
+            return web.json_response({"peers": [], "p2p_port": 0, "address_book": None})
+        return web.json_response({"peers": network.status(), "p2p_port": network.port,
+                                  "address_book": network.manager.book_summary()})
 
     async def schedule(self, request):
         with self.ledger.store.read() as txn:

@@ -27,6 +27,7 @@ from chain.block import Header
 from chain.network import PeerNetwork
 from chain.producer import BlockSigner, ProducerError, watermark_path
 from chain.votes import VotePool
+from chain.p2p.addressbook import AddressBook
 from chain.p2p.peers import PeerLimits
 from chain.tx import Evidence, Transfer, Tx
 from edge import sdnotify
@@ -84,7 +85,8 @@ class Node:
                            on_chain_change=self._on_network_block,
                            on_double_production=self._on_double_production,
                            on_block_seen=self.block_seen, now_ms=now_ms,
-                           log=self.log, agent_name=self._agent_name())
+                           log=self.log, agent_name=self._agent_name(),
+                           book=AddressBook(self.store))
 
     def _load_signers(self):
         """The producer keys this node signs blocks with, by public key: the node key, and

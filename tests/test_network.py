@@ -93,14 +93,15 @@ class Net:
 def make_net(tmp_path):
     started = []
 
-    def make(nodes=4, producers=None, configure=None, params=None):
+    def make(nodes=4, producers=None, configure=None, params=None, start=True):
         directory = str(tmp_path / f"net{len(started)}")
         manifest = testnet.create(directory, nodes, slot_ms=SLOT_MS, producers=producers,
                                   params=params)
         started.append(directory)
         if configure:
             configure(manifest)
-        testnet.start(directory)
+        if start:
+            testnet.start(directory)
         return Net(directory, manifest)
 
     yield make
@@ -578,3 +579,42 @@ def test_a_wiped_producer_waits_out_the_window_and_never_double_votes(make_net):
 def evidence_window(net):
     with open(os.path.join(net.nodes[0]["home"], "genesis.json")) as f:
         return json.load(f)["params"].get("evidence_window", 20)
+
+
+def set_seeds(entry, seeds):
+    config = load(entry["home"])
+    config.seeds = seeds
+    config.save()
+
+
+def test_peer_exchange_finds_a_node_no_seed_named(make_net):
+    """A and B seed each other, C seeds A, D seeds A: no seed names C or D. A learns C's
+    address from C's Hello and proves it by dialling; D, started later, hears it from A and
+    connects to C. Restarted without any seed, D dials the peers of its address book (LMDB)."""
+    net = make_net(start=False)
+    a, b, c, d = net.nodes
+    address = {n["name"]: f"127.0.0.1:{n['p2p_port']}" for n in net.nodes}
+    for node, seeds in ((a, [b]), (b, [a]), (c, [a]), (d, [a])):
+        set_seeds(node, [address[s["name"]] for s in seeds])
+    for node in (a, b, c):
+        testnet.start_node(node)
+    testnet.wait_ready({"nodes": [a, b, c]})
+    net.wait("A to prove C's address", lambda: address["node2"] in
+             net.clients[0].get("/v1/peers")["address_book"]["shared"])
+    testnet.start_node(d)
+    testnet.wait_ready({"nodes": [d]})
+
+    def peers_of(i):
+        return {p["pubkey"]: p for p in net.clients[i].get("/v1/peers")["peers"]}
+    net.wait("D to connect to C and B", lambda: {c["pubkey"], b["pubkey"]} <= set(peers_of(3)))
+    book = net.clients[3].get("/v1/peers")["address_book"]
+    assert {address["node1"], address["node2"]} <= set(book["shared"]), book
+    net.wait_height(net.status(0)["height"] + 2)
+
+    os.kill(testnet.node_pid(d), signal.SIGTERM)         # a clean stop writes the book
+    net.wait("D to stop", lambda: testnet.node_pid(d) is None)
+    set_seeds(d, [])
+    testnet.start_node(d)
+    testnet.wait_ready({"nodes": [d]})
+    net.wait("D to dial peers from its address book", lambda: sum(
+        p["initiator"] for p in peers_of(3).values()) >= 2, timeout=lib_deadline())
