@@ -317,25 +317,30 @@ class Node:
             signer.recovery_end = None
 
     def known_head_height(self):
-        """The highest head this node knows of: its own, or one a peer announced (a peer that
-        overstates it only makes a wiped producer wait longer)."""
-        peers = self.network.peers.values() if self.network is not None else ()
-        return max([self.ledger.head.height] + [peer.head_height for peer in peers])
+        """The network's head height as this node knows it: its own, or the height that more
+        than half of its peers have announced, if higher (a few peers overstating theirs can
+        neither stall a wiped producer nor, understating, shorten its wait)."""
+        heights = sorted((peer.head_height for peer in self.network.peers.values()),
+                         reverse=True) if self.network is not None else []
+        majority = heights[len(heights) // 2] if heights else 0
+        return max(self.ledger.head.height, majority)
 
     def caught_up(self, schedule):
         """True once this node holds the network's chain, so a wiped producer's evidence window
         can start (docs/protocol.md §13): its head is from this round or the one before, it
-        has a peer whenever it has seeds, and its LIB has reached every LIB a peer announced.
-        A node still syncing, or alone on blocks of its own, is not caught up."""
+        has a peer whenever it has seeds, and its LIB has reached the LIB that more than half
+        of its peers announced (so a few peers overstating theirs cannot hold it back). A node
+        still syncing, or alone on blocks of its own, is not caught up."""
         ledger = self.ledger
         if ledger.head.slot < schedule.start_slot - len(schedule.producers):
             return False
         if self.network is None:
             return True
         peers = list(self.network.peers.values())
-        if self.network.manager.seeds and not peers:
-            return False
-        return all(peer.lib_height <= ledger.lib_height for peer in peers)
+        if not peers:
+            return not self.network.manager.seeds
+        reached = sum(peer.lib_height <= ledger.lib_height for peer in peers)
+        return 2 * reached > len(peers)
 
     def _on_double_production(self, first, second):
         """Report double production seen on the network with an evidence transaction."""
