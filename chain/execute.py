@@ -116,9 +116,12 @@ def _apply_tx(view, tx, params, height, time_ms):
     paid = Account(account.balance - tx.fee, account.nonce + 1, account.stake, account.votes,
                    account.unbonding)
     if isinstance(tx.payload, (txmod.Deploy, txmod.Call)):
-        view.set_account(tx.sender_address, paid)
+        scratch = view.child()    # a backstop (TxRejected vm_limit) leaves nothing behind
+        scratch.set_account(tx.sender_address, paid)
         run = calls.deploy if isinstance(tx.payload, txmod.Deploy) else calls.call
-        return run(view, tx, (height, time_ms), params)
+        receipt = run(scratch, tx, (height, time_ms), params)
+        view.merge(scratch)
+        return receipt
     _HANDLERS[type(tx.payload)](view, tx, paid, params, height)
     return Receipt(tx.id, STATUS_OK, tx.fee)
 

@@ -8,6 +8,7 @@ fully re-validated every time it is applied (DESIGN §4, docs/protocol.md §9).
 import struct
 
 from chain import crypto
+from chain.block_limits import BlockBudget, check_block
 from chain.block import (ZERO_HASH, Block, Header, encode_receipts, receipts_root, tx_root,
                          votes_root)
 from chain.dpos.rounds import apply_votes, expected_vote, schedule_at
@@ -39,6 +40,7 @@ class ChainWriter:
         """Validate ``block`` on top of the tip and write it; returns its receipts."""
         ledger, header = self.ledger, block.header
         self.check_header(header, now_ms)
+        check_block(block, ledger.params)
         signatures = self.check_txs(block.txs)
         if tx_root(block.txs) != header.tx_root:
             raise BlockRejected("tx_root does not match the transactions")
@@ -102,11 +104,16 @@ class ChainWriter:
         carried = self._choose_votes(view, signer, votes)
         apply_votes(view, carried, ledger.chain_id, height)
         included, receipts, rejected = [], [], []
+        budget, deferred = BlockBudget(ledger.params, draft, carried), set()
         for tx in candidates[:ledger.params.max_block_txs]:
+            if tx.sender in deferred or not budget.take(tx):
+                deferred.add(tx.sender)   # no room: it and its successors wait for a block
+                continue
             try:
                 receipts.append(apply_tx(view, tx, ledger.params, height, draft.timestamp_ms))
                 included.append(tx)
             except TxRejected as exc:
+                budget.give_back(tx)
                 rejected.append((tx, exc))
         pay_producer(view, ledger.params, signer.pubkey, sum(r.fee for r in receipts))
         root = ledger.smt.update(self.txn, height - 1, height, view.changes)

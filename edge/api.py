@@ -136,7 +136,7 @@ class _Handlers:
             raws = [bytes.fromhex(item) for item in raw_list]
         except (TypeError, ValueError):
             return _error(400, "bad_request", "every transaction must be a hex string")
-        return web.json_response({"results": self.node.submit(raws)})
+        return web.json_response({"results": await self.node.admit(raws)})
 
     async def tx(self, request):
         tx_id = _hex32(request.match_info["tx_id"])

@@ -21,7 +21,7 @@ from chain.p2p.addressbook import (LOOPBACK_SCOPE, AddressBook, format_address, 
 from chain.p2p.admission import LOOPBACK, Admission, BanList, source_of
 from chain.p2p.connection import accept, open_connection
 from chain.p2p.eventlog import BoundedLog
-from chain.p2p.frames import ConnectionClosed, P2PError
+from chain.p2p.frames import MAX_FRAME, ConnectionClosed, P2PError
 from chain.p2p.handshake import SELF_CONNECTION, UNREACHABLE
 from chain.p2p.messages import MAX_PEERS, Hello, Peers, Ping, Pong
 from edge._fast import DecodeError
@@ -102,10 +102,11 @@ class PeerManager:
     and Pong (Hello after the peer's fields are updated from it)."""
 
     def __init__(self, keypair, chain_id, genesis_hash, *, host, port, seeds, limits, hello,
-                 dispatch, log, book=None):
+                 dispatch, log, book=None, max_frame=MAX_FRAME):
         if not 1 <= limits.max_outbound < limits.max_peers:
             raise ValueError("max_outbound must be at least 1 and below max_peers")
         self.keypair, self.chain_id, self.genesis_hash = keypair, chain_id, genesis_hash
+        self.max_frame = max_frame   # the network's frame limit (chain/block_limits.py)
         self.host, self.port, self.seeds, self.limits = host, port, list(seeds), limits
         self.hello, self.dispatch = hello, dispatch
         self.events = BoundedLog(log)
@@ -176,7 +177,8 @@ class PeerManager:
             return
         try:
             conn = await accept(reader, writer, self.keypair, self.chain_id, self.genesis_hash,
-                                check_peer=lambda pubkey: self._check_inbound(pubkey, host))
+                                check_peer=lambda pubkey: self._check_inbound(pubkey, host),
+                                max_frame=self.max_frame)
         except P2PError as exc:
             if exc.reason != "refused":  # refusals were counted by _check_inbound
                 self._handshake_failed("inbound", exc.reason, host)
@@ -269,7 +271,7 @@ class PeerManager:
         self.book.attempted(address)
         try:
             conn = await open_connection(host, port, self.keypair, self.chain_id,
-                                         self.genesis_hash)
+                                         self.genesis_hash, max_frame=self.max_frame)
         except P2PError as exc:
             self.dialing.discard(address)
             self._dial_failed(address, exc.reason, host)

@@ -11,6 +11,7 @@ from chain import crypto
 from chain.address import address_from_pubkey, decode_address, encode_address
 from chain.block import Block, Header, Receipt, decode_receipts, encode_receipts
 from chain.genesis import Allocation, Genesis, GenesisAgent
+from contracts.vm import VmPin
 from chain.keys import KeyPair
 from chain.params import Params
 from chain.state import records
@@ -136,14 +137,15 @@ def genesis_sample():
                    Allocation(AGENT.address, 0, params.agent_min_stake))
     return Genesis(CHAIN, 1_795_600_000_000, 8, 10**17, 10**16, params,
                    tuple(sorted(allocations)),
-                   (GenesisAgent(AGENT.pubkey, "agent-1", AGENT.address, b"\x65" * 32),))
+                   (GenesisAgent(AGENT.pubkey, "agent-1", AGENT.address, b"\x65" * 32),),
+                   VmPin("5.4.8", "2.8", 2))
 
 
 def genesis_fields(g):
     return {"chain_id": g.chain_id, "genesis_time_ms": g.genesis_time_ms, "decimals": g.decimals,
             "total_supply": g.total_supply, "reward_pool": g.reward_pool,
             "params": to_json(g.params), "allocations": to_json(g.allocations),
-            "agents": to_json(g.agents)}
+            "agents": to_json(g.agents), "vm": list(g.vm)}
 
 
 def genesis_build(f):
@@ -151,7 +153,7 @@ def genesis_build(f):
     return Genesis(f["chain_id"], f["genesis_time_ms"], f["decimals"], f["total_supply"],
                    f["reward_pool"], Params(**f["params"]),
                    tuple(Allocation(**a) for a in f["allocations"]),
-                   tuple(GenesisAgent(**a) for a in f["agents"]))
+                   tuple(GenesisAgent(**a) for a in f["agents"]), VmPin(*f["vm"]))
 
 
 def proof_samples():
