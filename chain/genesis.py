@@ -25,6 +25,7 @@ TAG_GENESIS_DOC = 0x20
 MAX_VM_TEXT = 16
 CHAIN_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 AMOUNT_RE = re.compile(r"^(0|[1-9][0-9]*)$")
+VERSION_RE = re.compile(r"^[0-9A-Za-z.+-]{1,16}$")
 
 
 class GenesisError(ValueError):
@@ -153,10 +154,10 @@ def _parse_vm(raw):
         raise GenesisError("genesis field 'vm' must be {\"lua\": \"5.4.8\", \"lupa\": \"2.8\", "
                            "\"gas_schedule\": 2} (what its contracts run on)")
     lua, lupa, schedule = raw["lua"], raw["lupa"], raw["gas_schedule"]
-    if not (isinstance(lua, str) and isinstance(lupa, str) and 0 < len(lua) <= MAX_VM_TEXT
-            and 0 < len(lupa) <= MAX_VM_TEXT and type(schedule) is int and schedule > 0):
-        raise GenesisError("genesis vm.lua and vm.lupa must be short version texts and "
-                           "vm.gas_schedule a positive integer")
+    if not (isinstance(lua, str) and isinstance(lupa, str) and VERSION_RE.fullmatch(lua)
+            and VERSION_RE.fullmatch(lupa) and type(schedule) is int and 0 < schedule < 1 << 32):
+        raise GenesisError("genesis vm.lua and vm.lupa must be version texts (1..16 of "
+                           "0-9 A-Z a-z . + -) and vm.gas_schedule a positive integer below 2^32")
     return VmPin(lua, lupa, schedule)
 
 
