@@ -81,9 +81,8 @@ say "slot B healthy"
 
 say "an update that cannot boot: the same root with its kernel cut short, into slot A"
 cp --sparse=always "$OUT/rootfs.ext4" "$WORK/broken.ext4"
-debugfs -w -R "rm /boot/Image" "$WORK/broken.ext4" 2>/dev/null
 head -c 4096 /dev/zero > "$WORK/Image"
-debugfs -w -R "write $WORK/Image /boot/Image" "$WORK/broken.ext4" 2>/dev/null
+printf 'cd /boot\nrm Image\nwrite %s Image\n' "$WORK/Image" | debugfs -w -f - "$WORK/broken.ext4" >/dev/null 2>&1
 "$HERE/mkbundle.sh" "$WORK/broken.ext4" "broken" "$OUT/keys" "$WORK/broken.raucb" >/dev/null
 gw "cat > /data/update.raucb" < "$WORK/broken.raucb"
 gw "smartshare update install /data/update.raucb && rm /data/update.raucb"
