@@ -98,7 +98,10 @@ def bench_codec(rounds):
     rng = random.Random(7)
     txs = [(1, "ss-bench", rng.randbytes(32), i, 2_500, (rng.randbytes(20), COIN + i, b""),
             rng.randbytes(64)) for i in range(1000)]
-    header = (1, 9, bytes(32), 1_000, 9, 8, bytes(32), bytes(32), bytes(32), bytes(32), bytes(64))
+    # version, height, prev_hash, timestamp_ms, slot, producer, reveal, renewal, justified_round,
+    # lib_height, tx_root, votes_root, state_root, receipts_root, signature (docs/protocol.md §5)
+    header = (codec_py.HEADER_VERSION, 9, bytes(32), 1_000, 9, bytes(32), bytes(32), None, 7, 6,
+              bytes(32), bytes(32), bytes(32), bytes(32), bytes(64))
     compiled = _fast.compiled_modules()["codec"]
 
     def round_trip(codec):
