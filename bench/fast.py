@@ -138,8 +138,7 @@ def bench_smt(rounds, prefill=10_000, updates=1_000):
         genesis = {k: rng.randbytes(40) for k in keys}
         trees = {}
         for name, cls in (("reference", ReferenceTree), ("compiled", CompiledTree)):
-            trees[name] = cls(*(env.open_db(f"{name}/{part}".encode())
-                                for part in ("nodes", "roots", "stale")))
+            trees[name] = cls(env.open_db(name.encode()))
             with env.begin(write=True) as txn:
                 trees[name].update(txn, None, 0, genesis)
         for version in range(rounds):

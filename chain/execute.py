@@ -169,10 +169,8 @@ def _vote(view, tx, sender, params, height):
     _shift_votes(view, sender.votes, -sender.stake)
     _shift_votes(view, candidates, sender.stake)
     for old in set(sender.votes) - set(candidates):
-        view.set_vote(old, tx.sender_address, False)
         view.set_reward_checkpoint(tx.sender_address, old, None)
     for new in sorted(set(candidates) - set(sender.votes)):
-        view.set_vote(new, tx.sender_address, True)
         view.set_reward_checkpoint(tx.sender_address, new, view.agent(new).reward_per_vote)
     view.set_account(tx.sender_address, sender._replace(votes=tuple(candidates)))
 

@@ -201,14 +201,14 @@ class PeerNetwork:
 
     def _chain_items(self, start, count, read):
         for height in range(start, start + count):
-            block_hash = self.ledger.block_hash_at(height)
-            if block_hash is None:
+            raw = read(height)
+            if raw is None:
                 return
-            yield read(block_hash)
+            yield raw
 
     async def _on_get_blocks(self, peer, request):
         raws = self._batch(self._chain_items(request.from_height, request.count,
-                                             self.ledger.block_bytes))
+                                             self.ledger.block_bytes_at))
         await peer.conn.send(Blocks(tuple(raws)))
 
     async def _on_blocks(self, peer, message):
@@ -221,7 +221,7 @@ class PeerNetwork:
 
     async def _on_get_headers(self, peer, request):
         headers = self._batch(self._chain_items(request.from_height, request.count,
-                                                self.ledger.header_bytes))
+                                                self.ledger.header_bytes_at))
         await peer.conn.send(Headers(tuple(headers)))
 
     async def _on_get_proof(self, peer, request):

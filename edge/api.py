@@ -13,6 +13,7 @@ from aiohttp import web
 
 from chain import calls
 from chain.address import AddressError, decode_address, encode_address
+from chain.block import Block
 from chain.execute import pending_rewards
 from chain.state.records import contract_key, decode_contract
 from contracts.values import decode_value
@@ -205,21 +206,26 @@ class _Handlers:
     async def block(self, request):
         ident = request.match_info["block_id"]
         if ident == "head":
-            block_hash = self.ledger.head.hash
+            height = self.ledger.head.height
         elif ident.isdigit():
-            block_hash = self.ledger.block_hash_at(int(ident))
+            height = int(ident)
         else:
             block_hash = _hex32(ident)
             if block_hash is None:
                 return _error(400, "bad_request", "block id must be a height, a hash or 'head'")
-        block = self.ledger.block(block_hash) if block_hash else None
-        if block is None:
-            return _error(404, "not_found", f"no block {ident}")
-        receipts = self.ledger.receipts(block_hash)
+            height = self.ledger.height_of(block_hash)
+            if height is not None and self.ledger.block_hash_at(height) != block_hash:
+                height = None  # a fork block: not on the main chain
+        raw = self.ledger.block_bytes_at(height) if height is not None else None
+        if raw is None:
+            return _error(404, "not_found", f"no block {ident} on the main chain (by hash, only "
+                          "recent blocks are found: ask by height)")
+        block = Block.decode(raw)
         return web.json_response({
             "header": block.header.to_json(), "txs": [tx.to_json() for tx in block.txs],
             "votes": [vote.to_json() for vote in block.votes],
-            "receipts": [receipt_json(r) for r in receipts], "size": len(block.encode())})
+            "receipts": [receipt_json(r) for r in self.ledger.receipts_at(height)],
+            "size": len(raw)})
 
     async def contract(self, request):
         address = _address(request)

@@ -24,7 +24,7 @@ from chain.dropped import EVICTED, INVALID, DroppedTxs
 from chain.mempool import Mempool
 from chain.secretfile import SecretFileError, check_private
 from chain.store import Store
-from chain.block import STATUS_OK, Header
+from chain.block import STATUS_OK, Block, Header
 from chain.network import PeerNetwork
 from chain.producer import BlockSigner, ProducerError, watermark_path
 from chain.votes import VotePool
@@ -456,7 +456,7 @@ class Node:
         """At start, blocks of our keys already in the store raise their watermarks."""
         ledger = self.ledger
         for height in range(max(1, ledger.lib_height), ledger.head.height + 1):
-            for vote in ledger.block(ledger.block_hash_at(height)).votes:
+            for vote in Block.decode(ledger.block_bytes_at(height)).votes:
                 signer = self.signers.get(vote.producer)
                 if signer is not None:
                     signer.last_source = max(signer.last_source, vote.source_round)

@@ -164,7 +164,7 @@ def proof_samples():
     keys = [bytes([0x00]) + b"\x01" * 31, bytes([0x40]) + b"\x02" * 31, bytes([0x41]) + b"\x03" * 31]
     with tempfile.TemporaryDirectory() as path:
         env = lmdb.open(path, max_dbs=4, map_size=1 << 24)
-        tree = SparseMerkleTree(env.open_db(b"n"), env.open_db(b"r"), env.open_db(b"s"))
+        tree = SparseMerkleTree(env.open_db(b"chain"))
         with env.begin(write=True) as txn:
             tree.update(txn, None, 0, {k: b"value-%d" % i for i, k in enumerate(keys)})
             samples = [("inclusion", tree.prove(txn, 0, keys[1])[1]),
