@@ -24,7 +24,8 @@ DEFAULT_PRUNE_DEPTH = 1000
 MAX_FORK_AHEAD = 1000
 DBS = ("meta", "chain", "blocks", "side", "txs", "history", "state", "mempool")
 # The storage layout this code reads (meta b"layout"); older data folders are refused.
-LAYOUT = 2
+# 2: the height-ordered chain database; 3: device frames in one log (edge/mqtt/devices.py).
+LAYOUT = 3
 
 
 class VerifiedSignatures:

@@ -7,6 +7,7 @@ Routes (docs/api.md): ``GET /v1/status``, ``POST /v1/txs``, ``GET /v1/txs/{id}``
 
 import asyncio
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
@@ -32,6 +33,13 @@ MAX_BATCH = 10_000
 # a time on a thread of its own, with at most QUERIES_WAITING more waiting (then 503 busy).
 QUERY_MAX_GAS = 50_000
 QUERIES_WAITING = 8
+
+
+def disk_use(path):
+    """``{data_bytes, free_bytes}``: the LMDB data file's size and the file system's free space."""
+    st = os.statvfs(path)
+    return {"data_bytes": os.path.getsize(os.path.join(path, "data.mdb")),
+            "free_bytes": st.f_bavail * st.f_frsize}
 
 
 def _error(status, code, message):
@@ -118,7 +126,7 @@ class _Handlers:
             "p2p_port": self.node.network.port if self.node.network else 0,
             "node_address": self.node.key.address_text, "node_pubkey": self.node.key.pubkey.hex(),
             "role": "agent", "implementation": _fast.IMPLEMENTATION, "version": VERSION,
-            "decimals": ledger.genesis.decimals,
+            "decimals": ledger.genesis.decimals, "disk": disk_use(ledger.store.path),
             "params": {"min_fee": str(params.min_fee), "fee_per_byte": str(params.fee_per_byte),
                        "gas_price": str(params.gas_price), "max_gas_per_tx": params.max_gas_per_tx,
                        "slot_ms": params.slot_ms, "max_tx_bytes": params.max_tx_bytes},

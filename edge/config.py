@@ -60,6 +60,7 @@ class Config:
     votes_dir: str = "votes"
     genesis_file: str = "genesis.json"
     prune_depth: int = 1000
+    min_free_mb: int = 1024    # device frames are not written below this much free space
     map_size_mb: int = DEFAULT_MAP_SIZE >> 20  # address space; grows (quiesced) if ever full
     api_host: str = "127.0.0.1"
     api_port: int = DEFAULT_API_PORT
@@ -80,6 +81,8 @@ class Config:
     mqtt_dir: str = "mqtt"
     mqtt_bridge_password: str = ""
     mqtt_provision_password: str = ""
+    frame_retention_days: int = 30   # device frames kept this long at most...
+    frame_budget_mb: int = 8192      # ...and in at most this many MB of the data file
     advertise: bool = False
     discovery_interfaces: list = field(default_factory=list)  # IPs to advertise on; [] = all
     ha_enabled: bool = False
@@ -130,7 +133,7 @@ FIELDS = {
     ("node", "data_dir"): ("data_dir", str), ("node", "key_file"): ("key_file", str),
     ("node", "votes_dir"): ("votes_dir", str),
     ("node", "genesis"): ("genesis_file", str), ("node", "prune_depth"): ("prune_depth", int),
-    ("node", "map_size_mb"): ("map_size_mb", int), ("api", "host"): ("api_host", str),
+    ("node", "map_size_mb"): ("map_size_mb", int), ("node", "min_free_mb"): ("min_free_mb", int), ("api", "host"): ("api_host", str),
     ("api", "port"): ("api_port", int), ("mempool", "limit"): ("mempool_limit", int),
     ("p2p", "host"): ("p2p_host", str), ("p2p", "port"): ("p2p_port", int),
     ("p2p", "seeds"): ("seeds", list), ("p2p", "max_peers"): ("max_peers", int),
@@ -143,6 +146,8 @@ FIELDS = {
     ("mqtt", "run_broker"): ("mqtt_run_broker", bool), ("mqtt", "dir"): ("mqtt_dir", str),
     ("mqtt", "bridge_password"): ("mqtt_bridge_password", str),
     ("mqtt", "provision_password"): ("mqtt_provision_password", str),
+    ("mqtt", "frame_retention_days"): ("frame_retention_days", int),
+    ("mqtt", "frame_budget_mb"): ("frame_budget_mb", int),
     ("discovery", "advertise"): ("advertise", bool),
     ("discovery", "interfaces"): ("discovery_interfaces", list),
     ("homeassistant", "enabled"): ("ha_enabled", bool),
@@ -198,6 +203,11 @@ def load_file(path):
     if not all(isinstance(unit, str) and unit.endswith(".service") for unit in config.units):
         raise ConfigError(f"{path}: [system] units must be names of systemd services")
     _check_p2p_limits(config, path)
+    for value, name, least in ((config.min_free_mb, "[node] min_free_mb", 0),
+                               (config.frame_retention_days, "[mqtt] frame_retention_days", 1),
+                               (config.frame_budget_mb, "[mqtt] frame_budget_mb", 1)):
+        if value < least:
+            raise ConfigError(f"{path}: {name} must be at least {least}, not {value}")
     for seed in config.seeds:
         if not isinstance(seed, str) or not _is_host_port(seed):
             raise ConfigError(f"{path}: [p2p] seeds must be \"host:port\" strings, not {seed!r}")

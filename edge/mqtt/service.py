@@ -13,6 +13,7 @@ from edge.mqtt.devices import APPROVED, DeviceRegistry
 from edge.mqtt.homeassistant import HomeAssistantLink
 from edge.mqtt.pinning import client_context, fingerprint
 from edge.mqtt.provision import seal_credentials
+from edge.mqtt.retention import Retention
 from edge.mqtt.topics import CA_TOPIC, credentials_topic
 
 
@@ -57,7 +58,9 @@ class DeviceService:
                              if metrics_registry is not None else None,
                              on_commit=self.home_assistant.on_commit
                              if self.home_assistant is not None else None,
-                             on_subscribed=self.broker.save)
+                             on_subscribed=self.broker.save,
+                             retention=Retention(store.path, config.frame_retention_days,
+                                                 config.frame_budget_mb, config.min_free_mb))
 
     def start(self):
         """Write the broker's files from the registry, start Mosquitto when the node runs its
