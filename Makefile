@@ -38,6 +38,7 @@ bench: $(STAMP) mosquitto
 	$(PY) bench/network.py
 	$(PY) bench/contracts.py
 	$(PY) bench/mqtt.py
+	$(PY) bench/wear.py
 
 install: $(STAMP)
 
