@@ -39,6 +39,7 @@ bench: $(STAMP) mosquitto
 	$(PY) bench/contracts.py
 	$(PY) bench/mqtt.py
 	$(PY) bench/wear.py
+	$(PY) bench/scale.py
 
 install: $(STAMP)
 
