@@ -29,6 +29,7 @@ from edge.config import is_loopback
 
 VERSION = "0.1.0"
 MAX_BATCH = 10_000
+MAX_APPROVE = 1000   # devices approved by one request
 # A read-only query runs at most this much gas (far below a transaction's max_gas_per_tx), one at
 # a time on a thread of its own, with at most QUERIES_WAITING more waiting (then 503 busy).
 QUERY_MAX_GAS = 50_000
@@ -65,6 +66,7 @@ def build_app(node):
     app.router.add_post("/v1/contracts/{address}/query", handlers.query)
     app.router.add_get("/v1/devices", handlers.devices)
     app.router.add_get("/v1/devices/{device_id}", handlers.device)
+    app.router.add_post("/v1/devices/approve", handlers.approve_many)
     app.router.add_post("/v1/devices/{device_id}/approve", handlers.approve)
     app.router.add_post("/v1/devices/{device_id}/revoke", handlers.revoke)
     app.router.add_get("/v1/peers", handlers.peers)
@@ -314,6 +316,33 @@ class _Handlers:
 
     async def approve(self, request):
         return await self._device_action(request, "approve")
+
+    async def approve_many(self, request):
+        """``{"ids": [hex, ...]}`` or ``{"pending": true}``: approve a fleet at once."""
+        service = self.node.devices
+        if service is None:
+            return _error(400, "no_devices", "this node runs no MQTT broker ([mqtt] port is 0)")
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        ids = body.get("ids") if isinstance(body, dict) else None
+        if isinstance(body, dict) and body.get("pending") is True and ids is None:
+            device_ids = service.pending()
+        elif isinstance(ids, list) and 0 < len(ids) <= MAX_APPROVE \
+                and all(isinstance(i, str) for i in ids):
+            try:
+                device_ids = [parse_device_id(i) for i in ids]
+            except ValueError as exc:
+                return _error(400, "bad_device", str(exc))
+        else:
+            return _error(400, "bad_request", "body must be {\"ids\": [16 hex characters, ...]} "
+                                              f"(1..{MAX_APPROVE}) or {{\"pending\": true}}")
+        try:
+            records = service.approve_many(device_ids[:MAX_APPROVE])
+        except DeviceError as exc:
+            return _error(400, "device", str(exc))
+        return web.json_response({"approved": records})
 
     async def revoke(self, request):
         return await self._device_action(request, "revoke")

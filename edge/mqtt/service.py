@@ -9,7 +9,7 @@ import threading
 from edge.mqtt import certs
 from edge.mqtt.bridge import Bridge, BridgeMetrics
 from edge.mqtt.broker import BRIDGE_USER, Broker, TlsListener
-from edge.mqtt.devices import APPROVED, DeviceRegistry
+from edge.mqtt.devices import APPROVED, PENDING, DeviceError, DeviceRegistry
 from edge.mqtt.homeassistant import HomeAssistantLink
 from edge.mqtt.pinning import client_context, fingerprint
 from edge.mqtt.provision import seal_credentials
@@ -96,21 +96,39 @@ class DeviceService:
 
     def approve(self, device_id):
         """Approve a device: its MQTT user, a broker reload, its sealed credentials."""
-        record, password = self.registry.approve(device_id)
+        return self.approve_many([device_id])[0]
+
+    def approve_many(self, device_ids):
+        """Approve devices (a fleet) with one broker reload; each gets its sealed credentials.
+        Every id must be known and not approved yet, else nothing is done (DeviceError)."""
+        device_ids = list(dict.fromkeys(bytes(d) for d in device_ids))
+        for device_id in device_ids:
+            record = self.registry.get(device_id)
+            if record is None or record["status"] == APPROVED:
+                raise DeviceError(f"device {device_id.hex()} is "
+                                  f"{'unknown' if record is None else 'already approved'}: "
+                                  "nothing was approved")
+        approved = [(d, *self.registry.approve(d)) for d in device_ids]
         users = self._approved_users()
-        users[device_id.hex()] = password
+        users.update((d.hex(), password) for d, _, password in approved)
         self.broker.write_config(users)
         self.broker.reload()
         self.bridge.refresh_devices()
         self._refresh_home_assistant()
-        credentials = {"username": device_id.hex(), "password": password,
-                       "chain_id": self.chain_id, **self._where()}
-        sent = self.bridge.publish(credentials_topic(device_id),
-                                   seal_credentials(bytes.fromhex(record["pubkey"]), credentials),
-                                   qos=1, retain=True)
-        self._save_when_sent(sent)
-        self.log(f"devices: approved {device_id.hex()} ({record['kind'] or 'device'})")
-        return record
+        sent, where = None, self._where()
+        for device_id, record, password in approved:
+            credentials = {"username": device_id.hex(), "password": password,
+                           "chain_id": self.chain_id, **where}
+            sent = self.bridge.publish(credentials_topic(device_id), seal_credentials(
+                bytes.fromhex(record["pubkey"]), credentials), qos=1, retain=True)
+            self.log(f"devices: approved {device_id.hex()} ({record['kind'] or 'device'})")
+        if sent is not None:
+            self._save_when_sent(sent)   # QoS 1 in order: the last one sent means all
+        return [record for _, record, _ in approved]
+
+    def pending(self):
+        """Ids of the devices waiting for approval."""
+        return [bytes.fromhex(r["id"]) for r in self.registry.all() if r["status"] == PENDING]
 
     def revoke(self, device_id):
         """Revoke a device: its user goes, the broker reloads (dropping it), frames stop."""
