@@ -40,9 +40,9 @@ from nacl.signing import SigningKey  # noqa: E402
 
 from chain.store import Store  # noqa: E402
 from edge.config import load  # noqa: E402
-from edge.mqtt.broker import Broker  # noqa: E402
 from edge.mqtt.devices import DeviceRegistry  # noqa: E402
 from edge.mqtt.frames import sign_frame  # noqa: E402
+from edge.mqtt.service import broker_for  # noqa: E402
 from edge.mqtt.topics import device_id_of, device_topic  # noqa: E402
 from edge.testnet import free_ports  # noqa: E402
 
@@ -160,7 +160,8 @@ def _children(pid):
 def init_home(directory, mqtt_port=0):
     home = os.path.join(directory, "home")
     api_port = free_ports(1)[0]
-    mqtt = ["--mqtt-port", str(mqtt_port)] if mqtt_port else []
+    # devices on the plaintext loopback listener: TLS costs CPU, not writes
+    mqtt = ["--mqtt-port", str(mqtt_port), "--mqtt-tls-port", "0"] if mqtt_port else []
     subprocess.run([SMARTSHARE, "--home", home, "init", "--devnet", "--api-port", str(api_port),
                     *mqtt], check=True, stdout=subprocess.DEVNULL)
     return home
@@ -171,8 +172,7 @@ def approve_fleet(home, n):
     config = load(home)
     store = Store(config.path(config.data_dir))
     registry = DeviceRegistry(store)
-    broker = Broker(config.path(config.mqtt_dir), config.mqtt_host, config.mqtt_port,
-                    config.mqtt_bridge_password, config.mqtt_provision_password)
+    broker = broker_for(config)
     devices, users = [], {}
     for _ in range(n):
         key = SigningKey.generate()
