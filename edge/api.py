@@ -22,7 +22,7 @@ from edge.mqtt.devices import DeviceError
 from edge.mqtt.frames import Frame
 from edge.mqtt.topics import parse_device_id
 from edge.values_json import from_value, to_value
-from edge import _fast
+from edge import _fast, api_market
 from edge.api_access import TXS_BODY, Access, allowed_hosts
 from edge.api_tokens import TokenStore
 from edge.config import is_loopback
@@ -72,6 +72,7 @@ def build_app(node):
     app.router.add_get("/v1/peers", handlers.peers)
     app.router.add_get("/v1/schedule", handlers.schedule)
     app.router.add_get("/metrics", handlers.metrics)
+    api_market.add_routes(app, node)
     if node.config.admin_api:
         app.router.add_post("/v1/admin/partition", handlers.partition)
     return app

@@ -33,7 +33,7 @@ def add_parsers(sub, common):
 def _add_simulate(device, common):
     p = device.add_parser("simulate", parents=[common], help="run simulated devices that find "
                           "the gateway, onboard and publish signed frames (Ctrl-C stops)")
-    p.add_argument("kind", choices=KINDS + ("all",), help="device kind, or all four")
+    p.add_argument("kind", choices=KINDS + ("all",), help="device kind, or all of them")
     p.add_argument("--count", type=int, default=1, help="devices of each kind (default 1)")
     p.add_argument("--interval", type=float, default=1.0,
                    help="seconds between a device's frames (default 1)")

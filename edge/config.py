@@ -9,6 +9,7 @@ and ``[system] units`` the node's systemd units. The CLI uses it when neither ``
 ``$SMARTSHARE_HOME`` is given and ``~/.smartshare`` holds no node.
 """
 
+import hashlib
 import ipaddress
 import os
 import tomllib
@@ -94,6 +95,16 @@ class Config:
     api_allowed_origins: list = field(default_factory=list)  # [api_access] origins
     units: list = field(default_factory=list)  # [system] units: systemd units of this node
     config_file: str = ""  # where the config lives; default: config.toml in the home
+    mqtt_market_password: str = ""  # buyers' agents' broker account (user "market")
+    agent_enabled: bool = True      # the SmartAgent sells the devices' services (needs mqtt)
+    agent_key_file: str = "agent_key.json"   # the agent's wallet (payee, fees); made at start
+    agent_interval_s: int = 10      # metering interval: a statement and a voucher each
+    agent_settlement_s: int = 86_400   # at most one installment per channel this often
+    agent_dispute_s: int = 3_600    # dispute window of the channels it accepts
+    agent_channel_blocks: int = 604_800   # a channel's lifetime in blocks (a week at 1 s)
+    agent_retention_days: int = 7   # settled frames and sessions are pruned after this
+    agent_channel_contract: str = ""   # a payment_channel deployment to use ("" = deploy one)
+    agent_auto_offer: bool = True   # offer every approved device's services at default prices
 
     def path(self, name):
         return os.path.join(self.home, name)
@@ -127,6 +138,15 @@ class Config:
     def mqtt_enabled(self):
         return self.mqtt_port > 0 or self.mqtt_tls_port > 0
 
+    @property
+    def market_password(self):
+        """The broker password of buyers' agents (user ``market``); homes made before it
+        existed derive one from the bridge's."""
+        if self.mqtt_market_password or not self.mqtt_bridge_password:
+            return self.mqtt_market_password
+        return hashlib.blake2b(self.mqtt_bridge_password.encode(), digest_size=12,
+                               person=b"ss-market").hexdigest()
+
 
 # (section, key in config.toml) -> (Config attribute, type). p2p port 0 = no peer network.
 FIELDS = {
@@ -157,6 +177,15 @@ FIELDS = {
     ("mqtt_tls", "port"): ("mqtt_tls_port", int), ("mqtt_tls", "host"): ("mqtt_tls_host", str),
     ("api_access", "hosts"): ("api_allowed_hosts", list),
     ("api_access", "origins"): ("api_allowed_origins", list),
+    ("mqtt", "market_password"): ("mqtt_market_password", str),
+    ("agent", "enabled"): ("agent_enabled", bool), ("agent", "key_file"): ("agent_key_file", str),
+    ("agent", "interval_s"): ("agent_interval_s", int),
+    ("agent", "settlement_s"): ("agent_settlement_s", int),
+    ("agent", "dispute_s"): ("agent_dispute_s", int),
+    ("agent", "channel_blocks"): ("agent_channel_blocks", int),
+    ("agent", "retention_days"): ("agent_retention_days", int),
+    ("agent", "channel_contract"): ("agent_channel_contract", str),
+    ("agent", "auto_offer"): ("agent_auto_offer", bool),
 }
 
 
@@ -208,10 +237,21 @@ def load_file(path):
                                (config.frame_budget_mb, "[mqtt] frame_budget_mb", 1)):
         if value < least:
             raise ConfigError(f"{path}: {name} must be at least {least}, not {value}")
+    _check_agent(config, path)
     for seed in config.seeds:
         if not isinstance(seed, str) or not _is_host_port(seed):
             raise ConfigError(f"{path}: [p2p] seeds must be \"host:port\" strings, not {seed!r}")
     return config
+
+
+def _check_agent(config, path):
+    for name, value, low, high in (("interval_s", config.agent_interval_s, 1, 3600),
+                                   ("settlement_s", config.agent_settlement_s, 1, 10**8),
+                                   ("dispute_s", config.agent_dispute_s, 1, 7 * 86_400),
+                                   ("channel_blocks", config.agent_channel_blocks, 10, 10**9),
+                                   ("retention_days", config.agent_retention_days, 1, 10**4)):
+        if not low <= value <= high:
+            raise ConfigError(f"{path}: [agent] {name} must be within {low}..{high}")
 
 
 def _check_p2p_limits(config, path):

@@ -80,6 +80,7 @@ class Node:
         if self.network is not None:
             self.metrics.watch_peers(self.network.manager)
         self.devices = None  # the DeviceService, when [mqtt] port is set (started by run)
+        self.agent = None    # the NodeAgent, when devices run and [agent] enabled (started by run)
         self.advertiser = None  # mDNS, when [discovery] advertise is set (started by run)
 
     def _make_network(self):
@@ -550,6 +551,11 @@ class Node:
                                          self.key.pubkey, log=self.log,
                                          metrics_registry=self.metrics.registry)
             self.devices.start()
+            if self.config.agent_enabled:
+                from edge.agent_node import NodeAgent
+                self.agent = NodeAgent(self.config, self.store, self.ledger.chain_id,
+                                       self.key.pubkey, self.devices, log=self.log)
+                self.agent.start()
         advertising = finder = None
         if self.config.advertise:
             advertising = loop.run_in_executor(None, self._advertise)
@@ -572,6 +578,8 @@ class Node:
                 await loop.run_in_executor(None, finder.stop)
             if self.network is not None:
                 await self.network.stop()
+            if self.agent is not None:   # off the loop: the agent may be calling the API
+                await loop.run_in_executor(None, self.agent.stop)
             if self.devices is not None:
                 self.devices.stop()
             await runner.cleanup()

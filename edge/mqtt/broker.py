@@ -20,6 +20,7 @@ from typing import NamedTuple
 BRIDGE_USER = "smartshare-bridge"
 PROVISION_USER = "provision"
 HOME_ASSISTANT_USER = "homeassistant"
+MARKET_USER = "market"        # buyers' agents (docs/protocol.md §17.2)
 READY_TIMEOUT_S = 10
 # A reload is confirmed by the line Mosquitto logs as it starts one; without it by then, SIGHUP
 # is sent again (Mosquitto drops a SIGHUP that arrives while it is reloading).
@@ -67,7 +68,8 @@ class Broker:
     and, with ``tls``, the TLS listener devices use."""
 
     def __init__(self, directory, host, port, bridge_password, provision_password,
-                 run_as=None, home_assistant_password="", tls=None):
+                 run_as=None, home_assistant_password="", tls=None,
+                 market_password=""):
         if port and not _loopback(host):
             raise BrokerError(f"a plaintext listener may only be on loopback, not {host}: "
                               "devices connect with TLS ([mqtt_tls] in config.toml)")
@@ -79,6 +81,7 @@ class Broker:
         self.run_as = run_as or pwd.getpwuid(os.geteuid()).pw_name
         self.bridge_password, self.provision_password = bridge_password, provision_password
         self.home_assistant_password = home_assistant_password  # "" = no HA account
+        self.market_password = market_password                  # "" = no market account
         self.process = None
         os.makedirs(directory, mode=0o700, exist_ok=True)
 
@@ -143,6 +146,8 @@ connection_messages true
         entries = {BRIDGE_USER: self.bridge_password, PROVISION_USER: self.provision_password}
         if self.home_assistant_password:
             entries[HOME_ASSISTANT_USER] = self.home_assistant_password
+        if self.market_password:
+            entries[MARKET_USER] = self.market_password
         entries.update((user, pw) for user, pw in sorted(devices.items()) if pw is not None)
         for user, password in entries.items():
             if not user or ":" in user or "\n" in user + password or not password:
@@ -318,7 +323,8 @@ PR_SET_PDEATHSIG = 1
 # where); the provisioning account may only announce the device its client id names and read
 # sealed credentials; Home Assistant reads its discovery configs and states and says
 # when it comes online; a device (user name = its id) writes only its own frames and reads
-# only its own replies.
+# only its own replies (and the agent's commands); a buyer's agent (user market) reads the
+# quotes, writes its messages and reads its replies only under its own client id.
 ACL = """# Written by the SmartShare node; edits are overwritten.
 user smartshare-bridge
 topic readwrite ss/v1/#
@@ -341,4 +347,13 @@ pattern write ss/v1/dev/%u/data
 pattern read ss/v1/dev/%u/reply/#
 pattern read ss/v1/ca
 pattern write ss/v1/provision/%c
+
+user market
+topic read ss/v1/market/+/quote
+
+pattern write ss/v1/market/buyer/%c/order
+pattern write ss/v1/market/buyer/%c/channel
+pattern write ss/v1/market/buyer/%c/voucher
+pattern write ss/v1/market/buyer/%c/stop
+pattern read ss/v1/market/buyer/%c/reply/#
 """

@@ -21,6 +21,7 @@ import time
 
 from edge.mqtt import onboarding
 from edge.mqtt.sequence import Position
+from edge import _fast
 from edge.mqtt.topics import device_id_of
 
 PENDING, APPROVED, REVOKED = "pending", "approved", "revoked"
@@ -214,6 +215,25 @@ class DeviceRegistry:
             return work(txn)
         with self.store.read() as t:
             return work(t)
+
+    def prune_frames(self, device_id, below_seq, before_ms):
+        """Delete the device's frames with a seq below ``below_seq`` and a timestamp before
+        ``before_ms`` (settled and past retention: edge/agent decides); returns how many.
+        Timestamps never go back within a device (docs/protocol.md §15.6), so the scan stops at
+        the first frame that is too young."""
+        device_id = bytes(device_id)
+
+        def work(txn):
+            cursor, removed = txn.cursor(db=self.frames), 0
+            cursor.set_range(device_id)
+            while cursor.key()[:8] == device_id:     # b"" once past the last key
+                if U64.unpack(cursor.key()[8:])[0] >= below_seq or \
+                        _fast.decode_frame(cursor.value())[4] >= before_ms:
+                    break
+                cursor.delete()                      # and moves on to the next key
+                removed += 1
+            return removed
+        return self.store.write(work)
 
     def _require(self, device_id):
         record = self.get(device_id)

@@ -30,7 +30,7 @@ def broker_for(config):
     return Broker(config.path(config.mqtt_dir), config.mqtt_host, config.mqtt_port,
                   config.mqtt_bridge_password, config.mqtt_provision_password,
                   home_assistant_password=config.ha_password if config.ha_enabled else "",
-                  tls=tls)
+                  tls=tls, market_password=config.market_password)
 
 
 class DeviceService:
@@ -44,6 +44,7 @@ class DeviceService:
         self.ca_pem = certs.ca_pem(config.home) if config.mqtt_tls_port else None
         host, port = self.broker.local_address
         context = None if config.mqtt_port else client_context(self.ca_pem)
+        self.commit_listeners = []   # more readers of the bridge's commits (the agent)
         self.home_assistant = None
         if config.ha_enabled:
             self.home_assistant = HomeAssistantLink(
@@ -56,11 +57,16 @@ class DeviceService:
                              chain_id=chain_id, log=log,
                              metrics=BridgeMetrics(metrics_registry)
                              if metrics_registry is not None else None,
-                             on_commit=self.home_assistant.on_commit
-                             if self.home_assistant is not None else None,
+                             on_commit=self._on_commit,
                              on_subscribed=self.broker.save,
                              retention=Retention(store.path, config.frame_retention_days,
                                                  config.frame_budget_mb, config.min_free_mb))
+
+    def _on_commit(self, committed, time_ns):
+        if self.home_assistant is not None:
+            self.home_assistant.on_commit(committed, time_ns)
+        for listener in self.commit_listeners:
+            listener(committed, time_ns)
 
     def start(self):
         """Write the broker's files from the registry, start Mosquitto when the node runs its
