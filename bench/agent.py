@@ -78,7 +78,7 @@ def in_process(sessions, rounds, workdir):
         registry.request(bytes(key.verify_key), {"kind": "purifier"})
         registry.approve(device_id_of(bytes(key.verify_key)))
     seller = Seller(store, KeyFileSigner.from_keypair(seller_key), None, CHAIN_ID,
-                    Identity(seller_key, None, Devices(registry), canonical_kind),
+                    Identity(seller_key, None, Devices(registry), canonical_kind), registry,
                     SellerConfig(interval_ms=1), log=lambda *_: None)
     buyer_store = Store(os.path.join(workdir, "buyer"))
     buyer = Buyer(buyer_store, KeyFileSigner.from_keypair(buyer_key), None, CHAIN_ID, "b",

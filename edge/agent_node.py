@@ -56,7 +56,7 @@ class NodeAgent:
         self.chain = ChainPort(ApiClient.for_home(config.home, config.api_url, timeout=10.0))
         identity = Identity(self.signer, self.chain, devices.registry, canonical_kind)
         self.seller = Seller(store, self.signer, self.chain, chain_id, identity,
-                             seller_config(config), log, devices.registry.prune_frames)
+                             devices.registry, seller_config(config), log)
         host, port = devices.broker.local_address      # as the bridge connects
         context = None if config.mqtt_port else client_context(devices.ca_pem)
         self.runner = AgentRunner(self.seller, log=log)

@@ -29,6 +29,7 @@ from edge.config import load
 from edge.mqtt import sim_kinds
 from edge.mqtt.sim_fleet import api_approver, device_plan, run_simulators
 from edge.mqtt.certs import ca_pem
+from edge.mqtt.devices import LINK
 from edge.mqtt.simulators import Gateway, gateway_with_ca
 from edge.testnet import free_ports
 from tests import nodeproc
@@ -187,16 +188,11 @@ class AgentGateway:
         env = lmdb.open(self.home.data_dir, readonly=True, max_dbs=64, subdir=True, lock=False)
         try:
             db = env.open_db(b"frames", create=False)
-            with env.begin(db=db) as txn:
+            with env.begin(db=db) as txn:     # one log in arrival order (§15.4)
                 device = bytes.fromhex(device_hex)
-                cursor = txn.cursor()
-                cursor.set_range(device)
-                out = []
-                for key, raw in cursor:
-                    if key[:8] != device:
-                        break
-                    out.append(DeviceFrame(bytes(raw)))
-                return out
+                frames = (DeviceFrame(bytes(raw)[LINK.size:]) for _, raw in txn.cursor())
+                return sorted((f for f in frames if bytes(f.device_id) == device),
+                              key=lambda f: f.seq)
         finally:
             env.close()
 

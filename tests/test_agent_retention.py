@@ -1,4 +1,4 @@
-"""Retention (edge/agent/seller.py ``retain``, edge/mqtt/devices.py ``prune_frames``): device
+"""Retention (edge/agent/seller.py ``retain``, edge/mqtt/devices.py ``prune_device_frames``): device
 frames that metering has read and no unsettled session needs, older than the retention window,
 are pruned with settled sessions and final outbox records, so storage stays flat over months of
 service — over real LMDB, with the metering cursor and frames as the bridge stores them."""
@@ -32,8 +32,8 @@ class World:
         self.seq = {d: 0 for d in self.ids}
         signer = KeyFileSigner.from_keypair(KeyPair.from_seed(b"s" * 32))
         self.seller = Seller(self.store, signer, None, CHAIN, Identity(signer, None),
-                             SellerConfig(retention_ms=retention_days * DAY_MS),
-                             log=lambda *_: None, prune_frames=self.registry.prune_frames)
+                             self.registry, SellerConfig(retention_ms=retention_days * DAY_MS),
+                             log=lambda *_: None)
 
     def frames(self, index, count, ts):
         device, key = self.ids[index], self.keys[index]
@@ -60,11 +60,11 @@ def test_prune_frames_stops_at_the_first_young_or_needed_frame(tmp_path):
     w = World(str(tmp_path / "data"))
     w.frames(0, 10, ts=1_000)
     w.frames(0, 10, ts=5_000)
-    assert w.registry.prune_frames(w.ids[0], below_seq=15, before_ms=2_000) == 10
+    assert w.registry.prune_device_frames(w.ids[0], below_seq=15, before_ms=2_000) == 10
     assert w.stored(0) == list(range(11, 21))
-    assert w.registry.prune_frames(w.ids[0], below_seq=15, before_ms=9_000) == 4
+    assert w.registry.prune_device_frames(w.ids[0], below_seq=15, before_ms=9_000) == 4
     assert w.stored(0) == list(range(15, 21))
-    assert w.registry.prune_frames(w.ids[1], below_seq=99, before_ms=9_000) == 0
+    assert w.registry.prune_device_frames(w.ids[1], below_seq=99, before_ms=9_000) == 0
 
 
 def test_retain_keeps_what_an_open_session_needs(tmp_path):

@@ -20,18 +20,15 @@ them; the buyer verifies them itself (§17.5).
 """
 
 import json
-import struct
 
 from edge import _fast
 from edge.agent.records import U64
 from edge._fast.codec_py import FRAME_DATA, FRAME_EVENT, FRAME_HELLO, FRAME_METER
 
-FRAMES_DB = "frames"                 # the bridge's committed frames (docs/protocol.md §15.4)
 KIND_NAMES = {FRAME_HELLO: "hello", FRAME_METER: "meter", FRAME_EVENT: "event",
               FRAME_DATA: "data"}
 MAX_EVIDENCE = 4096                  # frames kept per session until paid for
 METERING_STATES = ("starting", "active", "stopping")
-_KEY = struct.Struct(">8sQ")
 
 
 class DeviceFrame:
@@ -47,42 +44,21 @@ class DeviceFrame:
 
 
 class FrameReader:
-    """Committed frames of the bridge, read from the shared LMDB (read only)."""
+    """Committed frames of the bridge, read through the device registry, which keeps their
+    layout (edge/mqtt/devices.py, docs/protocol.md §15.4): any object with ``frames_after``
+    and ``last_seq``."""
 
-    def __init__(self, store):
-        self.store = store
-        self.db = store.db(FRAMES_DB)
+    def __init__(self, registry):
+        self.registry = registry
 
     def after(self, device_id, seq, limit=1000, txn=None):
         """Frames of ``device_id`` with a seq above ``seq``, ascending, at most ``limit``."""
-        def scan(t):
-            cursor = t.cursor(db=self.db)
-            out = []
-            if not cursor.set_range(_KEY.pack(device_id, seq + 1)):
-                return out
-            for key, raw in cursor:
-                if key[:8] != device_id or len(out) >= limit:
-                    break
-                out.append(DeviceFrame(bytes(raw)))
-            return out
-        if txn is not None:
-            return scan(txn)
-        with self.store.read() as t:
-            return scan(t)
+        return [DeviceFrame(bytes(raw))
+                for _, raw in self.registry.frames_after(device_id, seq, limit, txn)]
 
     def last_seq(self, device_id, txn=None):
         """The device's newest committed seq (0 when none)."""
-        def scan(t):
-            cursor = t.cursor(db=self.db)
-            if cursor.set_range(_KEY.pack(device_id, (1 << 64) - 1)):
-                found = cursor.prev()
-            else:
-                found = cursor.last()
-            return _KEY.unpack(cursor.key())[1] if found and cursor.key()[:8] == device_id else 0
-        if txn is not None:
-            return scan(txn)
-        with self.store.read() as t:
-            return scan(t)
+        return self.registry.last_seq(device_id, txn)
 
 
 class Cursors:

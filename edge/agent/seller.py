@@ -58,17 +58,18 @@ class SellerConfig:
 class Seller:
     """The gateway's selling agent. Not thread-safe: one worker calls it (``runner``)."""
 
-    def __init__(self, store, signer, chain, chain_id, identity, config=None, log=print,
-                 prune_frames=None):
+    def __init__(self, store, signer, chain, chain_id, identity, frames, config=None,
+                 log=print):
+        """``frames`` is the device registry: it reads committed frames and prunes them."""
         self.store, self.signer, self.chain, self.chain_id = store, signer, chain, chain_id
         self.identity, self.config, self.log = identity, config or SellerConfig(), log
-        self.prune_frames = prune_frames
+        self.prune_frames = frames.prune_device_frames
         self.wallet = Wallet(store, signer, chain, log, on_final=self._on_final)
         self.meta = Meta(store)
         self.offers = Records(store, "agent_services")
         self.orders = Records(store, "agent_orders")
         self.sessions_db = Records(store, "agent_sessions")
-        self.frames, self.cursors = FrameReader(store), Cursors(store)
+        self.frames, self.cursors = FrameReader(frames), Cursors(store)
         self.payee = signer.address.hex()
         self.sessions = {}          # id hex -> record, for sessions not done
         self.books = {}             # service type -> OrderBook
@@ -722,11 +723,10 @@ class Seller:
         """Prune what is settled and older than the retention window: device frames no open
         session needs (through the registry), done sessions, final wallet records."""
         cutoff = now - self.config.retention_ms
-        if self.prune_frames is not None:
-            for device, cursor in self.cursors.all().items():
-                needed = [s["start_after"] for s in self.sessions.values()
-                          if s["device"] == device.hex()]
-                self.prune_frames(device, min([cursor + 1] + [n + 1 for n in needed]), cutoff)
+        for device, cursor in self.cursors.all().items():
+            needed = [s["start_after"] for s in self.sessions.values()
+                      if s["device"] == device.hex()]
+            self.prune_frames(device, min([cursor + 1] + [n + 1 for n in needed]), cutoff)
 
         def work(txn):
             for key, doc in self.sessions_db.items(txn):

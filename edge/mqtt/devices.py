@@ -216,23 +216,23 @@ class DeviceRegistry:
         with self.store.read() as t:
             return work(t)
 
-    def prune_frames(self, device_id, below_seq, before_ms):
-        """Delete the device's frames with a seq below ``below_seq`` and a timestamp before
-        ``before_ms`` (settled and past retention: edge/agent decides); returns how many.
-        Timestamps never go back within a device (docs/protocol.md §15.6), so the scan stops at
+    def prune_device_frames(self, device_id, below_seq, before_ms):
+        """Delete the device's oldest frames with a seq below ``below_seq`` and a timestamp
+        before ``before_ms`` (settled and past retention: edge/agent decides); returns how many.
+        Only a run of the device's oldest frames goes, so its newest-first chain stays whole;
+        timestamps never go back within a device (docs/protocol.md §15.6), so the run ends at
         the first frame that is too young."""
         device_id = bytes(device_id)
 
         def work(txn):
-            cursor, removed = txn.cursor(db=self.frames), 0
-            cursor.set_range(device_id)
-            while cursor.key()[:8] == device_id:     # b"" once past the last key
-                if U64.unpack(cursor.key()[8:])[0] >= below_seq or \
-                        _fast.decode_frame(cursor.value())[4] >= before_ms:
+            doomed = []
+            for n, seq, frame in reversed(list(self._back(txn, device_id))):  # oldest first
+                if seq >= below_seq or _fast.decode_frame(frame)[4] >= before_ms:
                     break
-                cursor.delete()                      # and moves on to the next key
-                removed += 1
-            return removed
+                doomed.append(n)
+            for n in doomed:
+                txn.delete(U64.pack(n), db=self.frames)
+            return len(doomed)
         return self.store.write(work)
 
     def _require(self, device_id):
