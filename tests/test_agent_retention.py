@@ -100,3 +100,31 @@ def test_storage_stays_flat_over_months(tmp_path):
     assert max(s["frames"] for s in late) <= 8 * 20 + 20
     assert max(s["agent_sessions"] for s in late) <= 8
     assert max(s["agent_txs"] for s in late) <= 8
+
+
+def test_a_failed_channel_deploy_is_sent_again_then_left_to_a_restart(tmp_path):
+    from edge.agent.records import U64
+    from edge.agent.seller import DEPLOY_KEY, MAX_DEPLOYS
+    w = World(str(tmp_path / "data"))
+    outbox = w.seller.wallet.outbox
+    w.seller.start()
+    assert outbox.by_key(DEPLOY_KEY)["status"] == "queued"
+
+    def deploys():
+        return [r for r in outbox.records.values() if r["key"] == DEPLOY_KEY]
+
+    def fail_newest():
+        record = dict(outbox.by_key(DEPLOY_KEY), status="failed", error="out of gas")
+
+        def work(txn):
+            outbox.records.put(U64.pack(record["id"]), record, txn)
+            w.seller._on_final(txn, record)
+        w.store.write(work)
+
+    for tried in range(1, MAX_DEPLOYS + 1):
+        fail_newest()
+        assert len(deploys()) == min(tried + 1, MAX_DEPLOYS)
+    assert outbox.by_key(DEPLOY_KEY)["status"] == "failed" and w.seller.contract is None
+    w.seller.start()                       # a restart tries once more
+    assert outbox.by_key(DEPLOY_KEY)["status"] == "queued"
+    assert len(deploys()) == MAX_DEPLOYS + 1

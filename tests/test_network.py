@@ -409,7 +409,8 @@ def relay_failing_transactions(net, i, chain_id, genesis_hash):
     async def scenario():
         conn = await open_connection("127.0.0.1", net.nodes[i]["p2p_port"], relay, chain_id,
                                      genesis_hash)
-        races = [transfer(KeyPair.generate(), 5) for _ in range(20)]          # bad_nonce
+        faucet = KeyPair.load(os.path.join(net.nodes[0]["home"], "wallets", "default.json"))
+        races = [transfer(faucet, 1000 + n) for n in range(20)]  # funded, nonce gap: bad_nonce
         await conn.send(Txs(tuple(races)))
         unfunded = [transfer(KeyPair.generate(), 0) for _ in range(30)]       # insufficient_balance
         await conn.send(Txs(tuple(unfunded)))

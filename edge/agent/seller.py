@@ -55,6 +55,16 @@ class SellerConfig:
         self.contract = contract        # a channel contract to use (bytes), else deploy one
 
 
+DEPLOY_KEY = "deploy:payment_channel"   # the outbox key of the channel contract's deploy
+MAX_DEPLOYS = 3                          # failed deploys in a row before waiting for a restart
+
+
+def _deploy_failed(record):
+    """True when no deploy was ever queued or the newest one failed for good."""
+    return record is None or record["status"] == "failed" or (
+        record["status"] == "final" and record["receipt"]["status"] != 0)
+
+
 class Seller:
     """The gateway's selling agent. Not thread-safe: one worker calls it (``runner``)."""
 
@@ -94,9 +104,9 @@ class Seller:
         if self.contract is None:
             if self.config.contract is not None:
                 self.meta.set("channel_contract", self.config.contract.hex())
-            elif self.wallet.outbox.by_key("deploy:payment_channel") is None:
+            elif _deploy_failed(self.wallet.outbox.by_key(DEPLOY_KEY)):
                 self.wallet.send(channels.deploy_payload(), "deploy payment_channel",
-                                 key="deploy:payment_channel")
+                                 key=DEPLOY_KEY)
 
     @property
     def contract(self):
@@ -630,14 +640,21 @@ class Seller:
         """A wallet transaction became irreversible (or failed for good): in the same LMDB
         write, update what it was for."""
         key = record["key"] or ""
-        if key == "deploy:payment_channel":
-            if record["status"] == "final" and record["receipt"]["status"] == 0:
+        if key == DEPLOY_KEY:
+            if not _deploy_failed(record):
                 address = contract_address(self.signer.address, record["tx"]["nonce"])
                 self.meta.set("channel_contract", address.hex(), txn)
                 self.log(f"agent: payment channel contract at {encode_address(address)}")
-            else:
-                self.log("agent: deploying the channel contract failed: "
-                         f"{record['error'] or record['receipt']}")
+                return
+            tries = sum(r["key"] == DEPLOY_KEY for r in self.wallet.outbox.records.values(txn))
+            again = tries < MAX_DEPLOYS
+            self.log(f"agent: deploying the channel contract failed ({tries} of {MAX_DEPLOYS}): "
+                     f"{record['error'] or record['receipt']}; "
+                     + ("deploying it again" if again else "restart the node to try again, or "
+                        "set [agent] channel_contract to a deployed one"))
+            if again:
+                self.wallet.send(channels.deploy_payload(), "deploy payment_channel",
+                                 key=DEPLOY_KEY, txn=txn)
             return
         kind, _, session_id = key.partition(":")
         s = self.sessions.get(session_id)
