@@ -1,7 +1,7 @@
 # SmartShare Edge: the two commands.
 #   make run   - a single-node devnet in ./devnet, producing blocks in the foreground, with its
-#                own Mosquitto on MQTT_PORT (TLS: MQTT_TLS_PORT) and one simulated device of
-#                each kind
+#                own Mosquitto on MQTT_PORT (TLS: MQTT_TLS_PORT), one simulated device of each
+#                kind, and a demo buyer of their services (a live view of the market)
 #   make test  - the whole test suite (both implementations)
 #   make image - the arm64 SD image (image-build/; not part of make test)
 PYTHON ?= python3
@@ -21,7 +21,7 @@ run: $(STAMP) mosquitto
 	@test -f $(DEVNET)/config.toml || \
 	  $(VENV)/bin/smartshare --home $(DEVNET) init --devnet --mqtt-port $(MQTT_PORT) \
 	    --mqtt-tls-port $(MQTT_TLS_PORT)
-	$(VENV)/bin/smartshare --home $(DEVNET) node run --simulate all
+	$(VENV)/bin/smartshare --home $(DEVNET) node run --simulate all --demo
 
 # pytest exits 5 when it collects nothing: that is a failure, never a pass.
 PYTEST = $(PY) -m pytest -q -p no:cacheprovider
@@ -38,6 +38,9 @@ bench: $(STAMP) mosquitto
 	$(PY) bench/network.py
 	$(PY) bench/contracts.py
 	$(PY) bench/mqtt.py
+	$(PY) bench/wear.py
+	$(PY) bench/scale.py
+	$(PY) bench/agent.py
 	$(PY) bench/light.py
 
 install: $(STAMP)

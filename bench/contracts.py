@@ -9,7 +9,8 @@ Gas calibration (docs/protocol.md §14.3): the fuzzer of bench/vm_fuzz.py search
 environment for ``worst_ns_per_gas`` and ``worst_bytes_per_gas`` (with the call that produced
 each) against ``honest_ns_per_gas``; ``max_gas_per_tx`` and ``slot_ms`` are the defaults of
 chain/params.py, checked against ``max_gas × worst × 5 < slot / 4`` (a Pi-class CPU is taken as
-5× this machine).
+5× this machine), and ``max_block_gas`` against half a slot. bench/contract_flood.py floods a node
+process with maximum-gas calls and reports ``api_p99_ms_under_flood`` beside the idle figure.
 
     .venv/bin/python bench/contracts.py [--quick]
 """
@@ -38,11 +39,12 @@ ISSUER, SELLER, BUYER = addr("issuer"), addr("seller"), addr("buyer")
 PI_FACTOR = 5
 
 
-def _fuzzer():
-    spec = importlib.util.spec_from_file_location("vm_fuzz", os.path.join(_HERE, "vm_fuzz.py"))
+def _sibling(name):
+    """bench/<name>.py as a module (bench/ stays off the import path)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(_HERE, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.Fuzzer()
+    return module
 
 
 def rate(fn, n):
@@ -128,11 +130,13 @@ def main():
     vm_rate, py_rate = overhead(VM(), n)
     verify, raw_verify = vouchers(n)
     redeem, redeem_gas = redeem_rate(VM(), n // 2)
-    fuzzer = _fuzzer()
+    fuzzer = _sibling("vm_fuzz").Fuzzer()
     honest = fuzzer.honest_ns_per_gas()
     slowest, hungriest = fuzzer.run(20 if quick else 120)
     params = Params()
     budget_ms = params.max_gas_per_tx * slowest.ns_per_gas * PI_FACTOR / 1e6
+    block_ms = params.max_block_gas * slowest.ns_per_gas * PI_FACTOR / 1e6
+    flood = _sibling("contract_flood").run(10 if quick else 30)
     rows = [
         ("iot_coin.transfer (fresh runtime)", f"{fresh:,.0f} calls/s", f"{transfer_gas} gas"),
         ("same, runtime reused (tests only)", f"{reused:,.0f} calls/s",
@@ -151,6 +155,14 @@ def main():
         ("fuzzer: candidates measured", f"{len(fuzzer.measured):,}", ""),
         ("max_gas_per_tx x worst x 5", f"{budget_ms:.0f} ms",
          f"slot {params.slot_ms} ms: under a quarter is {params.slot_ms / 4:.0f} ms"),
+        ("max_block_gas x worst x 5", f"{block_ms:.0f} ms",
+         f"under half a slot is {params.slot_ms / 2:.0f} ms"),
+        ("API p50 / p99, idle node", f"{flood['api_p50_ms_idle']} / "
+         f"{flood['api_p99_ms_idle']} ms", "GET /v1/status"),
+        ("API p50 / p99, max-gas call flood", f"{flood['api_p50_ms_under_flood']} / "
+         f"{flood['api_p99_ms_under_flood']} ms",
+         f"{flood['flood_blocks']} blocks in {flood['flood_slots']} slots; "
+         f"answers {flood['flood_answers']}"),
     ]
     width = max(len(r[0]) for r in rows)
     for name, value, note in rows:
@@ -166,6 +178,8 @@ def main():
         "worst_bytes_call": hungriest.describe(),
         "max_gas_per_tx": params.max_gas_per_tx, "slot_ms": params.slot_ms,
         "max_gas_time_pi_ms": round(budget_ms), "fits_quarter_slot": budget_ms < params.slot_ms / 4,
+        "max_block_gas": params.max_block_gas, "max_block_gas_time_pi_ms": round(block_ms),
+        "fits_half_slot": block_ms < params.slot_ms / 2, **flood,
     }))
 
 

@@ -30,13 +30,15 @@ from nacl.signing import SigningKey  # noqa: E402
 
 from chain.address import address_from_pubkey  # noqa: E402
 from chain.block import Block  # noqa: E402
-from chain.genesis import Allocation, Genesis, GenesisAgent  # noqa: E402
+from chain.genesis import Allocation, Genesis  # noqa: E402
 from chain.keys import KeyPair  # noqa: E402
 from chain.ledger import Ledger  # noqa: E402
 from chain.params import SSP_SUPPLY, Params  # noqa: E402
+from chain.producer import BlockSigner  # noqa: E402
 from chain.state.smt import SparseMerkleTree  # noqa: E402
 from chain.store import Store  # noqa: E402
 from chain.tx import Transfer, Tx  # noqa: E402
+from edge.node_home import genesis_agent  # noqa: E402
 from edge import _fast  # noqa: E402
 from edge._fast import _sodium, codec_py, hashing_py, sig_py, smt_py  # noqa: E402
 
@@ -98,7 +100,10 @@ def bench_codec(rounds):
     rng = random.Random(7)
     txs = [(1, "ss-bench", rng.randbytes(32), i, 2_500, (rng.randbytes(20), COIN + i, b""),
             rng.randbytes(64)) for i in range(1000)]
-    header = (1, 9, bytes(32), 1_000, 9, 8, bytes(32), bytes(32), bytes(32), bytes(32), bytes(64))
+    # version, height, prev_hash, timestamp_ms, slot, producer, reveal, renewal, justified_round,
+    # lib_height, tx_root, votes_root, state_root, receipts_root, signature (docs/protocol.md §5)
+    header = (codec_py.HEADER_VERSION, 9, bytes(32), 1_000, 9, bytes(32), bytes(32), None, 7, 6,
+              bytes(32), bytes(32), bytes(32), bytes(32), bytes(64))
     compiled = _fast.compiled_modules()["codec"]
 
     def round_trip(codec):
@@ -135,8 +140,7 @@ def bench_smt(rounds, prefill=10_000, updates=1_000):
         genesis = {k: rng.randbytes(40) for k in keys}
         trees = {}
         for name, cls in (("reference", ReferenceTree), ("compiled", CompiledTree)):
-            trees[name] = cls(*(env.open_db(f"{name}/{part}".encode())
-                                for part in ("nodes", "roots", "stale")))
+            trees[name] = cls(env.open_db(name.encode()))
             with env.begin(write=True) as txn:
                 trees[name].update(txn, None, 0, genesis)
         for version in range(rounds):
@@ -167,8 +171,8 @@ def bench_smt_big(rounds, prefill=1_000_000, updates=1_000, chunk=50_000):
     best = {"reference": float("inf"), "compiled": float("inf"), "commit": float("inf")}
     with tempfile.TemporaryDirectory(prefix="bench-fast-big-") as path:
         env = lmdb.open(path, max_dbs=8, map_size=1 << 40, sync=True)
-        dbs = [env.open_db(name) for name in (b"nodes", b"roots", b"stale")]
-        trees = {"reference": ReferenceTree(*dbs), "compiled": CompiledTree(*dbs)}
+        db = env.open_db(b"chain")             # one database, as the node's (§10.2)
+        trees = {"reference": ReferenceTree(db), "compiled": CompiledTree(db)}
         keys = [rng.randbytes(32) for _ in range(prefill)]
         version = None
         for start in range(0, prefill, chunk):
@@ -266,7 +270,7 @@ def block_of_transfers(builder, genesis, params, senders, producer, round_):
         payload = Transfer(senders[(i + 1 + round_) % n].address, COIN)
         fee = params.min_fee_for(len(Tx(genesis.chain_id, key.pubkey, round_, 0, payload).raw) + 2)
         txs.append(Tx(genesis.chain_id, key.pubkey, round_, fee, payload).signed_by(key))
-    block, rejected = builder.build_block(producer, builder.head.slot + 1, txs)
+    block, rejected = builder.build_block(BlockSigner(producer), builder.head.slot + 1, txs)
     assert not rejected and len(block.txs) == n
     builder.apply_block(block)
     return block
@@ -280,7 +284,7 @@ def bench_genesis(senders, producer, params):
     rest = total - pool - sum(a.balance + a.stake for a in allocations)
     allocations.append(Allocation(address_from_pubkey(bytes(32)), rest))
     return Genesis("ss-bench", 1_700_000_000_000, 8, total, pool, params,
-                   tuple(sorted(allocations)), (GenesisAgent(producer.pubkey, "bench"),))
+                   tuple(sorted(allocations)), (genesis_agent(producer, "bench", producer.address),))
 
 
 # -- report ----------------------------------------------------------------------------------------

@@ -3,7 +3,11 @@
 Starts a testnet, funds sender accounts, pre-signs transfers, then drives them for ``--seconds``
 from several client threads (round-robin over the nodes' APIs) and measures: committed
 transfers per second, the median time from a block's slot to its irreversibility, and the node
-processes' CPU time per committed transfer. Then it kills two of the four producers (SIGKILL) for
+processes' CPU time per committed transfer. Then it floods every node's p2p port from many
+loopback source addresses (tests/floodkit.py: garbage handshakes, valid hello1s, slow
+half-handshakes, 50 sybil keys) and measures the nodes' CPU per flood connection against idle, and
+the same transfer drive again under the flood (``tps_under_handshake_flood``), side by side with
+the one before. Then it kills two of the four producers (SIGKILL) for
 three rounds, starts them again and measures how long finality takes to resume
 (``lib_recovery_s``, from the restart until the LIB passes where it froze). Prints a table, then
 one JSON object last.
@@ -15,6 +19,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -100,6 +105,7 @@ def main():
         try:
             testnet.start(directory)
             figures = drive(directory, manifest, args)
+            figures.update(measure_flood(directory, manifest, args))
             figures.update(measure_lib_recovery(directory, manifest))
         finally:
             testnet.stop(directory)
@@ -113,7 +119,8 @@ def drive(directory, manifest, args):
     chain_id, params = genesis.chain_id, genesis.params
     faucet = KeyPair.load(os.path.join(nodes[0]["home"], "wallets", "default.json"))
     senders = [KeyPair.generate() for _ in range(args.senders)]
-    funding = [signed(faucet, chain_id, params, i, s.address, 10_000 * COIN)
+    first = clients[0].get(f"/v1/accounts/{faucet.address_text}")["next_nonce"]
+    funding = [signed(faucet, chain_id, params, first + i, s.address, 10_000 * COIN)
                for i, s in enumerate(senders)]
     submit_all(clients[0], funding)
     wait_committed(clients[0], funding[-1:])
@@ -171,6 +178,86 @@ def measure_lib_recovery(directory, manifest):
                                                                               1)}
 
 
+FLOOD_WARMUP_S = 3.0
+FLOOD_WINDOW_S = 10.0
+
+
+class Flood:
+    """tests/floodkit.py processes hitting every node's p2p port at once: garbage handshakes
+    from 200 source addresses, valid hello1s from 200 more, slow half-handshakes and 50 sybil
+    keys, each kind from its own part of 127.0.0.0/8. They run at nice 19: an attacker's CPU is
+    its own, so on this shared machine the flooders get only what the nodes leave (the rate
+    they reach is reported)."""
+
+    KINDS = (("garbage", "127.0.1.1", 200, 400), ("hello", "127.0.2.1", 200, 400),
+             ("slow", "127.0.3.1", 10, 20), ("sybil", "127.0.4.1", 1, 10))
+
+    def __init__(self, manifest, seconds):
+        targets = [a for n in manifest["nodes"] for a in ("--target",
+                                                          f"127.0.0.1:{n['p2p_port']}")]
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        self.procs = [subprocess.Popen(
+            ["nice", "-n", "19", sys.executable, "-m", "tests.floodkit", *targets,
+             "--mode", mode, "--source", source, "--sources", str(sources), "--rate", str(rate),
+             "--seconds", str(seconds), "--keys", "50", "--chain-id", manifest["chain_id"],
+             "--genesis", manifest["genesis_hash"]], cwd=root, stdout=subprocess.PIPE)
+            for mode, source, sources, rate in self.KINDS]
+
+    def cpu_seconds(self):
+        return cpu_seconds([p.pid for p in self.procs])
+
+    def stop(self):
+        """End every flood process; their figures."""
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        return [json.loads(p.communicate(timeout=60)[0]) for p in self.procs]
+
+
+def refusals(clients):
+    """Connections refused plus handshakes failed, over every node (from /metrics)."""
+    total = 0
+    for client in clients:
+        for line in client.get_text("/metrics").splitlines():
+            if line.startswith(("smartshare_p2p_refused_total{",
+                                "smartshare_p2p_handshakes_failed_total{")):
+                total += float(line.rpartition(" ")[2])
+    return total
+
+
+def measure_flood(directory, manifest, args):
+    """Node CPU idle vs. under the flood alone (per refused connection), then the transfer
+    drive again with the flood still running: tps_under_handshake_flood."""
+    nodes = manifest["nodes"]
+    clients = [ApiClient.for_home(n["home"], n["api"], timeout=30) for n in nodes]
+    pids = [testnet.node_pid(n) for n in nodes]
+    cpu0, t0 = cpu_seconds(pids), time.time()
+    time.sleep(FLOOD_WINDOW_S)
+    idle_cpu_per_s = (cpu_seconds(pids) - cpu0) / (time.time() - t0)
+    flood = Flood(manifest, seconds=FLOOD_WARMUP_S + FLOOD_WINDOW_S + args.seconds + 300)
+    try:
+        time.sleep(FLOOD_WARMUP_S)
+        cpu0, refused0, flooder0, t0 = cpu_seconds(pids), refusals(clients), \
+            flood.cpu_seconds(), time.time()
+        time.sleep(FLOOD_WINDOW_S)
+        window = time.time() - t0
+        flood_cpu_per_s = (cpu_seconds(pids) - cpu0) / window
+        refused_per_s = (refusals(clients) - refused0) / window
+        flooder_cpu_per_s = (flood.cpu_seconds() - flooder0) / window
+        under = drive(directory, manifest, args)
+    finally:
+        results = flood.stop()
+    offered = sum(r["attempts"] for r in results) / max(r["seconds"] for r in results)
+    extra_us = (flood_cpu_per_s - idle_cpu_per_s) / max(refused_per_s, 1) * 1e6
+    return {"tps_under_handshake_flood": under["tps"],
+            "finality_under_flood_s": under["finality_s"],
+            "flood_offered_per_s": round(offered), "flood_refused_per_s": round(refused_per_s),
+            "flood_node_cpu_us_per_refusal": round(extra_us, 1),
+            "flood_node_cpu_pct": round(100 * (flood_cpu_per_s - idle_cpu_per_s), 1),
+            "flood_sybils_held": max(r["max_held"] for r in results if r["mode"] == "sybil"),
+            "flooder_cpu_pct": round(100 * flooder_cpu_per_s, 1)}
+
+
 def feed(clients, work, args):
     """Client ``k`` submits its own stream to node ``k`` (a sender's transactions go to one
     node, in nonce order, as a wallet would) for ``args.seconds``; returns refusals."""
@@ -212,6 +299,14 @@ def report(args, f):
     print(f"{'sustained throughput':<34}{f['tps']:>10,} tx/s   target >= 2,000")
     print(f"{'median slot-to-irreversible':<34}{f['finality_s']!s:>10} s")
     print(f"{'node CPU per committed transfer':<34}{f['cpu_per_tx_us']:>10,} us")
+    print(f"{'throughput under handshake flood':<34}{f['tps_under_handshake_flood']:>10,} tx/s   "
+          f"({f['flood_offered_per_s']:,} connections/s offered, "
+          f"{f['flood_refused_per_s']:,}/s refused or failed)")
+    print(f"{'finality under flood':<34}{f['finality_under_flood_s']!s:>10} s")
+    print(f"{'node CPU per flood connection':<34}{f['flood_node_cpu_us_per_refusal']:>10,} us   "
+          f"({f['flood_node_cpu_pct']}% of a core over idle, 4 nodes; flooder "
+          f"{f['flooder_cpu_pct']}%)")
+    print(f"{'sybil links held (50 keys)':<34}{f['flood_sybils_held']:>10}")
     print(f"{'LIB recovery (2 of 4 back)':<34}{f['lib_recovery_s']!s:>10} s   "
           f"({f.get('lib_recovery_rounds')} rounds, incl. process start and sync)")
     print(json.dumps(f))

@@ -27,7 +27,7 @@ def main():
     rng = random.Random(2024)
     with tempfile.TemporaryDirectory(prefix="bench-smt-") as path:
         env = lmdb.open(path, max_dbs=8, map_size=1 << 40, sync=True)
-        tree = SparseMerkleTree(env.open_db(b"nodes"), env.open_db(b"roots"), env.open_db(b"stale"))
+        tree = SparseMerkleTree(env.open_db(b"chain"))
         keys = [rng.randbytes(32) for _ in range(args.prefill)]
         version = prefill(env, tree, keys, rng)
         update_s, commit_s, version = time_updates(env, tree, keys, rng, args, version)

@@ -122,6 +122,17 @@ def call(view, tx, header_info, params):
     return _settle(view, child, tx, result)
 
 
+def dry_run(view, tx, header_info, params):
+    """The receipt the contract transaction ``tx`` would get on ``view`` now, its sender's
+    nonce and fee aside (``view`` is thrown away); None when its value cannot be paid now.
+    Raises TxRejected(vm_limit) when a backstop fires (``with backstop(...)``)."""
+    run = deploy if hasattr(tx.payload, "code") else call
+    try:
+        return run(view, tx, header_info, params)
+    except ValueError:
+        return None
+
+
 QUERY_WALL_CLOCK_S = 1.0
 
 

@@ -116,9 +116,12 @@ def _apply_tx(view, tx, params, height, time_ms):
     paid = Account(account.balance - tx.fee, account.nonce + 1, account.stake, account.votes,
                    account.unbonding)
     if isinstance(tx.payload, (txmod.Deploy, txmod.Call)):
-        view.set_account(tx.sender_address, paid)
+        scratch = view.child()    # a backstop (TxRejected vm_limit) leaves nothing behind
+        scratch.set_account(tx.sender_address, paid)
         run = calls.deploy if isinstance(tx.payload, txmod.Deploy) else calls.call
-        return run(view, tx, (height, time_ms), params)
+        receipt = run(scratch, tx, (height, time_ms), params)
+        view.merge(scratch)
+        return receipt
     _HANDLERS[type(tx.payload)](view, tx, paid, params, height)
     return Receipt(tx.id, STATUS_OK, tx.fee)
 
@@ -166,10 +169,8 @@ def _vote(view, tx, sender, params, height):
     _shift_votes(view, sender.votes, -sender.stake)
     _shift_votes(view, candidates, sender.stake)
     for old in set(sender.votes) - set(candidates):
-        view.set_vote(old, tx.sender_address, False)
         view.set_reward_checkpoint(tx.sender_address, old, None)
     for new in sorted(set(candidates) - set(sender.votes)):
-        view.set_vote(new, tx.sender_address, True)
         view.set_reward_checkpoint(tx.sender_address, new, view.agent(new).reward_per_vote)
     view.set_account(tx.sender_address, sender._replace(votes=tuple(candidates)))
 

@@ -19,10 +19,13 @@ from chain.params import SSP_SUPPLY, Params
 from chain.state.consensus import (GENESIS_CHECKPOINT, Finality, Producer, RoundInfo,
                                    RoundVotes)
 from chain.state.records import Account, Agent, Schedule
+from contracts.vm import VmPin, running_pin
 
 TAG_GENESIS_DOC = 0x20
+MAX_VM_TEXT = 16
 CHAIN_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 AMOUNT_RE = re.compile(r"^(0|[1-9][0-9]*)$")
+VERSION_RE = re.compile(r"^[0-9A-Za-z.+-]{1,16}$")
 
 
 class GenesisError(ValueError):
@@ -45,7 +48,8 @@ class GenesisAgent(NamedTuple):
 
 
 class Genesis(NamedTuple):
-    """A validated genesis document."""
+    """A validated genesis document; ``vm`` pins what contracts run on (by default this
+    process's VM)."""
     chain_id: str
     genesis_time_ms: int
     decimals: int
@@ -54,6 +58,7 @@ class Genesis(NamedTuple):
     params: Params
     allocations: tuple
     agents: tuple
+    vm: VmPin = running_pin()
 
     def encode(self):
         parts = [bytes((TAG_GENESIS_DOC,)), encode_text(self.chain_id, MAX_CHAIN_ID, "chain_id"),
@@ -69,7 +74,19 @@ class Genesis(NamedTuple):
                       encode_text(agent.name, MAX_NAME, "agent.name"),
                       encode_fixed(agent.owner, 20, "agent.owner"),
                       encode_fixed(agent.commit, 32, "agent.commit")]
+        parts += [encode_text(self.vm.lua, MAX_VM_TEXT, "vm.lua"),
+                  encode_text(self.vm.lupa, MAX_VM_TEXT, "vm.lupa"),
+                  encode_uvarint(self.vm.gas_schedule)]
         return b"".join(parts)
+
+    def vm_problem(self):
+        """A sentence when this process's VM is not the one genesis pins (else None)."""
+        running = running_pin()
+        if running == self.vm:
+            return None
+        return (f"this chain's contracts run on {self.vm.text()}, this node has "
+                f"{running.text()}: install lupa=={self.vm.lupa} (the project pins it) and the "
+                "node release of that gas schedule")
 
     @property
     def hash(self):
@@ -86,6 +103,7 @@ class Genesis(NamedTuple):
             "agents": [{"pubkey": a.pubkey.hex(), "name": a.name,
                         "owner": encode_address(a.owner), "commit": a.commit.hex()}
                        for a in self.agents],
+            "vm": self.vm._asdict(),
         }
 
     def save(self, path):
@@ -125,9 +143,22 @@ def from_json(doc):
         params=params,
         allocations=tuple(sorted(_parse_allocation(a, i) for i, a in
                                  enumerate(_field(doc, "allocations", list)))),
-        agents=tuple(_parse_agent(a, i) for i, a in enumerate(_field(doc, "agents", list))))
+        agents=tuple(_parse_agent(a, i) for i, a in enumerate(_field(doc, "agents", list))),
+        vm=_parse_vm(doc.get("vm")))
     _check_totals(genesis)
     return genesis
+
+
+def _parse_vm(raw):
+    if not isinstance(raw, dict) or set(raw) != set(VmPin._fields):
+        raise GenesisError("genesis field 'vm' must be {\"lua\": \"5.4.8\", \"lupa\": \"2.8\", "
+                           "\"gas_schedule\": 2} (what its contracts run on)")
+    lua, lupa, schedule = raw["lua"], raw["lupa"], raw["gas_schedule"]
+    if not (isinstance(lua, str) and isinstance(lupa, str) and VERSION_RE.fullmatch(lua)
+            and VERSION_RE.fullmatch(lupa) and type(schedule) is int and 0 < schedule < 1 << 32):
+        raise GenesisError("genesis vm.lua and vm.lupa must be version texts (1..16 of "
+                           "0-9 A-Z a-z . + -) and vm.gas_schedule a positive integer below 2^32")
+    return VmPin(lua, lupa, schedule)
 
 
 def _check_totals(g):

@@ -2,12 +2,13 @@
 
 Every change goes through a ``ChainWriter`` inside one LMDB write transaction: a block with its
 receipts, indexes, state changes and SMT version, or a whole reorganisation, commits together or
-not at all. Restart resumes from ``head`` (docs/protocol.md §9).
+not at all. Restart resumes from the newest block in the ``chain`` database (docs/protocol.md §9,
+§10.2). Blocks are found by height; by hash, the recent ones (a bounded map) and fork blocks.
 """
 
-import struct
 from collections import OrderedDict
 
+from chain.blocks_db import BlockRecords
 from chain.block import NO_PRODUCER, NO_SIGNATURE, ZERO_HASH, Block, Header, decode_receipts
 from chain.dpos.finality import fork_choice_key
 from chain.dpos.rounds import schedule_at
@@ -21,8 +22,10 @@ from edge._fast.codec_py import HEADER_VERSION
 
 DEFAULT_PRUNE_DEPTH = 1000
 MAX_FORK_AHEAD = 1000
-DBS = ("meta", "blocks", "headers", "heights", "txs", "receipts", "history", "state", "mempool",
-       "voters", "undo", "side")
+DBS = ("meta", "chain", "blocks", "side", "txs", "history", "state", "mempool")
+# The storage layout this code reads (meta b"layout"); older data folders are refused.
+# 2: the height-ordered chain database; 3: device frames in one log (edge/mqtt/devices.py).
+LAYOUT = 3
 
 
 class VerifiedSignatures:
@@ -42,6 +45,29 @@ class VerifiedSignatures:
 
     def __contains__(self, tx):
         return tx.id + tx.signature in self._items
+
+
+class RecentHashes:
+    """Block hash -> height of recent main-chain blocks (and of heights recently looked up):
+    the chain database is ordered by height and keeps no hash index (docs/protocol.md §10.2).
+    Bounded, least recently used out."""
+
+    LIMIT = 1 << 16
+
+    def __init__(self):
+        self._items = OrderedDict()
+
+    def add(self, block_hash, height):
+        self._items[block_hash] = height
+        self._items.move_to_end(block_hash)
+        while len(self._items) > self.LIMIT:
+            self._items.popitem(last=False)
+
+    def discard(self, block_hash):
+        self._items.pop(block_hash, None)
+
+    def get(self, block_hash):
+        return self._items.get(block_hash)
 
 
 class LedgerError(Exception):
@@ -67,10 +93,11 @@ class Ledger:
         self.params = genesis.params
         self.chain_id = genesis.chain_id
         self.prune_depth = prune_depth
-        self.smt = SparseMerkleTree(store.db("smt_nodes"), store.db("smt_roots"),
-                                    store.db("smt_stale"))
+        self.smt = SparseMerkleTree(store.db("chain"))
         self.db = {name: store.db(name) for name in DBS}
+        self.blocks = BlockRecords(self.db["chain"], self.db["blocks"])
         self.verified = VerifiedSignatures()
+        self.hashes = RecentHashes()
         self.head, self.lib_height = self._open()
 
     # -- opening --------------------------------------------------------------------------------
@@ -78,18 +105,29 @@ class Ledger:
     def _open(self):
         with self.store.read() as txn:
             stored = txn.get(b"genesis", db=self.db["meta"])
+            layout = txn.get(b"layout", db=self.db["meta"])
         if stored is None:
             self.store.write(self._write_genesis)
         elif stored != self.genesis.hash:
             raise LedgerError(f"the data in {self.store.path} belongs to another genesis "
                               f"(stored {stored.hex()[:16]}, this one {self.genesis.hash.hex()[:16]})")
+        elif layout != U64.pack(LAYOUT):
+            raise LedgerError(f"the data in {self.store.path} was written by an older version "
+                              "(another storage layout): move that folder aside and start the "
+                              "node again to sync the chain afresh")
         with self.store.read() as txn:
-            head_hash = txn.get(b"head", db=self.db["meta"])
-            raw = txn.get(head_hash, db=self.db["headers"]) if head_hash else None
+            height = self.blocks.head_height(txn)
+            raw = self.blocks.header_at(txn, height) if height is not None else None
             lib = txn.get(b"lib", db=self.db["meta"])
-        if raw is None:
-            raise LedgerError(f"the data in {self.store.path} has no head block: damaged store")
-        return Header.decode(raw), (U64.unpack(lib)[0] if lib else 0)
+            if raw is None:
+                raise LedgerError(f"the data in {self.store.path} has no head block: damaged "
+                                  "store")
+            for h in range(max(0, height - 4096), height + 1):
+                block_hash = self.blocks.hash_at(txn, h)
+                if block_hash is not None:  # a promoted node has nothing below its first block
+                    self.hashes.add(block_hash, h)
+        head = Header.decode(raw)
+        return head, max(head.lib_height, U64.unpack(lib)[0] if lib else 0)
 
     def _write_genesis(self, txn):
         view = StateView(lambda key: None)
@@ -101,6 +139,7 @@ class Ledger:
         writer = ChainWriter(self, txn, header, 0)
         writer.write_block(Block(header, []), [], view.changes)
         txn.put(b"genesis", self.genesis.hash, db=self.db["meta"])
+        txn.put(b"layout", U64.pack(LAYOUT), db=self.db["meta"])
         txn.put(b"lib", U64.pack(0), db=self.db["meta"])
 
     # -- changing the chain ---------------------------------------------------------------------
@@ -113,6 +152,10 @@ class Ledger:
         writer, result = self.store.write(run, commit=commit)
         if commit:
             self.head, self.lib_height = writer.head, writer.lib_height
+            for block_hash in writer.taken_back:
+                self.hashes.discard(block_hash)
+            for block in writer.applied:
+                self.hashes.add(block.hash, block.height)
         return writer, result
 
     def apply_block(self, block, now_ms=None):
@@ -127,13 +170,13 @@ class Ledger:
         BlockRejected when it is invalid (nothing written)."""
         block_hash = block.hash
         with self.store.read() as txn:
-            if txn.get(block_hash, db=self.db["headers"]) is not None:
+            if self._known(txn, block_hash, block.height):
                 return AddResult("known")
-            parent = txn.get(block.header.prev_hash, db=self.db["headers"])
+            parent = self._known(txn, block.header.prev_hash, block.height - 1)
         if block.header.prev_hash == self.head.hash:
             self.apply_block(block, now_ms)
             return AddResult("applied", [block])
-        if parent is None:
+        if not parent:
             return AddResult("orphan")
         self._check_side_block(block)
         head = self.head
@@ -144,6 +187,11 @@ class Ledger:
             return AddResult("stored")
         writer, _ = self._write(lambda w: (w.store_side(block), w.reorganise(block_hash, now_ms)))
         return AddResult("reorganised", writer.applied, writer.undone)
+
+    def _known(self, txn, block_hash, height):
+        """Whether block ``block_hash`` (at ``height``) is stored, on the main chain or a fork."""
+        return (height >= 0 and self.blocks.hash_at(txn, height) == block_hash
+                or txn.get(block_hash, db=self.db["side"]) is not None)
 
     def _check_side_block(self, block):
         """Cheap checks before a fork block is stored: it must fork above the LIB, not run far
@@ -192,9 +240,8 @@ class Ledger:
         chain.producer.BlockSigner; ``votes`` are others' finality votes it may carry.
         Returns ``(block, rejected)``."""
         def work(writer):
-            block, rejected, receipts, view, undo = writer.build(signer, slot, candidates,
-                                                                 votes)
-            writer.finish(block, receipts, view, undo)
+            block, rejected, receipts, view = writer.build(signer, slot, candidates, votes)
+            writer.finish(block, receipts, view)
             return block, rejected
         return self._write(work)[1]
 
@@ -227,22 +274,72 @@ class Ledger:
 
     def block_hash_at(self, height):
         with self.store.read() as txn:
-            return txn.get(U64.pack(height), db=self.db["heights"])
+            block_hash = self.blocks.hash_at(txn, height)
+        if block_hash is not None:
+            self.hashes.add(block_hash, height)
+        return block_hash
+
+    def height_of(self, block_hash):
+        """The height of a stored block known by hash (a recent or recently looked-up
+        main-chain block, or a fork block), or None."""
+        height = self.hashes.get(block_hash)
+        if height is not None:
+            return height
+        with self.store.read() as txn:
+            raw = txn.get(block_hash, db=self.db["side"])
+        return U64.unpack(raw[:8])[0] if raw is not None else None
+
+    def block_bytes_at(self, height):
+        """The encoded main-chain block at ``height``, or None."""
+        with self.store.read() as txn:
+            return self.blocks.block_at(txn, height)
+
+    def header_bytes_at(self, height):
+        """The encoded header of the main-chain block at ``height``, or None."""
+        with self.store.read() as txn:
+            return self.blocks.header_at(txn, height)
+
+    def receipts_at(self, height):
+        """The receipts of the main-chain block at ``height``, or None."""
+        with self.store.read() as txn:
+            raw = self.blocks.receipts_at(txn, height)
+        return decode_receipts(raw) if raw is not None else None
 
     def block_bytes(self, block_hash):
+        """An encoded block by hash (see ``height_of``), or None."""
         with self.store.read() as txn:
-            return txn.get(block_hash, db=self.db["blocks"])
+            return self._by_hash(txn, block_hash, self.blocks.block_at, lambda raw: raw)
 
     def header_bytes(self, block_hash):
         with self.store.read() as txn:
-            return txn.get(block_hash, db=self.db["headers"])
+            return self._by_hash(txn, block_hash, self.blocks.header_at,
+                                 lambda raw: Block.decode(raw).header.encode())
+
+    def block(self, block_hash):
+        raw = self.block_bytes(block_hash)
+        return Block.decode(raw) if raw is not None else None
+
+    def receipts(self, block_hash):
+        """The receipts of a main-chain block by hash, or None."""
+        with self.store.read() as txn:
+            height = self.hashes.get(block_hash)
+            if height is None or self.blocks.hash_at(txn, height) != block_hash:
+                return None
+            raw = self.blocks.receipts_at(txn, height)
+        return decode_receipts(raw) if raw is not None else None
+
+    def _by_hash(self, txn, block_hash, read_main, from_side):
+        height = self.hashes.get(block_hash)
+        if height is not None and self.blocks.hash_at(txn, height) == block_hash:
+            return read_main(txn, height)
+        raw = txn.get(block_hash, db=self.db["side"])
+        return from_side(raw[8:]) if raw is not None else None
 
     def state_proof(self, key, height):
         """``(value or None, proof, header)`` of state ``key`` at ``height`` (the head when the
         height is not on the main chain or its version was pruned)."""
-        block_hash = self.block_hash_at(height)
         with self.store.read() as txn:
-            header_raw = txn.get(block_hash, db=self.db["headers"]) if block_hash else None
+            header_raw = self.blocks.header_at(txn, height)
             header = Header.decode(header_raw) if header_raw else self.head
             try:
                 value, proof = self.smt.prove(txn, header.height, key)
@@ -250,16 +347,6 @@ class Ledger:
                 header = self.head
                 value, proof = self.smt.prove(txn, header.height, key)
         return value, proof, header
-
-    def block(self, block_hash):
-        with self.store.read() as txn:
-            raw = txn.get(block_hash, db=self.db["blocks"])
-        return Block.decode(raw) if raw is not None else None
-
-    def receipts(self, block_hash):
-        with self.store.read() as txn:
-            raw = txn.get(block_hash, db=self.db["receipts"])
-        return decode_receipts(raw) if raw is not None else None
 
     def tx_location(self, tx_id):
         """``(height, index)`` of a committed transaction, or None."""
@@ -273,9 +360,10 @@ class Ledger:
         if where is None:
             return None
         height, index = where
-        block_hash = self.block_hash_at(height)
-        return (self.block(block_hash).txs[index], height, index,
-                self.receipts(block_hash)[index])
+        with self.store.read() as txn:
+            raw = self.blocks.block_at(txn, height)
+            receipts = self.blocks.receipts_at(txn, height)
+        return Block.decode(raw).txs[index], height, index, decode_receipts(receipts)[index]
 
     def history(self, address, limit=50):
         """Ids of the newest ``limit`` committed transactions touching ``address``, newest first."""

@@ -10,15 +10,27 @@ import asyncio
 from collections import OrderedDict
 
 from chain.block import Block, Header
+from chain.block_limits import frame_limit
 from chain.errors import BlockRejected, StaleBlock
 from chain.p2p import (BlockMsg, Blocks, DecodeError, GetBlocks, GetHeaders, GetProof, Headers,
                        Hello, P2PError, ProofMsg, TxMsg, Txs)
+from chain.p2p.messages import MAX_TXS
 from chain.p2p.peers import PeerManager
 from chain.light.serve import LightServer, light_form
 
-SYNC_BATCH = 200
+SYNC_BATCH = 200            # blocks asked for at once; the answer stops at the frame limit
+ITEM_OVERHEAD = 8           # a list item's length prefix (and the list's count) in a message
 GOSSIP_FLUSH_S = 0.05
 SEEN_LIMIT = 20_000
+# What a peer pays for each transaction it relayed that failed admission (§12.7). No honest node
+# relays one that fails for a reason independent of state: 10 points. One that fails against our
+# state (a block made it invalid meanwhile, two nodes saw different pending transactions, a
+# contract that hit this node's backstop): 1. Duplicates, nonce races and our own full mempool:
+# nothing.
+TX_INVALID = frozenset({"malformed", "oversize", "wrong_chain", "bad_signature", "fee_too_low",
+                        "invalid_amount", "too_many_votes", "invalid_name", "invalid_gas"})
+TX_RACES = frozenset({"duplicate", "bad_nonce", "mempool_full"})
+TX_PENALTY = {"invalid_tx": 10, "failed_tx": 1}
 
 
 class SeenSet:
@@ -44,16 +56,20 @@ class PeerNetwork:
     """Gossips and syncs over the links a ``PeerManager`` keeps; one per node process."""
 
     def __init__(self, ledger, keypair, *, host, port, seeds, limits, submit, on_chain_change,
-                 on_double_production, now_ms, log, agent_name="", on_block_seen=None):
+                 on_double_production, now_ms, log, agent_name="", on_block_seen=None,
+                 book=None):
         self.ledger, self.keypair = ledger, keypair
         self.submit, self.on_chain_change = submit, on_chain_change
         self.on_double_production = on_double_production
         self.on_block_seen = on_block_seen or (lambda block: None)
         self.now_ms, self.log, self.agent_name = now_ms, log, agent_name
         self.light = LightServer(ledger)
+        # Every frame on this network holds the largest valid block (docs/protocol.md §12.1).
+        self.max_frame = frame_limit(ledger.params)
         self.manager = PeerManager(keypair, ledger.chain_id, ledger.genesis.hash, host=host,
                                    port=port, seeds=seeds, limits=limits, hello=self._hello,
-                                   dispatch=self._dispatch, log=log)
+                                   dispatch=self._dispatch, log=log, book=book,
+                                   max_frame=self.max_frame)
         self.peers = self.manager.peers  # node pubkey -> Peer
         self.seen_blocks, self.seen_txs = SeenSet(), SeenSet()
         self.slot_headers = OrderedDict()  # (producer, slot) -> header bytes, for equivocation
@@ -104,20 +120,42 @@ class PeerNetwork:
         await self._sync_from(peer)
 
     async def _on_tx(self, peer, message):
-        self._admit_txs([message.raw])
+        self._admit_txs(peer, [message.raw])
 
     async def _on_txs(self, peer, message):
-        self._admit_txs(list(message.raws))
+        self._admit_txs(peer, message.raws)
 
-    def _admit_txs(self, raws):
-        self.inbox.extend(raw for raw in raws if self.seen_txs.add(raw))
+    def _admit_txs(self, peer, raws):
+        self.inbox.extend((peer, raw) for raw in raws if self.seen_txs.add(raw))
 
     def _admit_inbox(self):
         """Admit what peers sent since the last flush in one batch (one signature batch, one
-        LMDB commit); the node re-gossips what it accepts."""
+        LMDB commit, contract dry runs off the loop); the node re-gossips what it accepts, and
+        its senders answer for the rest."""
         batch, self.inbox = self.inbox, []
         if batch:
-            self.submit(batch)
+            self._spawn(self._admit_batch(batch))
+
+    async def _admit_batch(self, batch):
+        results = await self.submit([raw for _, raw in batch],
+                                    [peer.pubkey for peer, _ in batch])
+        self._blame_for_txs(batch, results)
+
+    def _blame_for_txs(self, batch, results):
+        """Penalise each peer for the transactions it relayed that failed admission (§12.7)."""
+        faults = {}  # peer -> {"invalid_tx" or "failed_tx": [count, reasons]}
+        for (peer, _), result in zip(batch, results):
+            reason = None if result["accepted"] else result["reason"]
+            if reason is None or reason in TX_RACES:
+                continue
+            kind = "invalid_tx" if reason in TX_INVALID else "failed_tx"
+            tally = faults.setdefault(peer, {}).setdefault(kind, [0, set()])
+            tally[0] += 1
+            tally[1].add(reason)
+        for peer, kinds in faults.items():
+            for kind, (count, reasons) in kinds.items():
+                self.manager.penalise(peer, kind, f"{count} relayed: {', '.join(sorted(reasons))}",
+                                      points=count * TX_PENALTY[kind])
 
     async def _on_block(self, peer, message):
         await self._take_block(peer, message.raw)
@@ -153,17 +191,27 @@ class PeerNetwork:
                 self.broadcast_block(block, exclude=peer.pubkey)
         return True
 
+    def _batch(self, items):
+        """The longest prefix of ``items`` (encoded blocks, headers or transactions) that fits
+        one message of this network; always at least one item (any valid one fits a frame)."""
+        out, size = [], 16
+        for item in items:
+            size += len(item) + ITEM_OVERHEAD
+            if out and size > self.max_frame:
+                break
+            out.append(item)
+        return out
+
+    def _chain_items(self, start, count, read):
+        for height in range(start, start + count):
+            raw = read(height)
+            if raw is None:
+                return
+            yield raw
+
     async def _on_get_blocks(self, peer, request):
-        raws, size = [], 0
-        for height in range(request.from_height, request.from_height + request.count):
-            block_hash = self.ledger.block_hash_at(height)
-            if block_hash is None:
-                break
-            raw = self.ledger.block_bytes(block_hash)
-            if size + len(raw) > 3 << 20:
-                break
-            raws.append(raw)
-            size += len(raw)
+        raws = self._batch(self._chain_items(request.from_height, request.count,
+                                             self.ledger.block_bytes_at))
         await peer.conn.send(Blocks(tuple(raws)))
 
     async def _on_blocks(self, peer, message):
@@ -175,12 +223,8 @@ class PeerNetwork:
             await self._request_blocks(peer, Block.decode(message.blocks[-1]).height + 1)
 
     async def _on_get_headers(self, peer, request):
-        headers = []
-        for height in range(request.from_height, request.from_height + request.count):
-            block_hash = self.ledger.block_hash_at(height)
-            if block_hash is None:
-                break
-            headers.append(self.ledger.header_bytes(block_hash))
+        headers = self._batch(self._chain_items(request.from_height, request.count,
+                                                self.ledger.header_bytes_at))
         await peer.conn.send(Headers(tuple(headers)))
 
     async def _on_get_proof(self, peer, request):
@@ -240,7 +284,8 @@ class PeerNetwork:
             await asyncio.sleep(GOSSIP_FLUSH_S)
             self._admit_inbox()
             while self.outbox:
-                batch, self.outbox = self.outbox[:1000], self.outbox[1000:]
+                batch = self._batch(self.outbox[:MAX_TXS])
+                self.outbox = self.outbox[len(batch):]
                 self._send_all(Txs(tuple(batch)), None)
 
     def _send_all(self, message, exclude):

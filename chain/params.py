@@ -5,7 +5,19 @@ from typing import NamedTuple
 from edge._fast import DecodeError
 from edge._fast.codec_py import Reader, encode_uvarint
 
+from chain.block_limits import FRAME_OVERHEAD
+from chain.p2p.frames import MAX_FRAME_CEILING
+from chain.p2p.messages import MAX_TX
+
 SSP_SUPPLY = 1_000_000_000  # whole SSP, fixed for ever
+
+# Contract time on the slowest node (docs/protocol.md §14.3): bench/contracts.py finds the slowest
+# work per gas W (about 26 ns here), taken 5x slower on a Pi-class CPU. A transaction's gas must
+# run there within a quarter of the slot and a block's within half:
+# gas ≤ slot_ms × 10^6 / (4 × 5 × W) per transaction and ≤ slot_ms × 10^6 / (2 × 5 × W) per block.
+# These hold for any W up to 50 ns/gas (a margin of about 2x over the measured worst case).
+GAS_PER_SLOT_MS_TX = 1_000
+GAS_PER_SLOT_MS_BLOCK = 2_000
 
 
 class Params(NamedTuple):
@@ -31,6 +43,8 @@ class Params(NamedTuple):
     max_gas_per_tx: int = 1_000_000
     max_code_bytes: int = 8192
     evidence_window: int = 20
+    max_block_bytes: int = 1 << 20
+    max_block_gas: int = 2_000_000
 
     def encode(self):
         return encode_uvarint(len(self)) + b"".join(encode_uvarint(v) for v in self)
@@ -73,6 +87,26 @@ class Params(NamedTuple):
                        "that evidence reaches stake on its way out")
         if self.producers_per_round + self.standby_slots > 255:
             out.append("params.producers_per_round + standby_slots must be at most 255")
+        return out + self.block_problems()
+
+    def block_problems(self):
+        """What keeps blocks from fitting the wire or their slot (docs/protocol.md §9, §14.3)."""
+        out = []
+        if self.max_tx_bytes + self.max_code_bytes > MAX_TX:
+            out.append(f"params.max_tx_bytes + max_code_bytes must be at most {MAX_TX} (the "
+                       "largest transaction a p2p message carries)")
+        smallest = self.max_tx_bytes + self.max_code_bytes + 16 * 1024
+        if not smallest <= self.max_block_bytes <= MAX_FRAME_CEILING - FRAME_OVERHEAD:
+            out.append(f"params.max_block_bytes must be {smallest}..{MAX_FRAME_CEILING - FRAME_OVERHEAD}"
+                       " (a maximum-size transaction with a header and votes; a p2p frame)")
+        if not 0 < self.max_gas_per_tx <= self.max_block_gas:
+            out.append("params.max_gas_per_tx must be positive and at most params.max_block_gas")
+        if self.max_gas_per_tx > self.slot_ms * GAS_PER_SLOT_MS_TX:
+            out.append(f"params.max_gas_per_tx must be at most slot_ms × {GAS_PER_SLOT_MS_TX} "
+                       f"= {self.slot_ms * GAS_PER_SLOT_MS_TX} (a quarter slot on a Pi-class CPU)")
+        if self.max_block_gas > self.slot_ms * GAS_PER_SLOT_MS_BLOCK:
+            out.append(f"params.max_block_gas must be at most slot_ms × {GAS_PER_SLOT_MS_BLOCK} "
+                       f"= {self.slot_ms * GAS_PER_SLOT_MS_BLOCK} (half a slot on a Pi-class CPU)")
         return out
 
     def round_length(self):

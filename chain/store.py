@@ -18,26 +18,21 @@ import lmdb
 
 # name -> what it maps
 CHAIN_DBS = {
-    "meta": "b'head' -> head block hash; b'lib' -> u64be LIB height; b'genesis' -> its hash",
-    "blocks": "block hash -> encoded block (main chain and side forks)",
-    "headers": "block hash -> encoded header (main chain and side forks)",
-    "heights": "u64be height -> block hash (canonical chain)",
+    "meta": "b'genesis' -> its hash; b'layout' -> u64be storage layout; b'lib' -> u64be LIB "
+            "height (written by pruning batches and reorganisations; else the head's)",
+    "chain": "u64be height || u8 kind [|| node hash] -> the state tree's version and the "
+             "main-chain block at that height, in height order (docs/protocol.md §10.2)",
+    "side": "block hash -> u64be height || encoded block (fork blocks kept above the LIB)",
     "txs": "tx id -> u64be height || u32be index",
-    "receipts": "block hash -> encoded receipt list",
     "history": "address || u64be height || u32be index -> tx id",
     "state": "state key -> record (latest version, flat)",
-    "smt_nodes": "u64be version || node hash -> SMT node",
-    "smt_roots": "u64be version -> SMT root reference",
-    "smt_stale": "u64be version -> node keys it made stale (40 bytes each, sorted)",
     "mempool": "tx id -> u64be arrival seq || encoded tx (accepted, not yet in a block; a "
                "reorganisation puts taken-back transactions here with seq 0)",
     "dropped": "tx id -> why the mempool let an accepted transaction go (chain/dropped.py)",
     "dropped_order": "u64be drop number -> tx id (chain/dropped.py)",
-    "voters": "agent || voter -> '' (who votes for whom, derived from the accounts' votes)",
-    "undo": "u64be height -> undo record of that main-chain block (above the LIB only)",
-    "side": "u64be height || block hash -> '' (fork blocks kept above the LIB)",
+    "peers": "'host:port' -> address book entry (chain/p2p/addressbook.py, protocol §12.7)",
     "finality": "u64be round -> u64be height of the block that justified it || its finality "
-                "entry (chain/light/serve.py, for light nodes)",
+                "entry (chain/light/entries.py, for light nodes)",
 }
 MAX_DBS = 64
 # Address space only: pages reach the disk as they are written. 32-bit systems get 1 GiB.

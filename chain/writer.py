@@ -6,8 +6,10 @@ fully re-validated every time it is applied (DESIGN §4, docs/protocol.md §9).
 """
 
 import struct
+from functools import partial
 
 from chain import crypto
+from chain.block_limits import BlockBudget, check_block
 from chain.block import (ZERO_HASH, Block, Header, encode_receipts, receipts_root, tx_root,
                          votes_root)
 from chain.dpos.rounds import apply_votes, expected_vote, schedule_at
@@ -16,12 +18,15 @@ from chain.execute import apply_tx, begin_block, check_static, execute_block, pa
 from chain.light.entries import forget_justification, record_justification
 from chain.state.view import StateView
 from chain.tx import Transfer, compute_ids
-from chain.undo import DB_STATE, DB_VOTERS, VoterIndex, decode_undo, encode_undo
+from chain.undo import decode_undo, encode_undo
 from edge._fast.codec_py import HEADER_VERSION
 
 U64 = struct.Struct(">Q")
 LOCATION = struct.Struct(">QI")
 RETURNED = U64.pack(0)  # the arrival seq of a transaction a reorganisation gave back
+# Pruning runs once the versions to drop reach this many (docs/protocol.md §10.2): one batch
+# frees whole pages at the old end of the chain database instead of touching them every block.
+PRUNE_BATCH = 64
 
 
 class ChainWriter:
@@ -33,6 +38,7 @@ class ChainWriter:
         self.head, self.lib_height = head, lib_height
         self.undone = []  # transactions of blocks taken back, for the mempool
         self.applied = []  # blocks written, in order
+        self.taken_back = []  # hashes of main-chain blocks taken back, newest first
 
     # -- extending ------------------------------------------------------------------------------
 
@@ -40,13 +46,13 @@ class ChainWriter:
         """Validate ``block`` on top of the tip and write it; returns its receipts."""
         ledger, header = self.ledger, block.header
         self.check_header(header, now_ms)
+        check_block(block, ledger.params)
         signatures = self.check_txs(block.txs)
         if tx_root(block.txs) != header.tx_root:
             raise BlockRejected("tx_root does not match the transactions")
         if votes_root(block.votes) != header.votes_root:
             raise BlockRejected("votes_root does not match the votes")
-        undo = []
-        view = self.view(undo)
+        view = self.view()
         try:
             receipts = execute_block(view, block, self.head, ledger.params, ledger.chain_id)
         except TxRejected as exc:
@@ -63,20 +69,19 @@ class ChainWriter:
                                 f"executed state {root.hex()[:16]}")
         if receipts_root(receipts) != header.receipts_root:
             raise BlockRejected("receipts_root does not match the executed receipts")
-        self.finish(block, receipts, view, undo)
+        self.finish(block, receipts, view)
         # Everything above overlapped the signature checks; only the commit waits for them.
         valid = signatures.result()
         if not all(valid):
             raise BlockRejected(f"bad signature on transaction {valid.index(False)}")
         return receipts
 
-    def finish(self, block, receipts, view, undo):
-        """Write an executed block: its undo record, the block and state, the new LIB."""
-        undo.extend((DB_STATE, key, self.txn.get(key, db=self.db["state"]))
-                    for key in view.changes)
-        self.txn.put(U64.pack(block.height), encode_undo(undo), db=self.db["undo"])
+    def finish(self, block, receipts, view):
+        """Write an executed block: the block with its undo record, the state, the new LIB."""
+        state = self.db["state"]
+        undo = encode_undo([(key, self.txn.get(key, db=state)) for key in view.changes])
         record_justification(self, block, view, self.head.justified_round)  # light clients
-        self.write_block(block, receipts, view.changes)
+        self.write_block(block, receipts, view.changes, undo)
         self.applied.append(block)
         self.advance_lib(view.finality().finalized.height)
 
@@ -86,12 +91,11 @@ class ChainWriter:
         """Execute ``candidates`` (in order, skipping those that fail) into a block for
         ``slot`` on the tip, signed by ``signer`` (a chain.producer.BlockSigner): its reveal,
         its own finality vote when it may cast one, and the ``votes`` of others that count
-        here. Returns ``(block, rejected, receipts, view, undo)``; nothing is written yet
-        (``finish`` does)."""
+        here. Returns ``(block, rejected, receipts, view)``; only the state tree's version is
+        written yet (``finish`` writes the rest)."""
         ledger, head = self.ledger, self.head
         height = head.height + 1
-        undo = []
-        view = self.view(undo)
+        view = self.view()
         round_number = schedule_at(view, ledger.params, slot).round
         record = view.producer(signer.pubkey)
         if record is None:
@@ -104,11 +108,16 @@ class ChainWriter:
         carried = self._choose_votes(view, signer, votes)
         apply_votes(view, carried, ledger.chain_id, height)
         included, receipts, rejected = [], [], []
+        budget, deferred = BlockBudget(ledger.params, draft, carried), set()
         for tx in candidates[:ledger.params.max_block_txs]:
+            if tx.sender in deferred or not budget.take(tx):
+                deferred.add(tx.sender)   # no room: it and its successors wait for a block
+                continue
             try:
                 receipts.append(apply_tx(view, tx, ledger.params, height, draft.timestamp_ms))
                 included.append(tx)
             except TxRejected as exc:
+                budget.give_back(tx)
                 rejected.append((tx, exc))
         pay_producer(view, ledger.params, signer.pubkey, sum(r.fee for r in receipts))
         root = ledger.smt.update(self.txn, height - 1, height, view.changes)
@@ -118,7 +127,7 @@ class ChainWriter:
                                 votes_root=votes_root(carried), state_root=root,
                                 receipts_root=receipts_root(receipts))
         block = Block(header.signed_by(signer, ledger.chain_id), included, carried)
-        return block, rejected, receipts, view, undo
+        return block, rejected, receipts, view
 
     def _choose_votes(self, view, signer, offered):
         """The votes this block carries, sorted by producer: those ``offered`` for the round's
@@ -137,12 +146,9 @@ class ChainWriter:
             chosen[signer.pubkey] = signer.vote(link, self.ledger.chain_id)
         return [chosen[key] for key in sorted(chosen)]
 
-    def view(self, undo=None):
-        """The tip's state; voter-index writes are recorded in ``undo``."""
-        state = self.db["state"]
-        read = lambda key: self.txn.get(key, db=state)  # noqa: E731
-        return StateView(read, VoterIndex(self.txn, self.db["voters"],
-                                          undo if undo is not None else []))
+    def view(self):
+        """The tip's state."""
+        return StateView(partial(self.txn.get, db=self.db["state"]))
 
     def check_header(self, header, now_ms):
         head, ledger = self.head, self.ledger
@@ -185,78 +191,74 @@ class ChainWriter:
         return _Checked(txs, unchecked, crypto.start_verify_many(
             ledger.chain_id, [(tx.sender, tx.id, tx.signature) for tx in unchecked]))
 
-    def write_block(self, block, receipts, changes):
-        """The block, its indexes and its state changes, and the new head."""
+    def write_block(self, block, receipts, changes, undo=None):
+        """The block (with its undo record), its indexes and its state changes, and the new
+        head."""
         txn, db = self.txn, self.db
-        header, h = block.header, block.header.height
-        block_hash = header.hash
-        self.store_block(block)
-        txn.delete(U64.pack(h) + block_hash, db=db["side"])
-        txn.put(U64.pack(h), block_hash, db=db["heights"])
-        txn.put(block_hash, encode_receipts(receipts), db=db["receipts"])
+        self.ledger.blocks.put(txn, block, encode_receipts(receipts), undo)
+        txn.delete(block.hash, db=db["side"])
         tx_index, history = [], []
         for where, tx in self.locations(block):
             tx_index.append((tx.id, where))
             history.extend((address + where, tx.id) for address in touched(tx))
-        txn.cursor(db=db["txs"]).putmulti(tx_index)
-        txn.cursor(db=db["history"]).putmulti(history)
-        if txn.stat(db["mempool"])["entries"]:
-            for tx in block.txs:
-                txn.delete(tx.id, db=db["mempool"])
+        if tx_index:
+            txn.cursor(db=db["txs"]).putmulti(tx_index)
+            txn.cursor(db=db["history"]).putmulti(history)
+            if txn.stat(db["mempool"])["entries"]:
+                for tx in block.txs:
+                    txn.delete(tx.id, db=db["mempool"])
         txn.cursor(db=db["state"]).putmulti([(k, v) for k, v in changes.items() if v is not None])
         for key, value in changes.items():
             if value is None:
                 txn.delete(key, db=db["state"])
-        self.set_head(header)
+        self.head = block.header
 
     def store_side(self, block):
         """Keep a fork block until it wins or falls below the LIB."""
-        self.store_block(block)
-        self.txn.put(U64.pack(block.height) + block.hash, b"", db=self.db["side"])
-
-    def store_block(self, block):
-        """Keep a block's bytes and header (main chain or side fork)."""
-        block_hash = block.hash
-        self.txn.put(block_hash, block.encode(), db=self.db["blocks"])
-        self.txn.put(block_hash, block.header.encode(), db=self.db["headers"])
+        self.txn.put(block.hash, U64.pack(block.height) + block.encode(), db=self.db["side"])
 
     def locations(self, block):
         for index, tx in enumerate(block.txs):
             yield LOCATION.pack(block.height, index), tx
 
-    def set_head(self, header):
-        self.head = header
-        self.txn.put(b"head", header.hash, db=self.db["meta"])
-
-    # -- finality -------------------------------------------------------------------------------
+    # -- finality and pruning -------------------------------------------------------------------
 
     def advance_lib(self, finalized_height):
-        """Move the last irreversible block up to the state's finalized checkpoint, and forget
-        what only reverting below it would need. The LIB never goes back."""
+        """Move the last irreversible block up to the state's finalized checkpoint. The LIB
+        never goes back. What only reverting below it would need (fork blocks, state versions
+        and undo records beyond ``prune_depth``) is dropped in batches."""
         lib = finalized_height
         if lib <= self.lib_height:
             return
-        for height in range(self.lib_height + 1, lib + 1):
-            self.txn.delete(U64.pack(height), db=self.db["undo"])
-        self.prune_side(lib)
         self.lib_height = lib
-        self.txn.put(b"lib", U64.pack(lib), db=self.db["meta"])
+        if self.txn.stat(self.db["side"])["entries"]:
+            self.prune_side(lib)
         keep_from = min(lib, self.head.height - self.ledger.prune_depth)
-        if keep_from > 0:
-            self.ledger.smt.prune(self.txn, keep_from)
+        oldest = self.ledger.smt.versions(self.txn)[0]
+        if keep_from - oldest >= PRUNE_BATCH:
+            self.prune(oldest, keep_from)
+
+    def prune(self, oldest, keep_from):
+        """Drop the state versions below ``keep_from``, move their blocks to the archive, and
+        keep the LIB (only reorganisations write it otherwise)."""
+        self.ledger.smt.prune(self.txn, keep_from)
+        self.ledger.blocks.archive(self.txn, oldest, keep_from - 1)
+        self.txn.put(b"lib", U64.pack(self.lib_height), db=self.db["meta"])
 
     def prune_side(self, lib):
         """Drop side blocks at or below the LIB: no fork can ever need them."""
         cursor = self.txn.cursor(db=self.db["side"])
-        while cursor.first() and U64.unpack(cursor.key()[:8])[0] <= lib:
-            block_hash = cursor.key()[8:]
-            self.txn.delete(block_hash, db=self.db["blocks"])
-            self.txn.delete(block_hash, db=self.db["headers"])
-            cursor.delete()
+        for block_hash, value in list(cursor):
+            if U64.unpack(value[:8])[0] <= lib:
+                self.txn.delete(block_hash, db=self.db["side"])
 
     def header_at(self, height):
-        block_hash = self.txn.get(U64.pack(height), db=self.db["heights"])
-        return Header.decode(self.txn.get(block_hash, db=self.db["headers"]))
+        """The header of the main-chain block at ``height`` (at or below the tip)."""
+        return Header.decode(self.ledger.blocks.header_at(self.txn, height))
+
+    def block_at(self, height):
+        """The main-chain block at ``height`` (at or below the tip)."""
+        return Block.decode(self.ledger.blocks.block_at(self.txn, height))
 
     # -- taking back and reorganising -----------------------------------------------------------
 
@@ -267,29 +269,30 @@ class ChainWriter:
         if h <= self.lib_height:
             raise BlockRejected(f"block {h} is irreversible")
         forget_justification(self, header)
-        for kind, key, value in reversed(decode_undo(txn.get(U64.pack(h), db=db["undo"]))):
-            target = db["state"] if kind == DB_STATE else db["voters"]
+        blocks = self.ledger.blocks
+        for key, value in reversed(decode_undo(blocks.undo_at(txn, h))):
             if value is None:
-                txn.delete(key, db=target)
+                txn.delete(key, db=db["state"])
             else:
-                txn.put(key, value, db=target)
+                txn.put(key, value, db=db["state"])
+        block = self.block_at(h)
         self.ledger.smt.rollback(txn, h - 1)
-        block = Block.decode(txn.get(header.hash, db=db["blocks"]))
+        blocks.delete(txn, h)
         for where, tx in self.locations(block):
             txn.delete(tx.id, db=db["txs"])
             for address in touched(tx):
                 txn.delete(address + where, db=db["history"])
-        txn.delete(U64.pack(h), db=db["heights"])
-        txn.delete(U64.pack(h), db=db["undo"])
-        txn.delete(header.hash, db=db["receipts"])
-        txn.put(U64.pack(h) + header.hash, b"", db=db["side"])
+        self.store_side(block)
         self.undone.extend(block.txs)
+        self.taken_back.append(block.hash)
         # Back to the durable mempool in this same transaction, ahead of everything (arrival
         # seq 0): a crash right after a reorganisation loses none of them. A fork block that
         # carries one again deletes it in write_block.
         for tx in block.txs:
             txn.put(tx.id, RETURNED + tx.raw, db=db["mempool"])
-        self.set_head(Header.decode(txn.get(header.prev_hash, db=db["headers"])))
+        # The LIB is otherwise derived from the head's header: keep it as the head goes back.
+        txn.put(b"lib", U64.pack(self.lib_height), db=db["meta"])
+        self.head = self.header_at(h - 1)
 
     def reorganise(self, tip_hash, now_ms=None):
         """Switch to the fork ending at ``tip_hash``: take blocks back to the common ancestor
@@ -307,12 +310,13 @@ class ChainWriter:
         """The side blocks from the main chain up to ``tip_hash``, oldest first."""
         fork, block_hash = [], tip_hash
         while True:
-            raw = self.txn.get(block_hash, db=self.db["blocks"])
+            raw = self.txn.get(block_hash, db=self.db["side"])
             if raw is None:
+                if fork and self.ledger.blocks.hash_at(self.txn,
+                                                       fork[-1].height - 1) == block_hash:
+                    return list(reversed(fork))
                 raise BlockRejected("a block of the fork is missing")
-            block = Block.decode(raw)
-            if self.txn.get(U64.pack(block.height), db=self.db["heights"]) == block_hash:
-                return list(reversed(fork))
+            block = Block.decode(raw[8:])
             fork.append(block)
             block_hash = block.header.prev_hash
 

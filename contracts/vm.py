@@ -15,20 +15,24 @@ raise ``Backstop`` when a node-local limit fires (the memory cap, or the wall cl
 caller must leave the transaction out rather than record it.
 """
 
+import functools
 import locale
+import re
 import threading
 from typing import NamedTuple
 
+import lupa
 from lupa import lua54
 
 from edge._fast.codec_py import MAX_CHAIN_ID, DecodeError
 
-from .gas import DEFAULT_GAS, MAX_NAME, GasCosts, kernel_params
+from .gas import DEFAULT_GAS, GAS_SCHEDULE_VERSION, MAX_NAME, GasCosts, kernel_params
 from .host import Backstop, ContractError, KernelCode, Runtime, Session, classify
 from .source import Compiler, SourceError
 from .values import MAX_DEPTH, MAX_SIZE, BadValue, decode_value, encode_value, lua_compatible
 
-__all__ = ["VM", "CallContext", "Result", "ContractError", "Backstop", "ERROR_CODES"]
+__all__ = ["VM", "CallContext", "Result", "ContractError", "Backstop", "ERROR_CODES",
+           "VmPin", "running_pin"]
 
 ERROR_CODES = ("forbidden", "out_of_gas", "out_of_memory", "stack_overflow", "runtime_error",
                "bad_value", "depth", "insufficient_funds", "no_contract", "no_method")
@@ -60,6 +64,31 @@ class Result(NamedTuple):
     events: tuple
     return_value: bytes
     code: bytes = b""
+
+
+class VmPin(NamedTuple):
+    """What a chain's contracts run on, recorded in genesis (docs/protocol.md §8): the Lua
+    release, the lupa release and the gas schedule (with the front end and kernel it names).
+    Nodes that differ in any of them could compute different receipts."""
+
+    lua: str
+    lupa: str
+    gas_schedule: int
+
+    def text(self):
+        """One line for the p2p handshake and messages: ``lua 5.4.8, lupa 2.8, gas 2``."""
+        return f"lua {self.lua}, lupa {self.lupa}, gas {self.gas_schedule}"
+
+
+@functools.lru_cache(maxsize=None)
+def running_pin() -> VmPin:
+    """The VM this process runs: the Lua release compiled into lupa's lua54 module (its
+    ``$LuaVersion`` banner), lupa's version and GAS_SCHEDULE_VERSION."""
+    with open(lua54.__file__, "rb") as f:
+        found = re.search(rb"\$LuaVersion: Lua (\d+\.\d+\.\d+)", f.read())
+    if found is None:
+        raise RuntimeError(f"cannot read the Lua release of {lua54.__file__}")
+    return VmPin(found.group(1).decode(), lupa.__version__, GAS_SCHEDULE_VERSION)
 
 
 def _kernel_code(params):

@@ -7,13 +7,14 @@ Routes (docs/api.md): ``GET /v1/status``, ``POST /v1/txs``, ``GET /v1/txs/{id}``
 
 import asyncio
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
 from chain import calls
 from chain.address import AddressError, decode_address, encode_address
-from chain.block import Header
+from chain.block import Block, Header
 from chain.execute import pending_rewards
 from chain.light.serve import state_proofs
 from chain.state.records import Account, account_key, contract_key, decode_contract
@@ -24,16 +25,24 @@ from edge.mqtt.topics import parse_device_id
 from edge.api_json import (VERSION, account_json, agent_json, finality_json,  # noqa: F401
                            proof_json, receipt_json)
 from edge.values_json import from_value, to_value
-from edge import _fast
+from edge import _fast, api_market
 from edge.api_access import TXS_BODY, Access, allowed_hosts, exposed_warning
 from edge.api_tokens import TokenStore
 from edge.config import is_loopback
 
 MAX_BATCH = 10_000
+MAX_APPROVE = 1000   # devices approved by one request
 # A read-only query runs at most this much gas (far below a transaction's max_gas_per_tx), one at
 # a time on a thread of its own, with at most QUERIES_WAITING more waiting (then 503 busy).
 QUERY_MAX_GAS = 50_000
 QUERIES_WAITING = 8
+
+
+def disk_use(path):
+    """``{data_bytes, free_bytes}``: the LMDB data file's size and the file system's free space."""
+    st = os.statvfs(path)
+    return {"data_bytes": os.path.getsize(os.path.join(path, "data.mdb")),
+            "free_bytes": st.f_bavail * st.f_frsize}
 
 
 def _error(status, code, message):
@@ -79,11 +88,13 @@ def build_app(node):
     app.router.add_post("/v1/contracts/{address}/query", handlers.query)
     app.router.add_get("/v1/devices", handlers.devices)
     app.router.add_get("/v1/devices/{device_id}", handlers.device)
+    app.router.add_post("/v1/devices/approve", handlers.approve_many)
     app.router.add_post("/v1/devices/{device_id}/approve", handlers.approve)
     app.router.add_post("/v1/devices/{device_id}/revoke", handlers.revoke)
     app.router.add_get("/v1/peers", handlers.peers)
     app.router.add_get("/v1/schedule", handlers.schedule)
     app.router.add_get("/metrics", handlers.metrics)
+    api_market.add_routes(app, node)
     if node.config.admin_api:
         app.router.add_post("/v1/admin/partition", handlers.partition)
     return app
@@ -126,7 +137,7 @@ class _Handlers:
             "p2p_port": self.node.network.port if self.node.network else 0,
             "node_address": self.node.key.address_text, "node_pubkey": self.node.key.pubkey.hex(),
             "role": "agent", "implementation": _fast.IMPLEMENTATION, "version": VERSION,
-            "decimals": ledger.genesis.decimals,
+            "decimals": ledger.genesis.decimals, "disk": disk_use(ledger.store.path),
             "params": {"min_fee": str(params.min_fee), "fee_per_byte": str(params.fee_per_byte),
                        "gas_price": str(params.gas_price), "max_gas_per_tx": params.max_gas_per_tx,
                        "slot_ms": params.slot_ms, "max_tx_bytes": params.max_tx_bytes},
@@ -145,7 +156,7 @@ class _Handlers:
             raws = [bytes.fromhex(item) for item in raw_list]
         except (TypeError, ValueError):
             return _error(400, "bad_request", "every transaction must be a hex string")
-        return web.json_response({"results": self.node.submit(raws)})
+        return web.json_response({"results": await self.node.admit(raws)})
 
     async def tx(self, request):
         tx_id = _hex32(request.match_info["tx_id"])
@@ -240,22 +251,27 @@ class _Handlers:
     async def block(self, request):
         ident = request.match_info["block_id"]
         if ident == "head":
-            block_hash = self.ledger.head.hash
+            height = self.ledger.head.height
         elif ident.isdigit():
-            block_hash = self.ledger.block_hash_at(int(ident))
+            height = int(ident)
         else:
             block_hash = _hex32(ident)
             if block_hash is None:
                 return _error(400, "bad_request", "block id must be a height, a hash or 'head'")
-        block = self.ledger.block(block_hash) if block_hash else None
-        if block is None:
-            return _error(404, "not_found", f"no block {ident}")
-        receipts = self.ledger.receipts(block_hash) or []  # none: a promoted node's first block
+            height = self.ledger.height_of(block_hash)
+            if height is not None and self.ledger.block_hash_at(height) != block_hash:
+                height = None  # a fork block: not on the main chain
+        raw = self.ledger.block_bytes_at(height) if height is not None else None
+        if raw is None:
+            return _error(404, "not_found", f"no block {ident} on the main chain (by hash, only "
+                          "recent blocks are found: ask by height)")
+        block = Block.decode(raw)
         return web.json_response({
-            "header": block.header.to_json(), "raw": block.encode().hex(),
+            "header": block.header.to_json(), "raw": raw.hex(),
             "votes": [dict(vote.to_json(), raw=vote.encode().hex()) for vote in block.votes],
             "txs": [tx.to_json() for tx in block.txs],
-            "receipts": [receipt_json(r) for r in receipts], "size": len(block.encode())})
+            "receipts": [receipt_json(r) for r in self.ledger.receipts_at(height)],
+            "size": len(raw)})
 
     async def contract(self, request):
         address = _address(request)
@@ -337,6 +353,33 @@ class _Handlers:
     async def approve(self, request):
         return await self._device_action(request, "approve")
 
+    async def approve_many(self, request):
+        """``{"ids": [hex, ...]}`` or ``{"pending": true}``: approve a fleet at once."""
+        service = self.node.devices
+        if service is None:
+            return _error(400, "no_devices", "this node runs no MQTT broker ([mqtt] port is 0)")
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        ids = body.get("ids") if isinstance(body, dict) else None
+        if isinstance(body, dict) and body.get("pending") is True and ids is None:
+            device_ids = service.pending()
+        elif isinstance(ids, list) and 0 < len(ids) <= MAX_APPROVE \
+                and all(isinstance(i, str) for i in ids):
+            try:
+                device_ids = [parse_device_id(i) for i in ids]
+            except ValueError as exc:
+                return _error(400, "bad_device", str(exc))
+        else:
+            return _error(400, "bad_request", "body must be {\"ids\": [16 hex characters, ...]} "
+                                              f"(1..{MAX_APPROVE}) or {{\"pending\": true}}")
+        try:
+            records = service.approve_many(device_ids[:MAX_APPROVE])
+        except DeviceError as exc:
+            return _error(400, "device", str(exc))
+        return web.json_response({"approved": records})
+
     async def revoke(self, request):
         return await self._device_action(request, "revoke")
 
@@ -353,8 +396,10 @@ class _Handlers:
 
     async def peers(self, request):
         network = self.node.network
-        return web.json_response({"peers": network.status() if network else [],
-                                  "p2p_port": network.port if network else 0})
+        if network is None:
+            return web.json_response({"peers": [], "p2p_port": 0, "address_book": None})
+        return web.json_response({"peers": network.status(), "p2p_port": network.port,
+                                  "address_book": network.manager.book_summary()})
 
     async def schedule(self, request):
         with self.ledger.store.read() as txn:

@@ -20,8 +20,8 @@ from edge.client import ApiError
 from edge.cli_base import CliError, load_config, node_status
 from edge.config import DEFAULT_MQTT_TLS_PORT, Config, ConfigError
 from edge.mqtt.sim_kinds import KINDS
-from edge import (cli_cert, cli_contract, cli_device, cli_stake, cli_system, cli_testnet,
-                  cli_token, cli_update, cli_wallet)
+from edge import (cli_cert, cli_contract, cli_device, cli_market, cli_stake, cli_system,
+                  cli_testnet, cli_token, cli_update, cli_wallet)
 from edge import node_home
 
 
@@ -101,10 +101,13 @@ def build_parser():
                                                                       required=True)
     p = node.add_parser("run", parents=[common], help="run the node in the foreground")
     p.add_argument("--simulate", choices=KINDS + ("all",),
-                   help="also run simulated devices of this kind (or all four) on the node's "
+                   help="also run simulated devices of this kind (or all of them) on the node's "
                         "own broker, approved automatically (needs [mqtt] port)")
     p.add_argument("--simulate-interval", type=float, default=2.0,
                    help="seconds between a simulated device's frames (default 2)")
+    p.add_argument("--demo", action="store_true",
+                   help="also run a demo buyer of every service and print a live view of the "
+                        "market (make run; needs --simulate and [mqtt] port)")
     p.set_defaults(func=cmd_node_run)
 
     p = node.add_parser("promote", parents=[common],
@@ -129,7 +132,13 @@ def build_parser():
     cli_cert.add_parsers(sub, common)
     cli_system.add_parsers(sub, common)
     cli_update.add_parsers(sub, common)
+    cli_market.add_parsers(sub, common)
     return parser
+
+
+# A devnet's agent settles fast enough to watch: statements every 5 s, installments every
+# minute, a two-minute dispute window (the defaults suit a real network: 10 s, a day, an hour).
+DEVNET_AGENT = {"agent_interval_s": 5, "agent_settlement_s": 60, "agent_dispute_s": 120}
 
 
 def cmd_init(args):
@@ -146,7 +155,7 @@ def cmd_init(args):
     tls_port = args.mqtt_tls_port if args.mqtt_tls_port is not None else \
         (DEFAULT_MQTT_TLS_PORT if args.mqtt_port else 0)
     config = Config(home=home, api_port=args.api_port, mqtt_port=args.mqtt_port,
-                    mqtt_tls_port=tls_port, **node_home.new_secrets())
+                    mqtt_tls_port=tls_port, **node_home.new_secrets(), **DEVNET_AGENT)
     if os.path.exists(config.path(config.key_file)):
         raise CliError(f"{home} holds keys from an interrupted init; delete the folder and run "
                        "init again", "partial")
@@ -195,11 +204,14 @@ def cmd_node_run(args):
         os.execv(sys.executable, [sys.executable, "-m", "edge.light_main", config.file])
     from edge.node import NodeError, run_node  # heavy imports only for the node itself
     simulators = _start_simulators(config, args) if args.simulate else None
+    demo = _start_demo(config) if args.demo and simulators is not None else None
     try:
         run_node(config)
     except NodeError as exc:
         raise CliError(str(exc), "node") from None
     finally:
+        if demo is not None:
+            demo.stop()
         if simulators is not None:
             simulators.stop()
     return None
@@ -222,6 +234,15 @@ def cmd_node_promote(args):
             f"Run it with: smartshare --home {config.home} node run; it produces once its "
             "key is an elected agent (smartshare agent register ...)")
     return done, text
+
+
+def _start_demo(config):
+    """``node run --demo``: a demo buyer and the market's live view (edge/demo.py)."""
+    from edge.demo import DemoMarket
+    from edge.node import print_line
+    demo = DemoMarket(config, log=print_line)
+    demo.start()
+    return demo
 
 
 def _start_simulators(config, args):

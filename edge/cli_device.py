@@ -18,18 +18,22 @@ def add_parsers(sub, common):
         dest="device_command", required=True, metavar="DEVICE_COMMAND")
     p = device.add_parser("list", parents=[common], help="pending, approved and revoked devices")
     p.set_defaults(func=cmd_list)
-    for name, func, text in (("approve", cmd_approve, "let a pending device in"),
-                             ("revoke", cmd_revoke, "cut a device off at once")):
-        p = device.add_parser(name, parents=[common], help=text)
-        p.add_argument("device_id", help="16 hex characters, from `smartshare device list`")
-        p.set_defaults(func=func)
+    p = device.add_parser("approve", parents=[common],
+                          help="let pending devices in (one broker reload for all)")
+    p.add_argument("device_ids", nargs="*", metavar="device_id",
+                   help="16 hex characters, from `smartshare device list`")
+    p.add_argument("--pending", action="store_true", help="every device waiting for approval")
+    p.set_defaults(func=cmd_approve)
+    p = device.add_parser("revoke", parents=[common], help="cut a device off at once")
+    p.add_argument("device_id", help="16 hex characters, from `smartshare device list`")
+    p.set_defaults(func=cmd_revoke)
     _add_simulate(device, common)
 
 
 def _add_simulate(device, common):
     p = device.add_parser("simulate", parents=[common], help="run simulated devices that find "
                           "the gateway, onboard and publish signed frames (Ctrl-C stops)")
-    p.add_argument("kind", choices=KINDS + ("all",), help="device kind, or all four")
+    p.add_argument("kind", choices=KINDS + ("all",), help="device kind, or all of them")
     p.add_argument("--count", type=int, default=1, help="devices of each kind (default 1)")
     p.add_argument("--interval", type=float, default=1.0,
                    help="seconds between a device's frames (default 1)")
@@ -63,21 +67,32 @@ def cmd_list(args):
     return doc, "\n".join(lines)
 
 
-def _id(args):
+def _id(text):
     try:
-        return parse_device_id(args.device_id).hex()
+        return parse_device_id(text).hex()
     except ValueError as exc:
         raise CliError(str(exc), "bad_device") from None
 
 
 def cmd_approve(args):
-    record = client_for_home(args).post(f"/v1/devices/{_id(args)}/approve", {})
-    return record, f"approved {record['id']} ({record['kind'] or 'device'}); its credentials " \
-                   "are on their way, sealed to its key"
+    if bool(args.device_ids) == args.pending:
+        raise CliError("name the devices to approve, or give --pending for all that wait "
+                       "(smartshare device list shows them)", "bad_device")
+    client = client_for_home(args)
+    if len(args.device_ids) == 1:
+        record = client.post(f"/v1/devices/{_id(args.device_ids[0])}/approve", {})
+        return record, f"approved {record['id']} ({record['kind'] or 'device'}); its " \
+                       "credentials are on their way, sealed to its key"
+    body = {"pending": True} if args.pending else {"ids": [_id(d) for d in args.device_ids]}
+    doc = client.post("/v1/devices/approve", body)
+    lines = [f"approved {len(doc['approved'])} device(s); their credentials are on their way, "
+             "each sealed to its key"]
+    lines += [f"  {r['id']}  {r['kind'] or '-'}" for r in doc["approved"]]
+    return doc, "\n".join(lines)
 
 
 def cmd_revoke(args):
-    record = client_for_home(args).post(f"/v1/devices/{_id(args)}/revoke", {})
+    record = client_for_home(args).post(f"/v1/devices/{_id(args.device_id)}/revoke", {})
     return record, f"revoked {record['id']}: it is disconnected and its frames are refused"
 
 

@@ -9,6 +9,7 @@ and ``[system] units`` the node's systemd units. The CLI uses it when neither ``
 ``$SMARTSHARE_HOME`` is given and ``~/.smartshare`` holds no node.
 """
 
+import hashlib
 import ipaddress
 import os
 import tomllib
@@ -61,6 +62,7 @@ class Config:
     votes_dir: str = "votes"
     genesis_file: str = "genesis.json"
     prune_depth: int = 1000
+    min_free_mb: int = 1024    # device frames are not written below this much free space
     map_size_mb: int = DEFAULT_MAP_SIZE >> 20  # address space; grows (quiesced) if ever full
     api_host: str = "127.0.0.1"
     api_port: int = DEFAULT_API_PORT
@@ -81,6 +83,8 @@ class Config:
     mqtt_dir: str = "mqtt"
     mqtt_bridge_password: str = ""
     mqtt_provision_password: str = ""
+    frame_retention_days: int = 30   # device frames kept this long at most...
+    frame_budget_mb: int = 8192      # ...and in at most this many MB of the data file
     advertise: bool = False
     discovery_interfaces: list = field(default_factory=list)  # IPs to advertise on; [] = all
     ha_enabled: bool = False
@@ -96,6 +100,16 @@ class Config:
     light_agree: int = 2            # peers that must agree on a learned checkpoint
     light_window: int = 2048        # headers a light node keeps
     config_file: str = ""  # where the config lives; default: config.toml in the home
+    mqtt_market_password: str = ""  # buyers' agents' broker account (user "market")
+    agent_enabled: bool = True      # the SmartAgent sells the devices' services (needs mqtt)
+    agent_key_file: str = "agent_key.json"   # the agent's wallet (payee, fees); made at start
+    agent_interval_s: int = 10      # metering interval: a statement and a voucher each
+    agent_settlement_s: int = 86_400   # at most one installment per channel this often
+    agent_dispute_s: int = 3_600    # dispute window of the channels it accepts
+    agent_channel_blocks: int = 604_800   # a channel's lifetime in blocks (a week at 1 s)
+    agent_retention_days: int = 7   # settled frames and sessions are pruned after this
+    agent_channel_contract: str = ""   # a payment_channel deployment to use ("" = deploy one)
+    agent_auto_offer: bool = True   # offer every approved device's services at default prices
 
     def path(self, name):
         return os.path.join(self.home, name)
@@ -129,6 +143,15 @@ class Config:
     def mqtt_enabled(self):
         return self.mqtt_port > 0 or self.mqtt_tls_port > 0
 
+    @property
+    def market_password(self):
+        """The broker password of buyers' agents (user ``market``); homes made before it
+        existed derive one from the bridge's."""
+        if self.mqtt_market_password or not self.mqtt_bridge_password:
+            return self.mqtt_market_password
+        return hashlib.blake2b(self.mqtt_bridge_password.encode(), digest_size=12,
+                               person=b"ss-market").hexdigest()
+
 
 # (section, key in config.toml) -> (Config attribute, type). p2p port 0 = no peer network.
 FIELDS = {
@@ -136,7 +159,7 @@ FIELDS = {
     ("node", "data_dir"): ("data_dir", str), ("node", "key_file"): ("key_file", str),
     ("node", "votes_dir"): ("votes_dir", str),
     ("node", "genesis"): ("genesis_file", str), ("node", "prune_depth"): ("prune_depth", int),
-    ("node", "map_size_mb"): ("map_size_mb", int), ("api", "host"): ("api_host", str),
+    ("node", "map_size_mb"): ("map_size_mb", int), ("node", "min_free_mb"): ("min_free_mb", int), ("api", "host"): ("api_host", str),
     ("api", "port"): ("api_port", int), ("mempool", "limit"): ("mempool_limit", int),
     ("p2p", "host"): ("p2p_host", str), ("p2p", "port"): ("p2p_port", int),
     ("p2p", "seeds"): ("seeds", list), ("p2p", "max_peers"): ("max_peers", int),
@@ -149,6 +172,8 @@ FIELDS = {
     ("mqtt", "run_broker"): ("mqtt_run_broker", bool), ("mqtt", "dir"): ("mqtt_dir", str),
     ("mqtt", "bridge_password"): ("mqtt_bridge_password", str),
     ("mqtt", "provision_password"): ("mqtt_provision_password", str),
+    ("mqtt", "frame_retention_days"): ("frame_retention_days", int),
+    ("mqtt", "frame_budget_mb"): ("frame_budget_mb", int),
     ("discovery", "advertise"): ("advertise", bool),
     ("discovery", "interfaces"): ("discovery_interfaces", list),
     ("homeassistant", "enabled"): ("ha_enabled", bool),
@@ -160,6 +185,15 @@ FIELDS = {
     ("api_access", "origins"): ("api_allowed_origins", list),
     ("light", "data_dir"): ("light_dir", str), ("light", "checkpoint"): ("light_checkpoint", str),
     ("light", "agree"): ("light_agree", int), ("light", "window"): ("light_window", int),
+    ("mqtt", "market_password"): ("mqtt_market_password", str),
+    ("agent", "enabled"): ("agent_enabled", bool), ("agent", "key_file"): ("agent_key_file", str),
+    ("agent", "interval_s"): ("agent_interval_s", int),
+    ("agent", "settlement_s"): ("agent_settlement_s", int),
+    ("agent", "dispute_s"): ("agent_dispute_s", int),
+    ("agent", "channel_blocks"): ("agent_channel_blocks", int),
+    ("agent", "retention_days"): ("agent_retention_days", int),
+    ("agent", "channel_contract"): ("agent_channel_contract", str),
+    ("agent", "auto_offer"): ("agent_auto_offer", bool),
 }
 
 
@@ -213,6 +247,12 @@ def check(config, path):
     """Raise ConfigError when settings of ``config`` (read from ``path``) cannot work."""
     _check_p2p_limits(config, path)
     _check_light(config, path)
+    for value, name, least in ((config.min_free_mb, "[node] min_free_mb", 0),
+                               (config.frame_retention_days, "[mqtt] frame_retention_days", 1),
+                               (config.frame_budget_mb, "[mqtt] frame_budget_mb", 1)):
+        if value < least:
+            raise ConfigError(f"{path}: {name} must be at least {least}, not {value}")
+    _check_agent(config, path)
     for seed in config.seeds:
         if not isinstance(seed, str) or not _is_host_port(seed):
             raise ConfigError(f"{path}: [p2p] seeds must be \"host:port\" strings, not {seed!r}")
@@ -243,6 +283,16 @@ def _check_light(config, path):
     if config.role == "light" and not config.seeds and not config.advertise:
         raise ConfigError(f"{path}: a light node needs peers: set [p2p] seeds, or [discovery] "
                           "advertise = true to find full nodes on the LAN")
+
+
+def _check_agent(config, path):
+    for name, value, low, high in (("interval_s", config.agent_interval_s, 1, 3600),
+                                   ("settlement_s", config.agent_settlement_s, 1, 10**8),
+                                   ("dispute_s", config.agent_dispute_s, 1, 7 * 86_400),
+                                   ("channel_blocks", config.agent_channel_blocks, 10, 10**9),
+                                   ("retention_days", config.agent_retention_days, 1, 10**4)):
+        if not low <= value <= high:
+            raise ConfigError(f"{path}: [agent] {name} must be within {low}..{high}")
 
 
 def _check_p2p_limits(config, path):

@@ -45,13 +45,13 @@ class Promotion:
             raise NodeError(f"{data_dir} already holds a chain; move it aside to promote again")
         lock = lock_data_dir(config.path(config.light_dir))  # refuses while the node runs
         try:
-            header, block, items = asyncio.run(self._fetch())
+            header, block, receipts, items = asyncio.run(self._fetch())
         finally:
             lock.close()
         self.progress(len(items), "writing the full node's store")
         store = Store(data_dir, map_size=config.map_size_mb << 20)
         try:
-            install(store, self.genesis, block, items)
+            install(store, self.genesis, block, receipts, items)
         except Exception:
             store.close()
             shutil.rmtree(data_dir, ignore_errors=True)
@@ -90,8 +90,9 @@ class Promotion:
 
 
 async def fetch_state(sync, chain, progress):
-    """``(header, block, items)``: the last irreversible block of ``chain`` (after catching up
-    with finality) and its whole state, checked, from the first peer that serves it."""
+    """``(header, block, receipts, items)``: the last irreversible block of ``chain`` (after
+    catching up with finality), its receipts and its whole state, checked, from the first peer
+    that serves them."""
     deadline = time.monotonic() + PEERS_WAIT_S
     while not sync.peers and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
@@ -108,7 +109,9 @@ async def fetch_state(sync, chain, progress):
                     continue
                 block = decode_block(await sync.block_at(peer, header.height), header)
                 check_snapshot(header, items)
-                return header, block, items
+                receipts = await _receipts(sync, block)
+                if receipts is not None:
+                    return header, block, receipts, items
             except FromPeer as exc:
                 sync.penalise(exc.peer, exc.error.reason, str(exc.error))
             except LightError as exc:
@@ -116,6 +119,18 @@ async def fetch_state(sync, chain, progress):
         await asyncio.sleep(1)
     raise NodeError("no peer served a snapshot that checks out against the last "
                     "irreversible block; try again later, or with other peers")
+
+
+async def _receipts(sync, block):
+    """The receipts of ``block``, each proven against its header (tx proofs, §12.8), or None
+    when some peer could not prove one."""
+    receipts = []
+    for tx in block.txs:
+        proven = await sync.tx_status(tx.id)
+        if proven is None or proven[2].hash != block.hash:
+            return None
+        receipts.append(proven[1])
+    return receipts
 
 
 async def _items(sync, peer, header, progress):

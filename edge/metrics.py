@@ -66,6 +66,12 @@ class PeerCollector:
                                 value=stats["bans"])
         yield GaugeMetricFamily("smartshare_p2p_handshakes", "Inbound handshakes in progress",
                                 value=stats["handshakes"])
+        book = GaugeMetricFamily("smartshare_p2p_address_book",
+                                 "Addresses in the address book, new (heard of) or tried (proven)",
+                                 labels=["kind"])
+        for kind, n in sorted(stats["book"].items()):
+            book.add_metric([kind], n)
+        yield book
 
     def describe(self):
         return []

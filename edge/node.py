@@ -10,7 +10,8 @@ import signal
 import struct
 import time
 
-from chain import crypto
+from chain import calls, crypto
+from chain.dryrun import Busy, DryRunner
 from chain.errors import Reason, TxRejected
 from chain.execute import apply_tx, check_static
 from chain.state.view import StateView
@@ -21,12 +22,13 @@ from chain.dropped import EVICTED, INVALID, DroppedTxs
 from chain.mempool import Mempool
 from chain.secretfile import SecretFileError
 from chain.store import Store
-from chain.block import Header
+from chain.block import STATUS_OK, Block, Header
 from chain.network import PeerNetwork
 from chain.producer import BlockSigner, ProducerError, watermark_path
 from chain.votes import VotePool
+from chain.p2p.addressbook import AddressBook
 from chain.p2p.peers import PeerLimits
-from chain.tx import Evidence, Transfer, Tx
+from chain.tx import Call, Deploy, Evidence, Transfer, Tx
 from edge import sdnotify
 from edge._fast import DecodeError
 from edge.api import VERSION, start_api
@@ -45,6 +47,8 @@ class Node:
         self.log = log or print_line
         check_secret_files(config)
         self.genesis = Genesis.load(config.path(config.genesis_file))
+        if self.genesis.vm_problem():
+            raise GenesisError(self.genesis.vm_problem())
         self.key = KeyPair.load(config.path(config.key_file))
         self.signers = self._load_signers()
         self.vote_pool = VotePool(self.genesis.chain_id)
@@ -53,6 +57,9 @@ class Node:
         self.store = Store(data_dir, map_size=config.map_size_mb << 20)
         self.ledger = Ledger(self.store, self.genesis, prune_depth=config.prune_depth)
         self.mempool = Mempool(limit=config.mempool_limit)
+        # Contract work of this node (admission, production) may take a quarter slot at most.
+        self.backstop_s = self.ledger.params.slot_ms / 4000
+        self.dry_runs = DryRunner(wall_clock_s=self.backstop_s)
         self.metrics = NodeMetrics()
         self._mempool_db = self.store.db("mempool")
         self.dropped = DroppedTxs(self.store)
@@ -64,6 +71,7 @@ class Node:
         if self.network is not None:
             self.metrics.watch_peers(self.network.manager)
         self.devices = None  # the DeviceService, when [mqtt] port is set (started by run)
+        self.agent = None    # the NodeAgent, when devices run and [agent] enabled (started by run)
         self.advertiser = None  # mDNS, when [discovery] advertise is set (started by run)
 
     def _make_network(self):
@@ -71,11 +79,12 @@ class Node:
         limits = PeerLimits(config.max_peers, config.max_outbound, config.handshakes_per_minute,
                             config.peers_per_address, config.exempt_loopback)
         return PeerNetwork(self.ledger, self.key, host=config.p2p_host, port=config.p2p_port,
-                           seeds=config.seeds, limits=limits, submit=self.submit,
+                           seeds=config.seeds, limits=limits, submit=self.admit,
                            on_chain_change=self._on_network_block,
                            on_double_production=self._on_double_production,
                            on_block_seen=self.block_seen, now_ms=now_ms,
-                           log=self.log, agent_name=self._agent_name())
+                           log=self.log, agent_name=self._agent_name(),
+                           book=AddressBook(self.store))
 
     def _load_signers(self):
         """The producer keys this node signs blocks with, by public key: the node key, and
@@ -110,12 +119,53 @@ class Node:
 
     # -- transactions ---------------------------------------------------------------------------
 
+    # Admission (docs/protocol.md §9): cheap checks first (decode, size, chain, fee, duplicate,
+    # signature, nonce, balance >= fee); then contract transactions are dry-run off the event
+    # loop (chain/dryrun.py, bounded per peer and per sender); then the mempool's nonce and
+    # balance rules, in the order given, and one durable commit.
+
     def submit(self, raw_txs):
-        """Admit encoded transactions; returns one result dict per input, in order. Accepted
-        ones are durable in LMDB before this returns."""
+        """Admit encoded transactions now, dry runs in this thread (internal callers, tests);
+        returns one result dict per input, in order. Accepted ones are durable in LMDB before
+        this returns. The API and the peers use ``admit``."""
+        results, checked = self._check(raw_txs)
+        for i, tx in checked:
+            if _is_contract(tx):
+                try:
+                    with calls.backstop(self.dry_runs.wall_clock_s):
+                        results[i] = _dry_run_result(self._contract_dry_run(tx))
+                except TxRejected as exc:
+                    results[i] = self._refused(exc)
+        return self._enter(checked, results)
+
+    async def admit(self, raw_txs, peers=None):
+        """Like ``submit``, with contract dry runs on the dry-run thread. ``peers`` (one per
+        transaction) are who relayed them: beyond a peer's or a sender's share of dry runs, a
+        relayed transaction is admitted without one (its fee pays for its run in a block);
+        without ``peers`` (the node's API) the call waits for room."""
+        results, checked = self._check(raw_txs)
+        jobs = [(i, asyncio.ensure_future(self._dry_run_job(tx, peers[i] if peers else None,
+                                                            wait=not peers)))
+                for i, tx in checked if _is_contract(tx)]
+        for i, job in jobs:
+            try:
+                results[i] = await job
+            except TxRejected as exc:
+                results[i] = self._refused(exc)
+        return self._enter(checked, results)
+
+    async def _dry_run_job(self, tx, peer, wait):
+        keys = [peer and ("peer", peer), ("sender", tx.sender_address)]
+        try:
+            receipt = await self.dry_runs.run(keys, self._contract_dry_run, tx, wait=wait)
+        except Busy:
+            return {}
+        return _dry_run_result(receipt)
+
+    def _check(self, raw_txs):
+        """The cheap checks: (results with refusals filled in, [(index, tx)] that passed)."""
         results = [None] * len(raw_txs)
-        candidates = []
-        accepted, evicted = [], []
+        candidates, checked = [], []
         with self.store.read() as txn:  # one snapshot for the whole batch
             for i, raw in enumerate(raw_txs):
                 try:
@@ -131,6 +181,22 @@ class Node:
                     if not signature_ok:
                         raise TxRejected(Reason.BAD_SIGNATURE,
                                          "signature does not match the sender's key")
+                    _check_account(tx, view.account(tx.sender_address))
+                except TxRejected as exc:
+                    results[i] = self._refused(exc)
+                    continue
+                checked.append((i, tx))
+        return results, checked
+
+    def _enter(self, checked, results):
+        """Put the checked transactions whose dry run passed into the mempool, in order."""
+        accepted, evicted = [], []
+        with self.store.read() as txn:
+            view = self.ledger.view(txn)
+            for i, tx in checked:
+                if results[i] is not None and not results[i].get("accepted", True):
+                    continue          # refused by its dry run
+                try:
                     account = view.account(tx.sender_address)
                     self._dry_run(tx, account, txn)
                     evicted += self.mempool.add(tx, account)
@@ -138,7 +204,7 @@ class Node:
                     results[i] = self._refused(exc)
                     continue
                 accepted.append(tx)
-                results[i] = {"accepted": True, "id": tx.id.hex()}
+                results[i] = {"accepted": True, "id": tx.id.hex(), **(results[i] or {})}
         accepted = [tx for tx in accepted if tx.id in self.mempool]  # minus any evicted again
         if accepted or evicted:
             self._persist(accepted, evicted)
@@ -147,12 +213,21 @@ class Node:
         self.metrics.mempool_size.set(len(self.mempool))
         return results
 
+    def _contract_dry_run(self, tx):
+        """The contract transaction against the head's state (thrown away), its nonce aside."""
+        head = self.ledger.head
+        with self.store.read() as txn:
+            view = StateView(lambda key: txn.get(key, db=self.ledger.db["state"]))
+            return calls.dry_run(view, tx, (head.height + 1, head.timestamp_ms),
+                                 self.ledger.params)
+
     def _dry_run(self, tx, account, txn):
         """Run a staking, voting or agent transaction against the head's state, so that a
         refusal (already an agent, unknown candidate...) reaches the sender now rather than
-        when a block drops it. Transfers need only the mempool's nonce and balance rules; a
-        transaction behind pending ones of its sender is judged when it is built in."""
-        if isinstance(tx.payload, Transfer) or tx.nonce != account.nonce:
+        when a block drops it. Transfers need only the mempool's nonce and balance rules,
+        contract transactions get their own dry run (``admit``); a transaction behind pending
+        ones of its sender is judged when it is built in."""
+        if isinstance(tx.payload, Transfer) or _is_contract(tx) or tx.nonce != account.nonce:
             return
         apply_tx(StateView(lambda key: txn.get(key, db=self.ledger.db["state"])), tx,
                  self.ledger.params, self.ledger.head.height + 1)
@@ -243,7 +318,8 @@ class Node:
                 else None)
         started = time.perf_counter()
         votes = self.vote_pool.for_round(self.ledger.schedule_for(slot).round)
-        block, rejected = self.ledger.produce_block(signer, slot, candidates, votes)
+        with calls.backstop(self.backstop_s):   # a contract over it is left out, never receipted
+            block, rejected = self.ledger.produce_block(signer, slot, candidates, votes)
         self.metrics.apply_seconds.observe(time.perf_counter() - started)
         self.chain_changed(block, included=block.txs, dropped=rejected)
         if self.network is not None:
@@ -306,25 +382,30 @@ class Node:
             signer.recovery_end = None
 
     def known_head_height(self):
-        """The highest head this node knows of: its own, or one a peer announced (a peer that
-        overstates it only makes a wiped producer wait longer)."""
-        peers = self.network.peers.values() if self.network is not None else ()
-        return max([self.ledger.head.height] + [peer.head_height for peer in peers])
+        """The network's head height as this node knows it: its own, or the height that more
+        than half of its peers have announced, if higher (a few peers overstating theirs can
+        neither stall a wiped producer nor, understating, shorten its wait)."""
+        heights = sorted((peer.head_height for peer in self.network.peers.values()),
+                         reverse=True) if self.network is not None else []
+        majority = heights[len(heights) // 2] if heights else 0
+        return max(self.ledger.head.height, majority)
 
     def caught_up(self, schedule):
         """True once this node holds the network's chain, so a wiped producer's evidence window
         can start (docs/protocol.md §13): its head is from this round or the one before, it
-        has a peer whenever it has seeds, and its LIB has reached every LIB a peer announced.
-        A node still syncing, or alone on blocks of its own, is not caught up."""
+        has a peer whenever it has seeds, and its LIB has reached the LIB that more than half
+        of its peers announced (so a few peers overstating theirs cannot hold it back). A node
+        still syncing, or alone on blocks of its own, is not caught up."""
         ledger = self.ledger
         if ledger.head.slot < schedule.start_slot - len(schedule.producers):
             return False
         if self.network is None:
             return True
         peers = list(self.network.peers.values())
-        if self.network.manager.seeds and not peers:
-            return False
-        return all(peer.lib_height <= ledger.lib_height for peer in peers)
+        if not peers:
+            return not self.network.manager.seeds
+        reached = sum(peer.lib_height <= ledger.lib_height for peer in peers)
+        return 2 * reached > len(peers)
 
     def _on_double_production(self, first, second):
         """Report double production seen on the network with an evidence transaction."""
@@ -367,7 +448,7 @@ class Node:
         """At start, blocks of our keys already in the store raise their watermarks."""
         ledger = self.ledger
         for height in range(max(1, ledger.lib_height), ledger.head.height + 1):
-            for vote in ledger.block(ledger.block_hash_at(height)).votes:
+            for vote in Block.decode(ledger.block_bytes_at(height)).votes:
                 signer = self.signers.get(vote.producer)
                 if signer is not None:
                     signer.last_source = max(signer.last_source, vote.source_round)
@@ -461,6 +542,11 @@ class Node:
                                          self.key.pubkey, log=self.log,
                                          metrics_registry=self.metrics.registry)
             self.devices.start()
+            if self.config.agent_enabled:
+                from edge.agent_node import NodeAgent
+                self.agent = NodeAgent(self.config, self.store, self.ledger.chain_id,
+                                       self.key.pubkey, self.devices, log=self.log)
+                self.agent.start()
         advertising = finder = None
         if self.config.advertise:
             advertising = loop.run_in_executor(None, self._advertise)
@@ -483,11 +569,38 @@ class Node:
                 await loop.run_in_executor(None, finder.stop)
             if self.network is not None:
                 await self.network.stop()
+            if self.agent is not None:   # off the loop: the agent may be calling the API
+                await loop.run_in_executor(None, self.agent.stop)
             if self.devices is not None:
                 self.devices.stop()
             await runner.cleanup()
+            self.dry_runs.close()
             self.store.close()
             self.log("node stopped")
+
+
+def _is_contract(tx):
+    return isinstance(tx.payload, (Deploy, Call))
+
+
+def _check_account(tx, account):
+    """The account-level cheap checks: a nonce not already used, a balance that covers the fee
+    (the mempool judges the sender's whole pending chain later)."""
+    if tx.nonce < account.nonce:
+        raise TxRejected(Reason.BAD_NONCE, f"nonce {tx.nonce} is already used (next is "
+                                           f"{account.nonce})")
+    if account.balance < tx.fee:
+        raise TxRejected(Reason.INSUFFICIENT_BALANCE, f"balance {account.balance} does not "
+                                                      f"cover the fee {tx.fee}")
+
+
+def _dry_run_result(receipt):
+    """What the API reports of a contract transaction's dry run (None: it could not run now,
+    e.g. its value waits for pending transactions)."""
+    if receipt is None:
+        return {}
+    return {"dry_run": {"ok": receipt.status == STATUS_OK, "gas_used": receipt.gas_used,
+                        "error": receipt.error}}
 
 
 def run_node(config):

@@ -22,6 +22,7 @@ def new_secrets():
     """Fresh passwords of the broker accounts the node hands out (config attribute -> value)."""
     return {"mqtt_bridge_password": secrets.token_urlsafe(24),
             "mqtt_provision_password": secrets.token_urlsafe(12),
+            "mqtt_market_password": secrets.token_urlsafe(12),
             "ha_password": secrets.token_urlsafe(18)}
 
 

@@ -16,7 +16,7 @@ import time
 
 from chain.genesis import Allocation, Genesis
 from chain.keys import KeyPair
-from chain.params import SSP_SUPPLY, Params
+from chain.params import GAS_PER_SLOT_MS_BLOCK, GAS_PER_SLOT_MS_TX, SSP_SUPPLY, Params
 from chain.producer import start_watermark
 from edge.client import ApiClient, ApiError
 from edge import node_home
@@ -95,7 +95,9 @@ def create(directory, nodes, slot_ms=1000, chain_id=None, producers=None, params
 def _genesis(chain_id, keys, agents, faucet, slot_ms, producers, overrides):
     """Owners stake the minimum and hold 1,000 SSP; producer keys hold 10 SSP for the fees of
     what the node sends itself (evidence)."""
-    params = Params(**{"slot_ms": slot_ms, "producers_per_round": producers,
+    gas = {"max_gas_per_tx": min(Params().max_gas_per_tx, slot_ms * GAS_PER_SLOT_MS_TX),
+           "max_block_gas": min(Params().max_block_gas, slot_ms * GAS_PER_SLOT_MS_BLOCK)}
+    params = Params(**{"slot_ms": slot_ms, "producers_per_round": producers, **gas,
                        "max_block_txs": 3000, **overrides})
     if params.problems():
         raise TestnetError("; ".join(params.problems()))

@@ -23,7 +23,7 @@ cp "$UNPACKED"/usr/lib/raspi-firmware/bootcode.bin "$UNPACKED"/usr/lib/raspi-fir
    "$UNPACKED"/usr/lib/raspi-firmware/start*.elf "$FW/"
 cp "$UNPACKED/usr/lib/u-boot/rpi_arm64/u-boot.bin" "$FW/u-boot.bin"
 KVER=$(ls "$ROOT/lib/modules" | sort -V | tail -n 1)
-cp "$ROOT"/usr/lib/linux-image-"$KVER"/broadcom/bcm27*.dtb "$FW/"
+cp "$ROOT"/usr/lib/linux-image-"$KVER"/broadcom/bcm*-rpi-*.dtb "$FW/"
 cp "$HERE/files/boot/config.txt" "$FW/config.txt"
 mkimage -A arm64 -O linux -T script -C none -n "SmartShare Edge A/B boot" \
     -d "$HERE/files/boot/boot.cmd" "$FW/boot.scr" >/dev/null

@@ -20,6 +20,10 @@ IMAGE=$OUT/smartshare-edge-arm64.img
 STAGE=$(mktemp -d)
 trap 'rm -rf "$STAGE"' EXIT
 mkdir -p "$OUT"
+if awk -v dir="$(realpath "$ROOT")/" 'index($2, dir) == 1 {found = 1} END {exit !found}' /proc/mounts; then
+    echo "mkimage.sh: something is mounted under $ROOT (a chroot's /proc?): umount it first" >&2
+    exit 1
+fi
 
 echo "mkimage.sh: fstab"
 cat > "$ROOT/etc/fstab" <<FSTAB

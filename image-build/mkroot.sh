@@ -68,4 +68,9 @@ hooks+=(
 started=$(date +%s)
 mmdebstrap --mode=root --arch="$ARCH" --variant=minbase --components=main,non-free-firmware \
     --include="$PACKAGES" "${hooks[@]}" bookworm "$DIR" "$MIRROR"
+# mmdebstrap unmounts the chroot's /proc, /sys and /dev, but a copy of such a mount in another
+# mount namespace (a container started meanwhile, e.g. systemd-nspawn) makes umount fail with
+# "target is busy" and leaves it mounted, and mkfs.ext4 -d would then copy /proc: detach them.
+awk -v dir="$(realpath "$DIR")/" 'index($2, dir) == 1 {print $2}' /proc/mounts | sort -r |
+    while read -r mnt; do umount --lazy "$mnt"; done
 echo "mkroot.sh: $DIR ($ARCH$([ "$FAST" = 1 ] && echo ', fast')) in $(( $(date +%s) - started )) s"

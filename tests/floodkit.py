@@ -6,6 +6,9 @@ its figures):
     python -m tests.floodkit --target 127.0.0.1:PORT --source 127.0.0.2 --mode garbage \\
         --seconds 15 --rate 500 --chain-id ID --genesis HEX
 
+``--target`` may be given several times (connections go round-robin), and ``--sources N`` spreads
+them over N consecutive source addresses from ``--source`` (a distributed flood).
+
 Modes: ``garbage`` (random bytes, a bad magic, an oversize length, a valid hello1 with a forged
 auth, in turn), ``hello`` (a valid hello1, then hang up once answered), ``slow`` (a valid hello1,
 then silence until the node gives up), ``sybil``
@@ -17,6 +20,7 @@ attempts, how many got at least one byte back, completed handshakes, most links 
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import os
 import signal
@@ -38,15 +42,19 @@ class Flood:
 
     def __init__(self, args):
         self.args = args
-        host, _, port = args.target.rpartition(":")
-        self.host, self.port = host, int(port)
+        self.targets = [(t.rpartition(":")[0], int(t.rpartition(":")[2])) for t in args.target]
+        first = ipaddress.ip_address(args.source)
+        self.sources = [str(first + i) for i in range(args.sources)]
         self.genesis = bytes.fromhex(args.genesis)
         self.attempts = self.answered = self.handshakes = self.connect_errors = 0
         self.held = self.max_held = 0
 
     async def connect(self):
+        i = self.attempts
+        host, port = self.targets[i % len(self.targets)]
+        source = self.sources[i // len(self.targets) % len(self.sources)]
         return await asyncio.wait_for(asyncio.open_connection(
-            self.host, self.port, local_addr=(self.args.source, 0)), CONNECT_TIMEOUT)
+            host, port, local_addr=(source, 0)), CONNECT_TIMEOUT)
 
     def hello1(self):
         kx = bindings.crypto_kx_keypair()[0]
@@ -114,7 +122,8 @@ class Flood:
         args = self.args
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        deadline = time.monotonic() + args.seconds
+        started = time.monotonic()
+        deadline = started + args.seconds
         tasks = set()
         interval = 1 / args.rate
         i = 0
@@ -141,15 +150,19 @@ class Flood:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        return {"mode": args.mode, "source": args.source, "attempts": self.attempts,
+        return {"mode": args.mode, "source": args.source, "sources": args.sources,
+                "seconds": round(time.monotonic() - started, 2), "attempts": self.attempts,
                 "answered": self.answered, "handshakes": self.handshakes,
                 "max_held": self.max_held, "connect_errors": self.connect_errors}
 
 
 def parse(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--target", required=True, help="host:port of the node's p2p listener")
+    parser.add_argument("--target", required=True, action="append",
+                        help="host:port of a node's p2p listener (repeat for several)")
     parser.add_argument("--source", default="127.0.0.2", help="local address to connect from")
+    parser.add_argument("--sources", type=int, default=1,
+                        help="use this many consecutive source addresses from --source")
     parser.add_argument("--mode", choices=("garbage", "hello", "slow", "sybil"), default="garbage")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rate", type=float, default=500, help="new connections per second")

@@ -11,7 +11,7 @@ from nacl.signing import SigningKey
 from edge.config import load
 from edge.mqtt import pinning
 from edge.mqtt.broker import PROVISION_USER
-from edge.mqtt.certs import ca_fingerprint
+from edge.mqtt.certs import CA_CERT, ca_fingerprint, tls_path
 from edge.mqtt.frames import sign_frame
 from edge.mqtt.provision import join_request, open_credentials
 from edge.mqtt.topics import (CA_TOPIC, credentials_topic, device_id_of, device_topic,
@@ -127,4 +127,44 @@ def test_onboard_publish_revoke(node_factory):
     assert revoked["status"] == "revoked"
     wait_for("the revoked device to be cut off", lambda: not own.is_connected())
     device.close()
+    assert node.alive
+
+
+def test_one_command_approves_every_pending_device(node_factory):
+    """8 devices (the most one source may have waiting) join at once; ``device approve
+    --pending`` lets them all in with one broker reload and each gets its own sealed
+    credentials. Naming an approved device approves nothing."""
+    home = node_factory.home("gateway", mqtt_port=free_ports(1)[0])
+    node = node_factory.node(home)
+    config = load(home.path)
+    with open(tls_path(home.path, CA_CERT)) as f:
+        context = pinning.client_context(f.read())
+    fleet = [Device(config.mqtt_tls_port, config) for _ in range(8)]
+    try:
+        for device in fleet:
+            client = device.connect(PROVISION_USER, config.mqtt_provision_password, context,
+                                    client_id=device.id.hex())
+            client.subscribe(credentials_topic(device.id), qos=1)
+            client.publish(provision_topic(device.id),
+                           join_request(bytes(device.key.verify_key), "router", "r-1"), qos=1)
+        wait_for("8 pending devices", lambda: sum(
+            d["status"] == "pending"
+            for d in home.cli("device", "list", "--json", check=True).json()["devices"]) == 8)
+        done = home.cli("device", "approve", "--pending", "--json", check=True).json()
+        assert sorted(r["id"] for r in done["approved"]) == sorted(d.id.hex() for d in fleet)
+        for device in fleet:
+            sealed = wait_for("sealed credentials", lambda d=device: [
+                p for t, p in d.messages if t == credentials_topic(d.id) and p])
+            assert open_credentials(device.key, sealed[0])["username"] == device.id.hex()
+        again = home.cli("device", "approve", fleet[0].id.hex(), fleet[1].id.hex())
+        assert again.returncode != 0 and "already approved" in again.stderr
+        neither = home.cli("device", "approve")
+        assert neither.returncode != 0 and "--pending" in neither.stderr
+        status = home.client().get("/v1/status")
+        assert status["disk"]["data_bytes"] > 0 and status["disk"]["free_bytes"] > 0
+        bridge = home.client().get("/v1/devices")["bridge"]
+        assert bridge["disk_low"] == 0 and bridge["provision_rejected"] == 0
+    finally:
+        for device in fleet:
+            device.close()
     assert node.alive

@@ -196,7 +196,7 @@ def test_a_block_costs_the_same_for_two_voters_or_two_thousand(tmp_path):
 def _executed(writer, block):
     """The state keys a block changes."""
     from chain.execute import execute_block
-    view = writer.view([])
+    view = writer.view()
     execute_block(view, block, writer.head, writer.ledger.params, writer.ledger.chain_id)
     return view.changes
 

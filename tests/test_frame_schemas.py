@@ -61,12 +61,23 @@ class Device:
 
 @pytest.mark.parametrize("kind", sim_kinds.KINDS)
 def test_simulated_payloads_follow_their_schema_for_thousands_of_frames(rules, kind):
+    """Ambient frames, and commanded sessions (started, challenged, stopped) between them."""
     device = Device(rules, kind)
     b = sim_kinds.behaviour(kind, random.Random(11), b"s" * 16)
     assert device.send("hello", b.hello()) is None
-    for seq in range(2, 2500):
-        frame_kind, payload = b.tick(seq)
-        assert device.send(frame_kind, payload) is None, (seq, frame_kind, payload)
+    task = "ab" * 64 if kind == "storage" else "cd" * 32
+    for tick in range(2500):
+        ref = f"{tick // 100:016x}"
+        if tick % 100 == 10:
+            b.command({"cmd": "start", "ref": ref, "task": task, "quantity": 30})
+        if tick % 100 == 40:
+            b.command({"cmd": "challenge", "ref": ref, "challenge": "ee" * 32})
+        if tick % 100 == 80:
+            b.command({"cmd": "stop", "ref": ref})
+        while (frame := b.serve(device.seq + 1)) is not None:
+            assert device.send(*frame) is None, frame
+        frame_kind, payload = b.tick(device.seq + 1)
+        assert device.send(frame_kind, payload) is None, (device.seq, frame_kind, payload)
 
 
 @pytest.mark.parametrize("kind, frame_kind, doc, code", [

@@ -110,6 +110,16 @@ def mutated(**changes):
     (mutated(params__evidence_window=50), "unbonding_blocks must be at least"),
     (mutated(agents=[]), "at least one agent"),
     (mutated(decimals=9), "decimals"),
+    (mutated(vm=None), "genesis field 'vm'"),
+    (mutated(vm={"lua": "5.4.8", "lupa": "2.8"}), "genesis field 'vm'"),
+    (mutated(vm__lua="é" * 9), "version texts"),
+    (mutated(vm__lupa="2.8\n"), "version texts"),
+    (mutated(vm__gas_schedule=True), "gas_schedule"),
+    (mutated(vm__gas_schedule=1 << 32), "gas_schedule"),
+    (mutated(params__max_block_bytes=1000), "max_block_bytes"),
+    (mutated(params__max_block_gas=10), "max_gas_per_tx must be positive and at most"),
+    (mutated(params__max_gas_per_tx=2 * 10**9, params__max_block_gas=2 * 10**9),
+     "quarter slot"),
 ])
 def test_genesis_errors(doc, message):
     with pytest.raises(GenesisError, match=message):

@@ -5,10 +5,12 @@ import pytest
 from chain.block import Block, receipts_root, tx_root
 from chain.errors import BlockRejected
 from chain.keys import KeyPair
-from chain.ledger import Ledger, LedgerError
+from chain.ledger import Ledger, LedgerError, RecentHashes
 from chain.state.proof import verify_proof
 from chain.state.records import account_key
+from chain.state.smt import VersionPruned
 from chain.tx import Transfer
+from chain.writer import PRUNE_BATCH
 from tests.chainkit import COIN, TOTAL, TestChain, make_genesis
 
 
@@ -135,11 +137,52 @@ def test_map_grows_on_demand(tmp_path):
     assert chain.supply() == TOTAL
 
 
-def test_pruning_keeps_recent_versions(tmp_path):
+def test_pruning_keeps_recent_versions_and_drops_old_ones_in_batches(tmp_path):
     chain = TestChain(tmp_path, prune_depth=3)
     a, b = chain.keys[:2]
-    for _ in range(8):
-        chain.block([chain.tx(a, Transfer(b.address, COIN))])
+    seen = set()
+    for height in range(1, PRUNE_BATCH + 10):
+        chain.block([chain.tx(a, Transfer(b.address, COIN))] if height % 10 == 0 else [])
+        with chain.store.read() as txn:
+            oldest, newest = chain.ledger.smt.versions(txn)
+            undo_heights = {h for h in range(newest + 1)
+                            if chain.ledger.blocks.undo_at(txn, h) is not None}
+        seen.add(oldest)
+        assert newest == height
+        # Versions go in batches: never more than a batch beyond the depth kept.
+        assert newest - 3 - PRUNE_BATCH <= oldest <= max(0, newest - 3)
+        assert undo_heights == set(range(max(oldest, 1), newest + 1))
+    assert len(seen) == 2  # one batch ran
     with chain.store.read() as txn:
-        oldest, newest = chain.ledger.smt.versions(txn)
-    assert newest == 8 and oldest == 5
+        with pytest.raises(VersionPruned):
+            chain.ledger.smt.root_hash(txn, oldest - 1)
+    # A proof of a pruned height answers with the head; kept ones and every block stay readable.
+    value, proof, header = chain.ledger.state_proof(account_key(b.address), 1)
+    assert header == chain.ledger.head
+    assert verify_proof(header.state_root, account_key(b.address), value, proof)
+    for h in range(newest + 1):
+        assert Block.decode(chain.ledger.block_bytes_at(h)).height == h
+    chain.reopen()
+    assert chain.ledger.head.height == newest and chain.supply() == TOTAL
+
+
+def test_an_older_storage_layout_is_refused(chain):
+    chain.store.write(lambda txn: txn.delete(b"layout", db=chain.store.db("meta")))
+    with pytest.raises(LedgerError, match="older version.*move that folder aside"):
+        Ledger(chain.store, chain.genesis)
+
+
+def test_blocks_by_height_always_and_by_hash_while_recent(tmp_path, monkeypatch):
+    monkeypatch.setattr(RecentHashes, "LIMIT", 4)
+    chain = TestChain(tmp_path)
+    made = [chain.block() for _ in range(8)]
+    ledger = chain.ledger
+    old, recent = made[0], made[-1]
+    assert ledger.block(recent.hash).encode() == recent.encode()
+    assert ledger.header_bytes(recent.hash) == recent.header.encode()
+    assert ledger.receipts(recent.hash) == []
+    assert ledger.block(old.hash) is None and ledger.height_of(old.hash) is None
+    assert ledger.block_bytes_at(old.height) == old.encode()
+    assert ledger.block_hash_at(old.height) == old.hash  # a lookup by height makes it known
+    assert ledger.block(old.hash).encode() == old.encode()
+    assert ledger.add_block(old).status == "known"

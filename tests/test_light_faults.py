@@ -177,12 +177,16 @@ def test_a_stale_chain_announced_as_the_head_bans_the_peer(tmp_path):
         liar = await FullPeer(stale, clock, host=LIAR_HOST).start()
         liar.network.manager.hello = lambda: Hello(10_000, stale.ledger.head.hash, 0,
                                                    liar.network.port)
+
+        async def refuse(peer, raw, relay=True):
+            return False  # the liar stays stale even when peer exchange links it to honest
+        liar.network._take_block = refuse
         light = await Light(tmp_path / "light", chain.genesis, clock,
                             [liar.address, honest.address]).start()
         try:
             honest.produce(4 * 3)
             await banned_and_following(light, honest, liar, chain)
-            assert light.sync.manager.penalties["stale"]
+            assert light.sync.manager.penalties["stale"], "\n".join(light.lines)
         finally:
             await close_all(light, honest, liar)
     run(scenario())

@@ -68,11 +68,11 @@ def test_a_light_node_follows_reads_sends_and_resumes(tmp_path, net):
     status = wait("the light node at the head with a LIB", lambda: (
         (s := light.status())["height"] >= full.get("/v1/status")["height"] - 1
         and s["lib_height"] > 0 and s), logs=logs)
-    assert status["role"] == "light" and status["lag"] <= 1 and status["peers"] == 2
+    assert status["role"] == "light" and status["lag"] <= 1 and status["peers"] >= 2
     text = home.cli("status").stdout
     assert "light" in text and "lib" in text
     synced = home.cli("sync", "--json", check=True).json()
-    assert synced["role"] == "light" and synced["lag"] == 0 and synced["peers"] == 2
+    assert synced["role"] == "light" and synced["lag"] == 0 and synced["peers"] >= 2
 
     # funds from the faucet, then its balance read with a proof at its LIB
     wallet = home.info["wallet_address"]

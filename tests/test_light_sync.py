@@ -124,9 +124,9 @@ def test_a_light_node_becomes_a_full_node_from_a_verified_snapshot(tmp_path):
             await honest.stop()
             await liar.stop()
 
-    chain, (header, block, items) = run(scenario())
+    chain, (header, block, receipts, items) = run(scenario())
     store = Store(str(tmp_path / "promoted"))
-    install(store, chain.genesis, block, items)
+    install(store, chain.genesis, block, receipts, items)
     ledger = Ledger(store, chain.genesis)
     assert (ledger.head.hash, ledger.lib_height) == (header.hash, header.height)
     for height in range(header.height + 1, chain.ledger.head.height + 1):
@@ -137,7 +137,7 @@ def test_a_light_node_becomes_a_full_node_from_a_verified_snapshot(tmp_path):
     key = next(iter(altered))
     altered[key] += b"\x00"
     with pytest.raises(LightError):
-        install(Store(str(tmp_path / "other")), chain.genesis, block, altered)
+        install(Store(str(tmp_path / "other")), chain.genesis, block, receipts, altered)
 
 
 def test_a_configured_checkpoint_is_used_and_a_too_old_one_refused(tmp_path):

@@ -14,6 +14,8 @@ from edge.mqtt import ingest
 from edge.mqtt.bridge import BridgeMetrics
 from edge.mqtt.frames import Frame, frame_message
 from edge.mqtt.provision import join_request
+from edge.mqtt.retention import MB, Retention
+from edge.mqtt.sequence import Position
 from edge.mqtt.topics import reply_topic
 from tests.mqttkit import CHAIN_ID, TestDevice, connect, wait_for
 
@@ -233,6 +235,50 @@ def test_a_flooding_device_does_not_starve_the_others(world):
         assert 1 <= codes.count(code) <= elapsed / 1.0 + 2
 
 
+def test_a_client_that_stops_reading_costs_the_broker_a_bounded_amount(world):
+    """Home Assistant's account subscribes and then never reads its socket while the node
+    publishes about 100 MiB of the largest messages the broker takes to it: Mosquitto keeps at
+    most its queue and in-flight limits for that client (dropping the rest, and saying so in its
+    log), and goes on serving the others."""
+    import paho.mqtt.client as mqtt
+    from edge.mqtt.broker import (BRIDGE_USER, HOME_ASSISTANT_USER, MAX_INFLIGHT_BYTES,
+                                  MAX_QUEUED_BYTES)
+    device = world.add_device()
+    stalled = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="stalled-reader")
+    stalled.username_pw_set(HOME_ASSISTANT_USER, world.home_assistant_password)
+    subscribed = []
+    stalled.on_connect = lambda *a: stalled.subscribe("homeassistant/#", qos=1)
+    stalled.on_subscribe = lambda *a: subscribed.append(True)
+    stalled.connect("127.0.0.1", world.port)
+    try:
+        wait_for("the subscription", lambda: stalled.loop(0.05) or subscribed, 10)
+        before = _rss_bytes(world.broker.process.pid)
+        node = connect(world.port, BRIDGE_USER, world.bridge_password, "node", inflight=100)
+        size, count = 65_000, 1600
+        sent = [node.publish("homeassistant/sensor/x/config", i.to_bytes(4, "big") +
+                             bytes(size - 4), qos=1) for i in range(count)]
+        for info in sent:
+            info.wait_for_publish(30)
+        node.disconnect()
+        node.loop_stop()
+        grown = _rss_bytes(world.broker.process.pid) - before
+        # Queued bodies, in-flight packets and the broker's own copies: about 30 MiB measured.
+        assert grown < 2 * MAX_QUEUED_BYTES + MAX_INFLIGHT_BYTES + (8 << 20), grown >> 20
+        log = open(world.broker.path("mosquitto.log")).read()
+        assert "Outgoing messages are being dropped for client stalled-reader" in log
+        world.start_bridge()
+        client = device.connect()
+        client.publish(device.topic("meter"), device.frame("meter", 1, {"n": 1}), qos=1)
+        wait_for("the device's frame", lambda: world.stored(device))
+    finally:
+        stalled.socket().close()
+
+
+def _rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) << 10 for line in f if line.startswith("VmRSS:"))
+
+
 def test_frames_published_while_the_bridge_is_down_arrive_later(world):
     device = world.add_device()
     bridge = world.start_bridge(client_id="durable")
@@ -346,6 +392,37 @@ def test_reload_reaches_a_broker_started_by_systemd(tmp_path):
         service.wait(10)
 
 
+def test_reload_returns_once_the_broker_reads_the_new_files(world):
+    """A SIGHUP only sets a flag Mosquitto looks at between two rounds of its event loop (and
+    one arriving while it reloads is dropped): ``reload`` returns only once the broker has
+    begun a reload after the files were written, so a device approved just before logs in at
+    its first try. Here the broker is frozen (SIGSTOP) while the reload is asked for."""
+    import signal
+    device = TestDevice(world, "sensor")
+    world.registry.request(device.pubkey, {"kind": "sensor"})
+    _, device.password = world.registry.approve(device.id)
+    world.devices.append(device)
+    world.broker.write_config({device.id.hex(): device.password})
+    pid = world.broker.process.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        reload = threading.Thread(target=world.broker.reload)
+        reload.start()
+        wait_for("the SIGHUP pending", lambda: _pending_signals(pid) >> (signal.SIGHUP - 1) & 1)
+        reload.join(1)   # beyond RELOAD_RESEND_S: the SIGHUP is sent again, still pending
+        assert reload.is_alive(), "reload returned while the broker could not have reloaded"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    reload.join(15)
+    assert not reload.is_alive()
+    device.connect()   # at once: raises ConnectionRefusedError when the broker says no
+
+
+def _pending_signals(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1], 16) for line in f if line.startswith("ShdPnd:"))
+
+
 def _try_connect(port):
     try:
         return connect(port, "0011223344556677", "device-pw", "late")
@@ -452,3 +529,140 @@ def test_after_a_broker_crash_the_bridge_is_subscribed_before_devices_publish(wo
     world.start_bridge(client_id="durable")
     wait_for("the frame published while no bridge was connected",
              lambda: world.stored(device) == {1: frame})
+
+
+# -- the write budget: batches by time and count, one verifier, the frame log ---------------------
+
+def test_a_batch_is_finished_when_full_and_the_rest_waits_for_its_time(world):
+    """``batch_size`` messages make a commit at once; fewer wait for ``commit_ms`` (here longer
+    than the test), and stopping the bridge finishes them."""
+    device = world.add_device()
+    bridge = world.start_bridge(batch_size=10, commit_ms=600_000)
+    client = device.connect()
+    frames = [device.frame("meter", seq, {"n": seq}) for seq in range(1, 26)]
+    for frame in frames:
+        client.publish(device.topic("meter"), frame, qos=1)
+    wait_for("two full batches", lambda: len(world.stored(device)) == 20)
+    assert bridge.stats()["commits"] == 2
+    wait_for("the last five queued", lambda: bridge.stats()["queued"] == 0)
+    assert len(world.stored(device)) == 20
+    world.stop_bridge(bridge)
+    assert world.stored(device) == dict(enumerate(frames, start=1))
+    assert bridge.stats()["commits"] == 3 and bridge.stats()["acknowledged"] == 25
+
+
+def test_one_verifier_thread_serves_every_batch(world):
+    devices = world.add_devices(4)
+    bridge = world.start_bridge(commit_ms=5)
+    clients = [d.connect() for d in devices]
+    for seq in range(1, 31):
+        for device, client in zip(devices, clients):
+            client.publish(device.topic("meter"), device.frame("meter", seq, {"n": seq}), qos=1)
+    wait_for("all frames", lambda: all(len(world.stored(d)) == 30 for d in devices))
+    names = [t.name for t in threading.enumerate()]
+    assert names.count("frame-verifier") == 1
+    assert bridge.stats()["verify_batches"] > 1
+    world.stop_bridge(bridge)
+    assert "frame-verifier" not in [t.name for t in threading.enumerate()]
+
+
+def test_frames_are_numbered_in_arrival_order_and_found_by_device(world):
+    a, b = world.add_device(), world.add_device()
+    world.start_bridge(commit_ms=5)
+    ca, cb = a.connect(), b.connect()
+    for seq in range(1, 6):
+        ca.publish(a.topic("meter"), a.frame("meter", seq, {"n": seq}), qos=1).wait_for_publish(5)
+        cb.publish(b.topic("meter"), b.frame("meter", seq, {"n": seq}), qos=1).wait_for_publish(5)
+    wait_for("both stored", lambda: len(world.stored(a)) == len(world.stored(b)) == 5)
+    with world.store.read() as txn:
+        log = [(int.from_bytes(k, "big"), Frame.decode(v[24:]).device_id)
+               for k, v in txn.cursor(db=world.registry.frames)]
+    assert [n for n, _ in log] == list(range(1, 11))          # appended, densely numbered
+    assert {d for _, d in log} == {a.id, b.id}
+    registry = world.registry
+    assert [seq for seq, _ in registry.frames_of(a.id, 3)] == [5, 4, 3]
+    assert [seq for seq, _ in registry.frames_after(b.id, 2)] == [3, 4, 5]
+    assert registry.last_seq(a.id) == 5 and registry.last_seq(b"\0" * 8) == 0
+
+
+def test_a_redelivery_too_far_back_to_compare_is_a_silent_duplicate(world, monkeypatch):
+    """Beyond DUPLICATE_WINDOW frames back, a validly signed frame at or below the mark counts
+    as a duplicate (its stored copy is not looked for); within it, other bytes are a replay."""
+    monkeypatch.setattr("edge.mqtt.bridge.DUPLICATE_WINDOW", 4)
+    device = world.add_device()
+    bridge = world.start_bridge(commit_ms=5)
+    client = device.connect()
+    frames = [device.frame("meter", seq, {"n": seq}) for seq in range(1, 11)]
+    for frame in frames:
+        client.publish(device.topic("meter"), frame, qos=1)
+    wait_for("10 frames", lambda: len(world.stored(device)) == 10)
+    client.publish(device.topic("meter"), frames[0], qos=1)                       # far back
+    client.publish(device.topic("meter"), device.frame("meter", 2, {"n": 0}), qos=1)  # far back
+    client.publish(device.topic("meter"), device.frame("meter", 9, {"n": 0}), qos=1)  # near
+    client.publish(device.topic("meter"), frames[9], qos=1)                       # near, same
+    wait_for("the replay reply", device.replies)
+    wait_for("every message", lambda: bridge.stats()["acknowledged"] == 14)
+    assert [(r["code"], r["seq"]) for r in device.replies()] == [("replayed", 9)]
+    assert bridge.stats()["duplicates"] == 3
+    assert world.stored(device) == dict(enumerate(frames, start=1))
+
+
+# -- retention and the free-space watermark (docs §15.7) -------------------------------------------
+
+def test_commits_prune_the_oldest_frames_beyond_the_budget_and_keep_positions(world):
+    """A budget of three pages: each commit deletes the oldest frames beyond it (in the same
+    transaction), the newest stay, and an old frame sent again is a silent duplicate."""
+    device = world.add_device()
+    page = os.sysconf("SC_PAGE_SIZE")
+    retention = Retention(world.store.path, budget_mb=3 * page / MB, min_free_mb=0)
+    bridge = world.start_bridge(commit_ms=5, retention=retention)
+    client = device.connect()
+    frames = [device.frame("meter", seq, {"n": seq}) for seq in range(1, 201)]
+    for frame in frames:
+        client.publish(device.topic("meter"), frame, qos=1).wait_for_publish(5)
+    wait_for("200 frames taken", lambda: bridge.stats()["acknowledged"] == 200)
+    kept = world.stored(device)
+    assert 0 < len(kept) < 200 and bridge.stats()["pruned"] == 200 - len(kept)
+    assert sorted(kept) == list(range(201 - len(kept), 201))      # the newest, in order
+    assert all(kept[seq] == frames[seq - 1] for seq in kept)
+    with world.store.read() as txn:
+        assert world.registry.frames_bytes(txn) <= 5 * page
+        assert world.registry.position(txn, device.id).mark == 200
+    client.publish(device.topic("meter"), frames[0], qos=1)       # pruned: a duplicate
+    wait_for("the redelivery", lambda: bridge.stats()["acknowledged"] == 201)
+    assert bridge.stats()["duplicates"] == 1 and not device.replies()
+
+
+def test_prune_frames_deletes_by_age_oldest_first_within_its_limit(world):
+    device = world.add_device()
+    raw = [device.frame("meter", seq, {"n": seq}) for seq in range(1, 11)]
+    positions = {device.id: Position(10, 1)}
+    for seq in range(1, 11):   # arrivals 1000, 2000, ... 10000 ms
+        world.store.write(lambda txn, s=seq: world.registry.store_frames(
+            txn, [(device.id, s, raw[s - 1])], positions, now_ms=1000 * s))
+    big = 1 << 40
+    prune = world.registry.prune_frames
+    assert world.store.write(lambda txn: prune(txn, 4500, big, 2)) == 2       # the limit
+    assert world.store.write(lambda txn: prune(txn, 4500, big, 100)) == 2     # 3 and 4
+    assert world.store.write(lambda txn: prune(txn, 4500, big, 100)) == 0
+    assert list(world.stored(device)) == [10, 9, 8, 7, 6, 5]
+    assert world.store.write(lambda txn: prune(txn, 0, 0, 100)) == 6          # over budget
+    assert world.stored(device) == {}
+
+
+def test_under_the_watermark_nothing_is_written_or_acknowledged_until_space_returns(world):
+    device = world.add_device()
+    retention = Retention(world.store.path, min_free_mb=1 << 40)   # more than any disk has
+    bridge = world.start_bridge(commit_ms=5, retention=retention)
+    client = device.connect()
+    frames = [device.frame("meter", seq, {"n": seq}) for seq in range(1, 4)]
+    for frame in frames:
+        client.publish(device.topic("meter"), frame, qos=1)
+    wait_for("a commit held back", lambda: bridge.stats()["disk_low"] >= 1)
+    assert world.stored(device) == {} and bridge.stats()["acknowledged"] == 0
+    assert 0 < bridge.stats()["disk_free_bytes"] < retention.min_free_bytes
+    retention.min_free_bytes = 0                                       # space freed
+    wait_for("the frames stored", lambda: world.stored(device) == dict(
+        enumerate(frames, start=1)))
+    wait_for("acknowledged", lambda: bridge.stats()["acknowledged"] == 3)
+    assert not device.replies()

@@ -16,8 +16,11 @@ import time
 import pytest
 
 from chain.block import Block, Header
+from chain.genesis import Genesis
 from chain.keys import KeyPair
-from chain.p2p import BlockMsg, HandshakeError, Ping, open_connection
+from chain.p2p import (BlockMsg, ConnectionClosed, HandshakeError, Ping, Pong, Txs,
+                       open_connection)
+from chain.tx import Transfer, Tx
 from edge import testnet
 from edge.client import ApiClient, ApiError
 from edge.config import load
@@ -90,14 +93,15 @@ class Net:
 def make_net(tmp_path):
     started = []
 
-    def make(nodes=4, producers=None, configure=None, params=None):
+    def make(nodes=4, producers=None, configure=None, params=None, start=True):
         directory = str(tmp_path / f"net{len(started)}")
         manifest = testnet.create(directory, nodes, slot_ms=SLOT_MS, producers=producers,
                                   params=params)
         started.append(directory)
         if configure:
             configure(manifest)
-        testnet.start(directory)
+        if start:
+            testnet.start(directory)
         return Net(directory, manifest)
 
     yield make
@@ -378,6 +382,57 @@ def test_garbage_peer_is_banned_honest_peers_unaffected(make_net):
     height = net.status(0)["height"]
     net.wait_height(height + 3)
     assert all(net.status(i)["peers"] == 2 for i in range(3))
+    relay_failing_transactions(net, 1, chain_id, genesis_hash)
+
+
+def relay_failing_transactions(net, i, chain_id, genesis_hash):
+    """A peer relays transactions that fail admission: nonce races cost it nothing, failures
+    against the state 1 point each, transactions no honest node relays (a bad signature) 10 each,
+    until its key is banned."""
+    params = Genesis.load(os.path.join(net.nodes[i]["home"], "genesis.json")).params
+    to = KeyPair.generate().address
+
+    def transfer(key, nonce, signature=None):
+        payload = Transfer(to, 1)
+        fee = params.min_fee_for(len(Tx(chain_id, key.pubkey, nonce, 0, payload).raw) + 4)
+        tx = Tx(chain_id, key.pubkey, nonce, fee, payload).signed_by(key)
+        return tx.raw if signature is None else Tx(chain_id, key.pubkey, nonce, fee, payload,
+                                                     signature).raw
+
+    relay = KeyPair.generate()
+    prefix = relay.pubkey.hex()
+
+    def score():
+        return next(p["score"] for p in net.clients[i].get("/v1/peers")["peers"]
+                    if p["pubkey"] == prefix)
+
+    async def scenario():
+        conn = await open_connection("127.0.0.1", net.nodes[i]["p2p_port"], relay, chain_id,
+                                     genesis_hash)
+        faucet = KeyPair.load(os.path.join(net.nodes[0]["home"], "wallets", "default.json"))
+        races = [transfer(faucet, 1000 + n) for n in range(20)]  # funded, nonce gap: bad_nonce
+        await conn.send(Txs(tuple(races)))
+        unfunded = [transfer(KeyPair.generate(), 0) for _ in range(30)]       # insufficient_balance
+        await conn.send(Txs(tuple(unfunded)))
+        await asyncio.to_thread(net.wait, "the failed transactions to cost 30 points",
+                                lambda: score() <= -29)
+        assert -30 <= score() <= -29                # the races were free
+        await conn.send(Ping(3))                    # still served
+        while not isinstance(await asyncio.wait_for(conn.recv(), 5), Pong):
+            pass
+        forged = [transfer(KeyPair.generate(), 0, os.urandom(64)) for _ in range(8)]
+        await conn.send(Txs(tuple(forged)))
+        with pytest.raises(ConnectionClosed):       # banned: the node hangs up
+            while True:
+                await asyncio.wait_for(conn.recv(), 10)
+
+    asyncio.run(scenario())
+    penalties = metric(net, i, "smartshare_p2p_penalties_total")
+    assert penalties['{reason="failed_tx"}'] >= 1 and penalties['{reason="invalid_tx"}'] >= 1
+    with open(os.path.join(net.nodes[i]["home"], "node.log")) as f:
+        lines = [line for line in f if prefix[:12] in line]
+    assert any("invalid_tx" in line and "bad_signature" in line for line in lines), lines
+    assert any("banned" in line for line in lines), lines
 
 
 def metric(net, i, name):
@@ -525,3 +580,42 @@ def test_a_wiped_producer_waits_out_the_window_and_never_double_votes(make_net):
 def evidence_window(net):
     with open(os.path.join(net.nodes[0]["home"], "genesis.json")) as f:
         return json.load(f)["params"].get("evidence_window", 20)
+
+
+def set_seeds(entry, seeds):
+    config = load(entry["home"])
+    config.seeds = seeds
+    config.save()
+
+
+def test_peer_exchange_finds_a_node_no_seed_named(make_net):
+    """A and B seed each other, C seeds A, D seeds A: no seed names C or D. A learns C's
+    address from C's Hello and proves it by dialling; D, started later, hears it from A and
+    connects to C. Restarted without any seed, D dials the peers of its address book (LMDB)."""
+    net = make_net(start=False)
+    a, b, c, d = net.nodes
+    address = {n["name"]: f"127.0.0.1:{n['p2p_port']}" for n in net.nodes}
+    for node, seeds in ((a, [b]), (b, [a]), (c, [a]), (d, [a])):
+        set_seeds(node, [address[s["name"]] for s in seeds])
+    for node in (a, b, c):
+        testnet.start_node(node)
+    testnet.wait_ready({"nodes": [a, b, c]})
+    net.wait("A to prove C's address", lambda: address["node2"] in
+             net.clients[0].get("/v1/peers")["address_book"]["shared"])
+    testnet.start_node(d)
+    testnet.wait_ready({"nodes": [d]})
+
+    def peers_of(i):
+        return {p["pubkey"]: p for p in net.clients[i].get("/v1/peers")["peers"]}
+    net.wait("D to connect to C and B", lambda: {c["pubkey"], b["pubkey"]} <= set(peers_of(3)))
+    book = net.clients[3].get("/v1/peers")["address_book"]
+    assert {address["node1"], address["node2"]} <= set(book["shared"]), book
+    net.wait_height(net.status(0)["height"] + 2)
+
+    os.kill(testnet.node_pid(d), signal.SIGTERM)         # a clean stop writes the book
+    net.wait("D to stop", lambda: testnet.node_pid(d) is None)
+    set_seeds(d, [])
+    testnet.start_node(d)
+    testnet.wait_ready({"nodes": [d]})
+    net.wait("D to dial peers from its address book", lambda: sum(
+        p["initiator"] for p in peers_of(3).values()) >= 2, timeout=lib_deadline())

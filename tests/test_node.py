@@ -84,3 +84,31 @@ def test_a_secret_file_open_to_others_stops_the_start(home, name):
     with pytest.raises((SecretFileError, KeyFileError), match=r"chmod 600") as raised:
         open_node(home)
     assert name in str(raised.value)
+
+
+def test_a_wiped_producer_counts_from_what_most_peers_say(home):
+    """The recovery window's start (docs/protocol.md §13) follows the majority of peers: a few
+    peers overstating their head or LIB neither stall a wiped producer nor shorten its wait."""
+    from types import SimpleNamespace
+    node = open_node(home)
+    node.produce(node.ledger.slot_at(node.ledger.genesis.genesis_time_ms) + 1)
+    schedule = node.ledger.schedule_for(node.ledger.head.slot + 1)
+
+    def peers(*pairs, seeds=("127.0.0.1:1",)):
+        node.network = SimpleNamespace(
+            peers={i: SimpleNamespace(head_height=h, lib_height=lib)
+                   for i, (h, lib) in enumerate(pairs)},
+            manager=SimpleNamespace(seeds=list(seeds)))
+
+    head, lib = node.ledger.head.height, node.ledger.lib_height
+    peers()
+    assert not node.caught_up(schedule), "seeds and no peer yet: not caught up"
+    peers(seeds=())
+    assert node.caught_up(schedule) and node.known_head_height() == head
+    peers((head, lib), (head, lib), (10**9, 10**9 - 1))      # one liar among three
+    assert node.caught_up(schedule) and node.known_head_height() == head
+    peers((head + 50, lib + 40), (head + 50, lib + 40), (head, lib))   # most are ahead
+    assert not node.caught_up(schedule) and node.known_head_height() == head + 50
+    stale = schedule._replace(start_slot=schedule.start_slot + 3 * len(schedule.producers))
+    peers(seeds=())
+    assert not node.caught_up(stale), "a head from rounds ago is not caught up"

@@ -3,6 +3,7 @@ pre-handshake limits, bans, the bounded log, and a real PeerManager on 127.0.0.x
 floods of garbage and of sybil keys."""
 
 import asyncio
+import ipaddress
 import json
 import os
 import re
@@ -11,7 +12,11 @@ import sys
 import pytest
 
 from chain.keys import KeyPair
-from chain.p2p import Hello, HandshakeError, Ping, Pong, open_connection
+from chain.p2p.addressbook import (GLOBAL_SCOPE, LOCAL_SCOPE, LOOPBACK_SCOPE, MAX_NEW,
+                                   MAX_NEW_PER_SOURCE, MAX_TRIED, NEW_FAILURES, TRIED_FAILURES,
+                                   AddressBook, format_address, parse_address, scope_of)
+from chain.store import Store
+from chain.p2p import Hello, HandshakeError, Peers, Ping, Pong, open_connection
 from chain.p2p.admission import (BANNED, BUSY, FAULT_BAN, SOURCE_BUSY, SOURCE_RATE, Admission,
                                  BanList, source_of)
 from chain.p2p.eventlog import BoundedLog
@@ -205,7 +210,8 @@ async def honest_link(node, key=None):
                                  CHAIN, GENESIS, timeout=3)
     assert isinstance(await conn.recv(), Hello)
     await conn.send(Ping(9))
-    assert await asyncio.wait_for(conn.recv(), 3) == Pong(9)
+    while (message := await asyncio.wait_for(conn.recv(), 3)) != Pong(9):
+        assert isinstance(message, Peers), message
     return conn
 
 
@@ -318,3 +324,111 @@ def test_p2p_limits_in_config_are_checked(tmp_path, p2p, message):
                                           "exempt_loopback = true\n")
     loaded = config.load(str(tmp_path))
     assert (loaded.max_outbound, loaded.max_peers, loaded.exempt_loopback) == (2, 24, True)
+
+
+# -- the address book ------------------------------------------------------------------------------
+
+class WallClock(Clock):
+    """Unix seconds, moved by hand."""
+
+
+def test_address_parsing_and_scopes():
+    assert parse_address("203.0.114.1:7100") == (ipaddress.ip_address("203.0.114.1"), 7100)
+    assert format_address(*parse_address("[2001:db8::1]:7100")) == "[2001:db8::1]:7100"
+    assert format_address("::ffff:203.0.114.1", 7) == "203.0.114.1:7"
+    for bad in ("example.com:7100", "203.0.114.1", "203.0.114.1:0", "203.0.114.1:65536",
+                "0.0.0.0:7100", "224.0.0.1:7100", "255.255.255.255:1", "203.0.114.1:+80",
+                "203.0.114.1:007100", ":7100", "[::]:7100", None, 7100):
+        assert parse_address(bad) is None, bad
+    assert scope_of("127.0.0.2") == LOOPBACK_SCOPE and scope_of("::1") == LOOPBACK_SCOPE
+    assert scope_of("192.168.1.9") == LOCAL_SCOPE and scope_of("fe80::1") == LOCAL_SCOPE
+    assert scope_of("8.8.8.8") == GLOBAL_SCOPE
+
+
+def test_book_learns_within_scope_and_per_source_share():
+    book = AddressBook(clock=WallClock())
+    assert book.learn("8.8.8.8:7100", "1.2.3.4", GLOBAL_SCOPE)
+    assert not book.learn("8.8.8.8:7100", "1.2.3.4", GLOBAL_SCOPE)       # known
+    assert not book.learn("127.0.0.1:7100", "1.2.3.4", GLOBAL_SCOPE)     # not from off host
+    assert not book.learn("192.168.1.9:7100", "1.2.3.4", GLOBAL_SCOPE)   # not from the internet
+    assert book.learn("192.168.1.9:7100", "192.168.1.2", LOCAL_SCOPE)
+    assert book.learn("127.0.0.1:7100", "127.0.0.1", LOOPBACK_SCOPE)
+    learned = sum(book.learn(f"9.9.{i // 250}.{i % 250 + 1}:7100", "6.6.6.6", GLOBAL_SCOPE)
+                  for i in range(500))
+    assert learned == MAX_NEW_PER_SOURCE                                   # one source's share
+    assert book.shareable() == []                                          # nothing proven yet
+
+
+def test_book_is_bounded_and_sheds_failing_entries():
+    clock = WallClock()
+    book = AddressBook(clock=clock)
+    for i in range(MAX_NEW + 100):
+        clock.now += 1
+        book.learn(f"8.{i // 250}.{i % 250}.1:7100", f"src{i // MAX_NEW_PER_SOURCE}",
+                   GLOBAL_SCOPE)
+    assert book.count(tried=False) == MAX_NEW
+    assert "8.0.0.1:7100" not in book                                      # the oldest went
+    for i in range(MAX_TRIED + 10):
+        clock.now += 1
+        book.succeeded(f"7.{i // 250}.{i % 250}.1:7100")
+    assert book.count(tried=True) == MAX_TRIED and "7.0.0.1:7100" not in book
+    new = book.candidates()[-1]
+    assert not book.entries[new].tried
+    for _ in range(NEW_FAILURES):
+        assert new in book.candidates()                                    # due again ...
+        book.failed(new)
+        clock.now += 3600                                                  # ... after waiting
+    assert new not in book
+    tried = "7.0.100.1:7100"
+    for _ in range(TRIED_FAILURES - 1):
+        book.failed(tried)
+    assert tried in book and tried not in book.shareable(limit=10_000)   # failing: not shared
+    assert tried not in book.candidates()                                  # backing off
+    book.succeeded(tried)
+    assert tried in book.shareable(limit=10_000)
+
+
+def test_book_survives_a_restart_in_lmdb(tmp_path):
+    clock = WallClock()
+    store = Store(str(tmp_path / "db"))
+    book = AddressBook(store, clock=clock)
+    book.succeeded("203.0.114.1:7100")
+    book.learn("203.0.114.2:7100", "203.0.114.1", GLOBAL_SCOPE)
+    book.learn("203.0.114.3:7100", "203.0.114.1", GLOBAL_SCOPE)
+    book.failed("203.0.114.3:7100")
+    book.flush()
+    book.forget("203.0.114.2:7100")
+    book.flush()
+    store.write(lambda txn: txn.put(b"not an address", b"\x00" * 40,  # not a record of ours
+                                    db=store.db("peers")))
+    store.close()
+    store = Store(str(tmp_path / "db"))
+    again = AddressBook(store, clock=clock)
+    assert set(again.entries) == {"203.0.114.1:7100", "203.0.114.3:7100"}
+    assert again.entries["203.0.114.1:7100"].tried
+    assert again.entries["203.0.114.3:7100"].failures == 1
+    assert again.shareable() == ["203.0.114.1:7100"]
+    again.flush()                                                          # drops the bad record
+    with store.read() as txn:
+        assert txn.get(b"not an address", db=store.db("peers")) is None
+    store.close()
+
+
+def test_peer_exchange_finds_a_node_no_seed_named():
+    """In-process: A and B seed each other, C seeds A, D seeds A. C is named by no seed: A
+    learns it from C's Hello, proves it by dialling, and tells D, which dials it."""
+    async def scenario():
+        limits = PeerLimits(exempt_loopback=True)
+        async with Node(limits) as a, Node(limits) as b, Node(limits) as c, Node(limits) as d:
+            a.manager.add_seed(b.address)
+            b.manager.add_seed(a.address)
+            c.manager.add_seed(a.address)
+            await wait_for(lambda: c.address in a.manager.book.shareable(LOOPBACK_SCOPE),
+                           "A to prove C's address")
+            d.manager.add_seed(a.address)
+            await wait_for(lambda: c.key.pubkey in d.manager.peers, "D to connect to C")
+            await wait_for(lambda: b.key.pubkey in d.manager.peers, "D to connect to B")
+            assert c.address not in d.manager.seeds
+            assert {c.address, b.address} <= set(d.manager.book.shareable(LOOPBACK_SCOPE))
+            assert all(len(n.manager.peers) == 3 for n in (a, b, c, d))
+    run(scenario())

@@ -22,7 +22,8 @@ from chain.p2p import (Txs, MESSAGE_CLASSES, BlockMsg, Blocks, ConnectionClosed,
                        Headers, Hello, Peers, Ping, Pong, ProofMsg, TxMsg, accept, decode_message,
                        encode_message, error_reason, open_connection)
 from chain.p2p import frames, messages
-from chain.p2p.frames import MAX_FRAME, MAX_PLAIN_FRAME, MAX_SEALED, plain_frame, read_frame
+from chain.p2p.frames import (MAX_FRAME, MAX_FRAME_CEILING, MAX_PLAIN_FRAME, MAX_SEALED, plain_frame,
+                              read_frame)
 from chain.p2p.handshake import auth_digest, check_hello1, encode_auth, encode_hello1
 
 CHAIN = "ss-test"
@@ -153,14 +154,17 @@ def test_strict_decoding(raw, field):
 
 def test_size_limits():
     biggest = BlockMsg(b"\x00" * messages.MAX_BLOCK)
-    assert len(biggest.encode()) <= MAX_FRAME and decode_message(biggest.encode()) == biggest
+    assert len(biggest.encode()) <= MAX_FRAME_CEILING
+    assert decode_message(biggest.encode(), MAX_FRAME_CEILING) == biggest
+    with pytest.raises(DecodeError, match="exceeds the limit"):   # a link's frame limit first
+        decode_message(biggest.encode(), MAX_FRAME)
     with pytest.raises(DecodeError, match="exceeds"):
         decode_message(b"\x52" + messages.encode_uvarint(messages.MAX_BLOCK + 1)
                        + bytes(messages.MAX_BLOCK + 1))
     with pytest.raises(DecodeError, match="exceeds the limit"):
         decode_message(b"\x54" + bytes(MAX_FRAME))              # a message larger than a frame
     for bad in (BlockMsg(bytes(messages.MAX_BLOCK + 1)), TxMsg(bytes(16 * 1024 + 1)),
-                Blocks((b"",) * 501), Blocks((bytes(2 * MiB), bytes(2 * MiB))),
+                Blocks((b"",) * 501), Blocks((bytes(9 * MiB), bytes(9 * MiB))),
                 Headers((b"",) * 2001),
                 Headers((bytes(1025),)), Peers(("a:1",) * 65), GetBlocks(0, 0), GetHeaders(0, 2001),
                 Hello(1, bytes(32), 2, 0), Hello(1, bytes(32), 0, 65536), Ping(2**64), Ping(-1),

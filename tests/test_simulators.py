@@ -51,6 +51,31 @@ FIELDS = {
                                 "clients"},
     ("weather", "hello", None): HELLO,
     ("weather", "data", None): {"t_c", "rh", "wind_ms", "wind_deg", "p_hpa", "reading"},
+    ("storage", "hello", None): HELLO | {"capacity_mb"},
+    ("storage", "data", None): {"used_mb", "free_mb", "objects"},
+    ("compute", "hello", None): HELLO | {"cores"},
+    ("compute", "data", None): {"load", "jobs_total"},
+}
+# Frames of the sessions the agent commands (docs/protocol.md §16.3).
+COMMANDED = {
+    ("parking-gate", "event", "vehicle_entry"): FIELDS[("parking-gate", "event", "vehicle_entry")]
+    | {"ref"},
+    ("parking-gate", "meter", None): FIELDS[("parking-gate", "meter", None)],
+    ("parking-gate", "event", "vehicle_exit"): FIELDS[("parking-gate", "event", "vehicle_exit")],
+    ("purifier", "event", "power_on"): {"event", "session", "fan", "ref"},
+    ("purifier", "meter", None): FIELDS[("purifier", "meter", None)],
+    ("purifier", "event", "power_off"): FIELDS[("purifier", "event", "power_off")],
+    ("router", "event", "client_joined"): FIELDS[("router", "event", "client_joined")] | {"ref"},
+    ("router", "meter", None): FIELDS[("router", "meter", None)],
+    ("router", "event", "client_left"): FIELDS[("router", "event", "client_left")],
+    ("storage", "event", "object_stored"): {"event", "session", "ref", "object", "mb",
+                                            "used_mb"},
+    ("storage", "meter", None): {"session", "mb", "held_s", "mb_s"},
+    ("storage", "event", "proof"): {"event", "session", "challenge", "proof"},
+    ("storage", "event", "object_deleted"): {"event", "session", "mb_s", "held_s", "used_mb"},
+    ("compute", "event", "job_started"): {"event", "session", "ref", "jobs", "input"},
+    ("compute", "meter", None): {"session", "jobs_done", "result"},
+    ("compute", "event", "job_finished"): {"event", "session", "jobs_done", "result"},
 }
 
 
@@ -107,9 +132,42 @@ def test_protocol_doc_lists_the_fields():
     with open(os.path.join(ROOT, "docs", "protocol.md"), encoding="utf-8") as f:
         doc = f.read()
     section = doc[doc.index("### 16.3 Simulated devices"):]
-    for fields in FIELDS.values():
+    for fields in list(FIELDS.values()) + list(COMMANDED.values()):
         for name in fields:
             assert f"`{name}`" in section, name
+
+
+@pytest.mark.parametrize("kind", [k for k in sim_kinds.KINDS if k != "weather"])
+def test_commanded_sessions_start_meter_and_stop(kind):
+    """A start opens a session carrying the agent's ref (once), it is metered every simulated
+    minute beside the device's own life, a stop closes it; every frame follows the schema."""
+    b = sim_kinds.behaviour(kind, random.Random(3), b"s" * 16)
+    ref, task = "0123456789abcdef", ("ab" * 64 if kind == "storage" else "cd" * 32)
+    assert b.command({"cmd": "start", "ref": ref, "task": task, "quantity": 50})
+    assert not b.command({"cmd": "start", "ref": ref, "task": task, "quantity": 50})
+    assert not b.command({"cmd": "stop", "ref": "fedcba9876543210"})
+    assert not b.command({"cmd": "start", "ref": "NOT-HEX", "task": task})
+    seen, seq, metered = [], 1, []
+    for minute in range(12):
+        if minute == 5 and kind == "storage":
+            assert b.command({"cmd": "challenge", "ref": ref, "challenge": "ee" * 32})
+        if minute == 9:
+            assert b.command({"cmd": "stop", "ref": ref})
+        while (frame := b.serve(seq)) is not None:
+            seen.append((seq, *frame))
+            seq += 1
+        seen.append((seq, *b.tick(seq)))
+        seq += 1
+    ours = [(s, k, p) for s, k, p in seen if p.get("session") == seen[0][0]]
+    assert ours[0][2]["ref"] == ref and ours[0][2]["session"] == ours[0][0]
+    for _, frame_kind, payload in ours:
+        key = (kind, frame_kind, payload.get("event") if frame_kind == "event" else None)
+        assert set(payload) == COMMANDED[key], key
+    assert not b.held and ours[-1][1] == "event" and ref in b.refs
+    assert not b.command({"cmd": "start", "ref": ref, "task": task, "quantity": 50})
+    again = sim_kinds.behaviour(kind, random.Random(4), b"s" * 16)
+    again.restore(json.loads(json.dumps(b.state())))
+    assert again.state() == b.state()
 
 
 def test_no_gateway_is_one_clear_error(tmp_path):
@@ -231,15 +289,16 @@ def test_node_run_simulate_all(node_factory, tmp_path):
             devices = home.client(2).get("/v1/devices")["devices"]
             ok = [d for d in devices if d["status"] == "approved" and len(
                 home.client(2).get(f"/v1/devices/{d['id']}")["frames"]) >= 3]
-            return len(ok) == 4 and sorted(d["kind"] for d in ok) == sorted(sim_kinds.KINDS)
-        wait_for("4 simulated devices with frames", lambda: _alive(proc) and _quiet(busy))
+            return sorted(d["kind"] for d in ok) == sorted(sim_kinds.KINDS)
+        wait_for("every simulated device with frames", lambda: _alive(proc) and _quiet(busy))
         wait_for("a frame summary line", lambda: "frame(s) in" in log_path.read_text())
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(30)
     text = log_path.read_text()
     assert code == 0, text
-    assert "node stopped" in text and "simulators: stopped 4 device(s)\n" in text
+    assert "node stopped" in text
+    assert f"simulators: stopped {len(sim_kinds.KINDS)} device(s)\n" in text
     assert not re.search(r"Traceback|[Ee]rror|failed|refused", text), text
     config = load(home.path)
     assert not _listening(config.mqtt_port) and not _listening(config.mqtt_tls_port), \

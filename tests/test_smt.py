@@ -19,9 +19,7 @@ from edge._fast.hashing_py import ZERO_HASH
 
 class Store(NamedTuple):
     tree: SparseMerkleTree
-    nodes: object
-    roots: object
-    stale: object
+    db: object
 
 
 def open_env(path):
@@ -29,9 +27,8 @@ def open_env(path):
 
 
 def open_store(env, name=b"smt"):
-    nodes, roots, stale = (env.open_db(name + suffix)
-                           for suffix in (b"/nodes", b"/roots", b"/stale"))
-    return Store(SparseMerkleTree(nodes, roots, stale), nodes, roots, stale)
+    db = env.open_db(name)
+    return Store(SparseMerkleTree(db), db)
 
 
 @pytest.fixture
@@ -96,12 +93,16 @@ def read_ref(r):
 
 
 def node_key(ref):
-    return ref[2].to_bytes(8, "big") + ref[1]
+    return ref[2].to_bytes(8, "big") + b"\x00" + ref[1]
+
+
+def root_key(version):
+    return version.to_bytes(8, "big") + b"\x01"
 
 
 def reachable(txn, s, version):
     """The node keys of every node in ``version``'s tree, read without the tree's own code."""
-    r = Reader(txn.get(version.to_bytes(8, "big"), db=s.roots))
+    r = Reader(txn.get(root_key(version), db=s.db))
     stack, found = [read_ref(r)], set()
     r.end("root")
     while stack:
@@ -109,7 +110,7 @@ def reachable(txn, s, version):
         if ref is None:
             continue
         found.add(node_key(ref))
-        record = txn.get(node_key(ref), db=s.nodes)
+        record = txn.get(node_key(ref), db=s.db)
         assert record is not None, f"node of version {ref[2]} is missing"
         if ref[0] == 1:
             r = Reader(record)
@@ -121,31 +122,38 @@ def reachable(txn, s, version):
     return found
 
 
-def all_keys(txn, db):
-    return set(txn.cursor(db=db).iternext(values=False))
+def keys_of_kind(txn, s, kind):
+    """The stored keys of one record kind (docs/protocol.md §10.2: ``version || kind ...``)."""
+    return {key for key in txn.cursor(db=s.db).iternext(values=False) if key[8] == kind}
+
+
+def node_keys(txn, s):
+    return keys_of_kind(txn, s, 0x00)
 
 
 def stale_records(txn, s):
     """The stale lists as a set of ``since (8 bytes) || node key``."""
     out = set()
-    for since, packed in txn.cursor(db=s.stale):
-        keys = [packed[i:i + 40] for i in range(0, len(packed), 40)]
-        assert keys == sorted(keys) and len(packed) % 40 == 0 and packed
-        out.update(since + key for key in keys)
+    for key in keys_of_kind(txn, s, 0x02):
+        packed = txn.get(key, db=s.db)
+        keys = [packed[i:i + 41] for i in range(0, len(packed), 41)]
+        assert keys == sorted(keys) and len(packed) % 41 == 0 and packed
+        out.update(key[:8] + k for k in keys)
     return out
 
 
 def stored_versions(txn, s):
-    return [int.from_bytes(k, "big") for k in all_keys(txn, s.roots)]
+    return [int.from_bytes(k[:8], "big") for k in keys_of_kind(txn, s, 0x01)]
 
 
 def check_storage(txn, s):
     """Nodes stored are exactly those reachable from stored versions; stale records are sound."""
     live = {version: reachable(txn, s, version) for version in stored_versions(txn, s)}
-    assert all_keys(txn, s.nodes) == set().union(*live.values())
+    assert node_keys(txn, s) == set().union(*live.values())
+    assert all(len(key) == 41 for key in node_keys(txn, s))
     for record in stale_records(txn, s):
         since, key = int.from_bytes(record[:8], "big"), record[8:]
-        assert txn.get(key, db=s.nodes) is not None
+        assert txn.get(key, db=s.db) is not None
         assert not any(key in nodes for version, nodes in live.items() if version >= since)
 
 
@@ -168,13 +176,12 @@ def check_version(txn, s, version, model):
 
 def fresh_root(txn, scratch, model):
     """Root of a tree built from ``model`` in one batch, in emptied scratch databases."""
-    for db in (scratch.nodes, scratch.roots, scratch.stale):
-        txn.drop(db, delete=False)
+    txn.drop(scratch.db, delete=False)
     return scratch.tree.update(txn, None, 0, model)
 
 
 def counts(txn, s):
-    return (txn.stat(s.nodes)["entries"], txn.stat(s.roots)["entries"], len(stale_records(txn, s)))
+    return (len(node_keys(txn, s)), len(stored_versions(txn, s)), len(stale_records(txn, s)))
 
 
 # -- model-based ----------------------------------------------------------------------------------
@@ -203,9 +210,9 @@ def test_tree_matches_a_dict_model(tmp_path_factory, batches, data):
         check_storage(txn, s)
 
         keep_from = data.draw(st.integers(min(history), version), label="keep_from")
-        nodes_before = txn.stat(s.nodes)["entries"]
+        nodes_before = len(node_keys(txn, s))
         deleted = s.tree.prune(txn, keep_from)
-        assert txn.stat(s.nodes)["entries"] == nodes_before - deleted
+        assert len(node_keys(txn, s)) == nodes_before - deleted
         for old_version, old_model in history.items():
             if old_version < keep_from:
                 with pytest.raises(VersionPruned):
@@ -385,9 +392,9 @@ def test_a_value_set_back_survives_pruning(env, store):
         store.tree.update(txn, 1, 2, {key: b"B"})
         store.tree.update(txn, 2, 3, {key: b"A"})
         assert store.tree.root_hash(txn, 3) == store.tree.root_hash(txn, 1)
-        before = txn.stat(store.nodes)["entries"]
+        before = len(node_keys(txn, store))
         assert store.tree.prune(txn, 3) > 0
-        assert txn.stat(store.nodes)["entries"] < before
+        assert len(node_keys(txn, store)) < before
         for version in (1, 2):
             with pytest.raises(VersionPruned, match="pruned"):
                 store.tree.get(txn, version, key)
@@ -433,7 +440,7 @@ def test_a_no_op_beside_a_change_rewrites_nothing_on_its_path(env):
         with env.begin(write=True) as txn:
             s.tree.update(txn, None, 1, {key: b"same" for key in KEY_POOL})
             s.tree.update(txn, 1, 2, {KEY_POOL[5]: b"new", **extra})
-            written.append((all_keys(txn, s.nodes), stale_records(txn, s)))
+            written.append((node_keys(txn, s), stale_records(txn, s)))
     assert written[0] == written[1]
 
 
@@ -443,18 +450,45 @@ def test_storage_records_follow_the_spec(env, store):
     right_hash = smt_leaf_hash(right, smt_value_hash(b"R"))
     root_hash = smt_node_hash(left_hash, right_hash)
     version = (5).to_bytes(8, "big")
+    nodes = version + b"\x00"
     with env.begin(write=True) as txn:
         assert store.tree.update(txn, None, 5, {left: b"L", right: b"R"}) == root_hash
-        assert txn.get(version, db=store.roots) == b"\x01" + root_hash + b"\x05"
-        assert txn.get(version + root_hash, db=store.nodes) == (
+        assert txn.get(version + b"\x01", db=store.db) == b"\x01" + root_hash + b"\x05"
+        assert txn.get(nodes + root_hash, db=store.db) == (
             b"\x00" + b"\x02" + left_hash + b"\x05" + b"\x02" + right_hash + b"\x05")
-        assert txn.get(version + left_hash, db=store.nodes) == b"\x01" + left + b"\x01L"
+        assert txn.get(nodes + left_hash, db=store.db) == b"\x01" + left + b"\x01L"
+        assert txn.get(bytes(8) + b"\x03", db=store.db) == version  # the oldest version kept
         store.tree.update(txn, 5, 300, {right: None})
         # The left leaf is lifted to the root without being rewritten; the rest is stale since 300.
-        assert txn.get((300).to_bytes(8, "big"), db=store.roots) == b"\x02" + left_hash + b"\x05"
-        stale_since = (300).to_bytes(8, "big")
-        assert stale_records(txn, store) == {stale_since + version + root_hash,
-                                             stale_since + version + right_hash}
+        since = (300).to_bytes(8, "big")
+        assert txn.get(since + b"\x01", db=store.db) == b"\x02" + left_hash + b"\x05"
+        assert txn.get(since + b"\x02", db=store.db) == b"".join(
+            sorted((nodes + root_hash, nodes + right_hash)))
+        assert stale_records(txn, store) == {since + nodes + root_hash,
+                                             since + nodes + right_hash}
+
+
+def test_the_owners_records_beside_the_versions_are_left_alone(env, store):
+    """The ledger keeps its block records under kinds 0x10.. of each version (§10.2)."""
+    def owner_records(txn):
+        return {k: v for k, v in txn.cursor(db=store.db) if k[8] >= 0x10}
+
+    with env.begin(write=True) as txn:
+        for version in range(1, 6):
+            store.tree.update(txn, version - 1 if version > 1 else None, version,
+                              {KEY_POOL[version]: b"v%d" % version, KEY_POOL[0]: b"%d" % version})
+            txn.put(version.to_bytes(8, "big") + b"\x10", b"block %d" % version, db=store.db)
+        records = owner_records(txn)
+        assert store.tree.versions(txn) == (1, 5)
+        store.tree.prune(txn, 3)
+        store.tree.rollback(txn, 4)
+        assert owner_records(txn) == records
+        assert store.tree.versions(txn) == (3, 5)  # version 5's owner record is still there
+        txn.delete((5).to_bytes(8, "big") + b"\x10", db=store.db)
+        assert store.tree.versions(txn) == (3, 4)
+        check_storage(txn, store)
+        store.tree.update(txn, 4, 5, {KEY_POOL[0]: b"again"})
+        assert store.tree.get(txn, 5, KEY_POOL[0]) == b"again"
 
 
 def test_rollback_forgets_newer_versions(env, store):
@@ -504,6 +538,7 @@ def test_the_worked_example_of_the_spec(env, store):
     value_hash = bytes.fromhex("d64f5e52ae9563122d8c361d43a3576ec7332b623a1b89ee1f73a1c7e0924543")
     leaf1 = bytes.fromhex("5ba4a2aae1bc197c41e98a68e2ba2db4ebc936264196fff4bb3ac6d6157ad4be")
     version = (1).to_bytes(8, "big")
+    nodes = version + b"\x00"
     expected_proofs = {
         k2: b"\x30" + k2 + b"\x00\x03\x20" + leaf1,
         prefix_key(0x40): b"\x30" + prefix_key(0x40) + b"\x01\x02\x40" + depth2,
@@ -512,8 +547,8 @@ def test_the_worked_example_of_the_spec(env, store):
     }
     with env.begin(write=True) as txn:
         assert store.tree.update(txn, None, 1, {k1: b"one", k2: b"two"}) == root
-        assert txn.get(version, db=store.roots) == b"\x01" + root + b"\x01"
-        assert txn.get(version + root, db=store.nodes) == b"\x00\x01" + depth1 + b"\x01\x00"
-        assert txn.get(version + leaf1, db=store.nodes) == b"\x01" + k1 + b"\x03one"
+        assert txn.get(version + b"\x01", db=store.db) == b"\x01" + root + b"\x01"
+        assert txn.get(nodes + root, db=store.db) == b"\x00\x01" + depth1 + b"\x01\x00"
+        assert txn.get(nodes + leaf1, db=store.db) == b"\x01" + k1 + b"\x03one"
         for key, encoded in expected_proofs.items():
             assert store.tree.prove(txn, 1, key)[1].encode() == encoded

@@ -29,6 +29,8 @@ def run(smt, batches):
         keys = sorted(batch)
         root, new_nodes, stale = smt.update(root, keys, [batch[k] for k in keys], version,
                                             nodes.records.get)
+        assert all(len(key) == 41 and key[:9] == version.to_bytes(8, "big") + b"\x00"
+                   for key, _ in new_nodes)  # docs/protocol.md §10.2: version || 0x00 || hash
         nodes.apply(new_nodes)
         walks = [smt.walk(root, key, nodes.records.get) for key in keys]
         steps.append((root, new_nodes, stale, walks))

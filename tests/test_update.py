@@ -55,6 +55,9 @@ def test_rauc_backend_contract(slots):
     assert slots.backend("set-state", "B", "bad") == ""
     assert slots.backend("get-state", "B") == "bad"
     assert slots.boot.read() == BootState(["A"], {"A": 3, "B": 0})
+    slots.backend("set-state", "B", "good")
+    assert slots.boot.read() == BootState(["A", "B"], {"A": 3, "B": 3}), "good: bootable again"
+    slots.backend("set-state", "B", "bad")
     slots.backend("set-primary", "B")
     assert slots.boot.read() == BootState(["B", "A"], {"A": 3, "B": 3})
     assert slots.backend("get-primary") == "B" and slots.backend("get-state", "B") == "good"

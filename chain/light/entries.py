@@ -37,9 +37,12 @@ def record_justification(writer, block, view, justified_before):
         proof = make_proof(info.source.round, info.target.round, info.quorum_sets(), signatures)
     except ValueError:  # some of the round's blocks are not here (a node promoted mid-round)
         return
-    txn, db = writer.txn, writer.db
+    txn = writer.txn
     record, record_proof = writer.ledger.smt.prove(txn, info.target.height, FINALITY_KEY)
-    entry = FinalityEntry(txn.get(info.target.hash, db=db["headers"]), proof, record,
+    blocks = writer.ledger.blocks
+    if blocks.hash_at(txn, info.target.height) != info.target.hash:
+        return  # the justified block is not on this chain (cannot happen once it was written)
+    entry = FinalityEntry(blocks.header_at(txn, info.target.height), proof, record,
                           record_proof.encode())
     entries = writer.ledger.store.db(DB_FINALITY)
     txn.put(U64.pack(info.target.round), U64.pack(block.height) + entry.encode(), db=entries)
@@ -63,10 +66,9 @@ def keep_rounds(params):
 
 def _round_blocks(writer, from_height, last):
     """The main-chain blocks from ``from_height`` up to ``last`` (not yet written)."""
-    txn, db = writer.txn, writer.db
+    txn, blocks = writer.txn, writer.ledger.blocks
     for height in range(from_height, last.height):
-        block_hash = txn.get(U64.pack(height), db=db["heights"])
-        raw = txn.get(block_hash, db=db["blocks"]) if block_hash is not None else None
+        raw = blocks.block_at(txn, height)
         if raw is not None:
             yield Block.decode(raw)
     yield last

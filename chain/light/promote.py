@@ -8,8 +8,9 @@ last irreversible block, the state at its height, and nothing below: the node sy
 from there like any full node.
 """
 
-from chain.block import Block, tx_root, votes_root
-from chain.ledger import DBS
+from chain.block import Block, encode_receipts, receipts_root, tx_root, votes_root
+from chain.blocks_db import BlockRecords
+from chain.ledger import DBS, LAYOUT
 from chain.light import LightError
 from chain.light.genesis import state_root
 from chain.state.smt import SparseMerkleTree
@@ -24,26 +25,28 @@ def check_snapshot(header, items):
                          f"{header.height}'s {header.state_root.hex()[:16]}")
 
 
-def install(store, genesis, block, items):
-    """Write a full node's store (``chain.store.Store``, empty) holding ``block`` as its head and
-    last irreversible block, with the state ``items`` (checked against its header)."""
+def install(store, genesis, block, receipts, items):
+    """Write a full node's store (``chain.store.Store``, empty) holding ``block`` (with its
+    ``receipts``) as its head and last irreversible block, with the state ``items`` (checked
+    against its header)."""
     header = block.header
     check_snapshot(header, items)
+    if receipts_root(receipts) != header.receipts_root:
+        raise LightError("bad_proof", f"the receipts of block {header.height} do not match its "
+                         "header")
+
+    db = {name: store.db(name) for name in DBS}
 
     def work(txn):
-        db = {name: store.db(name) for name in DBS}
         if txn.get(b"genesis", db=db["meta"]) is not None:
             raise LightError("bad_state", f"{store.path} already holds a chain")
-        smt = SparseMerkleTree(store.db("smt_nodes"), store.db("smt_roots"),
-                               store.db("smt_stale"))
+        smt = SparseMerkleTree(db["chain"])
         if smt.update(txn, None, header.height, items) != header.state_root:
             raise LightError("bad_state", "the rebuilt state tree does not match the header")
         txn.cursor(db=db["state"]).putmulti(sorted(items.items()))
-        txn.put(header.hash, block.encode(), db=db["blocks"])
-        txn.put(header.hash, header.encode(), db=db["headers"])
-        txn.put(U64.pack(header.height), header.hash, db=db["heights"])
+        BlockRecords(db["chain"], db["blocks"]).put(txn, block, encode_receipts(receipts))
         txn.put(b"genesis", genesis.hash, db=db["meta"])
-        txn.put(b"head", header.hash, db=db["meta"])
+        txn.put(b"layout", U64.pack(LAYOUT), db=db["meta"])
         txn.put(b"lib", U64.pack(header.height), db=db["meta"])
     store.write(work)
 

@@ -19,7 +19,7 @@ def state_proofs(ledger, height, block_hash, keys):
     ``block_hash`` at ``height``; None when that block is not on the main chain or its state
     version is no longer kept."""
     with ledger.store.read() as txn:
-        if txn.get(U64.pack(height), db=ledger.db["heights"]) != block_hash:
+        if ledger.blocks.hash_at(txn, height) != block_hash:
             return None
         try:
             proved = [ledger.smt.prove(txn, height, key) for key in keys]
@@ -35,7 +35,7 @@ def tx_proof(ledger, tx_id):
         return TxProofMsg(tx_id, False)
     height, index = where
     block_hash = ledger.block_hash_at(height)
-    block, receipts = ledger.block(block_hash), ledger.receipts(block_hash)
+    block, receipts = Block.decode(ledger.block_bytes_at(height)), ledger.receipts_at(height)
     encoded = [receipt.encode() for receipt in receipts]
     return TxProofMsg(tx_id, True, height, block_hash, index, len(block.txs),
                       block.txs[index].raw, tuple(merkle_path([tx.id for tx in block.txs], index)),
@@ -46,7 +46,7 @@ def snapshot_chunk(ledger, request, max_bytes=1 << 20):
     """The state entries after ``request.after`` in the state of the requested main-chain
     block (None: not served)."""
     with ledger.store.read() as txn:
-        if txn.get(U64.pack(request.height), db=ledger.db["heights"]) != request.block_hash:
+        if ledger.blocks.hash_at(txn, request.height) != request.block_hash:
             items = None
         else:
             try:

@@ -85,6 +85,7 @@ class LightSync:
         self.libs = {}           # peer pubkey -> highest LIB its Hello or headers claim
         self.pushed = deque(maxlen=256)
         self.waiting = {}
+        self.asked_from = {}  # peer -> the first height of our outstanding GetHeaders
         self.locks = {}
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
@@ -123,6 +124,8 @@ class LightSync:
             return
         kind = REPLY_KINDS.get(type(message))
         waiter = self.waiting.get((peer.pubkey, kind)) if kind else None
+        if waiter is not None and kind == "headers" and not self._answers(peer, message):
+            waiter = None  # a pushed header that crossed our request: not its answer (§12.8)
         if waiter is not None and not waiter.done():
             waiter.set_result(message)
         elif isinstance(message, Headers):
@@ -133,6 +136,17 @@ class LightSync:
             except DecodeError:
                 self.penalise(peer, "malformed", "a block that does not decode")
         # Txs, TxMsg and requests for blocks: a light node has nothing to do with them.
+
+    def _answers(self, peer, headers):
+        """Whether ``headers`` can be the answer to our GetHeaders to ``peer``: empty, or
+        starting at the height asked for. Anything else is a push (a new block's header)."""
+        if not headers.headers:
+            return True
+        try:
+            first = Header.decode(headers.headers[0]).height
+        except DecodeError:
+            return True  # the answer is malformed: its check says so
+        return first == self.asked_from.get(peer.pubkey)
 
     def _take_push(self, peer, raws):
         for raw in raws[-8:]:
@@ -412,6 +426,7 @@ class LightSync:
             return
 
     async def _ask_headers(self, peer, height, count):
+        self.asked_from[peer.pubkey] = height
         answer = await self.ask(peer, GetHeaders(height, count), "headers")
         try:
             headers = [decode_header(raw) for raw in answer.headers]

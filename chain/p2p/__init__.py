@@ -10,8 +10,8 @@ PyNaCl only. Failures are typed with stable reason codes for peer scoring: ``Han
 from edge._fast import DecodeError
 
 from chain.p2p.connection import Connection, accept, open_connection
-from chain.p2p.frames import (MAX_FRAME, MAX_PLAIN_FRAME, ConnectionClosed, FrameCipher, FrameError,
-                              P2PError)
+from chain.p2p.frames import (MAX_FRAME, MAX_FRAME_CEILING, MAX_PLAIN_FRAME, ConnectionClosed,
+                              FrameCipher, FrameError, P2PError)
 from chain.p2p.handshake import TAG_P2P_AUTH, HandshakeError
 from chain.p2p.messages import (MESSAGE_CLASSES, BlockMsg, Blocks, GetBlocks, GetHeaders, GetProof,
                                 Headers, Hello, Peers, Ping, Pong, ProofMsg, TxMsg, Txs, decode_message,
@@ -33,7 +33,7 @@ def error_reason(exc):
 __all__ = [
     "Connection", "accept", "open_connection",
     "P2PError", "HandshakeError", "FrameError", "ConnectionClosed", "DecodeError", "error_reason",
-    "FrameCipher", "MAX_FRAME", "MAX_PLAIN_FRAME", "TAG_P2P_AUTH",
+    "FrameCipher", "MAX_FRAME", "MAX_FRAME_CEILING", "MAX_PLAIN_FRAME", "TAG_P2P_AUTH",
     "MESSAGE_CLASSES", "decode_message", "encode_message",
     "Hello", "TxMsg", "BlockMsg", "GetBlocks", "Blocks", "GetHeaders", "Headers", "GetProof",
     "ProofMsg", "Ping", "Pong", "Peers", "Txs",

@@ -10,7 +10,7 @@ writes a bounded summary).
 import asyncio
 import logging
 
-from chain.p2p.frames import (MAX_FRAME, MAX_SEALED, TAG_SIZE, ConnectionClosed, FrameCipher,
+from chain.p2p.frames import (MAX_FRAME, TAG_SIZE, ConnectionClosed, FrameCipher,
                               FrameError, read_body, read_length)
 from chain.p2p.handshake import TIMEOUT, UNREACHABLE, HandshakeError, handshake
 from chain.p2p.messages import decode_message, encode_message
@@ -24,7 +24,7 @@ class Connection:
     """An authenticated, encrypted link: ``send`` and ``recv`` whole messages.
 
     ``peer_pubkey`` is the peer's proven node key, ``initiator`` whether we dialled, ``remote`` the
-    peer's ``(host, port)``. A ``FrameError`` or ``ConnectionClosed`` from ``recv`` closes the link
+    peer's ``(host, port)``, ``max_frame`` the largest message either side may send. A ``FrameError`` or ``ConnectionClosed`` from ``recv`` closes the link
     (its frame counters can no longer be trusted); a ``DecodeError`` (a well-sealed but invalid
     message) leaves it open for the caller to judge.
     """
@@ -39,6 +39,7 @@ class Connection:
         self._pending_length = None  # a frame whose prefix was read by a cancelled recv()
         self.peer_pubkey = peer_pubkey
         self.initiator = initiator
+        self.max_frame = cipher.max_frame
         peer = writer.get_extra_info("peername")
         self.remote = (peer[0], peer[1]) if peer else None
 
@@ -53,9 +54,9 @@ class Connection:
     async def send(self, message):
         """Encode, seal and write ``message``; concurrent sends never interleave their frames."""
         plaintext = encode_message(message)
-        if len(plaintext) > MAX_FRAME:
+        if len(plaintext) > self.max_frame:
             raise ValueError(f"message of {len(plaintext)} bytes exceeds the frame limit "
-                             f"{MAX_FRAME}")
+                             f"{self.max_frame}")
         async with self._send_lock:
             if self._closed:
                 raise ConnectionClosed("closed", "the connection is closed")
@@ -74,8 +75,8 @@ class Connection:
                 raise ConnectionClosed("closed", "the connection is closed")
             try:
                 if self._pending_length is None:
-                    self._pending_length = await read_length(self._reader, MAX_SEALED,
-                                                             TAG_SIZE + 1)
+                    self._pending_length = await read_length(
+                        self._reader, self.max_frame + TAG_SIZE, TAG_SIZE + 1)
                 sealed = await read_body(self._reader, self._pending_length)
                 self._pending_length = None
                 plaintext = self._cipher.open(sealed)
@@ -84,7 +85,7 @@ class Connection:
                     log.info("p2p link %s dropped: %s", self.remote, exc)
                 await self.close()
                 raise
-        return decode_message(plaintext)
+        return decode_message(plaintext, self.max_frame)
 
     async def close(self):
         """Close the link (idempotent); gives up flushing after CLOSE_TIMEOUT."""
@@ -106,7 +107,7 @@ async def _close_writer(writer):
 
 
 async def _establish(reader, writer, keypair, chain_id, genesis_hash, initiator, timeout,
-                     check_peer=None):
+                     check_peer=None, max_frame=MAX_FRAME):
     peer = writer.get_extra_info("peername")
     try:
         result = await handshake(reader, writer, keypair, chain_id, genesis_hash, initiator,
@@ -118,25 +119,29 @@ async def _establish(reader, writer, keypair, chain_id, genesis_hash, initiator,
     except BaseException:
         writer.transport.abort()
         raise
-    cipher = FrameCipher(tx_key=result.tx_key, rx_key=result.rx_key)
+    cipher = FrameCipher(tx_key=result.tx_key, rx_key=result.rx_key, max_frame=max_frame)
     return Connection(reader, writer, cipher, result.peer_pubkey, initiator)
 
 
-async def open_connection(host, port, keypair, chain_id, genesis_hash, timeout=5.0):
+async def open_connection(host, port, keypair, chain_id, genesis_hash, timeout=5.0,
+                          max_frame=MAX_FRAME):
     """Dial ``host:port`` and run the handshake as initiator; ``HandshakeError`` (reason
-    ``unreachable`` when the TCP connect itself fails) on any failure."""
+    ``unreachable`` when the TCP connect itself fails) on any failure. ``max_frame`` is the
+    network's frame limit (both sides derive it from the same genesis)."""
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
     except asyncio.TimeoutError:
         raise HandshakeError(TIMEOUT, f"connecting to {host}:{port} timed out") from None
     except OSError as exc:
         raise HandshakeError(UNREACHABLE, f"{host}:{port}: {exc}") from None
-    return await _establish(reader, writer, keypair, chain_id, genesis_hash, True, timeout)
+    return await _establish(reader, writer, keypair, chain_id, genesis_hash, True, timeout,
+                            max_frame=max_frame)
 
 
-async def accept(reader, writer, keypair, chain_id, genesis_hash, timeout=5.0, check_peer=None):
+async def accept(reader, writer, keypair, chain_id, genesis_hash, timeout=5.0, check_peer=None,
+                 max_frame=MAX_FRAME):
     """Run the handshake as responder on streams from ``asyncio.start_server``. ``check_peer``
     (pubkey -> refusal reason or None) sees the initiator's proven key before we sign anything
     for it; a refusal is ``HandshakeError("refused")``."""
     return await _establish(reader, writer, keypair, chain_id, genesis_hash, False, timeout,
-                            check_peer)
+                            check_peer, max_frame)

@@ -2,8 +2,10 @@
 
 Every frame is ``u32 big-endian length || body``. Before the handshake the body is plain and at
 most ``MAX_PLAIN_FRAME`` bytes; after it the body is ChaCha20-Poly1305 (IETF) ciphertext of at most
-``MAX_FRAME`` plaintext bytes, with a 12-byte nonce that counts the frames of its direction
-(docs/protocol.md §12). A length out of bounds is refused before any of the body is read.
+``max_frame`` plaintext bytes, with a 12-byte nonce that counts the frames of its direction
+(docs/protocol.md §12). ``max_frame`` belongs to the network: genesis sizes it from the largest
+block (chain/block_limits.py), up to ``MAX_FRAME_CEILING``; ``MAX_FRAME`` is the default of links
+made without one. A length out of bounds is refused before any of the body is read.
 """
 
 import asyncio
@@ -12,7 +14,8 @@ import struct
 from nacl import bindings
 from nacl.exceptions import CryptoError
 
-MAX_FRAME = 4 * 1024 * 1024      # largest plaintext of an encrypted frame (one message)
+MAX_FRAME = 4 * 1024 * 1024      # default largest plaintext of an encrypted frame (one message)
+MAX_FRAME_CEILING = 16 << 20     # no network uses larger frames
 MAX_PLAIN_FRAME = 1024           # largest body of a pre-handshake frame
 TAG_SIZE = bindings.crypto_aead_chacha20poly1305_ietf_ABYTES      # 16
 NONCE_SIZE = bindings.crypto_aead_chacha20poly1305_ietf_NPUBBYTES  # 12
@@ -89,9 +92,9 @@ class FrameCipher:
     opens what we receive, each with its own frame counter starting at 0. A counter is never
     reused; a replayed, reordered or altered frame fails to open."""
 
-    __slots__ = ("_tx_key", "_rx_key", "tx_counter", "rx_counter")
+    __slots__ = ("_tx_key", "_rx_key", "tx_counter", "rx_counter", "max_frame")
 
-    def __init__(self, tx_key, rx_key):
+    def __init__(self, tx_key, rx_key, max_frame=MAX_FRAME):
         if len(tx_key) != KEY_SIZE or len(rx_key) != KEY_SIZE:
             raise ValueError(f"session keys must be {KEY_SIZE} bytes")
         if tx_key == rx_key:
@@ -100,11 +103,15 @@ class FrameCipher:
         self._rx_key = bytes(rx_key)
         self.tx_counter = 0
         self.rx_counter = 0
+        if not 0 < max_frame <= MAX_FRAME_CEILING:
+            raise ValueError(f"max_frame must be 1..{MAX_FRAME_CEILING}")
+        self.max_frame = max_frame
 
     def seal(self, plaintext):
         """The next outgoing frame (length prefix included) carrying ``plaintext``."""
-        if not 0 < len(plaintext) <= MAX_FRAME:
-            raise ValueError(f"frame plaintext of {len(plaintext)} bytes is outside 1..{MAX_FRAME}")
+        if not 0 < len(plaintext) <= self.max_frame:
+            raise ValueError(f"frame plaintext of {len(plaintext)} bytes is outside "
+                             f"1..{self.max_frame}")
         if self.tx_counter >= MAX_COUNTER:
             raise FrameError("counter_exhausted", "send counter exhausted; reconnect")
         nonce = counter_nonce(self.tx_counter)

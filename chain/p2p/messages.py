@@ -13,7 +13,7 @@ from edge._fast import DecodeError
 from edge._fast.codec_py import (HASH_SIZE, MAX_U64, Reader, encode_bytes, encode_fixed,
                                  encode_text, encode_uvarint)
 
-from chain.p2p.frames import MAX_FRAME
+from chain.p2p.frames import MAX_FRAME, MAX_FRAME_CEILING
 
 # Message types (0x50..0x5C; outside the object tags of §1).
 HELLO, TX, BLOCK, GET_BLOCKS, BLOCKS, GET_HEADERS, HEADERS, GET_PROOF, PROOF, PING, PONG, PEERS, \
@@ -23,7 +23,7 @@ HELLO, TX, BLOCK, GET_BLOCKS, BLOCKS, GET_HEADERS, HEADERS, GET_PROOF, PROOF, PI
 MAX_AGENT = 32               # Hello.agent, UTF-8 bytes
 MAX_PORT = 65535
 MAX_TX = 16 * 1024           # one raw transaction
-MAX_BLOCK = MAX_FRAME - 64   # one raw block
+MAX_BLOCK = MAX_FRAME_CEILING - 64   # one raw block (the link's frame limit bounds it first)
 MAX_BLOCKS = 500             # blocks per GetBlocks / Blocks
 MAX_HEADER = 1024            # one raw header
 MAX_HEADERS = 2000           # headers per GetHeaders / Headers
@@ -65,8 +65,8 @@ def _read_list(r, item_limit, count_limit, field):
 
 
 def _fits(data, field):
-    if len(data) > MAX_FRAME:
-        raise ValueError(f"{field}: {len(data)} bytes does not fit a frame ({MAX_FRAME})")
+    if len(data) > MAX_FRAME_CEILING:
+        raise ValueError(f"{field}: {len(data)} bytes does not fit a frame ({MAX_FRAME_CEILING})")
     return data
 
 
@@ -301,10 +301,11 @@ def encode_message(message):
     return message.encode()
 
 
-def decode_message(data):
-    """Decode exactly one message from ``data``; ``DecodeError`` if it is not canonical."""
-    if len(data) > MAX_FRAME:
-        raise DecodeError("message", f"{len(data)} bytes exceeds the limit of {MAX_FRAME}")
+def decode_message(data, max_frame=MAX_FRAME):
+    """Decode exactly one message from ``data`` (at most ``max_frame`` bytes, the link's frame
+    limit); ``DecodeError`` if it is not canonical."""
+    if len(data) > max_frame:
+        raise DecodeError("message", f"{len(data)} bytes exceeds the limit of {max_frame}")
     r = Reader(data)
     kind = r.u8("message.type")
     cls = MESSAGE_CLASSES.get(kind)

@@ -1,12 +1,13 @@
-"""Peer management: admission, connection slots, scores and bans, dialling (§12.7).
+"""Peer management: admission, connection slots, scores and bans, dialling, peer exchange (§12.7).
 
 ``PeerManager`` owns the listening socket and every link. It refuses what the admission limits do
 not allow before reading a byte, runs the handshake (the responder signs nothing before the
 initiator has proved its key, and ``check_peer`` turns away banned keys, full slots and
 crowded sources first), keeps ``max_outbound`` of its ``max_peers`` slots for links it dials
-itself, scores peers and bans bad ones by node key and by source address, and dials its seeds.
-It answers Ping itself and hands every other message to ``dispatch``. It knows nothing of the
-ledger; refusals and failures are counted in ``stats()`` and logged at a bounded rate.
+itself, scores peers and bans bad ones by node key and by source address, and dials its seeds
+and the addresses of its address book while outbound slots are free. It answers Ping and Peers
+itself and hands every other message to ``dispatch``. It knows nothing of the ledger; refusals
+and failures are counted in ``stats()`` and logged at a bounded rate.
 """
 
 import asyncio
@@ -15,12 +16,14 @@ from collections import Counter
 from typing import NamedTuple
 
 from chain.p2p import error_reason
+from chain.p2p.addressbook import (LOOPBACK_SCOPE, AddressBook, format_address, parse_address,
+                                   scope_of)
 from chain.p2p.admission import LOOPBACK, Admission, BanList, source_of
 from chain.p2p.connection import accept, open_connection
 from chain.p2p.eventlog import BoundedLog
-from chain.p2p.frames import ConnectionClosed, P2PError
+from chain.p2p.frames import MAX_FRAME, ConnectionClosed, P2PError
 from chain.p2p.handshake import SELF_CONNECTION, UNREACHABLE
-from chain.p2p.messages import Hello, Ping, Pong
+from chain.p2p.messages import MAX_PEERS, Hello, Peers, Ping, Pong
 from edge._fast import DecodeError
 
 IDLE_PING_S = 10.0
@@ -28,6 +31,9 @@ IDLE_DROP_S = 30.0
 REDIAL_S = 1.0
 REDIAL_MAX_S = 10.0       # longest wait between two dials of a seed that keeps failing
 HOUSEKEEPING_S = 5.0
+BOOK_FLUSH_S = 30.0       # how often the address book is written to LMDB
+PEX_INTERVAL_S = 60.0     # we send Peers on a link at most this often (asking or answering)
+PEX_MIN_S = 10.0          # a link's Peers messages closer together than this are ignored
 BAN_S = 60.0
 BAN_SCORE = -100
 SCORE_RECOVERY_PER_MIN = 10
@@ -70,6 +76,7 @@ class Peer:
         self.lib_height = 0
         self.listen = None
         self.agent = ""
+        self.peers_told = self.peers_heard = float("-inf")  # last Peers sent / taken (monotonic)
         self.score = 0
         self.scored = time.monotonic()
         self.last_seen = time.monotonic()
@@ -95,16 +102,19 @@ class PeerManager:
     and Pong (Hello after the peer's fields are updated from it)."""
 
     def __init__(self, keypair, chain_id, genesis_hash, *, host, port, seeds, limits, hello,
-                 dispatch, log):
+                 dispatch, log, book=None, max_frame=MAX_FRAME):
         if not 1 <= limits.max_outbound < limits.max_peers:
             raise ValueError("max_outbound must be at least 1 and below max_peers")
         self.keypair, self.chain_id, self.genesis_hash = keypair, chain_id, genesis_hash
+        self.max_frame = max_frame   # the network's frame limit (chain/block_limits.py)
         self.host, self.port, self.seeds, self.limits = host, port, list(seeds), limits
         self.hello, self.dispatch = hello, dispatch
         self.events = BoundedLog(log)
         self.bans = BanList()
         self.admission = Admission(limits.handshakes_per_minute, bans=self.bans,
                                    exempt=LOOPBACK if limits.exempt_loopback else ())
+        self.book = book if book is not None else AddressBook()
+        self.own = set()         # addresses that turned out to be this node
         self.peers = {}          # node pubkey -> Peer
         self.allowed = None      # test partitions: the node pubkeys we may talk to, or None
         self.dialing = set()     # addresses being dialled
@@ -120,6 +130,8 @@ class PeerManager:
     async def start(self):
         self.server = await asyncio.start_server(self._accepted, self.host, self.port)
         self.port = self.server.sockets[0].getsockname()[1]
+        if parse_address(f"{self.host}:{self.port}") is not None:
+            self.own.add(format_address(self.host, self.port))
         self.spawn(self._dial_forever())
         self.spawn(self._housekeeping_forever())
 
@@ -132,6 +144,7 @@ class PeerManager:
             await peer.conn.close()
         self.peers.clear()
         self.events.flush(force=True)
+        self.book.flush()
 
     def spawn(self, coro):
         task = asyncio.get_running_loop().create_task(coro)
@@ -140,10 +153,15 @@ class PeerManager:
         return task
 
     async def _housekeeping_forever(self):
+        flushed = time.monotonic()
         while True:
             await asyncio.sleep(HOUSEKEEPING_S)
             self.events.flush()
             self.bans.purge()
+            self._ask_for_addresses()
+            if time.monotonic() - flushed >= BOOK_FLUSH_S:
+                self.book.flush()
+                flushed = time.monotonic()
 
     # -- accepting ------------------------------------------------------------------------------
 
@@ -159,7 +177,8 @@ class PeerManager:
             return
         try:
             conn = await accept(reader, writer, self.keypair, self.chain_id, self.genesis_hash,
-                                check_peer=lambda pubkey: self._check_inbound(pubkey, host))
+                                check_peer=lambda pubkey: self._check_inbound(pubkey, host),
+                                max_frame=self.max_frame)
         except P2PError as exc:
             if exc.reason != "refused":  # refusals were counted by _check_inbound
                 self._handshake_failed("inbound", exc.reason, host)
@@ -171,7 +190,7 @@ class PeerManager:
     def _check_inbound(self, pubkey, host):
         """Why the proven key ``pubkey`` from ``host`` may not become an inbound peer, or None;
         runs before we sign anything for it."""
-        reason = self._check_key(pubkey, inbound=True)
+        reason = self._check_key(pubkey, inbound=True, duplicates=False)
         if reason is None and self.inbound_count() >= self.limits.max_inbound:
             reason = INBOUND_FULL
         if reason is None and not self.admission.is_exempt(host):
@@ -183,13 +202,16 @@ class PeerManager:
             self._refuse(reason, host)
         return reason
 
-    def _check_key(self, pubkey, inbound):
+    def _check_key(self, pubkey, inbound, duplicates=True):
+        """Why ``pubkey`` may not have a link now, or None. A second link to a connected peer
+        is signed for (it proves to the dialler that the address reaches that peer, §12.7) and
+        refused only once established, with ``duplicates``."""
         if pubkey in self.bans:
             return BANNED_KEY
         if self.allowed is not None and pubkey not in self.allowed:
             return NOT_ALLOWED
         existing = self.peers.get(pubkey)
-        if existing is not None and not self._replaces(existing, inbound):
+        if duplicates and existing is not None and not self._replaces(existing, inbound):
             return DUPLICATE
         return None
 
@@ -228,24 +250,35 @@ class PeerManager:
             self.spawn(self._dial(address))
 
     def _dial_candidates(self):
+        """Seeds first, then the address book's candidates (an untried address is dialled even
+        while an inbound peer claims it: that dial is what proves it)."""
         now = time.monotonic()
         for address in self.seeds:
-            if (address not in self.dialing and not self._connected_to(address)
-                    and self.retry.get(address, (0, 0))[1] <= now
-                    and source_of(address.rpartition(":")[0]) not in self.bans):
+            if (self.retry.get(address, (0, 0))[1] <= now and self._may_dial(address)
+                    and not self._connected_to(address)):
+                yield address
+        for address in self.book.candidates():
+            if address not in self.seeds and self._may_dial(address) and not (
+                    self.book.entries[address].tried and self._connected_to(address)):
                 yield address
 
+    def _may_dial(self, address):
+        return (address not in self.dialing and address not in self.own
+                and source_of(_split(address)[0]) not in self.bans)
+
     async def _dial(self, address):
-        host, _, port = address.rpartition(":")
+        host, port = _split(address)
+        self.book.attempted(address)
         try:
-            conn = await open_connection(host, int(port), self.keypair, self.chain_id,
-                                         self.genesis_hash)
+            conn = await open_connection(host, port, self.keypair, self.chain_id,
+                                         self.genesis_hash, max_frame=self.max_frame)
         except P2PError as exc:
             self.dialing.discard(address)
             self._dial_failed(address, exc.reason, host)
             return
         self.dialing.discard(address)
         self.retry.pop(address, None)
+        self.book.succeeded(address)
         reason = self._check_key(conn.peer_pubkey, inbound=False)
         if reason is not None:
             self._refuse(reason, host)
@@ -258,8 +291,12 @@ class PeerManager:
         failures = self.retry.get(address, (0, 0))[0] + 1
         delay = min(REDIAL_S * 2 ** min(failures, 16), REDIAL_MAX_S)
         self.retry[address] = (failures, time.monotonic() + delay)
-        if reason == SELF_CONNECTION and address in self.seeds:
-            self.seeds.remove(address)
+        self.book.failed(address)
+        if reason == SELF_CONNECTION:
+            self.own.add(address)
+            self.book.forget(address)
+            if address in self.seeds:
+                self.seeds.remove(address)
         if reason != UNREACHABLE:
             self._handshake_failed("outbound", reason, host)
 
@@ -301,6 +338,8 @@ class PeerManager:
             return
         try:
             await conn.send(self.hello())
+            if self.wants_addresses():
+                await self._tell_addresses(peer)
             await self._serve(peer)
         except (ConnectionClosed, asyncio.CancelledError):
             pass
@@ -323,6 +362,8 @@ class PeerManager:
             peer.last_seen = time.monotonic()
             if isinstance(message, Ping):
                 await peer.conn.send(Pong(message.nonce))
+            elif isinstance(message, Peers):
+                await self._on_peers(peer, message)
             elif isinstance(message, Hello):
                 self._on_hello(peer, message)
                 await self.dispatch(peer, message)
@@ -332,8 +373,55 @@ class PeerManager:
     def _on_hello(self, peer, hello):
         peer.head_height, peer.lib_height, peer.agent = hello.head_height, hello.lib_height, \
             hello.agent
-        if hello.listen_port and peer.host:
-            peer.listen = f"{peer.host}:{hello.listen_port}"
+        if hello.listen_port and parse_address(f"{peer.host}:{hello.listen_port}"):
+            peer.listen = format_address(peer.host, hello.listen_port)
+            if peer.inbound and peer.listen not in self.own:  # its claim, to be proven by a dial
+                self.book.learn(peer.listen, peer.source, scope_of(peer.host))
+
+    # -- peer exchange --------------------------------------------------------------------------
+
+    def wants_addresses(self):
+        """Whether outbound slots are free (then we ask peers for addresses)."""
+        return self.outbound_count() + len(self.dialing) < self.limits.max_outbound
+
+    async def _tell_addresses(self, peer):
+        """Send ``peer`` the proven addresses it can reach (a Peers message is also a request
+        for the peer's own list)."""
+        peer.peers_told = time.monotonic()
+        shared = [a for a in self.book.shareable(scope_of(peer.host), MAX_PEERS + 1)
+                  if a != peer.listen][:MAX_PEERS]
+        await peer.conn.send(Peers(tuple(shared)))
+
+    async def _on_peers(self, peer, message):
+        """Take the addresses a peer sent (at most one Peers per PEX_MIN_S), and answer with
+        ours unless we sent it ours within PEX_INTERVAL_S."""
+        now = time.monotonic()
+        if now - peer.peers_heard < PEX_MIN_S:
+            return
+        peer.peers_heard = now
+        scope = scope_of(peer.host)
+        for text in message.addresses:
+            parsed = parse_address(text)
+            if parsed is not None and format_address(*parsed) not in self.own:
+                self.book.learn(text, peer.source, scope)
+        if now - peer.peers_told >= PEX_INTERVAL_S:
+            await self._tell_addresses(peer)
+        self.dial_some()
+
+    def _ask_for_addresses(self):
+        """While outbound slots are free, ask the peer we told longest ago (at most once per
+        PEX_INTERVAL_S each)."""
+        if not self.wants_addresses() or not self.peers:
+            return
+        peer = min(self.peers.values(), key=lambda p: p.peers_told)
+        if time.monotonic() - peer.peers_told >= PEX_INTERVAL_S:
+            self.spawn(self._send_quietly(peer, self._tell_addresses(peer)))
+
+    async def _send_quietly(self, peer, sending):
+        try:
+            await sending
+        except (P2PError, OSError):
+            await peer.conn.close()
 
     # -- scores and bans ------------------------------------------------------------------------
 
@@ -362,12 +450,18 @@ class PeerManager:
             if self.allowed is not None and pubkey not in self.allowed:
                 self.spawn(peer.conn.close())
 
+    def book_summary(self):
+        """How many addresses the book holds, and the ones we would share with a local peer."""
+        return {"new": self.book.count(tried=False), "tried": self.book.count(tried=True),
+                "shared": self.book.shareable(LOOPBACK_SCOPE)}
+
     def stats(self):
         """Counters and gauges for metrics."""
         return {"refused": dict(self.refused), "failed": dict(self.failed),
                 "penalties": dict(self.penalties), "bans": len(self.bans),
                 "inbound": self.inbound_count(), "outbound": self.outbound_count(),
-                "handshakes": self.admission.in_progress}
+                "handshakes": self.admission.in_progress,
+                "book": {"new": self.book.count(tried=False), "tried": self.book.count(tried=True)}}
 
 
 
@@ -381,3 +475,9 @@ def _recover(peer, now):
     if points:
         peer.score = min(0, peer.score + points)
         peer.scored += points * 60 / SCORE_RECOVERY_PER_MIN
+
+
+def _split(address):
+    """``(host, port)`` of ``host:port`` or ``[v6]:port``."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)

@@ -2,10 +2,12 @@
 
 Spec: docs/protocol.md §10. Keys are 32 bytes, values at most 4096 bytes. A subtree holding one
 key is that key's leaf, placed as high as it is alone, so the root depends only on the key/value
-set. Each update writes version ``v`` (the block height): new nodes are stored under
-``v (8 bytes BE) || node hash`` and every node it replaces is recorded stale since ``v``, which
-``prune`` deletes once no kept version can reach it. History is linear: each update builds on the
-newest version, and ``rollback`` forgets versions above a block being reorganised away.
+set. Each update writes version ``v`` (the block height). Everything the tree stores sits in one
+height-ordered database under ``u64be(v) || kind``: its new nodes (``|| node hash``), its root and
+the nodes it made stale, which ``prune`` deletes once no kept version can reach them. Kinds from
+``OWNER_KINDS`` on are the owner's (the ledger keeps its block records beside the versions), so
+one block's writes all land at the end of one B-tree. History is linear: each update builds on
+the newest version, and ``rollback`` forgets versions above a block being reorganised away.
 """
 
 from contextlib import contextmanager
@@ -15,13 +17,18 @@ from operator import itemgetter
 from edge import _fast
 from edge._fast import smt_value_hash
 from edge._fast.codec_py import encode_fixed
-from edge._fast.smt_py import (EMPTY_REF, REF_EMPTY, REF_LEAF, decode_ref, encode_ref, load_node,
-                               read_inner, read_leaf)
+from edge._fast.smt_py import (EMPTY_REF, NODE_KEY_SIZE, NODE_KIND, REF_EMPTY, REF_LEAF,
+                               decode_ref, encode_ref, load_node, read_inner, read_leaf)
 
 from chain.state.proof import EMPTY, INCLUSION, KEY_SIZE, MAX_VALUE, OTHER_LEAF, Proof
 
 MAX_VERSION = (1 << 64) - 1
-NODE_KEY_SIZE = 8 + 32
+# Record kinds after the version (docs/protocol.md §10.2): nodes (0x00, then the node hash), the
+# root, the stale list; at version 0 only, the oldest version kept. The owner's kinds start at
+# OWNER_KINDS, so a version's records sort as: nodes, root, stale, the owner's.
+ROOT_KIND, STALE_KIND, OLDEST_KIND = 0x01, 0x02, 0x03
+TREE_KINDS = (NODE_KIND, ROOT_KIND, STALE_KIND, OLDEST_KIND)
+OWNER_KINDS = 0x10
 
 
 class StateError(Exception):
@@ -33,21 +40,16 @@ class VersionPruned(StateError):
 
 
 class SparseMerkleTree:
-    """Versioned sparse Merkle tree over three LMDB databases opened by the caller.
+    """Versioned sparse Merkle tree in one LMDB database opened by the caller, which it may share
+    with records of its own under kinds from ``OWNER_KINDS`` on. Every method works inside the
+    caller's transaction."""
 
-    ``nodes``: node key -> node record; ``roots``: version -> encoded root ref; ``stale``:
-    version -> the sorted node keys it made stale, concatenated. Every method works inside the
-    caller's transaction.
-    """
-
-    __slots__ = ("_nodes", "_roots", "_stale")
+    __slots__ = ("_db",)
     #: The inner-loop implementation (``edge._fast.smt_py`` or ``smt_c``); bench/ swaps it.
     engine = _fast.smt
 
-    def __init__(self, nodes_db, roots_db, stale_db):
-        self._nodes = nodes_db
-        self._roots = roots_db
-        self._stale = stale_db
+    def __init__(self, db):
+        self._db = db
 
     def update(self, txn, base_version, new_version, changes) -> bytes:
         """Apply ``changes`` (key -> value or ``None`` to delete) as ``new_version``.
@@ -61,15 +63,16 @@ class SparseMerkleTree:
             root, new_nodes, stale = self.engine.update(base_root, keys, values, new_version,
                                                       self._node_getter(txn))
         # Performance note: the new nodes come sorted and their keys start with the newest
-        # version, so they all sort after every stored node: LMDB appends them (no searches,
-        # no page splits) in one C-level batch.
-        appended = txn.cursor(db=self._nodes).putmulti(new_nodes, append=True)[1]
-        if appended != len(new_nodes):
-            raise StateError(f"stored nodes of version {new_version} or later already exist: "
-                             "the state database is damaged")
+        # version, so they sort after every stored record, and so do the root and stale list
+        # after them: LMDB appends them all (no searches, no page splits).
+        records = new_nodes + [(record_key(new_version, ROOT_KIND), encode_ref(root))]
         if stale:
-            txn.put(_version_key(new_version), stale, db=self._stale)
-        txn.put(_version_key(new_version), encode_ref(root), db=self._roots)
+            records.append((record_key(new_version, STALE_KIND), stale))
+        if txn.cursor(db=self._db).putmulti(records, append=True)[1] != len(records):
+            raise StateError(f"stored records of version {new_version} or later already exist: "
+                             "the state database is damaged")
+        if base_version is None:
+            txn.put(_OLDEST_KEY, _version_key(new_version), db=self._db)
         return root[1]
 
     def root_hash(self, txn, version) -> bytes:
@@ -131,39 +134,49 @@ class SparseMerkleTree:
         Refuses a ``keep_from`` past the newest version, which would drop the live state.
         """
         _check_version(keep_from)
-        _, newest = self.versions(txn)
-        if newest is None:
+        oldest, newest = self.versions(txn)
+        if newest is None or keep_from <= oldest:
             return 0
         if keep_from > newest:
             raise StateError(f"prune({keep_from}) would drop the newest version {newest}")
         # Performance note: the oldest kept version may be above keep_from; nodes stale since it
         # are not in it either, so pruning up to it frees them now rather than at the next prune.
-        oldest_kept = _first_key_from(txn, self._roots, _version_key(keep_from))
-        deleted = self._delete_stale_nodes(txn, _version_from_key(oldest_kept))
-        cursor = txn.cursor(db=self._roots)
-        while cursor.first() and cursor.key() < _version_key(keep_from):
-            cursor.delete()
+        oldest_kept = self._first_version_from(txn, keep_from)
+        deleted = 0
+        for version in range(oldest, oldest_kept + 1):
+            deleted += self._delete_stale_nodes(txn, version)
+            if version < oldest_kept:
+                txn.delete(record_key(version, ROOT_KIND), db=self._db)
+        txn.put(_OLDEST_KEY, _version_key(oldest_kept), db=self._db)
         return deleted
 
     def rollback(self, txn, to_version) -> int:
-        """Forget every version after ``to_version`` (a reorganisation); returns nodes deleted."""
+        """Forget every version after ``to_version`` (a reorganisation): the nodes, roots and
+        stale lists those versions wrote (their owner's records are its own to drop); returns
+        the nodes deleted."""
         self._root_ref(txn, to_version)
         if to_version == MAX_VERSION:
             return 0
-        first_dropped = _version_key(to_version + 1)
-        # Nodes, stale records and roots of a version all sort by that version first.
-        _delete_from(txn, self._stale, first_dropped)
-        _delete_from(txn, self._roots, first_dropped)
-        return _delete_from(txn, self._nodes, first_dropped)
+        deleted = 0
+        cursor = txn.cursor(db=self._db)
+        cursor.set_range(_version_key(to_version + 1))
+        while cursor.key():
+            kind = cursor.key()[8]
+            if kind in TREE_KINDS:
+                deleted += kind == NODE_KIND
+                cursor.delete()
+            else:
+                cursor.next()
+        return deleted
 
     def versions(self, txn):
         """``(oldest, newest)`` version present, or ``(None, None)`` before the first update."""
-        cursor = txn.cursor(db=self._roots)
-        if not cursor.first():
+        oldest = txn.get(_OLDEST_KEY, db=self._db)
+        if oldest is None:
             return None, None
-        oldest = _version_from_key(cursor.key())
+        cursor = txn.cursor(db=self._db)
         cursor.last()
-        return oldest, _version_from_key(cursor.key())
+        return _version_from_key(oldest), _version_from_key(cursor.key())
 
     # -- private ---------------------------------------------------------------------------------
 
@@ -186,7 +199,7 @@ class SparseMerkleTree:
 
     def _root_ref(self, txn, version):
         _check_version(version)
-        raw = txn.get(_version_key(version), db=self._roots)
+        raw = txn.get(record_key(version, ROOT_KIND), db=self._db)
         if raw is None:
             raise VersionPruned(self._missing_version_message(txn, version))
         return decode_ref(raw)
@@ -197,6 +210,17 @@ class SparseMerkleTree:
             return f"state version {version} is not stored: the tree has no versions yet"
         why = "was pruned" if version < oldest else "is not stored"
         return f"state version {version} {why} (versions {oldest}..{newest} are)"
+
+    def _first_version_from(self, txn, version):
+        """The oldest version at or above ``version`` that has a root."""
+        cursor = txn.cursor(db=self._db)
+        while True:
+            if not cursor.set_range(record_key(version, ROOT_KIND)):
+                raise StateError(f"no state version at or above {version}")
+            key = cursor.key()
+            if key[8] == ROOT_KIND and len(key) == 9:
+                return _version_from_key(key)
+            version = _version_from_key(key) + (0 if key[8] < ROOT_KIND else 1)
 
     def _walk(self, txn, version, key):
         """The ref where ``key``'s path ends in ``version`` and the sibling hashes, top first."""
@@ -209,20 +233,24 @@ class SparseMerkleTree:
 
     def _node_getter(self, txn):
         # Performance note: a C-level partial, so the compiled twin reads LMDB without a frame.
-        return partial(txn.get, db=self._nodes)
+        return partial(txn.get, db=self._db)
 
-    def _delete_stale_nodes(self, txn, up_to):
-        """Delete nodes stale since ``up_to`` or earlier, with their stale records."""
+    def _delete_stale_nodes(self, txn, version):
+        """Delete the nodes ``version`` made stale, with its stale list; returns how many."""
+        key = record_key(version, STALE_KIND)
+        packed = txn.get(key, db=self._db)
+        if packed is None:
+            return 0
         deleted = 0
-        cursor = txn.cursor(db=self._stale)
-        cursor.first()
-        stop = _version_key(up_to + 1) if up_to < MAX_VERSION else None
-        while cursor.key() and (stop is None or cursor.key() < stop):
-            packed = cursor.value()
-            for at in range(0, len(packed), NODE_KEY_SIZE):
-                deleted += txn.delete(packed[at:at + NODE_KEY_SIZE], db=self._nodes)
-            cursor.delete()
+        for at in range(0, len(packed), NODE_KEY_SIZE):
+            deleted += txn.delete(packed[at:at + NODE_KEY_SIZE], db=self._db)
+        txn.delete(key, db=self._db)
         return deleted
+
+
+def record_key(version, kind):
+    """The key of a version's record of ``kind`` (one byte)."""
+    return _version_key(version) + bytes((kind,))
 
 
 @contextmanager
@@ -239,6 +267,9 @@ def _version_key(version):
 
 def _version_from_key(key):
     return int.from_bytes(key[:8], "big")
+
+
+_OLDEST_KEY = record_key(0, OLDEST_KIND)
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -286,16 +317,3 @@ def _check_version(version):
         raise ValueError(f"version {version} is outside 0..2^64-1")
 
 
-def _first_key_from(txn, db, start):
-    cursor = txn.cursor(db=db)
-    return cursor.key() if cursor.set_range(start) else None
-
-
-def _delete_from(txn, db, start):
-    """Delete every record of ``db`` whose key is ``>= start``; returns how many."""
-    cursor = txn.cursor(db=db)
-    deleted = 0
-    if cursor.set_range(start):
-        while cursor.delete():
-            deleted += 1
-    return deleted

@@ -1,8 +1,7 @@
 """A write-buffered view of the latest state, used to execute one block.
 
 Reads fall through to the committed state; writes stay in ``changes`` until the block commits
-them together with its SMT update (chain.ledger). Nothing here touches LMDB directly: the voter
-index (who votes for whom, derived from the accounts' votes) is an object the ledger supplies.
+them together with its SMT update (chain.ledger). Nothing here touches LMDB directly.
 """
 
 from chain.state import records
@@ -15,15 +14,14 @@ EMPTY_ACCOUNT = Account()
 class StateView:
     """Typed access to state records over ``read(key) -> bytes | None``."""
 
-    def __init__(self, read, voters=None):
+    def __init__(self, read):
         self._read = read
-        self._voters = voters
         self.changes = {}
 
     def child(self):
         """A view on top of this one whose writes stay apart until ``merge`` (a contract call
         that may fail)."""
-        return StateView(self.get, self._voters)
+        return StateView(self.get)
 
     def merge(self, child):
         """Take a child view's writes."""
@@ -119,16 +117,6 @@ class StateView:
     def set_reward_checkpoint(self, voter, agent, value):
         self.put(records.voter_key(voter, agent),
                  None if value is None else records.encode_checkpoint(value))
-
-    def voters_of(self, agent):
-        """The addresses voting for ``agent``, in address order (from the voter index)."""
-        return self._voters.voters_of(agent) if self._voters is not None else ()
-
-    def set_vote(self, agent, voter, present):
-        """Record in the voter index that ``voter`` votes (or stops voting) for ``agent``
-        (a view without an index, such as a dry run, records nothing)."""
-        if self._voters is not None:
-            self._voters.set_vote(agent, voter, present)
 
     def unbond_queue(self, height):
         raw = self.get(records.unbond_key(height))

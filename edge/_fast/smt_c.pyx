@@ -16,9 +16,9 @@ from edge._fast.blake cimport generichash_fn, hash_pair, hash_parts
 from edge._fast.cursor cimport (Cursor, as_bytes, fail, open_cursor, read_end, read_fixed,
                                 read_u8, read_uvarint, read_var_bytes)
 from edge._fast.hashing_py import TAG_SMT_LEAF, TAG_SMT_NODE, TAG_SMT_VALUE
-from edge._fast.smt_py import (EMPTY_REF, KEY_SIZE, MAX_VALUE, RECORD_INNER, RECORD_LEAF,
-                               REF_EMPTY, REF_INNER, REF_LEAF, bit, decode_ref, encode_ref,
-                               read_ref, right_half_start)
+from edge._fast.smt_py import (EMPTY_REF, KEY_SIZE, MAX_VALUE, NODE_KEY_SIZE, NODE_KIND,
+                               RECORD_INNER, RECORD_LEAF, REF_EMPTY, REF_INNER, REF_LEAF, bit,
+                               decode_ref, encode_ref, read_ref, right_half_start)
 
 cdef generichash_fn _blake2b = <generichash_fn><uintptr_t>symbol_address("crypto_generichash_blake2b")
 
@@ -31,11 +31,12 @@ cdef enum:
     C_LEAF = 2
     C_RECORD_INNER = 0
     C_RECORD_LEAF = 1
-    C_NODE_KEY = 40
+    C_NODE_KEY = 41
 
 assert (C_KEY, C_MAX_VALUE) == (KEY_SIZE, MAX_VALUE)
 assert (C_EMPTY, C_INNER, C_LEAF) == (REF_EMPTY, REF_INNER, REF_LEAF)
 assert (C_RECORD_INNER, C_RECORD_LEAF) == (RECORD_INNER, RECORD_LEAF)
+assert C_NODE_KEY == NODE_KEY_SIZE and NODE_KIND == 0
 cdef tuple C_EMPTY_REF = EMPTY_REF
 
 
@@ -50,26 +51,30 @@ cdef bytes _VALUE_PREFIX = _prefix(TAG_SMT_VALUE)
 
 # -- records --------------------------------------------------------------------------------------
 
-cdef bytes _version_bytes(unsigned long long version):
-    cdef unsigned char out[8]
+cdef bytes _node_prefix(unsigned long long version):
+    """The version (8 bytes big-endian) and the node kind (0x00): a node key's first 9 bytes."""
+    cdef unsigned char out[9]
     cdef int i
     for i in range(8):
         out[7 - i] = (version >> (8 * i)) & 0xFF
-    return PyBytes_FromStringAndSize(<char *>out, 8)
+    out[8] = 0
+    return PyBytes_FromStringAndSize(<char *>out, 9)
 
 
 cdef bytes _node_key(tuple ref):
-    cdef unsigned char out[40]
+    cdef unsigned char out[41]
     cdef unsigned long long version = ref[2]
     cdef int i
     for i in range(8):
         out[7 - i] = (version >> (8 * i)) & 0xFF
-    memcpy(out + 8, PyBytes_AS_STRING(ref[1]), 32)
-    return PyBytes_FromStringAndSize(<char *>out, 40)
+    out[8] = 0
+    memcpy(out + 9, PyBytes_AS_STRING(ref[1]), 32)
+    return PyBytes_FromStringAndSize(<char *>out, 41)
 
 
 def node_key(ref):
-    """Where a node is stored: its creating version (8 bytes big-endian) and its hash."""
+    """Where a node is stored: its creating version (8 bytes big-endian), the node kind (0x00)
+    and its hash (docs/protocol.md §10.2)."""
     return _node_key(tuple(ref))
 
 
@@ -195,7 +200,7 @@ cdef int _compare_keyed(const void *a, const void *b) noexcept nogil:
 
 
 cdef list _sorted_nodes(list nodes):
-    """``sorted(nodes)`` for ``(40-byte node key, record)`` pairs with distinct keys."""
+    """``sorted(nodes)`` for ``(41-byte node key, record)`` pairs with distinct keys."""
     cdef Py_ssize_t n = len(nodes), i
     cdef _Keyed *order
     cdef bytes key
@@ -208,7 +213,7 @@ cdef list _sorted_nodes(list nodes):
         for i in range(n):
             key = (<tuple>nodes[i])[0]
             if PyBytes_GET_SIZE(key) != C_NODE_KEY:
-                raise ValueError("new node key is not 40 bytes")
+                raise ValueError("new node key is not 41 bytes")
             order[i].key = PyBytes_AS_STRING(key)
             order[i].index = i
         qsort(order, n, sizeof(_Keyed), _compare_keyed)
@@ -222,7 +227,7 @@ cdef int _compare_node_keys(const void *a, const void *b) noexcept nogil:
 
 
 cdef bytes _sorted_join(list node_keys):
-    """``b"".join(sorted(node_keys))`` for 40-byte keys: qsort over pointers, one copy."""
+    """``b"".join(sorted(node_keys))`` for 41-byte keys: qsort over pointers, one copy."""
     cdef Py_ssize_t n = len(node_keys), i
     cdef const char **ptrs
     cdef bytes out
@@ -235,7 +240,7 @@ cdef bytes _sorted_join(list node_keys):
     try:
         for i in range(n):
             if PyBytes_GET_SIZE(node_keys[i]) != C_NODE_KEY:
-                raise ValueError("stale node key is not 40 bytes")
+                raise ValueError("stale node key is not 41 bytes")
             ptrs[i] = PyBytes_AS_STRING(node_keys[i])
         qsort(ptrs, n, sizeof(char *), _compare_node_keys)
         out = PyBytes_FromStringAndSize(NULL, n * C_NODE_KEY)
@@ -252,11 +257,11 @@ cdef class _Update:
 
     cdef list keys, values, new_nodes, stale
     cdef object version, get_node
-    cdef bytes version_key
+    cdef bytes node_prefix
 
     def __init__(self, list keys, list values, version, get_node):
         self.keys, self.values, self.version = keys, values, version
-        self.version_key = _version_bytes(version)
+        self.node_prefix = _node_prefix(version)
         self.get_node, self.new_nodes, self.stale = get_node, [], []
 
     cdef const unsigned char *_key(self, Py_ssize_t i):
@@ -378,5 +383,5 @@ cdef class _Update:
     cdef tuple _store(self, int kind, unsigned char *node_hash, unsigned char *record,
                       Py_ssize_t size):
         cdef bytes h = PyBytes_FromStringAndSize(<char *>node_hash, 32)
-        self.new_nodes.append((self.version_key + h, PyBytes_FromStringAndSize(<char *>record, size)))
+        self.new_nodes.append((self.node_prefix + h, PyBytes_FromStringAndSize(<char *>record, size)))
         return (kind, h, self.version)

@@ -14,6 +14,8 @@ from edge._fast.hashing_py import HASH_SIZE, ZERO_HASH, smt_leaf_hash, smt_node_
 KEY_SIZE = HASH_SIZE
 MAX_VALUE = 4096
 REF_EMPTY, REF_INNER, REF_LEAF = 0, 1, 2
+NODE_KIND = 0x00            # the record kind of a node in its version's records (after the version)
+NODE_KEY_SIZE = 8 + 1 + HASH_SIZE
 EMPTY_REF = (REF_EMPTY, ZERO_HASH, 0)
 RECORD_INNER, RECORD_LEAF = 0, 1
 
@@ -45,8 +47,9 @@ def decode_ref(data):
 
 
 def node_key(ref):
-    """Where a node is stored: its creating version (8 bytes big-endian) and its hash."""
-    return ref[2].to_bytes(8, "big") + ref[1]
+    """Where a node is stored: its creating version (8 bytes big-endian), ``NODE_KIND`` and its
+    hash (docs/protocol.md §10.2)."""
+    return ref[2].to_bytes(8, "big") + b"\x00" + ref[1]
 
 
 def load_node(get_node, ref):

@@ -1,17 +1,24 @@
 """The zero-loss MQTT bridge (DESIGN §6, docs §15): device frames from Mosquitto into LMDB.
 
-paho's network thread only queues what arrives. One worker thread takes the queue in batches
-(up to ``batch_size`` messages, or what came within ``batch_ms`` of the first), and for a batch:
+paho's network thread only queues what arrives (with its arrival time). One worker thread takes
+what is queued as it comes and, for each chunk:
 
 1. checks each message without touching its signature (size, topic, approved device, layout,
    duplicate, rate, timestamp, JSON payload, the fields of its kind's schema: ``schemas.py``);
-2. verifies every remaining signature in ONE batch (``edge._fast.start_verify``: on a native
-   thread, so the worker checks the next batch meanwhile; batches still finish in order);
+2. hands every remaining signature of the chunk to the verifier (``verifier.py``: one thread for
+   the bridge's life), so the worker checks the next chunk meanwhile.
+
+The checked chunks form a **batch**, finished once its oldest message has waited ``commit_ms``
+(or it holds ``batch_size`` messages): so the bridge commits at most ``1000 / commit_ms`` times a
+second, whatever the number of devices, and acknowledges every message within ``commit_ms`` plus
+the time to finish its batch (docs §15.4). Finishing a batch:
+
 3. checks sequence numbers in arrival order, against what the previous batches committed, so a
    forged frame never moves a device's sequence: a device's frames are taken strictly in seq
    order (``sequence.py``), and then the schema's stateful rules (timestamps, counters,
    sessions) the same way;
-4. commits the accepted frames in ONE synced LMDB write transaction;
+4. commits the accepted frames in ONE synced LMDB write transaction (appended to the frame log,
+   ``devices.py``);
 5. THEN acknowledges every message of the batch (``client.ack``) and sends the error replies;
 6. tells each device, on ``reply/receipt``, ``{"seq": n, "from": s}``: every frame of it from
    ``s`` to ``n`` is stored. At most once a second per device while frames keep coming, and at
@@ -41,18 +48,18 @@ import traceback
 import paho.mqtt.client as mqtt
 
 from chain.store import StorageError
-from edge import _fast
 from edge.mqtt import ingest, schemas, topics
 from edge._fast.codec_py import FRAME_HELLO
 from edge.mqtt.frames import KIND_CODES, Frame, frame_message
 from edge.mqtt.provision import ProvisionError, read_join_request
-from edge.mqtt.devices import PENDING, DeviceError
+from edge.mqtt.devices import PENDING, UNKNOWN, DeviceError
 from edge.mqtt.onboarding import TRACKED, JoinLimiter
 from edge.mqtt.ratelimit import Buckets
+from edge.mqtt.retention import DiskLow, Retention
 from edge.mqtt.sequence import AHEAD, BEHIND, MAX_SKIP, NEXT, RESTART, Position
 from edge.mqtt.topics import device_id_of
+from edge.mqtt.verifier import Verifier
 
-U64_KEY = 8  # a frame key is device id (8 bytes) || u64be seq
 REFUSAL_LOG_S = 10.0         # refused join requests are logged at most this often
 BROKER_LOG = "$SYS/broker/log/N"   # the broker's notices: who connected from where
 _CONNECTED = re.compile(r"New client connected from (\S+):\d+ as ([0-9a-f]{16}) \(")
@@ -63,13 +70,17 @@ REPLY_RATE = (10.0, 100)     # error replies a second per device, burst (beyond:
 MAX_PENDING = 20_000         # paho's thread waits (TCP back-pressure) beyond this many queued
 RETRY_S = 1.0                # a failed commit is retried after this long, never given up
 RECEIPT_INTERVAL_S = 1.0     # at most one receipt a second per device while frames keep coming
+COMMIT_MS = 200              # a message waits at most this long for its batch to be finished
+BATCH_SIZE = 2000            # messages finished in one commit at most (a burst: back to back)
+DUPLICATE_WINDOW = 1024      # frames a redelivery is looked for among, back from a device's newest
+LATENCIES_KEPT = 100_000     # acknowledgement delays kept for ``stats()``
 
 
 class BridgeMetrics:
     """Prometheus counters of the bridge, in ``registry`` (the node's), for /metrics."""
 
     def __init__(self, registry=None):
-        from prometheus_client import REGISTRY, Counter, Histogram
+        from prometheus_client import REGISTRY, Counter, Gauge, Histogram
         r = registry if registry is not None else REGISTRY
         self.accepted = Counter("smartshare_mqtt_frames_accepted", "Device frames stored",
                                 registry=r)
@@ -81,19 +92,32 @@ class BridgeMetrics:
         self.provision = Counter("smartshare_mqtt_provision_requests",
                                  "Join requests, by result", ["result"], registry=r)
         self.batch_seconds = Histogram(
-            "smartshare_mqtt_batch_seconds", "Time to check, verify and commit one batch",
+            "smartshare_mqtt_batch_seconds", "Time to finish one batch (sequence, commit, ack)",
             registry=r, buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
+        self.ack_seconds = Histogram(
+            "smartshare_mqtt_ack_seconds", "From a message's arrival to its acknowledgement",
+            registry=r, buckets=(0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 1.0, 2.5))
+        self.pruned = Counter("smartshare_mqtt_frames_pruned",
+                              "Stored frames deleted by the retention policy", registry=r)
+        self.frames_bytes = Gauge("smartshare_mqtt_frames_bytes",
+                                  "Bytes of the data file's pages holding frames", registry=r)
+        self.disk_free = Gauge("smartshare_disk_free_bytes",
+                               "Free bytes on the data folder's file system (at the last commit)",
+                               registry=r)
+        self.disk_low = Counter("smartshare_disk_low",
+                                "Commits held back: free space under the watermark", registry=r)
 
 
 class _Batch:
     """The working state of one batch."""
 
-    __slots__ = ("acks", "replies", "candidates", "accepted", "joins", "positions", "moved",
-                 "duplicates", "rejected", "stored", "job", "checked", "mono", "started",
-                 "sequencing")
+    __slots__ = ("acks", "arrivals", "replies", "candidates", "accepted", "joins", "positions",
+                 "moved", "duplicates", "rejected", "stored", "jobs", "checked", "mono",
+                 "started", "sequencing")
 
     def __init__(self):
         self.acks = []        # (generation, mid, qos) of every message
+        self.arrivals = []    # when each message arrived (time.monotonic())
         self.replies = []     # (device id, code, message, seq, expected seq or None)
         # (device id, frame, raw, pubkey, schema, payload, refusal): their signatures to verify;
         # refusal is (code, message) when the content is refused: a signed frame that is the
@@ -106,10 +130,29 @@ class _Batch:
         self.duplicates = 0
         self.rejected = collections.Counter()
         self.stored = {}      # device id -> Position known stored (for its receipt)
-        self.job = None       # the signature verification running for ``candidates``
+        self.jobs = []        # the verifier's jobs for ``candidates``, in order
         self.checked = None   # (replies, rejected, duplicates, stored) after the checks
         self.mono = self.started = 0.0
         self.sequencing = None  # the schemas' stateful checks of this batch
+
+    @classmethod
+    def merged(cls, chunks):
+        """One batch of the checked ``chunks``, in order (to be finished together)."""
+        b = cls()
+        for c in chunks:
+            b.acks += c.acks
+            b.arrivals += c.arrivals
+            b.candidates += c.candidates
+            b.joins += c.joins
+            b.jobs += c.jobs
+            b.replies += c.replies
+            b.rejected.update(c.rejected)
+            b.duplicates += c.duplicates
+            b.stored.update(c.stored)
+        b.mono, b.started = chunks[-1].mono, chunks[0].started
+        b.checked = (list(b.replies), collections.Counter(b.rejected), b.duplicates,
+                     dict(b.stored))
+        return b
 
     def restart_sequencing(self):
         """Back to the state after the checks (a failed commit is sequenced again)."""
@@ -123,23 +166,25 @@ class Bridge:
     """Device frames from the broker into the Store, acknowledged after commit."""
 
     def __init__(self, store, registry, *, host, port, username, password, client_id, chain_id,
-                 log=print, metrics=None, batch_size=200, batch_ms=20,
+                 log=print, metrics=None, batch_size=BATCH_SIZE, commit_ms=COMMIT_MS,
                  rate_per_s=200, burst=1000, future_ms=300_000, on_commit=None,
-                 on_subscribed=None, max_pending=MAX_PENDING, tls_context=None):
-        if batch_size < 1 or batch_ms < 0:
-            raise ValueError("batch_size must be >= 1 and batch_ms >= 0")
+                 on_subscribed=None, max_pending=MAX_PENDING, tls_context=None,
+                 retention=None):
+        if batch_size < 1 or commit_ms < 0:
+            raise ValueError("batch_size must be >= 1 and commit_ms >= 0")
         self.store, self.registry = store, registry
         self.host, self.port, self.tls_context = host, port, tls_context
         self.username, self.password, self.client_id = username, password, client_id
         self.chain_id = chain_id
         self.log, self.metrics = log, metrics
-        self.batch_size, self.batch_s = batch_size, batch_ms / 1000.0
+        self.batch_size, self.commit_s = batch_size, commit_ms / 1000.0
         self.future_ms = future_ms
         self.on_commit = on_commit  # called as on_commit([(device id, seq), ...], time_ns)
         # called (paho's thread) once subscribed: the node has the broker save its session, so
         # after a broker restart the bridge is subscribed before any device can publish
         self.on_subscribed = on_subscribed
         self.max_pending = max_pending
+        self.retention = retention if retention is not None else Retention(store.path)
         self._buckets = Buckets(rate_per_s, burst)
         self._joins = JoinLimiter(time.monotonic())
         self._sources = collections.OrderedDict()   # provisioning client id -> its address
@@ -153,6 +198,8 @@ class Bridge:
         self._keys_read_at = 0.0
         self.rules = schemas.FrameRules(store)
         self._inbox = collections.deque()
+        self._verifier = Verifier()
+        self._latencies = collections.deque(maxlen=LATENCIES_KEPT)
         self._wake = threading.Event()
         self._ready = threading.Event()
         self._conn_lock = threading.Lock()
@@ -164,7 +211,9 @@ class Bridge:
         self._stats_lock = threading.Lock()
         self._stats = {"accepted": 0, "duplicates": 0, "rejected": collections.Counter(),
                        "provision_requests": 0, "provision_rejected": 0, "ignored": 0,
-                       "batches": 0, "commits": 0, "commit_failures": 0, "connects": 0}
+                       "batches": 0, "commits": 0, "commit_failures": 0, "connects": 0,
+                       "acknowledged": 0, "pruned": 0, "frames_bytes": 0,
+                       "disk_free_bytes": None, "disk_low": 0}
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -190,6 +239,7 @@ class Bridge:
         client.on_message = self._on_message
         self._client = client
         self._stopping = False
+        self._verifier.start()
         self._worker = threading.Thread(target=self._run, name="mqtt-bridge", daemon=True)
         self._worker.start()
         client.connect_async(self.host, self.port, keepalive=30)
@@ -207,6 +257,7 @@ class Bridge:
         self._stopping = True
         self._wake.set()
         self._worker.join()
+        self._verifier.stop()
         self._client.disconnect()
         self._client.loop_stop()
         self._client = self._worker = None
@@ -234,6 +285,12 @@ class Bridge:
         out["queued"] = len(self._inbox)
         out["connected"] = self._connected
         out["devices"] = len(self._keys)
+        out["verify_batches"] = self._verifier.batches
+        delays = sorted(self._latencies)
+        if delays:
+            out["ack_p99_ms"] = round(1000 * delays[min(len(delays) - 1,
+                                                        int(0.99 * len(delays)))], 1)
+            out["ack_max_ms"] = round(1000 * delays[-1], 1)
         return out
 
     # -- paho's thread -------------------------------------------------------------------------
@@ -279,25 +336,47 @@ class Bridge:
         inbox = self._inbox
         while len(inbox) >= self.max_pending and not self._stopping:
             time.sleep(0.002)  # the worker is behind: stop reading, let TCP push back
-        inbox.append((self._generation, msg.mid, msg.qos, topic, msg.payload))
+        inbox.append((self._generation, msg.mid, msg.qos, topic, msg.payload, time.monotonic()))
         self._wake.set()
 
     # -- the worker ----------------------------------------------------------------------------
 
     def _run(self):
-        """Check batch N+1 while batch N's signatures are verified; then finish N (sequence,
-        commit, acknowledge). On stop, the batch in hand is finished."""
-        in_hand = None
+        """Check what arrives as it comes (signatures verify meanwhile); finish the batch once
+        its oldest message has waited ``commit_ms`` or it is full. On stop, the checked batch is
+        finished (what is still queued is not acknowledged: the broker delivers it again)."""
+        chunks, count, due = [], 0, None
         while not self._stopping:
-            messages = self._collect(idle=in_hand is None)
-            checked = self._retrying(self._check_batch, messages) if messages else None
-            if in_hand is not None and self._retrying(self._finish, in_hand) is None:
-                return
-            in_hand = checked
-            if in_hand is None:
+            messages = self._take(due, self.batch_size - count)
+            if messages:
+                chunk = self._retrying(self._check_batch, messages)
+                if chunk is None:
+                    return
+                chunks.append(chunk)
+                count += len(messages)
+                due = due or messages[0][5] + self.commit_s
+            if chunks and (count >= self.batch_size or time.monotonic() >= due):
+                if self._retrying(self._finish, chunks) is None:
+                    return
+                chunks, count, due = [], 0, None
+            elif not chunks:
                 self._send_receipts(time.monotonic(), idle=True)
-        if in_hand is not None:
-            self._retrying(self._finish, in_hand)
+        if chunks:
+            self._retrying(self._finish, chunks)
+
+    def _take(self, due, room):
+        """Up to ``room`` queued messages; when none is queued, wait for one until ``due`` (or
+        half a second with no batch open)."""
+        inbox = self._inbox
+        if not inbox:
+            self._wake.clear()
+            timeout = 0.5 if due is None else due - time.monotonic()
+            if not inbox and timeout > 0:
+                self._wake.wait(timeout)
+        batch = []
+        while inbox and len(batch) < room:
+            batch.append(inbox.popleft())
+        return batch
 
     def _retrying(self, step, work):
         """``step(work)``, retried after storage trouble (or any failure of a commit) until it
@@ -306,6 +385,11 @@ class Bridge:
         while True:
             try:
                 return step(work)
+            except DiskLow as exc:
+                self._disk_low(exc)
+                time.sleep(RETRY_S)
+                if self._stopping:
+                    return None
             except Exception:
                 with self._stats_lock:
                     self._stats["commit_failures"] += 1
@@ -315,36 +399,20 @@ class Bridge:
                 if self._stopping:
                     return None
 
-    def _collect(self, idle=True):
-        """Up to ``batch_size`` queued messages, and what arrives within ``batch_ms`` of the
-        first. ``idle`` False (a batch is in hand, to be finished soon): wait at most
-        ``batch_ms`` in all, even for the first."""
-        inbox, batch = self._inbox, []
-        deadline = None if idle else time.monotonic() + self.batch_s
-        while len(batch) < self.batch_size:
-            try:
-                batch.append(inbox.popleft())
-                continue
-            except IndexError:
-                pass
-            if self._stopping:
-                break
-            now = time.monotonic()
-            if batch and deadline is None:
-                deadline = now + self.batch_s
-            self._wake.clear()
-            if inbox:
-                continue
-            if deadline is None:
-                self._wake.wait(0.5)
-            elif now >= deadline:
-                break
-            else:
-                self._wake.wait(deadline - now)
-        return batch
+    def _disk_low(self, exc):
+        """Count a commit held back by the watermark; say so at most once a minute."""
+        with self._stats_lock:
+            self._stats["disk_low"] += 1
+            first = self._stats["disk_low"] % 60 == 1
+        self._note_free(exc.free)
+        if self.metrics is not None:
+            self.metrics.disk_low.inc()
+        if first:
+            self.log(f"mqtt bridge: {exc}")
 
     def _check_batch(self, messages):
-        """Steps 1-2: check every message and start verifying the candidates' signatures."""
+        """Steps 1-2: check every message and hand the candidates' signatures to the
+        verifier; returns the checked chunk."""
         b = _Batch()
         b.started = time.perf_counter()
         now_ms = time.time_ns() // 1_000_000
@@ -352,6 +420,7 @@ class Bridge:
         with self.store.read() as txn:
             for item in messages:
                 b.acks.append(item[:3])
+                b.arrivals.append(item[5])
                 try:
                     self._check(item, txn, b, now_ms, mono)
                 except StorageError:
@@ -363,31 +432,35 @@ class Bridge:
                         self._reject(b, device[0], ingest.MALFORMED,
                                      f"could not be checked ({type(exc).__name__})", None, mono)
         if b.candidates:
-            b.job = _fast.start_verify([c[3] for c in b.candidates],
-                                       [frame_message(self.chain_id, c[2]) for c in b.candidates],
-                                       [c[1].signature for c in b.candidates])
+            b.jobs.append(self._verifier.submit(
+                [c[3] for c in b.candidates],
+                [frame_message(self.chain_id, c[2]) for c in b.candidates],
+                [c[1].signature for c in b.candidates]))
         b.checked = (list(b.replies), collections.Counter(b.rejected), b.duplicates,
                      dict(b.stored))
         return b
 
-    def _finish(self, b):
-        """Steps 3-6: sequence checks on fresh storage, commit, acknowledge, reply; True."""
+    def _finish(self, chunks):
+        """Steps 3-6 for the checked ``chunks``: sequence checks on fresh storage, commit,
+        acknowledge, reply; True."""
+        b = _Batch.merged(chunks)
         b.restart_sequencing()
-        if b.job is not None:
-            verified = b.job.result()
+        if b.jobs:
+            verified = [ok for job in b.jobs for ok in job.result()]
             with self.store.read() as txn:
                 self._sequence(b, verified, txn, b.mono)
         for device_id, payload in b.joins:
             self._provision(device_id, payload, b.mono)
         b.joins = []
         if b.moved:
+            self._note_free(self.retention.check_space())
             self.store.write(self._store_frames(b.accepted, b.sequencing, b.moved))
         if b.accepted and self.on_commit is not None:
             try:
                 self.on_commit([(d, s) for d, s, _ in b.accepted], time.time_ns())
             except Exception:
                 self.log("mqtt bridge: on_commit failed:\n" + traceback.format_exc())
-        self._acknowledge(b.acks)
+        self._acknowledge(b.acks, b.arrivals)
         for device_id, code, message, seq, expected in b.replies:
             self._client.publish(topics.reply_topic(device_id, "error"),
                                  ingest.error_reply(code, message, seq, expected), qos=1)
@@ -420,22 +493,45 @@ class Bridge:
 
     def _store_frames(self, accepted, sequencing, positions):
         def work(txn):
-            self.registry.store_frames(txn, accepted, positions)
+            now_ms = time.time_ns() // 1_000_000
+            self.registry.store_frames(txn, accepted, positions, now_ms)
             sequencing.write(txn)
+            pruned = self.retention.prune(self.registry, txn, len(accepted), now_ms)
+            kept = self.registry.frames_bytes(txn)
+            with self._stats_lock:
+                self._stats["pruned"] += pruned
+                self._stats["frames_bytes"] = kept
+            if self.metrics is not None:
+                self.metrics.pruned.inc(pruned)
+                self.metrics.frames_bytes.set(kept)
         return work
 
-    def _acknowledge(self, acks):
+    def _note_free(self, free):
+        with self._stats_lock:
+            self._stats["disk_free_bytes"] = free
+        if self.metrics is not None:
+            self.metrics.disk_free.set(free)
+
+    def _acknowledge(self, acks, arrivals):
         client = self._client
         with self._conn_lock:
             generation = self._generation
             for gen, mid, qos in acks:
                 if qos and gen == generation:
                     client.ack(mid, qos)
+        now = time.monotonic()
+        delays = [now - arrived for arrived in arrivals]
+        self._latencies.extend(delays)
+        with self._stats_lock:
+            self._stats["acknowledged"] += len(delays)
+        if self.metrics is not None:
+            for delay in delays:
+                self.metrics.ack_seconds.observe(delay)
 
     # -- checks --------------------------------------------------------------------------------
 
     def _check(self, item, txn, b, now_ms, mono):
-        _, _, _, topic, payload = item
+        topic, payload = item[3], item[4]
         parsed = topics.parse_device_topic(topic) if topic is not None else None
         if parsed is None:
             joining = topics.parse_provision_topic(topic) if topic is not None else None
@@ -505,9 +601,11 @@ class Bridge:
         return position
 
     def _is_stored(self, txn, b, device_id, seq, raw):
-        return (seq <= self._position(txn, b, device_id).mark
-                and txn.get(device_id + seq.to_bytes(8, "big"),
-                            db=self.registry.frames) == raw)
+        return self._stored_frame(txn, device_id, seq, self._position(txn, b, device_id)) == raw
+
+    def _stored_frame(self, txn, device_id, seq, position):
+        """The stored bytes of a device's frame ``seq``, None, or UNKNOWN (devices.py)."""
+        return self.registry.find_frame(txn, device_id, seq, position.mark, DUPLICATE_WINDOW)
 
     def _sequence(self, b, verified, txn, mono):
         """Sequence checks, in arrival order: each device's frames are taken strictly in seq
@@ -545,10 +643,13 @@ class Bridge:
                              f"seq {position.mark}, not at {seq}", seq, mono, position.mark + 1)
 
     def _behind(self, b, txn, device_id, seq, raw, position, taken, mono):
-        """A frame at or below the mark: a duplicate when those bytes are stored (or were taken
-        earlier in this batch), else a replay."""
-        if taken.get((device_id, seq)) == raw or txn.get(
-                device_id + seq.to_bytes(8, "big"), db=self.registry.frames) == raw:
+        """A frame at or below the mark (its signature holds): a duplicate when those bytes are
+        stored (or were taken earlier in this batch), or when its seq is too far back to tell
+        (docs §15.4: its stored copy is beyond DUPLICATE_WINDOW frames, or pruned); else a
+        replay."""
+        stored = self._stored_frame(txn, device_id, seq, position)
+        if taken.get((device_id, seq)) == raw or stored == raw or (
+                stored is UNKNOWN and seq not in position.refused):
             b.duplicates += 1
             b.stored.setdefault(device_id, position)
         elif seq in position.refused:

@@ -2,7 +2,7 @@
 node embeds ``Bridge`` itself).
 
     python -m edge.mqtt.bridge_main --data DIR --broker HOST:PORT --password-file FILE \\
-        --client-id ID --chain-id C [--username U] [--batch-size N] [--batch-ms MS]
+        --client-id ID --chain-id C [--username U] [--batch-size N] [--commit-ms MS]
         [--rate-per-s R] [--burst B] [--future-ms MS]
 
 Prints ``bridge ready`` on stdout once subscribed, and the counters as one JSON line on exit.
@@ -17,7 +17,7 @@ import threading
 
 from chain.secretfile import SecretFileError, read_secret
 from chain.store import Store
-from edge.mqtt.bridge import Bridge
+from edge.mqtt.bridge import BATCH_SIZE, COMMIT_MS, Bridge
 from edge.mqtt.broker import BRIDGE_USER
 from edge.mqtt.devices import DeviceRegistry
 
@@ -32,8 +32,9 @@ def parse_args(argv):
     p.add_argument("--username", default=BRIDGE_USER)
     p.add_argument("--client-id", required=True, help="stable MQTT client id (persistent session)")
     p.add_argument("--chain-id", required=True)
-    p.add_argument("--batch-size", type=int, default=200)
-    p.add_argument("--batch-ms", type=float, default=20)
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    p.add_argument("--commit-ms", type=float, default=COMMIT_MS,
+                   help="a message waits at most this long for its batch's commit")
     p.add_argument("--rate-per-s", type=float, default=200)
     p.add_argument("--burst", type=float, default=1000)
     p.add_argument("--future-ms", type=int, default=300_000)
@@ -60,7 +61,7 @@ def main(argv=None):
     registry = DeviceRegistry(store)
     bridge = Bridge(store, registry, host=args.host, port=args.port, username=args.username,
                     password=password, client_id=args.client_id, chain_id=args.chain_id,
-                    log=log, batch_size=args.batch_size, batch_ms=args.batch_ms,
+                    log=log, batch_size=args.batch_size, commit_ms=args.commit_ms,
                     rate_per_s=args.rate_per_s, burst=args.burst, future_ms=args.future_ms)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

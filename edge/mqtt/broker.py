@@ -20,7 +20,12 @@ from typing import NamedTuple
 BRIDGE_USER = "smartshare-bridge"
 PROVISION_USER = "provision"
 HOME_ASSISTANT_USER = "homeassistant"
+MARKET_USER = "market"        # buyers' agents (docs/protocol.md §17.2)
 READY_TIMEOUT_S = 10
+# A reload is confirmed by the line Mosquitto logs as it starts one; without it by then, SIGHUP
+# is sent again (Mosquitto drops a SIGHUP that arrives while it is reloading).
+RELOAD_LINE = b"Reloading config."
+RELOAD_RESEND_S = 0.5
 # Persistence, sized for an SD card: the broker writes its database every AUTOSAVE_S seconds (and
 # when it stops, and when the node asks: after the bridge's first subscription and after an
 # approval). What a crash loses in between, devices send again: they keep every frame until the
@@ -28,10 +33,13 @@ READY_TIMEOUT_S = 10
 AUTOSAVE_S = 600
 # Per client (the bridge's backlog while it is away; a device or Home Assistant that stops
 # reading): beyond these the broker drops, the devices resend. MAX_INFLIGHT keeps two of the
-# bridge's batches on the wire.
+# bridge's batches on the wire; MAX_INFLIGHT_BYTES keeps a client that stops reading from holding
+# MAX_INFLIGHT messages of up to 64 KiB each (measured: a stalled reader costs the broker about
+# 30 MiB with these limits, 120 MiB without this one; tests/test_mqtt_bridge.py).
 MAX_QUEUED_MESSAGES = 50_000
 MAX_QUEUED_BYTES = 16 << 20
 MAX_INFLIGHT = 1000
+MAX_INFLIGHT_BYTES = 1 << 20
 
 
 class BrokerError(Exception):
@@ -60,7 +68,8 @@ class Broker:
     and, with ``tls``, the TLS listener devices use."""
 
     def __init__(self, directory, host, port, bridge_password, provision_password,
-                 run_as=None, home_assistant_password="", tls=None):
+                 run_as=None, home_assistant_password="", tls=None,
+                 market_password=""):
         if port and not _loopback(host):
             raise BrokerError(f"a plaintext listener may only be on loopback, not {host}: "
                               "devices connect with TLS ([mqtt_tls] in config.toml)")
@@ -72,6 +81,7 @@ class Broker:
         self.run_as = run_as or pwd.getpwuid(os.geteuid()).pw_name
         self.bridge_password, self.provision_password = bridge_password, provision_password
         self.home_assistant_password = home_assistant_password  # "" = no HA account
+        self.market_password = market_password                  # "" = no market account
         self.process = None
         os.makedirs(directory, mode=0o700, exist_ok=True)
 
@@ -110,6 +120,7 @@ persistent_client_expiration 30d
 max_queued_messages {MAX_QUEUED_MESSAGES}
 max_queued_bytes {MAX_QUEUED_BYTES}
 max_inflight_messages {MAX_INFLIGHT}
+max_inflight_bytes {MAX_INFLIGHT_BYTES}
 max_packet_size 65536
 pid_file {self.path("mosquitto.pid")}
 log_dest file {self.path("mosquitto.log")}
@@ -117,6 +128,7 @@ log_dest topic
 log_type error
 log_type warning
 log_type notice
+log_type information
 connection_messages true
 """ + self._listeners_text()
 
@@ -134,6 +146,8 @@ connection_messages true
         entries = {BRIDGE_USER: self.bridge_password, PROVISION_USER: self.provision_password}
         if self.home_assistant_password:
             entries[HOME_ASSISTANT_USER] = self.home_assistant_password
+        if self.market_password:
+            entries[MARKET_USER] = self.market_password
         entries.update((user, pw) for user, pw in sorted(devices.items()) if pw is not None)
         for user, password in entries.items():
             if not user or ":" in user or "\n" in user + password or not password:
@@ -219,25 +233,47 @@ connection_messages true
             return None
         return pid if ours else None
 
+    def _pid(self):
+        """The pid of our broker: the child we started, else one systemd runs on our config."""
+        if self.process is not None and self.process.poll() is None:
+            return self.process.pid
+        return self.running_pid()
+
     def save(self):
         """Ask Mosquitto to write its database now (SIGUSR1): the bridge's session and its
         subscriptions, retained credentials. Ignored when no broker of ours runs."""
-        pid = self.process.pid if self.process is not None and self.process.poll() is None \
-            else self.running_pid()
+        pid = self._pid()
         if pid is not None:
             os.kill(pid, signal.SIGUSR1)
 
     def reload(self):
-        """SIGHUP: re-read passwords and ACL; connected clients stay connected. Works for the
-        broker we started and for one systemd runs on our config (as the node's user)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGHUP)
-            return
-        pid = self.running_pid()
+        """SIGHUP: re-read passwords, ACL and TLS files; connected clients stay connected. Works
+        for the broker we started and for one systemd runs on our config (as the node's user).
+
+        Returns once Mosquitto has begun a reload after the files were written: it logs
+        ``Reloading config.`` before reading them, and it is single-threaded, so every
+        connection it handles after that line sees the new files. A SIGHUP that arrives while
+        Mosquitto is already reloading is dropped (it clears its flag when done), so one that
+        brings no new line in RELOAD_RESEND_S is sent again."""
+        pid = self._pid()
         if pid is None:
             raise BrokerError(f"no Mosquitto runs on {self.path('mosquitto.conf')}; start it "
                               "(systemctl start smartshare-mosquitto) or set [mqtt] run_broker")
-        os.kill(pid, signal.SIGHUP)
+        log = self.path("mosquitto.log")
+        offset = _size(log)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, signal.SIGHUP)
+            except ProcessLookupError:
+                raise BrokerError(f"mosquitto (pid {pid}) exited; see {log}") from None
+            resend = min(time.monotonic() + RELOAD_RESEND_S, deadline)
+            while time.monotonic() < resend:
+                if _logged_since(log, offset, RELOAD_LINE):
+                    return
+                time.sleep(0.01)
+        raise BrokerError(f"mosquitto (pid {pid}) did not reload in {READY_TIMEOUT_S} s; "
+                          f"see {log}")
 
     def stop(self):
         if self.process is not None and self.process.poll() is None:
@@ -248,6 +284,25 @@ connection_messages true
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+
+def _size(path):
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _logged_since(path, offset, line):
+    """Whether ``line`` was written to the log ``path`` beyond ``offset`` (all of it when the
+    file was cut shorter since: rotated)."""
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size >= offset:
+                f.seek(offset)
+            return line in f.read()
+    except FileNotFoundError:
+        return False
 
 
 def _loopback(host):
@@ -268,7 +323,8 @@ PR_SET_PDEATHSIG = 1
 # where); the provisioning account may only announce the device its client id names and read
 # sealed credentials; Home Assistant reads its discovery configs and states and says
 # when it comes online; a device (user name = its id) writes only its own frames and reads
-# only its own replies.
+# only its own replies (and the agent's commands); a buyer's agent (user market) reads the
+# quotes, writes its messages and reads its replies only under its own client id.
 ACL = """# Written by the SmartShare node; edits are overwritten.
 user smartshare-bridge
 topic readwrite ss/v1/#
@@ -291,4 +347,13 @@ pattern write ss/v1/dev/%u/data
 pattern read ss/v1/dev/%u/reply/#
 pattern read ss/v1/ca
 pattern write ss/v1/provision/%c
+
+user market
+topic read ss/v1/market/+/quote
+
+pattern write ss/v1/market/buyer/%c/order
+pattern write ss/v1/market/buyer/%c/channel
+pattern write ss/v1/market/buyer/%c/voucher
+pattern write ss/v1/market/buyer/%c/stop
+pattern read ss/v1/market/buyer/%c/reply/#
 """

@@ -1,11 +1,17 @@
 """The node's devices: who asked to join, who was approved or revoked, and their frames.
 
-Named LMDB databases in the node's one environment (DESIGN §9):
+Named LMDB databases in the node's one environment (DESIGN §9, docs/protocol.md §15.4):
 
     devices      device id (8 bytes) -> JSON record (public key, kind, model, status, times)
-    device_seq   device id -> u64be(mark) || u64be(start): frames start..mark are stored
-                 (``sequence.Position``)
-    frames       device id || u64be seq -> the signed frame (docs/protocol.md §11)
+    device_seq   device id -> u64be(n of its newest stored frame, 0: none) || its
+                 ``sequence.Position`` (frames start..mark are taken)
+    frames       u64be(n) -> u64be(n of the same device's previous frame, 0: none) || u64be(seq)
+                 || u64be(arrival, ms since the epoch) || the signed frame (§11)
+
+Frames are numbered in the order they are stored, so every commit appends at the end of one
+B-tree whatever the number of devices (keyed by device they would touch a page per device), and
+the oldest go first when pruned (``prune_frames``: older than the retention window, or beyond the
+byte budget). A device's frames are found by walking back from its newest.
 """
 
 import json
@@ -15,11 +21,15 @@ import time
 
 from edge.mqtt import onboarding
 from edge.mqtt.sequence import Position
+from edge import _fast
 from edge.mqtt.topics import device_id_of
 
 PENDING, APPROVED, REVOKED = "pending", "approved", "revoked"
 U64 = struct.Struct(">Q")
+LINK = struct.Struct(">QQQ")     # previous n, seq, arrival ms
 MAX_INFO = 256
+PER_FRAME_OVERHEAD = 16   # an LMDB leaf node's header and key, beside the value
+UNKNOWN = object()   # find_frame: too far back (or pruned) to tell whether a seq is stored
 
 
 class DeviceError(Exception):
@@ -104,32 +114,126 @@ class DeviceRegistry:
                 if r["status"] == APPROVED}
 
     def position(self, txn, device_id):
-        """The device's ``sequence.Position``: which of its frames are stored."""
-        return Position.decode(txn.get(bytes(device_id), db=self.seqs))
+        """The device's ``sequence.Position``: which of its frames are taken."""
+        raw = txn.get(bytes(device_id), db=self.seqs)
+        return Position.decode(raw[U64.size:] if raw is not None else None)
 
-    def store_frames(self, txn, accepted, positions):
-        """Keep accepted frames ``[(device id, seq, frame)]`` and the devices' new
-        ``positions`` (``{device id: Position}``), inside ``txn``."""
-        with txn.cursor(db=self.frames) as cursor:
-            cursor.putmulti([(bytes(d) + U64.pack(seq), frame) for d, seq, frame in accepted])
-        with txn.cursor(db=self.seqs) as cursor:
-            cursor.putmulti([(bytes(d), p.encode()) for d, p in positions.items()])
+    def store_frames(self, txn, accepted, positions, now_ms=None):
+        """Keep accepted frames ``[(device id, seq, frame)]`` (in order) and the devices' new
+        ``positions`` (``{device id: Position}``), inside ``txn``: the frames are appended."""
+        now_ms = _now_ms() if now_ms is None else now_ms
+        heads = {bytes(d): self._head(txn, bytes(d)) for d in positions}
+        cursor = txn.cursor(db=self.frames)
+        n = U64.unpack(cursor.key())[0] if cursor.last() else 0
+        records = []
+        for device_id, seq, frame in accepted:
+            device_id = bytes(device_id)
+            n += 1
+            records.append((U64.pack(n), LINK.pack(heads.get(device_id, 0), seq, now_ms) + frame))
+            heads[device_id] = n
+        if cursor.putmulti(records, append=True)[1] != len(records):
+            raise DeviceError("the frame log is damaged: frames numbered beyond its end exist")
+        with txn.cursor(db=self.seqs) as seqs:
+            seqs.putmulti([(d, U64.pack(heads[d]) + p.encode())
+                           for d, p in ((bytes(d), p) for d, p in positions.items())])
 
-    def frames_of(self, device_id, limit=100):
-        """The newest ``limit`` stored frames of a device, newest first."""
-        out = []
-        with self.store.read() as txn:
-            cursor = txn.cursor(db=self.frames)
-            # Position on the device's last frame: just before the first key past it.
-            if cursor.set_range(bytes(device_id) + b"\xff" * 8):
-                positioned = cursor.prev()
-            else:
-                positioned = cursor.last()
-            for key, frame in (cursor.iterprev() if positioned else ()):
-                if not key.startswith(bytes(device_id)) or len(out) >= limit:
+    def frames_of(self, device_id, limit=100, txn=None):
+        """The newest ``limit`` stored frames of a device, newest first: ``[(seq, frame)]``."""
+        def walk(t):
+            return [(seq, frame) for _, seq, frame in self._back(t, bytes(device_id), limit)]
+        return self._reading(walk, txn)
+
+    def frames_after(self, device_id, seq, limit=1000, txn=None):
+        """Frames of a device with a seq above ``seq``, oldest first, at most ``limit``:
+        ``[(seq, frame)]``."""
+        def walk(t):
+            newer = []
+            for _, frame_seq, frame in self._back(t, bytes(device_id)):
+                if frame_seq <= seq:
                     break
-                out.append((U64.unpack(key[8:])[0], frame))
-        return out
+                newer.append((frame_seq, frame))
+            return newer[::-1][:limit]
+        return self._reading(walk, txn)
+
+    def last_seq(self, device_id, txn=None):
+        """The seq of the device's newest stored frame (0: none)."""
+        found = self.frames_of(device_id, 1, txn)
+        return found[0][0] if found else 0
+
+    def find_frame(self, txn, device_id, seq, mark, window):
+        """The stored frame ``seq`` of a device whose position's mark is ``mark``: its bytes,
+        None when it is not stored, or UNKNOWN when it lies more than ``window`` frames back
+        (or was pruned)."""
+        if seq > mark:
+            return None
+        if mark - seq >= window:
+            return UNKNOWN
+        for _, frame_seq, frame in self._back(txn, bytes(device_id), window):
+            if frame_seq == seq:
+                return frame
+            if frame_seq < seq:
+                return None
+        return UNKNOWN
+
+    def frames_bytes(self, txn):
+        """The bytes the frame log's pages take in the data file."""
+        stat = txn.stat(self.frames)
+        return stat["psize"] * (stat["branch_pages"] + stat["leaf_pages"]
+                                + stat["overflow_pages"])
+
+    def prune_frames(self, txn, before_ms, budget_bytes, limit):
+        """Delete, oldest first, at most ``limit`` frames that arrived before ``before_ms`` or
+        that the log holds beyond ``budget_bytes``; returns how many."""
+        excess = self.frames_bytes(txn) - budget_bytes
+        cursor, deleted = txn.cursor(db=self.frames), 0
+        while deleted < limit and cursor.first():
+            value = cursor.value()
+            if excess <= 0 and LINK.unpack_from(value)[2] >= before_ms:
+                break
+            excess -= len(value) + PER_FRAME_OVERHEAD
+            cursor.delete()
+            deleted += 1
+        return deleted
+
+    def _head(self, txn, device_id):
+        raw = txn.get(device_id, db=self.seqs)
+        return U64.unpack(raw[:U64.size])[0] if raw is not None else 0
+
+    def _back(self, txn, device_id, limit=None):
+        """``(n, seq, frame)`` of the device's stored frames, newest first (until a pruned one)."""
+        n, count = self._head(txn, device_id), 0
+        while n and (limit is None or count < limit):
+            value = txn.get(U64.pack(n), db=self.frames)
+            if value is None:
+                return
+            previous, seq, _ = LINK.unpack_from(value)
+            yield n, seq, value[LINK.size:]
+            n, count = previous, count + 1
+
+    def _reading(self, work, txn):
+        if txn is not None:
+            return work(txn)
+        with self.store.read() as t:
+            return work(t)
+
+    def prune_device_frames(self, device_id, below_seq, before_ms):
+        """Delete the device's oldest frames with a seq below ``below_seq`` and a timestamp
+        before ``before_ms`` (settled and past retention: edge/agent decides); returns how many.
+        Only a run of the device's oldest frames goes, so its newest-first chain stays whole;
+        timestamps never go back within a device (docs/protocol.md §15.6), so the run ends at
+        the first frame that is too young."""
+        device_id = bytes(device_id)
+
+        def work(txn):
+            doomed = []
+            for n, seq, frame in reversed(list(self._back(txn, device_id))):  # oldest first
+                if seq >= below_seq or _fast.decode_frame(frame)[4] >= before_ms:
+                    break
+                doomed.append(n)
+            for n in doomed:
+                txn.delete(U64.pack(n), db=self.frames)
+            return len(doomed)
+        return self.store.write(work)
 
     def _require(self, device_id):
         record = self.get(device_id)

@@ -9,10 +9,11 @@ import threading
 from edge.mqtt import certs
 from edge.mqtt.bridge import Bridge, BridgeMetrics
 from edge.mqtt.broker import BRIDGE_USER, Broker, TlsListener
-from edge.mqtt.devices import APPROVED, DeviceRegistry
+from edge.mqtt.devices import APPROVED, PENDING, DeviceError, DeviceRegistry
 from edge.mqtt.homeassistant import HomeAssistantLink
 from edge.mqtt.pinning import client_context, fingerprint
 from edge.mqtt.provision import seal_credentials
+from edge.mqtt.retention import Retention
 from edge.mqtt.topics import CA_TOPIC, credentials_topic
 
 
@@ -29,7 +30,7 @@ def broker_for(config):
     return Broker(config.path(config.mqtt_dir), config.mqtt_host, config.mqtt_port,
                   config.mqtt_bridge_password, config.mqtt_provision_password,
                   home_assistant_password=config.ha_password if config.ha_enabled else "",
-                  tls=tls)
+                  tls=tls, market_password=config.market_password)
 
 
 class DeviceService:
@@ -43,6 +44,7 @@ class DeviceService:
         self.ca_pem = certs.ca_pem(config.home) if config.mqtt_tls_port else None
         host, port = self.broker.local_address
         context = None if config.mqtt_port else client_context(self.ca_pem)
+        self.commit_listeners = []   # more readers of the bridge's commits (the agent)
         self.home_assistant = None
         if config.ha_enabled:
             self.home_assistant = HomeAssistantLink(
@@ -55,9 +57,16 @@ class DeviceService:
                              chain_id=chain_id, log=log,
                              metrics=BridgeMetrics(metrics_registry)
                              if metrics_registry is not None else None,
-                             on_commit=self.home_assistant.on_commit
-                             if self.home_assistant is not None else None,
-                             on_subscribed=self.broker.save)
+                             on_commit=self._on_commit,
+                             on_subscribed=self.broker.save,
+                             retention=Retention(store.path, config.frame_retention_days,
+                                                 config.frame_budget_mb, config.min_free_mb))
+
+    def _on_commit(self, committed, time_ns):
+        if self.home_assistant is not None:
+            self.home_assistant.on_commit(committed, time_ns)
+        for listener in self.commit_listeners:
+            listener(committed, time_ns)
 
     def start(self):
         """Write the broker's files from the registry, start Mosquitto when the node runs its
@@ -93,21 +102,39 @@ class DeviceService:
 
     def approve(self, device_id):
         """Approve a device: its MQTT user, a broker reload, its sealed credentials."""
-        record, password = self.registry.approve(device_id)
+        return self.approve_many([device_id])[0]
+
+    def approve_many(self, device_ids):
+        """Approve devices (a fleet) with one broker reload; each gets its sealed credentials.
+        Every id must be known and not approved yet, else nothing is done (DeviceError)."""
+        device_ids = list(dict.fromkeys(bytes(d) for d in device_ids))
+        for device_id in device_ids:
+            record = self.registry.get(device_id)
+            if record is None or record["status"] == APPROVED:
+                raise DeviceError(f"device {device_id.hex()} is "
+                                  f"{'unknown' if record is None else 'already approved'}: "
+                                  "nothing was approved")
+        approved = [(d, *self.registry.approve(d)) for d in device_ids]
         users = self._approved_users()
-        users[device_id.hex()] = password
+        users.update((d.hex(), password) for d, _, password in approved)
         self.broker.write_config(users)
         self.broker.reload()
         self.bridge.refresh_devices()
         self._refresh_home_assistant()
-        credentials = {"username": device_id.hex(), "password": password,
-                       "chain_id": self.chain_id, **self._where()}
-        sent = self.bridge.publish(credentials_topic(device_id),
-                                   seal_credentials(bytes.fromhex(record["pubkey"]), credentials),
-                                   qos=1, retain=True)
-        self._save_when_sent(sent)
-        self.log(f"devices: approved {device_id.hex()} ({record['kind'] or 'device'})")
-        return record
+        sent, where = None, self._where()
+        for device_id, record, password in approved:
+            credentials = {"username": device_id.hex(), "password": password,
+                           "chain_id": self.chain_id, **where}
+            sent = self.bridge.publish(credentials_topic(device_id), seal_credentials(
+                bytes.fromhex(record["pubkey"]), credentials), qos=1, retain=True)
+            self.log(f"devices: approved {device_id.hex()} ({record['kind'] or 'device'})")
+        if sent is not None:
+            self._save_when_sent(sent)   # QoS 1 in order: the last one sent means all
+        return [record for _, record, _ in approved]
+
+    def pending(self):
+        """Ids of the devices waiting for approval."""
+        return [bytes.fromhex(r["id"]) for r in self.registry.all() if r["status"] == PENDING]
 
     def revoke(self, device_id):
         """Revoke a device: its user goes, the broker reloads (dropping it), frames stop."""

@@ -9,17 +9,18 @@ import time
 from edge.client import ApiClient, ApiError
 from edge.mqtt.simulators import Gateway, SimulatedDevice, SimulatorError, gateway_with_ca
 
-APPROVE_TIMEOUT_S = 30.0       # --approve: wait this long for the node to list the join request
+APPROVE_HINT_S = 30.0          # --approve: say what may be wrong when the request is not listed
 DEVICES_TIMEOUT_S = 60.0       # node run --simulate: wait this long for the node's devices
 NODE_STATE_DIR = "simulators/node"   # node run --simulate's devices, under the home
 
 
-def api_approver(client, log=None, timeout=APPROVE_TIMEOUT_S):
+def api_approver(client, log=None, hint_after=APPROVE_HINT_S):
     """An ``approve`` callback that approves a device through the node's API as soon as its join
-    request is listed. A device the owner revoked is left alone."""
+    request is listed (it waits as long as the device runs: a gateway over its join rate takes
+    the repeated request later). A device the owner revoked is left alone."""
 
     def approve(device_id, stopping):
-        deadline = time.monotonic() + timeout
+        hint_at = time.monotonic() + hint_after
         while not stopping.is_set():
             try:
                 record = client.get(f"/v1/devices/{device_id}")
@@ -37,11 +38,13 @@ def api_approver(client, log=None, timeout=APPROVE_TIMEOUT_S):
                     log(f"{device_id} was revoked by the owner: not approving it again "
                         f"(smartshare device approve {device_id} lets it back)")
                 return
-            if time.monotonic() > deadline:
-                raise SimulatorError(f"the node did not list the join request of {device_id} "
-                                     f"within {timeout:g} s; is the gateway the node at "
-                                     f"{client.base_url}?")
-            stopping.wait(0.1)
+            if hint_at is not None and time.monotonic() > hint_at:
+                hint_at = None
+                if log is not None:
+                    log(f"the node has not listed the join request of {device_id} for "
+                        f"{hint_after:g} s (still waiting; is the gateway the node at "
+                        f"{client.base_url}?)")
+            stopping.wait(0.25)
 
     return approve
 

@@ -17,6 +17,7 @@ Running several devices, approving them through a node's API and ``node run --si
 ``edge/mqtt/sim_fleet.py``.
 """
 
+import collections
 import fcntl
 import json
 import os
@@ -205,6 +206,7 @@ class SimulatedDevice:
         self._refusals = 0
         self._lock = threading.Lock()   # the outbox, between paho's thread and the loop
         self._wake = threading.Event()
+        self._commands = collections.deque()   # the agent's commands (reply/command), in order
         self._resend_from = None        # resend kept frames from this seq (0: all)
         self._progress = time.monotonic()    # when a receipt last covered more
         self._resent = (0.0, None)      # when, and from which seq, frames were last resent
@@ -463,6 +465,9 @@ class SimulatedDevice:
             doc = {"code": "?", "message": msg.payload[:80].decode(errors="replace")}
         if msg.topic.endswith("/receipt"):
             self._on_receipt(doc)
+        elif msg.topic.endswith("/command"):
+            self._commands.append(doc)
+            self._wake.set()
         elif msg.topic.endswith("/error"):
             self.errors.append(doc)
             self.log(f"error {doc.get('code')}: {doc.get('message')} (seq {doc.get('seq')})")
@@ -538,6 +543,7 @@ class SimulatedDevice:
                     self._forget_credentials()
                     return False
                 self._resend(client)
+                self._serve(client, chain_id, behaviour)
                 if time.monotonic() < next_at:
                     continue
                 next_at = max(next_at + self.interval, time.monotonic())
@@ -563,6 +569,22 @@ class SimulatedDevice:
 
     def _done(self):
         return self.frames is not None and self.sent >= self.frames
+
+    def _serve(self, client, chain_id, behaviour):
+        """Take the agent's commands (kept on disk at once), then send every frame the
+        commanded sessions need now (their opening at once: a gate opens on the voucher)."""
+        changed = False
+        while self._commands:
+            changed = behaviour.command(self._commands.popleft()) or changed
+        if changed:
+            self.state.behaviour = behaviour.state()
+            self.state.save()
+        while not self._done() and self._room():
+            frame = behaviour.serve(self.state.seq + 1)
+            if frame is None:
+                return
+            self.state.behaviour = behaviour.state()
+            self._send(client, chain_id, *frame)
 
     def _send(self, client, chain_id, kind, payload):
         """Sign the next frame, keep it in the outbox (on disk), then publish it (QoS 1)."""

@@ -4,9 +4,9 @@ It is the text file ``smartshare-boot.env`` on the boot partition, read and writ
 boot script (image-build/files/boot/boot.cmd, with ``env import -t`` / ``env export -t``) and by
 Linux here, in the same format: ``BOOT_ORDER=A B``, ``BOOT_A_LEFT=3``, ``BOOT_B_LEFT=3``, one per
 line. The operations are those of RAUC's bootloader backends (the U-Boot one's semantics):
-``set_primary`` puts a slot first with 3 tries, ``set_state`` good gives it 3 tries again and bad
-takes it out of the order with none left, ``primary`` is the first slot in the order that has a
-try left.
+``set_primary`` puts a slot first with 3 tries, ``set_state`` good gives it 3 tries again (and
+a place at the end of the order if it had none) and bad takes it out of the order with none
+left, ``primary`` is the first slot in the order that has a try left.
 """
 
 import os
@@ -73,6 +73,8 @@ class BootState:
     def set_state(self, slot, good):
         if good:
             self.left[slot] = MAX_TRIES
+            if slot not in self.order:  # a good slot is one the bootloader may fall back to
+                self.order.append(slot)
         else:
             self.order = [other for other in self.order if other != slot]
             self.left[slot] = 0

@@ -11,6 +11,7 @@ from chain import crypto
 from chain.address import address_from_pubkey, decode_address, encode_address
 from chain.block import Block, Header, Receipt, decode_receipts, encode_receipts
 from chain.genesis import Allocation, Genesis, GenesisAgent
+from contracts.vm import VmPin
 from chain.keys import KeyPair
 from chain.params import Params
 from chain.state import records
@@ -140,14 +141,15 @@ def genesis_sample():
                    Allocation(AGENT.address, 0, params.agent_min_stake))
     return Genesis(CHAIN, 1_795_600_000_000, 8, 10**17, 10**16, params,
                    tuple(sorted(allocations)),
-                   (GenesisAgent(AGENT.pubkey, "agent-1", AGENT.address, b"\x65" * 32),))
+                   (GenesisAgent(AGENT.pubkey, "agent-1", AGENT.address, b"\x65" * 32),),
+                   VmPin("5.4.8", "2.8", 2))
 
 
 def genesis_fields(g):
     return {"chain_id": g.chain_id, "genesis_time_ms": g.genesis_time_ms, "decimals": g.decimals,
             "total_supply": g.total_supply, "reward_pool": g.reward_pool,
             "params": to_json(g.params), "allocations": to_json(g.allocations),
-            "agents": to_json(g.agents)}
+            "agents": to_json(g.agents), "vm": list(g.vm)}
 
 
 def genesis_build(f):
@@ -155,7 +157,7 @@ def genesis_build(f):
     return Genesis(f["chain_id"], f["genesis_time_ms"], f["decimals"], f["total_supply"],
                    f["reward_pool"], Params(**f["params"]),
                    tuple(Allocation(**a) for a in f["allocations"]),
-                   tuple(GenesisAgent(**a) for a in f["agents"]))
+                   tuple(GenesisAgent(**a) for a in f["agents"]), VmPin(*f["vm"]))
 
 
 def proof_samples():
@@ -166,7 +168,7 @@ def proof_samples():
     keys = [bytes([0x00]) + b"\x01" * 31, bytes([0x40]) + b"\x02" * 31, bytes([0x41]) + b"\x03" * 31]
     with tempfile.TemporaryDirectory() as path:
         env = lmdb.open(path, max_dbs=4, map_size=1 << 24)
-        tree = SparseMerkleTree(env.open_db(b"n"), env.open_db(b"r"), env.open_db(b"s"))
+        tree = SparseMerkleTree(env.open_db(b"chain"))
         with env.begin(write=True) as txn:
             tree.update(txn, None, 0, {k: b"value-%d" % i for i, k in enumerate(keys)})
             samples = [("inclusion", tree.prove(txn, 0, keys[1])[1]),

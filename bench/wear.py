@@ -1,0 +1,369 @@
+"""SD-card wear: bytes a gateway writes per day, idle and under 100 devices, and the card's life.
+
+Runs a real ``smartshare node run`` (a devnet home: 1 s slots, its own Mosquitto) under ``strace
+-f``, and counts every byte the node and its broker write to files of the node's home (LMDB's
+``pwrite``s of the data file, the vote watermark, the broker's files) and every flush (``fsync``,
+``fdatasync``) within a measured window: ``/proc/<pid>/io`` overstates on this kernel and the
+block devices are shared with other work.
+
+1. idle: empty blocks only; bytes per block, flushes a second, the data file's growth.
+2. ingest: ``--devices`` (100) approved devices, each publishing one signed 334-byte-class meter
+   frame a second from a child process (not traced), as a fleet would; bytes per frame, flushes a
+   second, and the bridge's 99th percentile from a frame's arrival to its acknowledgement (the
+   node's ``/v1/devices``).
+
+SD life in years = 32 GB x 3,000 cycles / (write amplification 4 x bytes a day x 365). Frames on
+disk stay within ``[mqtt] frame_budget_mb`` (docs/protocol.md §15.7); ``frames_gb_kept_30_days``
+is what 30 days of the load would take without that budget (bytes of frame pages per frame,
+measured). Prints a table; the last line is one JSON object with ``idle_gb_per_day``,
+``ingest_gb_per_day``, ``p99_ack_ms``, ``idle_sd_years``, ``ingest_sd_years``.
+
+    .venv/bin/python bench/wear.py [--seconds 30] [--devices 100] [--quick]
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from nacl.signing import SigningKey  # noqa: E402
+
+from chain.store import Store  # noqa: E402
+from edge.config import load  # noqa: E402
+from edge.mqtt.devices import DeviceRegistry  # noqa: E402
+from edge.mqtt.frames import sign_frame  # noqa: E402
+from edge.mqtt.service import broker_for  # noqa: E402
+from edge.mqtt.topics import device_id_of, device_topic  # noqa: E402
+from edge.testnet import free_ports  # noqa: E402
+
+CARD_BYTES, CYCLES, AMPLIFICATION = 32e9, 3000, 4
+SMARTSHARE = os.path.join(os.path.dirname(sys.executable), "smartshare")
+TRACED = "write,pwrite64,writev,pwritev,pwritev2,fsync,fdatasync,msync,sync_file_range"
+FLUSHES = {"fsync", "fdatasync", "msync", "sync_file_range"}
+CALL = re.compile(r"^(?:\d+\s+)?(\w+)\((\d+)<([^>]*)>(.*)$")
+RESUMED = re.compile(r"^(?:(\d+)\s+)?<\.\.\. (\w+) resumed>.*=\s+(-?\d+)")
+RETURN = re.compile(r"=\s+(-?\d+)(?:\s+\w+.*)?$")
+
+
+# -- counting writes in an strace log ----------------------------------------------------------
+
+class Trace:
+    """Reads the strace log as it grows; counts bytes written and flushes to files under a home."""
+
+    def __init__(self, path, home):
+        self.path, self.home = path, os.path.realpath(home)
+        self.offset = 0
+        self.pending = {}   # pid -> (call, file) of an unfinished call
+
+    def skip(self):
+        """Forget what was traced so far (the measured window starts now)."""
+        self.read()
+
+    def read(self):
+        """``(bytes written, flushes, {file: bytes})`` since the last read."""
+        with open(self.path, errors="replace") as f:
+            f.seek(self.offset)
+            text = f.read()
+        cut = text.rfind("\n") + 1
+        self.offset += len(text[:cut].encode("utf-8", "surrogateescape"))
+        written, flushes, files = 0, 0, {}
+        for line in text[:cut].splitlines():
+            call, name, result = self._parse(line)
+            if call is None or not name.startswith(self.home):
+                continue
+            if call in FLUSHES:
+                flushes += 1
+            elif result > 0:
+                written += result
+                files[name] = files.get(name, 0) + result
+        return written, flushes, files
+
+    def _parse(self, line):
+        pid = line.split(None, 1)[0] if line[:1].isdigit() else ""
+        resumed = RESUMED.match(line)
+        if resumed:
+            call, name = self.pending.pop(resumed.group(1) or "", (None, ""))
+            return call, name, int(resumed.group(3))
+        found = CALL.match(line)
+        if found is None:
+            return None, "", 0
+        call, _, name, rest = found.groups()
+        if rest.endswith("<unfinished ...>"):
+            self.pending[pid] = (call, name)
+            return None, "", 0
+        result = RETURN.search(rest)
+        return call, name, int(result.group(1)) if result else 0
+
+
+# -- the node ---------------------------------------------------------------------------------
+
+class TracedNode:
+    """``smartshare node run`` of a devnet home under ``strace -f``."""
+
+    def __init__(self, home, trace_path):
+        self.home = home
+        self.log = open(os.path.join(os.path.dirname(home), "node.log"), "w")  # not traced
+        self.strace = subprocess.Popen(
+            ["strace", "-f", "-qq", "-y", "-s", "0", "-e", f"trace={TRACED}", "-o", trace_path,
+             SMARTSHARE, "--home", home, "node", "run"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        self.api = load(home).api_url
+
+    def get(self, path):
+        with urllib.request.urlopen(self.api + path, timeout=10) as r:
+            return json.load(r)
+
+    def wait_height(self, height, timeout=90):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.strace.poll() is not None:
+                raise SystemExit(f"the node exited: see {self.log.name}")
+            try:
+                status = self.get("/v1/status")
+                if status["height"] >= height:
+                    return status
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise SystemExit(f"the node did not reach height {height} in {timeout} s")
+
+    def stop(self):
+        node = _children(self.strace.pid)
+        for pid in node:
+            os.kill(pid, signal.SIGTERM)
+        try:
+            self.strace.wait(60)
+        except subprocess.TimeoutExpired:
+            self.strace.kill()
+            self.strace.wait()
+        self.log.close()
+
+
+def _children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def init_home(directory, mqtt_port=0):
+    home = os.path.join(directory, "home")
+    api_port = free_ports(1)[0]
+    # devices on the plaintext loopback listener: TLS costs CPU, not writes
+    mqtt = ["--mqtt-port", str(mqtt_port), "--mqtt-tls-port", "0"] if mqtt_port else []
+    subprocess.run([SMARTSHARE, "--home", home, "init", "--devnet", "--api-port", str(api_port),
+                    *mqtt], check=True, stdout=subprocess.DEVNULL)
+    return home
+
+
+def approve_fleet(home, n):
+    """``n`` approved devices in the home's registry and broker files, before the node starts."""
+    config = load(home)
+    store = Store(config.path(config.data_dir))
+    registry = DeviceRegistry(store)
+    broker = broker_for(config)
+    devices, users = [], {}
+    for _ in range(n):
+        key = SigningKey.generate()
+        device_id = device_id_of(bytes(key.verify_key))
+        registry.request(bytes(key.verify_key), {"kind": "router"})
+        _, password = registry.approve(device_id)
+        users[device_id.hex()] = password
+        devices.append({"seed": bytes(key).hex(), "id": device_id.hex(), "password": password})
+    broker.write_config(users)
+    store.env.close()
+    return devices
+
+
+# -- the device fleet (child process) ---------------------------------------------------------
+
+def fleet_main(spec_path):
+    """Child: connect every device, then each second publish one fresh signed meter frame per
+    device (spread over the second), until stdin closes."""
+    import threading
+    spec = json.load(open(spec_path))
+    fleet = _bench_mqtt().Fleet(spec["port"], spec["devices"])
+    keys = [SigningKey(bytes.fromhex(d["seed"])) for d in spec["devices"]]
+    ids = [device_id_of(bytes(k.verify_key)) for k in keys]
+    topics = [device_topic(i, "meter") for i in ids]
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    print("ready", flush=True)
+    seq, start = 0, time.monotonic()
+    while not stop.is_set():
+        seq += 1
+        for index, key in enumerate(keys):
+            due = start + seq - 1 + index / len(keys)
+            while time.monotonic() < due:
+                fleet.pump(max(0.0, min(0.01, due - time.monotonic())))
+            frame = sign_frame(key, spec["chain_id"], ids[index], "meter", seq,
+                               int(time.time() * 1000),
+                               {"session": 1, "bytes": seq * 1500, "clients": seq % 7})
+            fleet.clients[index].publish(topics[index], frame, qos=1)
+            fleet.pump()
+    fleet.close()
+
+
+def _bench_mqtt():
+    spec = importlib.util.spec_from_file_location("bench_mqtt", os.path.join(ROOT, "bench",
+                                                                             "mqtt.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- the measurements -------------------------------------------------------------------------
+
+def measure_idle(directory, seconds):
+    home = init_home(directory)
+    trace = Trace(os.path.join(directory, "idle.trace"), home)
+    node = TracedNode(home, trace.path)
+    try:
+        first = node.wait_height(3)
+        trace.skip()
+        size0, t0 = _data_size(home), time.monotonic()
+        last = node.wait_height(first["height"] + seconds)
+        written, flushes, files = trace.read()
+        elapsed = time.monotonic() - t0
+        growth = _data_size(home) - size0
+    finally:
+        node.stop()
+    blocks = last["height"] - first["height"]
+    return {"blocks": blocks, "seconds": elapsed, "bytes": written, "flushes": flushes,
+            "files": files, "growth": growth}
+
+
+def measure_ingest(directory, seconds, n_devices):
+    mqtt_port = free_ports(1)[0]
+    home = init_home(directory, mqtt_port)
+    devices = approve_fleet(home, n_devices)
+    trace = Trace(os.path.join(directory, "ingest.trace"), home)
+    node = TracedNode(home, trace.path)
+    fleet = None
+    try:
+        first = node.wait_height(2)
+        spec = os.path.join(directory, "fleet.json")
+        with open(spec, "w") as f:
+            json.dump({"port": mqtt_port, "devices": devices, "chain_id": first["chain_id"]}, f)
+        fleet = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--fleet", spec],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if fleet.stdout.readline().strip() != "ready":
+            raise SystemExit("the device fleet did not start")
+        _wait(lambda: node.get("/v1/devices")["bridge"]["accepted"] >= 3 * n_devices,
+              "the first frames stored")
+        trace.skip()
+        bridge0, t0 = node.get("/v1/devices")["bridge"], time.monotonic()
+        time.sleep(seconds)     # the measured window: the load runs meanwhile
+        written, flushes, files = trace.read()
+        elapsed = time.monotonic() - t0
+        bridge = node.get("/v1/devices")["bridge"]
+    finally:
+        if fleet is not None:
+            fleet.stdin.close()
+            fleet.wait(30)
+        node.stop()
+    frames = bridge["accepted"] - bridge0["accepted"]
+    return {"frames": frames, "seconds": elapsed, "bytes": written, "flushes": flushes,
+            "files": files, "p99_ack_ms": bridge.get("ack_p99_ms"),
+            "max_ack_ms": bridge.get("ack_max_ms"), "rejected": bridge["rejected"],
+            "frames_bytes": bridge["frames_bytes"], "stored": bridge["accepted"]}
+
+
+def _wait(predicate, what, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def _data_size(home):
+    config = load(home)
+    return os.path.getsize(os.path.join(config.path(config.data_dir), "data.mdb"))
+
+
+def sd_years(bytes_per_day):
+    return CARD_BYTES * CYCLES / (AMPLIFICATION * bytes_per_day * 365)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=int, default=30)
+    ap.add_argument("--devices", type=int, default=100)
+    ap.add_argument("--quick", action="store_true", help="10 s windows")
+    ap.add_argument("--fleet", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.fleet:
+        return fleet_main(args.fleet)
+    seconds = 10 if args.quick else args.seconds
+    with tempfile.TemporaryDirectory(prefix="smartshare-wear-") as d:
+        os.makedirs(os.path.join(d, "idle"))
+        os.makedirs(os.path.join(d, "ingest"))
+        idle = measure_idle(os.path.join(d, "idle"), seconds)
+        ingest = measure_ingest(os.path.join(d, "ingest"), seconds, args.devices)
+    report(idle, ingest, args.devices)
+
+
+def report(idle, ingest, n_devices):
+    idle_day = idle["bytes"] / idle["seconds"] * 86400
+    ingest_day = ingest["bytes"] / ingest["seconds"] * 86400
+    frame_rate = ingest["frames"] / ingest["seconds"]
+    per_frame = (ingest["bytes"] - idle["bytes"] / idle["seconds"] * ingest["seconds"]) \
+        / max(1, ingest["frames"])
+    kept_per_frame = ingest["frames_bytes"] / max(1, ingest["stored"])
+    rows = [
+        ("idle: blocks in window", f"{idle['blocks']} in {idle['seconds']:.1f} s"),
+        ("idle: bytes written per block", f"{idle['bytes'] / max(1, idle['blocks']):,.0f}"),
+        ("idle: flushes per second", f"{idle['flushes'] / idle['seconds']:.2f}"),
+        ("idle: GB written per day", f"{idle_day / 1e9:.3f}"),
+        ("idle: data file growth per day (MB)",
+         f"{idle['growth'] / idle['seconds'] * 86400 / 1e6:.1f}"),
+        ("idle: SD life (years)", f"{sd_years(idle_day):.1f}"),
+        (f"ingest: {n_devices} devices, frames per second", f"{frame_rate:.1f}"),
+        ("ingest: bytes written per frame (beyond idle)", f"{per_frame:,.0f}"),
+        ("ingest: flushes per second", f"{ingest['flushes'] / ingest['seconds']:.2f}"),
+        ("ingest: GB written per day", f"{ingest_day / 1e9:.2f}"),
+        ("ingest: p99 / max arrival -> ack (ms)",
+         f"{ingest['p99_ack_ms']} / {ingest['max_ack_ms']}"),
+        ("ingest: SD life (years)", f"{sd_years(ingest_day):.1f}"),
+        ("ingest: frame pages per stored frame (bytes)", f"{kept_per_frame:.0f}"),
+        ("ingest: 30 days of frames without a budget (GB)",
+         f"{kept_per_frame * frame_rate * 86400 * 30 / 1e9:.1f}"),
+        ("ingest: frames refused", json.dumps(ingest["rejected"])),
+    ]
+    width = max(len(r[0]) for r in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    for what, run in (("idle", idle), ("ingest", ingest)):
+        top = sorted(run["files"].items(), key=lambda kv: -kv[1])[:4]
+        print(f"{what} writes by file: " + ", ".join(
+            f"{os.path.basename(k)} {v:,}" for k, v in top))
+    print(json.dumps({
+        "idle_gb_per_day": round(idle_day / 1e9, 3),
+        "idle_bytes_per_block": round(idle["bytes"] / max(1, idle["blocks"])),
+        "idle_flushes_per_s": round(idle["flushes"] / idle["seconds"], 2),
+        "idle_sd_years": round(sd_years(idle_day), 1),
+        "ingest_gb_per_day": round(ingest_day / 1e9, 2),
+        "ingest_frames_per_s": round(frame_rate, 1),
+        "ingest_bytes_per_frame": round(per_frame),
+        "ingest_flushes_per_s": round(ingest["flushes"] / ingest["seconds"], 2),
+        "ingest_sd_years": round(sd_years(ingest_day), 1),
+        "p99_ack_ms": ingest["p99_ack_ms"],
+        "frames_gb_kept_30_days": round(kept_per_frame * frame_rate * 86400 * 30 / 1e9, 1),
+        "idle_growth_mb_per_day": round(idle["growth"] / idle["seconds"] * 86400 / 1e6, 1),
+    }))
+
+
+if __name__ == "__main__":
+    main()
