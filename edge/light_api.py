@@ -54,6 +54,7 @@ class _Handlers:
                                                       self.account),
                 ("GET", "/v1/accounts/{address}/txs", self.history),
                 ("GET", "/v1/contracts/{address}", self.contract),
+                ("POST", "/v1/contracts/{address}/query", self.query),
                 ("GET", "/v1/state/{key}", self.state), ("GET", "/v1/finality", self.finality),
                 ("GET", "/metrics", self.metrics)]
 
@@ -170,6 +171,39 @@ class _Handlers:
             "created_height": info.created_height, "balance": str(balance),
             "height": header.height, "state_root": header.state_root.hex(),
             "proof": proofs[keys[0]]})
+
+    async def query(self, request):
+        """A read-only call on the state of the last irreversible block, run here on proven
+        values: ``{"method", "args": [...]}``; the answer names the block it ran at."""
+        from chain.light import LightError
+        from chain.light.sync import NoPeer
+        from contracts.values import decode_value
+        from edge.values_json import from_value, to_value
+        address = _address(request)
+        body = request.json()
+        try:
+            method, args = body["method"], [to_value(a) for a in body.get("args", [])]
+            if not isinstance(method, str):
+                raise ValueError("method must be text")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise HttpError(400, "bad_request", f"body must be {{\"method\": text, \"args\": "
+                                                f"[values]}} ({exc})") from None
+        self._ready()
+        try:
+            result, header = await self.node.query(address, method, args)
+        except LookupError as exc:
+            raise HttpError(404, "not_found", str(exc)) from None
+        except NoPeer:
+            raise HttpError(503, "no_peer", "no peer can prove that state right now; try again "
+                                            "shortly") from None
+        except LightError as exc:
+            raise HttpError(503, exc.reason, str(exc)) from None
+        return json_response({
+            "ok": result.ok, "gas_used": result.gas_used,
+            "error": f"{result.error_code}: {result.error}" if not result.ok else "",
+            "return": from_value(decode_value(result.return_value))
+            if result.ok and result.return_value else None,
+            "height": header.height, "block_hash": header.hash.hex(), "verified": True})
 
     async def state(self, request):
         """Any state key, proven at the last irreversible block (the only height a light

@@ -28,6 +28,7 @@ from edge.runtime import (NodeError, check_secret_files, lock_data_dir, now_ms, 
                           run_foreground)
 
 PENDING_LIMIT = 10_000
+QUERY_MAX_GAS = 50_000   # as a full node's API (edge/api.py)
 
 
 class LightNode:
@@ -51,6 +52,7 @@ class LightNode:
         self.sync = self._make_sync()
         self.sent = self._load_sent()  # tx id -> (first sent ms, Tx): what this node relayed
         self._stopping = asyncio.Event()
+        self._queries = None  # chain.light.query.ProvenQueries, made on the first query
 
     def _make_sync(self):
         config = self.config
@@ -123,6 +125,20 @@ class LightNode:
         nonces = [tx.nonce for _, tx in self.sent.values()
                   if tx.sender_address == address and tx.nonce >= verified_nonce]
         return max(nonces) + 1 if nonces else verified_nonce
+
+    async def query(self, contract, method, args):
+        """``(Result, header)``: a read-only call of ``contract`` on the state of the last
+        irreversible block, every value it reads proven (chain/light/query.py)."""
+        if self._queries is None:
+            from chain.light.query import ProvenQueries  # loads the Lua VM: only when used
+            gas = min(QUERY_MAX_GAS, self.params.max_gas_per_tx)
+            self._queries = ProvenQueries(self._read_values, self.chain_id, gas)
+        header = self.chain.lib
+        return await self._queries.call(header, contract, method, args), header
+
+    async def _read_values(self, header, keys):
+        values, _, _ = await self.sync.read(keys, header)
+        return values
 
     async def tx_status(self, tx_id):
         """``{"status": "committed", ...}`` with proofs, ``{"status": "pending"}`` for what

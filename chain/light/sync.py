@@ -538,13 +538,14 @@ class LightSync:
             values[key] = value
         return values
 
-    async def read(self, keys):
-        """``(values by key, lib header, raw proofs by key)``: ``keys`` proven in the last
-        irreversible state. Peers that fail are penalised and the next one asked."""
+    async def read(self, keys, header=None):
+        """``(values by key, header, raw proofs by key)``: ``keys`` proven in the state of
+        ``header`` (default: the last irreversible block). Peers that fail are penalised and
+        the next one asked."""
         for _ in range(4):
-            header, proofs = self.chain.lib, {}
+            at, proofs = header or self.chain.lib, {}
             try:
-                return await self.state_values(header, keys, proofs=proofs), header, proofs
+                return await self.state_values(at, keys, proofs=proofs), at, proofs
             except FromPeer as exc:
                 self.penalise(exc.peer, exc.error.reason, str(exc.error))
         raise NoPeer()
