@@ -309,11 +309,12 @@ def _summary(docs):
     out, lines = [], []
     for d in docs:
         closed = d.get("closed") or {}
+        # What the channel paid on chain once it closed (a voucher signed after the seller's
+        # close was never redeemed); before that, the best voucher signed.
+        paid = closed["paid"] if "paid" in closed else (d["voucher"] or {"amount": 0})["amount"]
         item = {"order": d["order"], "session": d["id"], "service": d["service"],
-                "state": d["state"], "units": d["units"],
-                "paid": (d["voucher"] or {"amount": 0})["amount"] if d["state"] != "refunded"
-                else closed.get("paid", 0), "refunded": closed.get("refunded"),
-                "reason": d["reason"]}
+                "state": d["state"], "units": d["units"], "paid": paid,
+                "refunded": closed.get("refunded"), "reason": d["reason"]}
         out.append(item)
         lines.append(f"{d['service']} session {d['id']}: {d['state']}, {d['units']} units, "
                      f"paid {format_amount(item['paid'], 8)} SSP"

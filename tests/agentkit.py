@@ -42,12 +42,15 @@ class AgentGateway:
     """A devnet node with devices and its selling agent, ready to trade."""
 
     def __init__(self, factory, base, name="gateway", interval_s=1, settlement_s=3600,
-                 dispute_s=30, sim_interval=0.2, kinds=sim_kinds.KINDS, agent_ssp=1000):
+                 dispute_s=30, sim_interval=0.2, kinds=sim_kinds.KINDS, agent_ssp=1000,
+                 p2p=False):
         self.base, self.kinds, self.sim_interval_s = base, kinds, sim_interval
         self.home = factory.home(name, mqtt_port=free_ports(1)[0])
         config = load(self.home.path)
         config.agent_interval_s, config.agent_settlement_s = interval_s, settlement_s
         config.agent_dispute_s = dispute_s
+        if p2p:  # peers (light nodes) may join its chain
+            config.p2p_port = free_ports(1)[0]
         config.save()
         self.config = config
         self.node = factory.node(self.home)

@@ -85,7 +85,8 @@ class LightSync:
         self.libs = {}           # peer pubkey -> highest LIB its Hello or headers claim
         self.pushed = deque(maxlen=256)
         self.waiting = {}
-        self.asked_from = {}  # peer -> the first height of our outstanding GetHeaders
+        self.asked_from = {}
+        self._said = {}       # log line -> when it was last said  # peer -> the first height of our outstanding GetHeaders
         self.locks = {}
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
@@ -314,6 +315,10 @@ class LightSync:
         """The last irreversible block as ``agree`` peers or more see it, all alike."""
         peers = [p for p in self.peers.values() if self.libs.get(p.pubkey, 0) > 0]
         if len(peers) < self.agree:
+            self._say_once_a_minute(
+                f"light: {len(peers)} peer(s) with a checkpoint, {self.agree} must agree on "
+                "one; add [p2p] seeds (or [discovery] on a LAN with full nodes), or set "
+                "[light] checkpoint (a trusted HEIGHT:HASH, or \"genesis\" on a young chain)")
             raise NoPeer()
         height = min(self.libs[p.pubkey] for p in peers)
         seen = {}
@@ -335,6 +340,12 @@ class LightSync:
         header = agreeing[0][1]
         self._check_age(header, f"the block all {len(agreeing)} peers call irreversible")
         return header
+
+    def _say_once_a_minute(self, line):
+        now = time.monotonic()
+        if now - self._said.get(line, -60.0) >= 60.0:
+            self._said[line] = now
+            self.log(line)
 
     async def rebase(self):
         """Restart the window at the newest justified checkpoint (its schedule records
