@@ -17,6 +17,7 @@ from chain.address import AddressError, decode_address, encode_address
 from chain.block import Block
 from chain.execute import pending_rewards
 from chain.state.records import contract_key, decode_contract
+from chain.supply import supply_report
 from contracts.values import decode_value
 from edge.mqtt.devices import DeviceError
 from edge.mqtt.frames import Frame
@@ -71,6 +72,7 @@ def build_app(node):
     app.router.add_post("/v1/devices/{device_id}/revoke", handlers.revoke)
     app.router.add_get("/v1/peers", handlers.peers)
     app.router.add_get("/v1/schedule", handlers.schedule)
+    app.router.add_get("/v1/supply", handlers.supply)
     app.router.add_get("/metrics", handlers.metrics)
     api_market.add_routes(app, node)
     if node.config.admin_api:
@@ -377,6 +379,12 @@ class _Handlers:
         return web.json_response({"round": schedule.round, "start_slot": schedule.start_slot,
                                   "producers": producers, "finality": finality_json(finality)})
 
+    async def supply(self, request):
+        with self.ledger.store.read() as txn:
+            height = self.ledger.head.height
+            report = supply_report(self.ledger.view(txn), self.ledger.genesis, height)
+        return web.json_response(supply_json(report))
+
     async def partition(self, request):
         """Testing: talk only to the listed node keys (``{"allow": null}`` heals)."""
         body = await request.json()
@@ -393,6 +401,17 @@ class _Handlers:
     async def metrics(self, request):
         return web.Response(body=self.node.metrics.render(),
                             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+def supply_json(report):
+    """The supply report with amounts as decimal strings and addresses as text."""
+    def text(value):
+        return encode_address(value) if isinstance(value, bytes) else (
+            str(value) if isinstance(value, int) and not isinstance(value, bool) else value)
+    doc = {k: (v if k == "height" else text(v)) for k, v in report.items() if k != "pools"}
+    doc["pools"] = [{k: (v if k in ("cliff_height", "linear_blocks") else text(v))
+                     for k, v in pool.items()} for pool in report["pools"]]
+    return doc
 
 
 def receipt_json(r):

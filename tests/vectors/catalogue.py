@@ -10,7 +10,7 @@ from enum import IntEnum
 from chain import crypto
 from chain.address import address_from_pubkey, decode_address, encode_address
 from chain.block import Block, Header, Receipt, decode_receipts, encode_receipts
-from chain.genesis import Allocation, Genesis, GenesisAgent
+from chain.genesis import REWARDS, VESTING, Allocation, Genesis, GenesisAgent, Pool
 from contracts.vm import VmPin
 from chain.keys import KeyPair
 from chain.params import Params
@@ -133,19 +133,24 @@ def block_build(f):
 
 def genesis_sample():
     params = Params()
-    allocations = (Allocation(ALICE.address, 10**17 - 10**16 - params.agent_min_stake),
-                   Allocation(AGENT.address, 0, params.agent_min_stake))
+    team = 15 * 10**15
+    pools = (Pool("private_placement", 2 * 10**16), Pool("foundation", 55 * 10**15),
+             Pool("team", team, VESTING, 10_512_000, 0), Pool("ecological", 10**16, REWARDS))
+    allocations = (Allocation(ALICE.address, 2 * 10**16, 0, 0),
+                   Allocation(ALICE.address, 55 * 10**15 - params.agent_min_stake, 0, 1),
+                   Allocation(AGENT.address, 0, params.agent_min_stake, 1),
+                   Allocation(AGENT.address, team, 0, 2))
     return Genesis(CHAIN, 1_795_600_000_000, 8, 10**17, 10**16, params,
                    tuple(sorted(allocations)),
                    (GenesisAgent(AGENT.pubkey, "agent-1", AGENT.address, b"\x65" * 32),),
-                   VmPin("5.4.8", "2.8", 2))
+                   VmPin("5.4.8", "2.8", 2), pools)
 
 
 def genesis_fields(g):
     return {"chain_id": g.chain_id, "genesis_time_ms": g.genesis_time_ms, "decimals": g.decimals,
             "total_supply": g.total_supply, "reward_pool": g.reward_pool,
-            "params": to_json(g.params), "allocations": to_json(g.allocations),
-            "agents": to_json(g.agents), "vm": list(g.vm)}
+            "params": to_json(g.params), "pools": to_json(g.pools),
+            "allocations": to_json(g.allocations), "agents": to_json(g.agents), "vm": list(g.vm)}
 
 
 def genesis_build(f):
@@ -153,7 +158,8 @@ def genesis_build(f):
     return Genesis(f["chain_id"], f["genesis_time_ms"], f["decimals"], f["total_supply"],
                    f["reward_pool"], Params(**f["params"]),
                    tuple(Allocation(**a) for a in f["allocations"]),
-                   tuple(GenesisAgent(**a) for a in f["agents"]), VmPin(*f["vm"]))
+                   tuple(GenesisAgent(**a) for a in f["agents"]), VmPin(*f["vm"]),
+                   tuple(Pool(**p) for p in f["pools"]))
 
 
 def proof_samples():
