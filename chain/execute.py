@@ -4,7 +4,7 @@ Every handler checks all its conditions before it writes anything, so a rejected
 leaves the view untouched. Amounts are integers; nothing here reads a clock or a random source.
 """
 
-from chain import calls, crypto
+from chain import calls, crypto, participation
 from chain import tx as txmod
 from chain.address import encode_address
 from chain.block import STATUS_OK, Header, Receipt
@@ -63,11 +63,14 @@ def spend_of(tx):
 def apply_tx(view, tx, params, height, time_ms=0):
     """Apply one statically valid, correctly signed transaction; returns its receipt (a
     contract transaction's receipt may say it failed: it still paid its fee). A voter's
-    rewards are settled into its balance first (all of it or none, with the transaction)."""
-    if not view.account(tx.sender_address).votes:
+    rewards, and a participant's rewards of closed epochs, are settled into its balance first
+    (all of it or none, with the transaction)."""
+    sender = tx.sender_address
+    if not view.account(sender).votes and participation.due(view, sender) is None:
         return _apply_tx(view, tx, params, height, time_ms)
     scratch = view.child()
-    settle_rewards(scratch, tx.sender_address)
+    settle_rewards(scratch, sender)
+    participation.settle(scratch, sender)
     receipt = _apply_tx(scratch, tx, params, height, time_ms)
     view.merge(scratch)
     return receipt
@@ -120,6 +123,7 @@ def _apply_tx(view, tx, params, height, time_ms):
         scratch.set_account(tx.sender_address, paid)
         run = calls.deploy if isinstance(tx.payload, txmod.Deploy) else calls.call
         receipt = run(scratch, tx, (height, time_ms), params)
+        participation.count_settlements(scratch, tx, receipt, params)
         view.merge(scratch)
         return receipt
     _HANDLERS[type(tx.payload)](view, tx, paid, params, height)
@@ -334,9 +338,10 @@ _HANDLERS = {
 
 def begin_block(view, params, header, parent):
     """Before the transactions: round change, missed slots and jail, reveal and vote, matured
-    unbonding (``parent`` is the parent block's header)."""
+    unbonding, the end of a participation epoch (``parent`` is the parent block's header)."""
     begin_round_and_slot(view, params, header, parent)
     release_unbonding(view, header.height)
+    participation.close_epoch(view, params, header.height)
 
 
 def release_unbonding(view, height):

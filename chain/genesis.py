@@ -20,7 +20,8 @@ from chain import vesting
 from chain.params import SSP_SUPPLY, Params
 from chain.state.consensus import (GENESIS_CHECKPOINT, Finality, Producer, RoundInfo,
                                    RoundVotes)
-from chain.state.records import Account, Agent, Schedule
+from chain.state.records import Account, Agent, Participation, Schedule
+from contracts.system import system_contract
 from contracts.vm import VmPin, running_pin
 
 TAG_GENESIS_DOC = 0x20
@@ -28,6 +29,10 @@ MAX_VM_TEXT = 16
 CHAIN_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 AMOUNT_RE = re.compile(r"^(0|[1-9][0-9]*)$")
 VERSION_RE = re.compile(r"^[0-9A-Za-z.+-]{1,16}$")
+
+
+# Payments through this contract count as settled service (chain/participation.py).
+SETTLEMENT_CODE_HASH = hash_of(b"ss/code", system_contract("payment_channel").encode())
 
 
 class GenesisError(ValueError):
@@ -86,11 +91,15 @@ class Genesis(NamedTuple):
     agents: tuple
     vm: VmPin = running_pin()
     pools: tuple = ()
+    participation_pool: int = 0
+    settlement_code_hash: bytes = SETTLEMENT_CODE_HASH
 
     def encode(self):
         parts = [bytes((TAG_GENESIS_DOC,)), encode_text(self.chain_id, MAX_CHAIN_ID, "chain_id"),
                  encode_uvarint(self.genesis_time_ms), encode_u8(self.decimals, "decimals"),
                  encode_uvarint(self.total_supply), encode_uvarint(self.reward_pool),
+                 encode_uvarint(self.participation_pool),
+                 encode_fixed(self.settlement_code_hash, 32, "settlement_code_hash"),
                  self.params.encode(), encode_uvarint(len(self.pools))]
         for pool in self.pools:
             parts += [encode_text(pool.name, MAX_NAME, "pool.name"), encode_u8(pool.kind, "pool.kind"),
@@ -128,7 +137,9 @@ class Genesis(NamedTuple):
         return {
             "chain_id": self.chain_id, "genesis_time_ms": self.genesis_time_ms,
             "decimals": self.decimals, "total_supply": str(self.total_supply),
-            "reward_pool": str(self.reward_pool), "params": {
+            "reward_pool": str(self.reward_pool),
+            "participation_pool": str(self.participation_pool),
+            "settlement_code_hash": self.settlement_code_hash.hex(), "params": {
                 k: (str(v) if k in _AMOUNT_PARAMS else v) for k, v in self.params._asdict().items()},
             "pools": [_pool_json(p) for p in self.pools],
             "allocations": [{"address": encode_address(a.address), "pool": self.pools[a.pool].name,
@@ -168,7 +179,8 @@ def _pool_json(pool):
     return doc
 
 
-_AMOUNT_PARAMS = {"min_fee", "fee_per_byte", "agent_min_stake", "block_reward", "gas_price"}
+_AMOUNT_PARAMS = {"min_fee", "fee_per_byte", "agent_min_stake", "block_reward", "gas_price",
+                  "participation_cap"}
 
 
 def from_json(doc):
@@ -188,7 +200,8 @@ def from_json(doc):
     genesis = Genesis(
         chain_id=chain_id, genesis_time_ms=_field(doc, "genesis_time_ms", int), decimals=decimals,
         total_supply=_amount(doc, "total_supply"), reward_pool=_amount(doc, "reward_pool"),
-        params=params,
+        participation_pool=_amount(doc, "participation_pool"),
+        settlement_code_hash=_hash(doc, "settlement_code_hash"), params=params,
         allocations=tuple(sorted(_parse_allocation(a, i, index) for i, a in
                                  enumerate(_field(doc, "allocations", list)))),
         agents=tuple(_parse_agent(a, i) for i, a in enumerate(_field(doc, "agents", list))),
@@ -213,10 +226,11 @@ def _check_totals(g):
     expected = SSP_SUPPLY * 10**g.decimals
     if g.total_supply != expected:
         raise GenesisError(f"total_supply must be exactly 1,000,000,000 SSP = {expected} base units")
-    allocated = sum(a.balance + a.stake for a in g.allocations) + g.reward_pool
+    allocated = sum(a.balance + a.stake for a in g.allocations) + g.reward_pool \
+        + g.participation_pool
     if allocated != g.total_supply:
-        raise GenesisError(f"allocations plus reward_pool come to {allocated} base units, "
-                           f"not the total supply {g.total_supply}")
+        raise GenesisError(f"allocations plus reward_pool and participation_pool come to "
+                           f"{allocated} base units, not the total supply {g.total_supply}")
     _check_pools(g)
     addresses = [(a.address, a.pool) for a in g.allocations]
     if len(set(addresses)) != len(addresses):
@@ -244,14 +258,15 @@ def _check_pools(g):
         raise GenesisError(f"the pools come to {sum(p.amount for p in g.pools)} base units, "
                            f"not the total supply {g.total_supply}")
     if [p.kind for p in g.pools].count(REWARDS) != 1:
-        raise GenesisError("exactly one pool must be of kind 'rewards' (it holds reward_pool)")
+        raise GenesisError("exactly one pool must be of kind 'rewards' (it holds reward_pool "
+                           "and participation_pool)")
     for a in g.allocations:
         if a.pool >= len(g.pools):
             raise GenesisError(f"an allocation names pool number {a.pool}, there are {len(g.pools)}")
     for i, pool in enumerate(g.pools):
         paid = sum(a.balance + a.stake for a in g.allocations if a.pool == i)
         if pool.kind == REWARDS:
-            paid += g.reward_pool
+            paid += g.reward_pool + g.participation_pool
         if paid != pool.amount:
             raise GenesisError(f"pool {pool.name!r} holds {pool.amount} base units but pays "
                                f"{paid}")
@@ -298,6 +313,16 @@ def _parse_pool(raw, i):
                 raise GenesisError(f"{where}.vesting blocks must be integers in "
                                    f"0..{MAX_VESTING_BLOCKS - 1}")
     return Pool(name, _amount(raw, "amount", where), POOL_KINDS[kind], cliff, linear)
+
+
+def _hash(doc, name):
+    try:
+        value = bytes.fromhex(doc.get(name, ""))
+    except (TypeError, ValueError):
+        value = b""
+    if len(value) != 32:
+        raise GenesisError(f"genesis field {name!r} must be 64 hex characters")
+    return value
 
 
 def _field(doc, name, kind):
@@ -379,11 +404,13 @@ def _parse_agent(raw, i):
     return GenesisAgent(pubkey, name, owner, commit)
 
 
-def simple_plan(total, reward_pool, allocations, grants=(), cliff_blocks=0, linear_blocks=0):
-    """``(pools, allocations)`` of a plain plan: ``ecological`` (rewards) holds the reward pool,
+def simple_plan(total, reward_pool, allocations, grants=(), cliff_blocks=0, linear_blocks=0,
+                participation_pool=0):
+    """``(pools, allocations)`` of a plain plan: ``ecological`` (rewards) holds the reward and
+    participation pools,
     ``foundation`` pays ``allocations``, and ``team`` (when there are ``grants``, ``(address,
     amount)`` pairs) vests them; ``total`` must come out exactly."""
-    pools = [Pool("ecological", reward_pool, REWARDS),
+    pools = [Pool("ecological", reward_pool + participation_pool, REWARDS),
              Pool("foundation", sum(a.balance + a.stake for a in allocations))]
     out = [a._replace(pool=1) for a in allocations]
     if grants:
@@ -399,26 +426,29 @@ YEAR_MS = 365 * 86_400_000
 
 
 def devnet(chain_id, genesis_time_ms, agent, faucet_address, params=None):
-    """A single-producer devnet with the seed's four pools: ``ecological`` (the reward pool),
+    """A single-producer devnet with the seed's four pools: ``ecological`` (the reward and
+    participation pools),
     ``private_placement`` and ``foundation`` (to the faucet, and the agent's stake and fees),
     ``team`` (the agent's owner, locked for a year of slots)."""
     params = params or Params()
     decimals = 8
     coin = 10**decimals
     total = SSP_SUPPLY * coin
-    reward_pool, placement, team = 100_000_000 * coin, 200_000_000 * coin, 150_000_000 * coin
+    reward_pool, participation = 100_000_000 * coin, 50_000_000 * coin
+    placement, team = 200_000_000 * coin, 150_000_000 * coin
     agent_stake = params.agent_min_stake
     agent_balance = 1_000 * coin
-    foundation = total - reward_pool - placement - team
+    foundation = total - reward_pool - participation - placement - team
     pools = (Pool("private_placement", placement), Pool("foundation", foundation),
              Pool("team", team, VESTING, YEAR_MS // params.slot_ms, 0),
-             Pool("ecological", reward_pool, REWARDS))
+             Pool("ecological", reward_pool + participation, REWARDS))
     allocations = [Allocation(agent.owner, agent_balance, agent_stake, 1),
                    Allocation(faucet_address, foundation - agent_stake - agent_balance, 0, 1),
                    Allocation(faucet_address, placement, 0, 0),
                    Allocation(agent.owner, team, 0, 2)]
     genesis = Genesis(chain_id, genesis_time_ms, decimals, total, reward_pool, params,
-                      tuple(sorted(allocations)), (agent,), pools=pools)
+                      tuple(sorted(allocations)), (agent,), pools=pools,
+                      participation_pool=participation)
     _check_totals(genesis)
     return genesis
 
@@ -440,6 +470,8 @@ def apply_genesis(view, genesis):
         view.set_producer(agent.pubkey, Producer(agent.owner, 0, agent.commit))
     view.set_agent_addresses(tuple(sorted(agent.owner for agent in genesis.agents)))
     view.set_pool(genesis.reward_pool)
+    view.set_participation(Participation(genesis.participation_pool, 0, 0, 0,
+                                         genesis.settlement_code_hash))
     # Round 0 follows the election rule with no votes yet: the agents ranked by owner address.
     elected, _ = elect([(agent.owner, 0) for agent in genesis.agents],
                        genesis.params.producers_per_round)

@@ -45,6 +45,9 @@ class Params(NamedTuple):
     evidence_window: int = 20
     max_block_bytes: int = 1 << 20
     max_block_gas: int = 2_000_000
+    epoch_blocks: int = 100
+    participation_cap: int = 1_000 * 10**8
+    participation_agent_permille: int = 200
 
     def encode(self):
         return encode_uvarint(len(self)) + b"".join(encode_uvarint(v) for v in self)
@@ -73,7 +76,10 @@ class Params(NamedTuple):
             out.append("params.max_block_txs must be at most 65535 (the wire limit)")
         if self.max_unbonding_entries > 64:
             out.append("params.max_unbonding_entries must be at most 64")
-        for name in ("voter_share_permille", "slash_permille", "reporter_permille"):
+        if self.epoch_blocks <= 0:
+            out.append("params.epoch_blocks must be positive")
+        for name in ("voter_share_permille", "slash_permille", "reporter_permille",
+                     "participation_agent_permille"):
             if getattr(self, name) > 1000:
                 out.append(f"params.{name} must be at most 1000")
         if self.max_missed_in_a_row <= 0:

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from chain import calls
+from chain import calls, participation
 from chain.address import AddressError, decode_address, encode_address
 from chain.block import Block
 from chain.execute import pending_rewards
@@ -178,6 +178,7 @@ class _Handlers:
             "unbonding": [{"amount": str(a), "release_height": h} for a, h in account.unbonding],
             "votes": [encode_address(v) for v in account.votes], "agent": agent,
             "pending_rewards": str(self._pending_rewards(address)),
+            "participation": self._participation(address),
             "height": header.height, "state_root": header.state_root.hex(),
             "proof": proof.encode().hex(),
         })
@@ -185,6 +186,17 @@ class _Handlers:
     def _pending_rewards(self, address):
         with self.ledger.store.read() as txn:
             return pending_rewards(self.ledger.view(txn), address)
+
+    def _participation(self, address):
+        """This account's service weight not yet paid, and what it may take now."""
+        with self.ledger.store.read() as txn:
+            view = self.ledger.view(txn)
+            record = view.participant(address)
+            due = participation.due(view, address)
+        if record is None:
+            return None
+        return {"epoch": record.epoch, "weight": str(record.weight),
+                "due": str(due) if due is not None else "0"}
 
     def _agent(self, address):
         with self.ledger.store.read() as txn:

@@ -2,6 +2,7 @@
 
 from functools import lru_cache
 
+from chain import participation
 from chain.address import address_from_pubkey
 from chain.dpos.reveal import RevealChain, binding_hash
 from chain.genesis import Allocation, Genesis, GenesisAgent, simple_plan
@@ -42,19 +43,21 @@ def genesis_agent(key, name, owner=None):
 
 
 def make_genesis(keys, producers, params=TEST_PARAMS, chain_id=CHAIN_ID, grants=(), cliff=0,
-                 linear=0):
+                 linear=0, participation=0):
     """``keys`` funded with FUNDED each; ``producers`` (a key or a list) are staked agents
-    that own themselves; ``grants`` (``(address, amount)``) vest in a ``team`` pool."""
+    that own themselves; ``grants`` (``(address, amount)``) vest in a ``team`` pool;
+    ``participation`` base units fund participation rewards."""
     producers = producers if isinstance(producers, list) else [producers]
     allocations = [Allocation(k.address, FUNDED) for k in keys]
     allocations += [Allocation(p.address, FUNDED, params.agent_min_stake) for p in producers]
     rest = TOTAL - POOL - sum(a.balance + a.stake for a in allocations) \
-        - sum(amount for _, amount in grants)
+        - sum(amount for _, amount in grants) - participation
     allocations.append(Allocation(address_from_pubkey(bytes(32)), rest))
-    pools, allocations = simple_plan(TOTAL, POOL, allocations, grants, cliff, linear)
+    pools, allocations = simple_plan(TOTAL, POOL, allocations, grants, cliff, linear,
+                                     participation)
     return Genesis(chain_id, 1_700_000_000_000, 8, TOTAL, POOL, params, allocations,
                    tuple(genesis_agent(p, f"agent-{i}") for i, p in enumerate(producers)),
-                   pools=pools)
+                   pools=pools, participation_pool=participation)
 
 
 class TestChain:
@@ -120,8 +123,9 @@ class TestChain:
         return self.ledger.account(address)
 
     def supply(self):
-        """Sum of every balance, stake and unbonding amount, the agents' voter pools and the
-        reward pool: always the genesis total supply."""
+        """Sum of every balance (the vesting contracts' among them), stake and unbonding amount,
+        the agents' voter pools, the reward pool and the participation pool: always the genesis
+        total supply."""
         return supply_in(self.store, self.ledger)
 
 
@@ -134,7 +138,7 @@ def supply_in(store, ledger):
                 total += a.balance + a.stake + a.unbonding_total
             elif value[0] == 0x11:
                 total += Agent.decode(value).voter_pool
-        total += ledger.view(txn).pool()
+        total += ledger.view(txn).pool() + participation.held(ledger.view(txn))
     return total
 
 

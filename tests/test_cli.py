@@ -226,8 +226,9 @@ def test_token_supply(net):
     doc = net.cli("token", "supply", "--json", check=True).json()
     coin = 10**8
     assert int(doc["total"]) == 10**9 * coin and int(doc["locked"]) == 150_000_000 * coin
-    assert sum(int(doc[k]) for k in ("circulating", "locked", "releasable", "reward_pool")) \
-        == int(doc["total"])
+    assert sum(int(doc[k]) for k in ("circulating", "locked", "releasable", "reward_pool",
+                                     "participation_pool")) == int(doc["total"])
+    assert int(doc["participation_pool"]) == 50_000_000 * coin
     pools = {p["name"]: p for p in doc["pools"]}
     assert set(pools) == {"private_placement", "foundation", "team", "ecological"}
     assert sum(int(p["amount"]) for p in pools.values()) == int(doc["total"])

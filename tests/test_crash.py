@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+from chain import participation
 from chain.address import decode_address, encode_address
 from chain.block import STATUS_OK
 from chain.genesis import Genesis
@@ -279,7 +280,8 @@ def test_kill9_loses_nothing_and_replays(node_factory, tmp_path):
 
 
 def total_supply(ledger):
-    """Balances, stakes and unbonding of every account, plus the reward pool."""
+    """Balances, stakes and unbonding of every account, plus the reward and participation
+    pools."""
     total = 0
     state = ledger.store.db("state")
     with ledger.store.read() as txn:
@@ -287,5 +289,5 @@ def total_supply(ledger):
             if value[:1] == bytes((TAG_ACCOUNT,)):
                 account = Account.decode(value)
                 total += account.balance + account.stake + account.unbonding_total
-        total += ledger.view(txn).pool()
+        total += ledger.view(txn).pool() + participation.held(ledger.view(txn))
     return total

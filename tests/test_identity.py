@@ -80,7 +80,8 @@ def test_genesis_round_trip(tmp_path):
     loaded = Genesis.load(path)
     assert loaded == genesis and loaded.hash == genesis.hash
     assert genesis.total_supply == 10**17
-    assert sum(a.balance + a.stake for a in genesis.allocations) + genesis.reward_pool == 10**17
+    assert sum(a.balance + a.stake for a in genesis.allocations) + genesis.reward_pool \
+        + genesis.participation_pool == 10**17
     assert sum(p.amount for p in genesis.pools) == 10**17
     assert [p.name for p in genesis.pools] == ["private_placement", "foundation", "team",
                                                "ecological"]

@@ -299,3 +299,75 @@ def decode_amount(data):
         return r.uvarint("amount")
     return _decode(data, read, "amount")
 
+
+
+NS_PARTICIPATION = b"participation"
+NS_PARTICIPANT = b"participant"
+NS_EPOCH_REWARD = b"epoch-reward"
+TAG_PARTICIPATION = 0x1B
+TAG_PARTICIPANT = 0x1C
+TAG_EPOCH_REWARD = 0x1D
+PARTICIPATION_KEY = state_key(NS_PARTICIPATION)
+
+
+def participant_key(address):
+    return state_key(NS_PARTICIPANT, address)
+
+
+def epoch_reward_key(epoch):
+    return state_key(NS_EPOCH_REWARD, epoch.to_bytes(8, "big"))
+
+
+class Participation(NamedTuple):
+    """The participation-reward pool (docs/protocol.md §9): what is left to pay (``pool``), the
+    open epoch and the service weight counted in it so far, what closed epochs set aside and
+    participants have not taken yet (``payable``), and the code hash of the settlement
+    contract whose payments count."""
+    pool: int
+    epoch: int
+    weight: int
+    payable: int
+    code_hash: bytes
+
+    def encode(self):
+        return b"".join((bytes((TAG_PARTICIPATION,)), encode_uvarint(self.pool),
+                         encode_uvarint(self.epoch), encode_uvarint(self.weight),
+                         encode_uvarint(self.payable),
+                         encode_fixed(self.code_hash, 32, "participation.code_hash")))
+
+    @classmethod
+    def decode(cls, data):
+        def read(r):
+            r.tag(TAG_PARTICIPATION, "participation.tag")
+            return cls(r.uvarint("participation.pool"), r.uvarint("participation.epoch"),
+                       r.uvarint("participation.weight"), r.uvarint("participation.payable"),
+                       r.fixed(32, "participation.code_hash"))
+        return _decode(data, read, "participation")
+
+
+class Participant(NamedTuple):
+    """A participant's service weight in one epoch, not yet paid."""
+    epoch: int
+    weight: int
+
+    def encode(self):
+        return b"".join((bytes((TAG_PARTICIPANT,)), encode_uvarint(self.epoch),
+                         encode_uvarint(self.weight)))
+
+    @classmethod
+    def decode(cls, data):
+        def read(r):
+            r.tag(TAG_PARTICIPANT, "participant.tag")
+            return cls(r.uvarint("participant.epoch"), r.uvarint("participant.weight"))
+        return _decode(data, read, "participant")
+
+
+def encode_epoch_reward(reward_per_weight):
+    return bytes((TAG_EPOCH_REWARD,)) + encode_big(reward_per_weight, "epoch.reward_per_weight")
+
+
+def decode_epoch_reward(data):
+    def read(r):
+        r.tag(TAG_EPOCH_REWARD, "epoch.tag")
+        return read_big(r, "epoch.reward_per_weight")
+    return _decode(data, read, "epoch reward")

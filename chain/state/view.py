@@ -118,6 +118,29 @@ class StateView:
         self.put(records.voter_key(voter, agent),
                  None if value is None else records.encode_checkpoint(value))
 
+    def participation(self):
+        """The participation-reward record (None on a chain without one)."""
+        raw = self.get(records.PARTICIPATION_KEY)
+        return records.Participation.decode(raw) if raw is not None else None
+
+    def set_participation(self, record):
+        self.put(records.PARTICIPATION_KEY, record.encode())
+
+    def participant(self, address):
+        raw = self.get(records.participant_key(address))
+        return records.Participant.decode(raw) if raw is not None else None
+
+    def set_participant(self, address, record):
+        self.put(records.participant_key(address), None if record is None else record.encode())
+
+    def epoch_reward(self, epoch):
+        """Reward per unit of weight (times 2^64) of a closed epoch, 0 when it paid nothing."""
+        raw = self.get(records.epoch_reward_key(epoch))
+        return records.decode_epoch_reward(raw) if raw is not None else 0
+
+    def set_epoch_reward(self, epoch, value):
+        self.put(records.epoch_reward_key(epoch), records.encode_epoch_reward(value))
+
     def unbond_queue(self, height):
         raw = self.get(records.unbond_key(height))
         return records.decode_address_list(raw) if raw is not None else ()

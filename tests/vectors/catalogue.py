@@ -140,15 +140,17 @@ def genesis_sample():
                    Allocation(ALICE.address, 55 * 10**15 - params.agent_min_stake, 0, 1),
                    Allocation(AGENT.address, 0, params.agent_min_stake, 1),
                    Allocation(AGENT.address, team, 0, 2))
-    return Genesis(CHAIN, 1_795_600_000_000, 8, 10**17, 10**16, params,
+    return Genesis(CHAIN, 1_795_600_000_000, 8, 10**17, 6 * 10**15, params,
                    tuple(sorted(allocations)),
                    (GenesisAgent(AGENT.pubkey, "agent-1", AGENT.address, b"\x65" * 32),),
-                   VmPin("5.4.8", "2.8", 2), pools)
+                   VmPin("5.4.8", "2.8", 2), pools, 4 * 10**15, b"\x5c" * 32)
 
 
 def genesis_fields(g):
     return {"chain_id": g.chain_id, "genesis_time_ms": g.genesis_time_ms, "decimals": g.decimals,
             "total_supply": g.total_supply, "reward_pool": g.reward_pool,
+            "participation_pool": g.participation_pool,
+            "settlement_code_hash": to_json(g.settlement_code_hash),
             "params": to_json(g.params), "pools": to_json(g.pools),
             "allocations": to_json(g.allocations), "agents": to_json(g.agents), "vm": list(g.vm)}
 
@@ -159,7 +161,8 @@ def genesis_build(f):
                    f["reward_pool"], Params(**f["params"]),
                    tuple(Allocation(**a) for a in f["allocations"]),
                    tuple(GenesisAgent(**a) for a in f["agents"]), VmPin(*f["vm"]),
-                   tuple(Pool(**p) for p in f["pools"]))
+                   tuple(Pool(**p) for p in f["pools"]), f["participation_pool"],
+                   f["settlement_code_hash"])
 
 
 def proof_samples():
@@ -272,6 +275,13 @@ TYPES = {
                      "fields": to_json, "build": lambda f: tuple(sorted(from_json(f))),
                      "encode": records.encode_address_list,
                      "decode": records.decode_address_list},
+    "participation": named_tuple_type(records.Participation, lambda: [
+        ("open", records.Participation(5 * 10**15, 12, 987_654_321, 3 * 10**11, b"\x5c" * 32))]),
+    "participant": named_tuple_type(records.Participant, lambda: [
+        ("weight", records.Participant(12, 250_000_000))]),
+    "epoch_reward": {"samples": lambda: [("zero", 0), ("big", 2**100 + 3)], "fields": to_json,
+                     "build": from_json, "encode": records.encode_epoch_reward,
+                     "decode": records.decode_epoch_reward},
     "amount": {"samples": lambda: [("pool", 10**16)], "fields": to_json, "build": from_json,
                "encode": records.encode_amount, "decode": records.decode_amount},
     "frame": {"samples": frame_samples,
