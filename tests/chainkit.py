@@ -19,7 +19,7 @@ COIN = 10**8
 TOTAL = SSP_SUPPLY * COIN
 POOL = 1_000_000 * COIN
 FUNDED = 1_000 * COIN
-TEST_PARAMS = Params(agent_min_stake=100 * COIN, unbonding_blocks=3, max_votes=3,
+TEST_PARAMS = Params(agent_min_stake=100 * COIN, unbonding_blocks=3, max_votes=3, heavy_window=2,
                      max_unbonding_entries=2, block_reward=5 * COIN, evidence_window=3)
 
 

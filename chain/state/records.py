@@ -371,3 +371,45 @@ def decode_epoch_reward(data):
         r.tag(TAG_EPOCH_REWARD, "epoch.tag")
         return read_big(r, "epoch.reward_per_weight")
     return _decode(data, read, "epoch reward")
+
+
+NS_LOAD = b"load"
+NS_HEAVY = b"heavy"
+TAG_HEAVY = 0x1E
+LOAD_KEY = state_key(NS_LOAD)
+MAX_HEAVY_TX = 1 << 16
+
+
+def heavy_key(tx_id):
+    return state_key(NS_HEAVY, tx_id)
+
+
+class HeavyRecord(NamedTuple):
+    """A heavy call whose result only its block's producer computed (docs/protocol.md §9):
+    where and when it ran, who vouched for the result, and the call itself, so that anyone can
+    re-execute it on the state of the block before and prove the result wrong."""
+    height: int
+    time_ms: int
+    producer: bytes
+    status: int
+    gas_used: int
+    result: bytes
+    tx: bytes
+
+    def encode(self):
+        return b"".join((bytes((TAG_HEAVY,)), encode_uvarint(self.height),
+                         encode_uvarint(self.time_ms),
+                         encode_fixed(self.producer, PUBKEY_SIZE, "heavy.producer"),
+                         encode_u8(self.status, "heavy.status"), encode_uvarint(self.gas_used),
+                         encode_fixed(self.result, 32, "heavy.result"),
+                         encode_bytes(self.tx, MAX_HEAVY_TX, "heavy.tx")))
+
+    @classmethod
+    def decode(cls, data):
+        def read(r):
+            r.tag(TAG_HEAVY, "heavy.tag")
+            return cls(r.uvarint("heavy.height"), r.uvarint("heavy.time_ms"),
+                       r.fixed(PUBKEY_SIZE, "heavy.producer"), r.u8("heavy.status"),
+                       r.uvarint("heavy.gas_used"), r.fixed(32, "heavy.result"),
+                       r.var_bytes(MAX_HEAVY_TX, "heavy.tx"))
+        return _decode(data, read, "heavy")

@@ -14,14 +14,18 @@ EMPTY_ACCOUNT = Account()
 class StateView:
     """Typed access to state records over ``read(key) -> bytes | None``."""
 
-    def __init__(self, read):
+    def __init__(self, read, base=None, versions=None):
         self._read = read
         self.changes = {}
+        # The state this view's block starts from (a heavy call reads only it), and the reader
+        # of an older state version, ``versions(version) -> read`` (heavy-result evidence).
+        self.base = base or read
+        self.versions = versions
 
     def child(self):
         """A view on top of this one whose writes stay apart until ``merge`` (a contract call
         that may fail)."""
-        return StateView(self.get)
+        return StateView(self.get, self.base, self.versions)
 
     def merge(self, child):
         """Take a child view's writes."""
@@ -140,6 +144,21 @@ class StateView:
 
     def set_epoch_reward(self, epoch, value):
         self.put(records.epoch_reward_key(epoch), records.encode_epoch_reward(value))
+
+    def load(self):
+        """Gas limits of the contract transactions of the last block (network load, §9)."""
+        raw = self.get(records.LOAD_KEY)
+        return records.decode_amount(raw) if raw is not None else 0
+
+    def set_load(self, gas):
+        self.put(records.LOAD_KEY, records.encode_amount(gas))
+
+    def heavy(self, tx_id):
+        raw = self.get(records.heavy_key(tx_id))
+        return records.HeavyRecord.decode(raw) if raw is not None else None
+
+    def set_heavy(self, tx_id, record):
+        self.put(records.heavy_key(tx_id), record.encode())
 
     def unbond_queue(self, height):
         raw = self.get(records.unbond_key(height))

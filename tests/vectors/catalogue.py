@@ -19,7 +19,7 @@ from chain.state.proof import Proof, ProofKind
 from chain.votes import FinalityVote
 from chain.dpos import reveal
 from chain.state import consensus
-from chain.tx import PAYLOADS, KIND_NAMES, Call, Deploy, Evidence, RegisterAgent, RotateProducer, \
+from chain.tx import PAYLOADS, KIND_NAMES, Call, Deploy, Evidence, HeavyResult, RegisterAgent, RotateProducer, \
     Stake, Transfer, Tx, Unjail, UnregisterAgent, Unstake, Vote
 from edge import _fast
 
@@ -86,7 +86,8 @@ def tx_samples():
                                       header_sample(tx_root=b"\x12" * 32).encode())),
                 ("deploy", Deploy(b"function hello() return 1 end", b"\x06\x00", 200_000)),
                 ("call", Call(b"\x0c" * 20, "transfer", b"\x06\x02\x04\x01\x0a\x03\x14",
-                              5, 100_000))]
+                              5, 100_000)),
+                ("heavy_result", HeavyResult(b"\x0d" * 32, 1, 654_321, b"\x0e" * 32))]
     out = []
     for nonce, (name, payload) in enumerate(payloads):
         unsigned = Tx(CHAIN, ALICE.pubkey, nonce * 300, 2_500 + nonce, payload)
