@@ -310,6 +310,7 @@ TAG_EPOCH_REWARD = 0x1D
 PARTICIPATION_KEY = state_key(NS_PARTICIPATION)
 
 
+@lru_cache(maxsize=1 << 16)
 def participant_key(address):
     return state_key(NS_PARTICIPANT, address)
 
