@@ -75,15 +75,19 @@ def spend_of(tx):
 def apply_tx(view, tx, params, height, time_ms=0, result=None):
     """Apply one statically valid, correctly signed transaction; returns its receipt (a
     contract transaction's receipt may say it failed: it still paid its fee). A voter's
-    rewards, and a participant's rewards of closed epochs, are settled into its balance first
-    (all of it or none, with the transaction). ``result`` is the producer's result of a heavy
+    rewards, and (before a contract transaction) a participant's rewards of closed epochs, are
+    settled into its balance first (all of it or none, with the transaction). ``result`` is the producer's result of a heavy
     call in an agent-verified block, and the producer's key: ``(HeavyResult, pubkey)``."""
     sender = tx.sender_address
-    if not view.account(sender).votes and participation.due(view, sender) is None:
+    # Performance note: only contract transactions look for participation rewards (a transfer
+    # pays no extra state read).
+    if not view.account(sender).votes and not (isinstance(tx.payload, _CONTRACT_TXS)
+                                               and participation.due(view, sender) is not None):
         return _apply_tx(view, tx, params, height, time_ms, result)
     scratch = view.child()
     settle_rewards(scratch, sender)
-    participation.settle(scratch, sender)
+    if isinstance(tx.payload, _CONTRACT_TXS):
+        participation.settle(scratch, sender)
     receipt = _apply_tx(scratch, tx, params, height, time_ms, result)
     view.merge(scratch)
     return receipt
@@ -351,6 +355,8 @@ def _shift_votes(view, candidates, delta):
         if agent is not None:
             view.set_agent(candidate, agent._replace(votes=agent.votes + delta))
 
+
+_CONTRACT_TXS = (txmod.Deploy, txmod.Call)
 
 _HANDLERS = {
     txmod.Transfer: _transfer, txmod.Stake: _stake, txmod.Unstake: _unstake,

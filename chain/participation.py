@@ -10,7 +10,7 @@ runs the market). Settlements between linked wallets (``self_dealing``) count no
 
 No step walks the participants (the F1 idea of chain/dpos/rewards.py): an epoch's end moves its
 pot to ``payable`` and records the pot per unit of weight; each participant takes its share the
-next time it settles, sends a transaction, or earns weight in a later epoch.
+next time it sends a contract transaction (deploy or call), or earns weight in a later epoch.
 """
 
 from chain.address import address_from_pubkey
