@@ -3,7 +3,7 @@
 A call whose gas limit is at least ``heavy_gas`` is *heavy*. Whoever runs it, it runs on the
 state its block starts from (its contract sees nothing of its own block), carries no value, and
 changes nothing but its sender's fee and nonce: its only outcome is its receipt, whose return
-value is the *result hash* ``H("ss/heavy-result", the full receipt)``.
+value is the *result hash* ``H("ss/heavy-result", the full receipt)`` (as a bytes value).
 
 Below the network-load threshold (the last block's contract gas limits under
 ``heavy_load_gas``) every full node runs heavy calls, as any call. Above it only the block's
@@ -20,6 +20,7 @@ from chain.errors import Reason, TxRejected
 from chain.state.records import HeavyRecord, evidence_key
 from chain.state.view import StateView
 from chain.tx import Call, Evidence, HeavyResult, Tx
+from contracts.values import encode_value
 
 TAG_RESULT = b"ss/heavy-result"
 TAG_EVIDENCE = 0x30        # evidence.first = u8(0x30) || heavy call's tx id; second empty
@@ -57,8 +58,10 @@ def run(base, tx, header_info, params):
 
 
 def receipt_of(tx, result):
-    """The consensus receipt of heavy call ``tx`` with ``result``."""
-    return Receipt(tx.id, result.status, tx.fee, result.gas_used, "", (), result.result)
+    """The consensus receipt of heavy call ``tx`` with ``result``: its return value is the
+    result hash as a contract value (bytes)."""
+    return Receipt(tx.id, result.status, tx.fee, result.gas_used, "", (),
+                   encode_value(result.result))
 
 
 def record(view, tx, result, producer, height, time_ms):
