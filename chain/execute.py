@@ -368,10 +368,12 @@ _HANDLERS = {
 
 def begin_block(view, params, header, parent):
     """Before the transactions: round change, missed slots and jail, reveal and vote, matured
-    unbonding, the end of a participation epoch (``parent`` is the parent block's header)."""
+    unbonding, the end of a participation epoch, heavy claims past their window (``parent`` is
+    the parent block's header)."""
     begin_round_and_slot(view, params, header, parent)
     release_unbonding(view, header.height)
     participation.close_epoch(view, params, header.height)
+    heavy.expire(view, params, header.height)
 
 
 def release_unbonding(view, height):

@@ -17,7 +17,7 @@ from chain import calls
 from chain.block import Block, Receipt
 from chain.crypto import hash_of
 from chain.errors import Reason, TxRejected
-from chain.state.records import HeavyRecord, evidence_key
+from chain.state.records import HeavyRecord, evidence_key, heavy_key
 from chain.state.view import StateView
 from chain.tx import Call, Evidence, HeavyResult, Tx
 from contracts.values import encode_value
@@ -65,8 +65,23 @@ def receipt_of(tx, result):
 
 
 def record(view, tx, result, producer, height, time_ms):
+    """Keep the producer's claim until ``heavy_window`` blocks have passed (``expire``)."""
     view.set_heavy(tx.id, HeavyRecord(height, time_ms, producer, result.status,
                                       result.gas_used, result.result, tx.raw))
+    view.set_heavy_expiry(height, view.heavy_expiry(height) + (tx.id,))
+
+
+def expire(view, params, height):
+    """At the start of block ``height``: forget the claims of the block ``heavy_window + 1``
+    below, which no evidence can reach any more."""
+    old = height - params.heavy_window - 1
+    if old < 1:
+        return
+    ids = view.heavy_expiry(old)
+    for tx_id in ids:
+        view.put(heavy_key(tx_id), None)
+    if ids:
+        view.set_heavy_expiry(old, ())
 
 
 def check_fraud(view, evidence, params, height):

@@ -162,6 +162,17 @@ def test_evidence_against_a_right_result_or_an_unknown_call_is_refused(pair):
                             (Evidence(bytes((heavy.TAG_EVIDENCE,)) + tx.id, b"x"), "nothing else")):
         _, rejected = pair.producer.build([pair.producer.tx(reporter, payload)])
         assert len(rejected) == 1 and needle in str(rejected[0][1])
+    # Past heavy_window the claim is final: its record is gone and no evidence reaches it.
+    height = pair.validator.ledger.head.height
+    with pair.validator.store.read() as txn:
+        assert pair.validator.ledger.view(txn).heavy(tx.id).height == height
+    while pair.validator.ledger.head.height <= height + PARAMS.heavy_window:
+        pair.block([])
+    with pair.validator.store.read() as txn:
+        view = pair.validator.ledger.view(txn)
+        assert view.heavy(tx.id) is None and view.heavy_expiry(height) == ()
+    _, rejected = pair.producer.build([pair.producer.tx(reporter, heavy.evidence_for(tx.id))])
+    assert "no agent-verified" in str(rejected[0][1])
 
 
 def tampered(pair, block, txs):

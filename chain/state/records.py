@@ -414,3 +414,28 @@ class HeavyRecord(NamedTuple):
                        r.uvarint("heavy.gas_used"), r.fixed(32, "heavy.result"),
                        r.var_bytes(MAX_HEAVY_TX, "heavy.tx"))
         return _decode(data, read, "heavy")
+
+
+NS_HEAVY_EXPIRY = b"heavy-expiry"
+TAG_HEAVY_EXPIRY = 0x1F
+MAX_HEAVY_PER_BLOCK = 1 << 16
+
+
+def heavy_expiry_key(height):
+    return state_key(NS_HEAVY_EXPIRY, height.to_bytes(8, "big"))
+
+
+def encode_tx_ids(ids):
+    """The heavy calls an agent-verified block recorded, in block order."""
+    if len(ids) > MAX_HEAVY_PER_BLOCK:
+        raise ValueError(f"heavy-expiry: more than {MAX_HEAVY_PER_BLOCK} ids")
+    return bytes((TAG_HEAVY_EXPIRY,)) + encode_uvarint(len(ids)) + b"".join(
+        encode_fixed(i, 32, "heavy-expiry.id") for i in ids)
+
+
+def decode_tx_ids(data):
+    def read(r):
+        r.tag(TAG_HEAVY_EXPIRY, "heavy-expiry.tag")
+        return tuple(r.fixed(32, "heavy-expiry.id")
+                     for _ in range(r.count(MAX_HEAVY_PER_BLOCK, "heavy-expiry.ids")))
+    return _decode(data, read, "heavy-expiry")

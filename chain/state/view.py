@@ -160,6 +160,14 @@ class StateView:
     def set_heavy(self, tx_id, record):
         self.put(records.heavy_key(tx_id), record.encode())
 
+    def heavy_expiry(self, height):
+        """Ids of the heavy records block ``height`` wrote."""
+        raw = self.get(records.heavy_expiry_key(height))
+        return records.decode_tx_ids(raw) if raw is not None else ()
+
+    def set_heavy_expiry(self, height, ids):
+        self.put(records.heavy_expiry_key(height), records.encode_tx_ids(ids) if ids else None)
+
     def unbond_queue(self, height):
         raw = self.get(records.unbond_key(height))
         return records.decode_address_list(raw) if raw is not None else ()

@@ -280,6 +280,12 @@ TYPES = {
         ("open", records.Participation(5 * 10**15, 12, 987_654_321, 3 * 10**11, b"\x5c" * 32))]),
     "participant": named_tuple_type(records.Participant, lambda: [
         ("weight", records.Participant(12, 250_000_000))]),
+    "heavy_record": named_tuple_type(records.HeavyRecord, lambda: [
+        ("failed", records.HeavyRecord(41, 1_795_600_041_000, AGENT.pubkey, 1, 123_456,
+                                       b"\x0f" * 32, b"\x01\x0a" + b"\x02" * 40))]),
+    "heavy_expiry": {"samples": lambda: [("two", (b"\x03" * 32, b"\x04" * 32))],
+                     "fields": to_json, "build": from_json, "encode": records.encode_tx_ids,
+                     "decode": records.decode_tx_ids},
     "epoch_reward": {"samples": lambda: [("zero", 0), ("big", 2**100 + 3)], "fields": to_json,
                      "build": from_json, "encode": records.encode_epoch_reward,
                      "decode": records.decode_epoch_reward},
