@@ -20,6 +20,7 @@ from chain.state.view import StateView
 from chain.genesis import Genesis, GenesisError
 from chain.keys import KeyFileError, KeyPair
 from chain.ledger import Ledger, LedgerError
+from chain.state.smt import StateError
 from chain.dropped import EVICTED, INVALID, DroppedTxs
 from chain.mempool import Mempool
 from chain.secretfile import SecretFileError, check_private
@@ -425,15 +426,26 @@ class Node:
 
     def _audit_heavy(self):
         """The lazy check (docs/protocol.md §9): re-run the heavy results of blocks that became
-        irreversible, and prove a wrong one with evidence."""
+        irreversible, off the event loop on the dry-run thread, and prove a wrong one with
+        evidence."""
         ledger = self.ledger
-        if not ledger.params.heavy_gas:
+        if not ledger.params.heavy_gas or ledger.lib_height <= self._audited:
             return
-        for height in range(self._audited + 1, ledger.lib_height + 1):
-            for tx_id in heavy.audit(ledger, height):
+        heights = range(self._audited + 1, ledger.lib_height + 1)
+        self._audited = ledger.lib_height
+        asyncio.get_running_loop().create_task(self._audit_blocks(heights))
+
+    async def _audit_blocks(self, heights):
+        for height in heights:
+            try:
+                wrong = await self.dry_runs.run(["heavy-audit"], heavy.audit, self.ledger,
+                                                height, wait=True)
+            except (TxRejected, StateError) as exc:   # the backstop fired; a version pruned
+                self.log(f"heavy results of block {height} not checked: {exc}")
+                continue
+            for tx_id in wrong:
                 self._send_evidence(heavy.evidence_for(tx_id),
                                     f"wrong heavy result of {tx_id.hex()[:16]} at {height}")
-        self._audited = max(self._audited, ledger.lib_height)
 
     def _send_evidence(self, payload, what):
         account = self.ledger.account(self.key.address)
