@@ -47,12 +47,11 @@ FUNDS = 1_000 * 10**8   # each sender's allocation, base units
 def fund_senders(genesis, wallet, senders):
     """``genesis`` with ``FUNDS`` moved from the wallet's allocation to each sender's, started
     a day ago (so blocks can be produced faster than one per wall-clock slot)."""
-    allocations = []
-    for a in genesis.allocations:
-        if a.address == wallet.address:
-            a = a._replace(balance=a.balance - FUNDS * len(senders))
-        allocations.append(a)
-    allocations += [Allocation(s.address, FUNDS) for s in senders]
+    source = max((a for a in genesis.allocations if a.address == wallet.address),
+                 key=lambda a: a.balance)
+    allocations = [a._replace(balance=a.balance - FUNDS * len(senders)) if a == source else a
+                   for a in genesis.allocations]
+    allocations += [Allocation(s.address, FUNDS, 0, source.pool) for s in senders]
     return genesis._replace(allocations=tuple(sorted(allocations)),
                             genesis_time_ms=genesis.genesis_time_ms - 86_400_000)
 

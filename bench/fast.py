@@ -30,7 +30,7 @@ from nacl.signing import SigningKey  # noqa: E402
 
 from chain.address import address_from_pubkey  # noqa: E402
 from chain.block import Block  # noqa: E402
-from chain.genesis import Allocation, Genesis  # noqa: E402
+from chain.genesis import Allocation, Genesis, simple_plan  # noqa: E402
 from chain.keys import KeyPair  # noqa: E402
 from chain.ledger import Ledger  # noqa: E402
 from chain.params import SSP_SUPPLY, Params  # noqa: E402
@@ -283,8 +283,9 @@ def bench_genesis(senders, producer, params):
     allocations.append(Allocation(producer.address, 0, params.agent_min_stake))
     rest = total - pool - sum(a.balance + a.stake for a in allocations)
     allocations.append(Allocation(address_from_pubkey(bytes(32)), rest))
-    return Genesis("ss-bench", 1_700_000_000_000, 8, total, pool, params,
-                   tuple(sorted(allocations)), (genesis_agent(producer, "bench", producer.address),))
+    pools, allocations = simple_plan(total, pool, allocations)
+    return Genesis("ss-bench", 1_700_000_000_000, 8, total, pool, params, allocations,
+                   (genesis_agent(producer, "bench", producer.address),), pools=pools)
 
 
 # -- report ----------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ Every handler checks all its conditions before it writes anything, so a rejected
 leaves the view untouched. Amounts are integers; nothing here reads a clock or a random source.
 """
 
-from chain import calls, crypto
+from chain import calls, crypto, heavy, participation
 from chain import tx as txmod
 from chain.address import encode_address
 from chain.block import STATUS_OK, Header, Receipt
@@ -12,17 +12,26 @@ from chain.dpos.finality import DOUBLE_PRODUCTION, DOUBLE_VOTE, vote_offence
 from chain.dpos.reveal import binding_hash
 from chain.dpos.rewards import owed, slash
 from chain.dpos.rounds import apply_votes, begin_round_and_slot, pay_producer
-from chain.errors import Reason, TxRejected
+from chain.errors import BlockRejected, Reason, TxRejected
 from chain.state.consensus import Producer
 from chain.state.records import Account, Agent, evidence_key
+from chain.state.view import StateView
 from chain.votes import TAG_VOTE, FinalityVote
 from edge._fast import DecodeError
 
 
-def check_static(tx, chain_id, params):
-    """Rules that need no state: size, chain, fee floor, payload sanity."""
+def check_static(tx, chain_id, params, in_block=False):
+    """Rules that need no state: size, chain, fee floor, payload sanity. A heavy result is
+    only ever part of a block (``in_block``), from its producer, at no fee."""
     size = len(tx.raw)
     payload = tx.payload
+    if isinstance(payload, txmod.HeavyResult):
+        if not in_block:
+            raise TxRejected(Reason.MALFORMED, "a heavy result is written by a block's producer "
+                                               "into its block, never sent")
+        if tx.fee or tx.chain_id != chain_id or size > params.max_tx_bytes:
+            raise TxRejected(Reason.MALFORMED, "a heavy result pays no fee and fits a transaction")
+        return
     limit = params.max_tx_bytes + (params.max_code_bytes if isinstance(payload, txmod.Deploy)
                                    else 0)
     if size > limit:
@@ -32,6 +41,9 @@ def check_static(tx, chain_id, params):
                                              f"this is {chain_id!r}")
     if isinstance(payload, (txmod.Deploy, txmod.Call)):
         calls.check_contract_tx(payload, params)
+        if heavy.is_heavy(tx, params) and payload.value:
+            raise TxRejected(Reason.INVALID_AMOUNT, f"a heavy call (gas limit of at least "
+                                                    f"{params.heavy_gas}) carries no value")
     floor = params.min_fee_for(size, getattr(payload, "gas_limit", 0))
     if tx.fee < floor:
         raise TxRejected(Reason.FEE_TOO_LOW, f"fee {tx.fee} is below the minimum {floor} for "
@@ -60,15 +72,23 @@ def spend_of(tx):
     return tx.fee
 
 
-def apply_tx(view, tx, params, height, time_ms=0):
+def apply_tx(view, tx, params, height, time_ms=0, result=None):
     """Apply one statically valid, correctly signed transaction; returns its receipt (a
     contract transaction's receipt may say it failed: it still paid its fee). A voter's
-    rewards are settled into its balance first (all of it or none, with the transaction)."""
-    if not view.account(tx.sender_address).votes:
-        return _apply_tx(view, tx, params, height, time_ms)
+    rewards, and (before a contract transaction) a participant's rewards of closed epochs, are
+    settled into its balance first (all of it or none, with the transaction). ``result`` is the producer's result of a heavy
+    call in an agent-verified block, and the producer's key: ``(HeavyResult, pubkey)``."""
+    sender = tx.sender_address
+    # Performance note: only contract transactions look for participation rewards (a transfer
+    # pays no extra state read).
+    if not view.account(sender).votes and not (isinstance(tx.payload, _CONTRACT_TXS)
+                                               and participation.due(view, sender) is not None):
+        return _apply_tx(view, tx, params, height, time_ms, result)
     scratch = view.child()
-    settle_rewards(scratch, tx.sender_address)
-    receipt = _apply_tx(scratch, tx, params, height, time_ms)
+    settle_rewards(scratch, sender)
+    if isinstance(tx.payload, _CONTRACT_TXS):
+        participation.settle(scratch, sender)
+    receipt = _apply_tx(scratch, tx, params, height, time_ms, result)
     view.merge(scratch)
     return receipt
 
@@ -104,7 +124,7 @@ def pending_rewards(view, address):
     return total
 
 
-def _apply_tx(view, tx, params, height, time_ms):
+def _apply_tx(view, tx, params, height, time_ms, result=None):
     account = view.account(tx.sender_address)
     if tx.nonce != account.nonce:
         raise TxRejected(Reason.BAD_NONCE, f"nonce {tx.nonce}, expected {account.nonce}")
@@ -115,11 +135,20 @@ def _apply_tx(view, tx, params, height, time_ms):
     # Performance note: positional construction, not _replace (this runs for every transaction).
     paid = Account(account.balance - tx.fee, account.nonce + 1, account.stake, account.votes,
                    account.unbonding)
+    if heavy.is_heavy(tx, params):
+        view.set_account(tx.sender_address, paid)
+        if result is None:
+            payload = heavy.run(StateView(view.base), tx, (height, time_ms), params)
+        else:
+            payload, producer = result
+            heavy.record(view, tx, payload, producer, height, time_ms)
+        return heavy.receipt_of(tx, payload)
     if isinstance(tx.payload, (txmod.Deploy, txmod.Call)):
         scratch = view.child()    # a backstop (TxRejected vm_limit) leaves nothing behind
         scratch.set_account(tx.sender_address, paid)
         run = calls.deploy if isinstance(tx.payload, txmod.Deploy) else calls.call
         receipt = run(scratch, tx, (height, time_ms), params)
+        participation.count_settlements(scratch, tx, receipt, params)
         view.merge(scratch)
         return receipt
     _HANDLERS[type(tx.payload)](view, tx, paid, params, height)
@@ -244,7 +273,10 @@ def _unjail(view, tx, sender, params, height):
 
 
 def _evidence(view, tx, sender, params, height):
-    producer, keys = check_evidence(view, tx.payload, tx.chain_id, params, height)
+    if tx.payload.first[:1] == bytes((heavy.TAG_EVIDENCE,)):
+        producer, keys = heavy.check_fraud(view, tx.payload, params, height)
+    else:
+        producer, keys = check_evidence(view, tx.payload, tx.chain_id, params, height)
     view.set_account(tx.sender_address, sender)
     address = view.owner_of(producer)
     settle_rewards(view, address)  # its stake, and so its weight as a voter, is about to fall
@@ -324,6 +356,8 @@ def _shift_votes(view, candidates, delta):
             view.set_agent(candidate, agent._replace(votes=agent.votes + delta))
 
 
+_CONTRACT_TXS = (txmod.Deploy, txmod.Call)
+
 _HANDLERS = {
     txmod.Transfer: _transfer, txmod.Stake: _stake, txmod.Unstake: _unstake,
     txmod.Vote: _vote, txmod.RegisterAgent: _register_agent,
@@ -334,9 +368,12 @@ _HANDLERS = {
 
 def begin_block(view, params, header, parent):
     """Before the transactions: round change, missed slots and jail, reveal and vote, matured
-    unbonding (``parent`` is the parent block's header)."""
+    unbonding, the end of a participation epoch, heavy claims past their window (``parent`` is
+    the parent block's header)."""
     begin_round_and_slot(view, params, header, parent)
     release_unbonding(view, header.height)
+    participation.close_epoch(view, params, header.height)
+    heavy.expire(view, params, header.height)
 
 
 def release_unbonding(view, height):
@@ -359,6 +396,42 @@ def execute_block(view, block, parent, params, chain_id):
     header, txs = block.header, block.txs
     begin_block(view, params, header, parent)
     apply_votes(view, block.votes, chain_id, header.height)
-    receipts = [apply_tx(view, tx, params, header.height, header.timestamp_ms) for tx in txs]
-    pay_producer(view, params, header.producer, sum(r.fee for r in receipts))
+    agent = heavy.mode(view, params) == heavy.AGENT
+    receipts, i = [], 0
+    while i < len(txs):
+        tx = txs[i]
+        if agent and heavy.is_heavy(tx, params):
+            receipts += apply_heavy(view, tx, txs[i + 1] if i + 1 < len(txs) else None, params,
+                                    header)
+            i += 2
+            continue
+        if isinstance(tx.payload, txmod.HeavyResult):
+            raise BlockRejected("a heavy result must follow its heavy call, in a block whose "
+                                "heavy calls only the producer runs")
+        receipts.append(apply_tx(view, tx, params, header.height, header.timestamp_ms))
+        i += 1
+    end_block(view, params, header.producer, txs, receipts)
     return receipts
+
+
+def end_block(view, params, producer, txs, receipts):
+    """After the transactions: the producer's pay, and the network load of this block."""
+    pay_producer(view, params, producer, sum(r.fee for r in receipts))
+    load = heavy.block_load(txs)
+    if load != view.load():
+        view.set_load(load)
+
+
+def apply_heavy(view, tx, result_tx, params, header):
+    """A heavy call of an agent-verified block and the producer's result right after it:
+    ``[call receipt, result receipt]``. The result must be the block producer's, at no fee and
+    nonce 0 (it answers one call, which appears once: it needs no nonce of its own)."""
+    result = getattr(result_tx, "payload", None)
+    if not isinstance(result, txmod.HeavyResult) or result.call != tx.id:
+        raise BlockRejected("a heavy call must be followed by the producer's result of it")
+    if result_tx.sender != header.producer or result.status > 1 or result_tx.nonce:
+        raise BlockRejected("a heavy result must come from the block's producer key, with "
+                            "nonce 0 and a status of 0 or 1")
+    receipt = apply_tx(view, tx, params, header.height, header.timestamp_ms,
+                       (result, header.producer))
+    return [receipt, Receipt(result_tx.id, STATUS_OK, 0)]

@@ -7,7 +7,9 @@ not at all. Restart resumes from the newest block in the ``chain`` database (doc
 """
 
 from collections import OrderedDict
+from functools import partial
 
+from chain import heavy
 from chain.blocks_db import BlockRecords
 from chain.block import NO_PRODUCER, NO_SIGNATURE, ZERO_HASH, Block, Header, decode_receipts
 from chain.dpos.finality import fork_choice_key
@@ -92,7 +94,9 @@ class Ledger:
         self.genesis = genesis
         self.params = genesis.params
         self.chain_id = genesis.chain_id
-        self.prune_depth = prune_depth
+        # Heavy-result evidence re-runs calls on state versions up to heavy_window old.
+        self.prune_depth = max(prune_depth, genesis.params.heavy_window + 1)
+        self.heavy_runner = heavy.run   # what runs heavy calls this node's blocks carry
         self.smt = SparseMerkleTree(store.db("chain"))
         self.db = {name: store.db(name) for name in DBS}
         self.blocks = BlockRecords(self.db["chain"], self.db["blocks"])
@@ -264,7 +268,8 @@ class Ledger:
     def view(self, txn):
         """A read-only StateView of the latest committed state inside ``txn``."""
         state = self.db["state"]
-        return StateView(lambda key: txn.get(key, db=state))
+        return StateView(lambda key: txn.get(key, db=state),
+                         versions=lambda version: partial(self.smt.get, txn, version))
 
     def account_proof(self, address):
         """``(account, proof, header)``: the account at the head with its SMT proof."""

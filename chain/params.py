@@ -10,6 +10,7 @@ from chain.p2p.frames import MAX_FRAME_CEILING
 from chain.p2p.messages import MAX_TX
 
 SSP_SUPPLY = 1_000_000_000  # whole SSP, fixed for ever
+MAX_HEAVY_WINDOW = 1000     # at most the ledger's default prune depth (chain/ledger.py)
 
 # Contract time on the slowest node (docs/protocol.md §14.3): bench/contracts.py finds the slowest
 # work per gas W (about 26 ns here), taken 5x slower on a Pi-class CPU. A transaction's gas must
@@ -45,6 +46,12 @@ class Params(NamedTuple):
     evidence_window: int = 20
     max_block_bytes: int = 1 << 20
     max_block_gas: int = 2_000_000
+    epoch_blocks: int = 100
+    participation_cap: int = 1_000 * 10**8
+    participation_agent_permille: int = 200
+    heavy_gas: int = 0            # 0: no call is heavy
+    heavy_load_gas: int = 1_000_000
+    heavy_window: int = 20
 
     def encode(self):
         return encode_uvarint(len(self)) + b"".join(encode_uvarint(v) for v in self)
@@ -73,7 +80,18 @@ class Params(NamedTuple):
             out.append("params.max_block_txs must be at most 65535 (the wire limit)")
         if self.max_unbonding_entries > 64:
             out.append("params.max_unbonding_entries must be at most 64")
-        for name in ("voter_share_permille", "slash_permille", "reporter_permille"):
+        if self.epoch_blocks <= 0:
+            out.append("params.epoch_blocks must be positive")
+        if self.heavy_load_gas <= 0:
+            out.append("params.heavy_load_gas must be positive")
+        if not 0 < self.heavy_window <= MAX_HEAVY_WINDOW:
+            out.append(f"params.heavy_window must be 1..{MAX_HEAVY_WINDOW} (nodes keep that "
+                       "many state versions to check heavy results)")
+        elif self.heavy_window < self.round_length():
+            out.append("params.heavy_window must be at least a round (producers_per_round + "
+                       "standby_slots), so that another producer can carry the evidence")
+        for name in ("voter_share_permille", "slash_permille", "reporter_permille",
+                     "participation_agent_permille"):
             if getattr(self, name) > 1000:
                 out.append(f"params.{name} must be at most 1000")
         if self.max_missed_in_a_row <= 0:
@@ -82,6 +100,9 @@ class Params(NamedTuple):
             out.append("params.max_code_bytes must be at most 12288 (the wire limit)")
         if self.evidence_window <= 0:
             out.append("params.evidence_window must be positive")
+        if self.unbonding_blocks < self.heavy_window:
+            out.append("params.unbonding_blocks must be at least params.heavy_window, so that "
+                       "a wrong heavy result's evidence reaches stake on its way out")
         if self.unbonding_blocks < self.evidence_window:
             out.append("params.unbonding_blocks must be at least params.evidence_window, so "
                        "that evidence reaches stake on its way out")

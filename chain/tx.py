@@ -88,12 +88,22 @@ class Call(NamedTuple):
     gas_limit: int
 
 
+class HeavyResult(NamedTuple):
+    """In a block of agent-verified heavy calls (docs/protocol.md §9): the block producer's
+    result of the heavy call ``call`` (its transaction id), right after it: ``status``,
+    ``gas_used`` and ``result`` = H("ss/heavy-result", the full receipt). Never sent alone."""
+    call: bytes
+    status: int
+    gas_used: int
+    result: bytes
+
+
 PAYLOADS = {
     wire.KIND_TRANSFER: Transfer, wire.KIND_STAKE: Stake, wire.KIND_UNSTAKE: Unstake,
     wire.KIND_VOTE: Vote, wire.KIND_REGISTER_AGENT: RegisterAgent,
     wire.KIND_UNREGISTER_AGENT: UnregisterAgent, wire.KIND_UNJAIL: Unjail,
     wire.KIND_EVIDENCE: Evidence, wire.KIND_DEPLOY: Deploy, wire.KIND_CALL: Call,
-    wire.KIND_ROTATE_PRODUCER: RotateProducer,
+    wire.KIND_ROTATE_PRODUCER: RotateProducer, wire.KIND_HEAVY_RESULT: HeavyResult,
 }
 KIND_OF = {cls: kind for kind, cls in PAYLOADS.items()}
 KIND_NAMES = {wire.KIND_TRANSFER: "transfer", wire.KIND_STAKE: "stake",
@@ -101,7 +111,8 @@ KIND_NAMES = {wire.KIND_TRANSFER: "transfer", wire.KIND_STAKE: "stake",
               wire.KIND_REGISTER_AGENT: "register_agent",
               wire.KIND_UNREGISTER_AGENT: "unregister_agent", wire.KIND_UNJAIL: "unjail",
               wire.KIND_EVIDENCE: "evidence", wire.KIND_DEPLOY: "deploy",
-              wire.KIND_CALL: "call", wire.KIND_ROTATE_PRODUCER: "rotate_producer"}
+              wire.KIND_CALL: "call", wire.KIND_ROTATE_PRODUCER: "rotate_producer",
+              wire.KIND_HEAVY_RESULT: "heavy_result"}
 
 
 class Tx:
@@ -221,6 +232,9 @@ def payload_json(payload):
         return {"contract": encode_address(payload.contract), "method": payload.method,
                 "args": payload.args.hex(), "value": str(payload.value),
                 "gas_limit": payload.gas_limit}
+    if isinstance(payload, HeavyResult):
+        return {"call": payload.call.hex(), "status": payload.status,
+                "gas_used": payload.gas_used, "result": payload.result.hex()}
     return {}
 
 

@@ -13,11 +13,13 @@ from chain.block_limits import BlockBudget, check_block
 from chain.block import (ZERO_HASH, Block, Header, encode_receipts, receipts_root, tx_root,
                          votes_root)
 from chain.dpos.rounds import apply_votes, expected_vote, schedule_at
-from chain.errors import BlockRejected, StaleBlock, TxRejected
-from chain.execute import apply_tx, begin_block, check_static, execute_block, pay_producer
+from chain import heavy
+from chain.errors import BlockRejected, Reason, StaleBlock, TxRejected
+from chain.execute import (apply_heavy, apply_tx, begin_block, check_static, end_block,
+                           execute_block)
 from chain.light.entries import forget_justification, record_justification
 from chain.state.view import StateView
-from chain.tx import Transfer, compute_ids
+from chain.tx import HeavyResult, Transfer, Tx, compute_ids
 from chain.undo import decode_undo, encode_undo
 from edge._fast.codec_py import HEADER_VERSION
 
@@ -109,17 +111,24 @@ class ChainWriter:
         apply_votes(view, carried, ledger.chain_id, height)
         included, receipts, rejected = [], [], []
         budget, deferred = BlockBudget(ledger.params, draft, carried), set()
+        agent = heavy.mode(view, ledger.params) == heavy.AGENT
         for tx in candidates[:ledger.params.max_block_txs]:
             if tx.sender in deferred or not budget.take(tx):
                 deferred.add(tx.sender)   # no room: it and its successors wait for a block
                 continue
+            pair = [tx]
             try:
-                receipts.append(apply_tx(view, tx, ledger.params, height, draft.timestamp_ms))
-                included.append(tx)
+                if agent and heavy.is_heavy(tx, ledger.params):
+                    pair = self._with_result(view, tx, signer, draft, budget)
+                    receipts += apply_heavy(view, tx, pair[1], ledger.params, draft)
+                else:
+                    receipts.append(apply_tx(view, tx, ledger.params, height, draft.timestamp_ms))
+                included += pair
             except TxRejected as exc:
-                budget.give_back(tx)
+                for taken in pair:
+                    budget.give_back(taken)
                 rejected.append((tx, exc))
-        pay_producer(view, ledger.params, signer.pubkey, sum(r.fee for r in receipts))
+        end_block(view, ledger.params, signer.pubkey, included, receipts)
         root = ledger.smt.update(self.txn, height - 1, height, view.changes)
         finality = view.finality()
         header = draft._replace(justified_round=finality.justified.round,
@@ -128,6 +137,19 @@ class ChainWriter:
                                 receipts_root=receipts_root(receipts))
         block = Block(header.signed_by(signer, ledger.chain_id), included, carried)
         return block, rejected, receipts, view
+
+    def _with_result(self, view, tx, signer, draft, budget):
+        """``[tx, the producer's HeavyResult of it]``, the result signed by ``signer`` (run by
+        ``ledger.heavy_runner``); TxRejected when the result does not fit the block."""
+        ledger = self.ledger
+        if isinstance(tx.payload, HeavyResult):
+            raise TxRejected(Reason.MALFORMED, "a heavy result is never sent")
+        result = ledger.heavy_runner(StateView(view.base), tx, (draft.height, draft.timestamp_ms),
+                                     ledger.params)
+        result_tx = Tx(ledger.chain_id, signer.pubkey, 0, 0, result).signed_by(signer.keypair)
+        if not budget.take(result_tx):
+            raise TxRejected(Reason.OVERSIZE, "no room left for the heavy call's result")
+        return [tx, result_tx]
 
     def _choose_votes(self, view, signer, offered):
         """The votes this block carries, sorted by producer: those ``offered`` for the round's
@@ -147,8 +169,9 @@ class ChainWriter:
         return [chosen[key] for key in sorted(chosen)]
 
     def view(self):
-        """The tip's state."""
-        return StateView(partial(self.txn.get, db=self.db["state"]))
+        """The tip's state (and its older versions, for heavy-result evidence)."""
+        return StateView(partial(self.txn.get, db=self.db["state"]),
+                         versions=partial(_version_reader, self.ledger.smt, self.txn))
 
     def check_header(self, header, now_ms):
         head, ledger = self.head, self.ledger
@@ -182,7 +205,7 @@ class ChainWriter:
             raise BlockRejected("a transaction appears twice")
         try:
             for tx in txs:
-                check_static(tx, ledger.chain_id, ledger.params)
+                check_static(tx, ledger.chain_id, ledger.params, in_block=True)
         except TxRejected as exc:
             raise BlockRejected(f"invalid transaction in block: {exc}") from None
         # Performance note: signatures checked when the mempool admitted them are not checked
@@ -319,6 +342,11 @@ class ChainWriter:
             block = Block.decode(raw[8:])
             fork.append(block)
             block_hash = block.header.prev_hash
+
+
+def _version_reader(smt, txn, version):
+    """A reader of state version ``version`` (kept for at least ``heavy_window`` blocks)."""
+    return partial(smt.get, txn, version)
 
 
 class _Checked:

@@ -2,7 +2,7 @@
 
 import importlib.resources
 
-SYSTEM_CONTRACTS = ("iot_coin", "payment_channel")
+SYSTEM_CONTRACTS = ("iot_coin", "payment_channel", "data_market", "vesting")
 
 
 def system_contract(name: str) -> str:

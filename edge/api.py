@@ -12,12 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from chain import calls
+from chain import calls, participation
 from chain.address import AddressError, decode_address, encode_address
 from chain.block import Block, Header
 from chain.execute import pending_rewards
 from chain.light.serve import state_proofs
 from chain.state.records import Account, account_key, contract_key, decode_contract
+from chain.supply import supply_report
 from contracts.values import decode_value
 from edge.mqtt.devices import DeviceError
 from edge.mqtt.frames import Frame
@@ -93,6 +94,7 @@ def build_app(node):
     app.router.add_post("/v1/devices/{device_id}/revoke", handlers.revoke)
     app.router.add_get("/v1/peers", handlers.peers)
     app.router.add_get("/v1/schedule", handlers.schedule)
+    app.router.add_get("/v1/supply", handlers.supply)
     app.router.add_get("/metrics", handlers.metrics)
     api_market.add_routes(app, node)
     if node.config.admin_api:
@@ -186,6 +188,7 @@ class _Handlers:
             "unbonding": [{"amount": str(a), "release_height": h} for a, h in account.unbonding],
             "votes": [encode_address(v) for v in account.votes], "agent": agent,
             "pending_rewards": str(self._pending_rewards(address)),
+            "participation": self._participation(address),
             "height": header.height, "state_root": header.state_root.hex(),
             "proof": proof.encode().hex(),
         })
@@ -223,6 +226,17 @@ class _Handlers:
     def _pending_rewards(self, address):
         with self.ledger.store.read() as txn:
             return pending_rewards(self.ledger.view(txn), address)
+
+    def _participation(self, address):
+        """This account's service weight not yet paid, and what it may take now."""
+        with self.ledger.store.read() as txn:
+            view = self.ledger.view(txn)
+            record = view.participant(address)
+            due = participation.due(view, address)
+        if record is None:
+            return None
+        return {"epoch": record.epoch, "weight": str(record.weight),
+                "due": str(due) if due is not None else "0"}
 
     def _agent(self, address):
         with self.ledger.store.read() as txn:
@@ -412,6 +426,12 @@ class _Handlers:
         return web.json_response({"round": schedule.round, "start_slot": schedule.start_slot,
                                   "producers": producers, "finality": finality_json(finality)})
 
+    async def supply(self, request):
+        with self.ledger.store.read() as txn:
+            height = self.ledger.head.height
+            report = supply_report(self.ledger.view(txn), self.ledger.genesis, height)
+        return web.json_response(supply_json(report))
+
     async def partition(self, request):
         """Testing: talk only to the listed node keys (``{"allow": null}`` heals)."""
         body = await request.json()
@@ -433,6 +453,17 @@ class _Handlers:
 def _account_at(value):
     """The account fields of a proven account record (or of an absent one)."""
     return account_json(Account.decode(value) if value is not None else Account())
+
+
+def supply_json(report):
+    """The supply report with amounts as decimal strings and addresses as text."""
+    def text(value):
+        return encode_address(value) if isinstance(value, bytes) else (
+            str(value) if isinstance(value, int) and not isinstance(value, bool) else value)
+    doc = {k: (v if k == "height" else text(v)) for k, v in report.items() if k != "pools"}
+    doc["pools"] = [{k: (v if k in ("cliff_height", "linear_blocks") else text(v))
+                     for k, v in pool.items()} for pool in report["pools"]]
+    return doc
 
 
 def _hex32(text):

@@ -8,6 +8,7 @@ from chain.calls import contract_address
 from chain.tx import Call, Deploy
 from contracts.system import system_contract
 from contracts.values import encode_value
+from edge import cli_supply
 from edge.amounts import parse_amount
 from edge.cli_base import CliError, node_status
 from edge.cli_stake import send
@@ -139,7 +140,7 @@ def cmd_receipt(args):
 # -- iot_coin tokens --------------------------------------------------------------------------
 
 def add_token_parsers(sub, common):
-    token = sub.add_parser("token", help="iot_coin tokens").add_subparsers(
+    token = sub.add_parser("token", help="iot_coin tokens, and the SSP supply").add_subparsers(
         dest="token_command", required=True, metavar="TOKEN_COMMAND")
     p = token.add_parser("issue", parents=[common], help="issue a new iot_coin token")
     p.add_argument("token_name")
@@ -160,6 +161,7 @@ def add_token_parsers(sub, common):
     p.add_argument("address", nargs="?", help="default: the wallet's")
     p.add_argument("--name", default=DEFAULT_WALLET)
     p.set_defaults(func=cmd_token_balance)
+    cli_supply.add_parser(token, common)
 
 
 def cmd_token_issue(args):

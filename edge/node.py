@@ -10,7 +10,7 @@ import signal
 import struct
 import time
 
-from chain import calls, crypto
+from chain import calls, crypto, heavy
 from chain.dryrun import Busy, DryRunner
 from chain.errors import Reason, TxRejected
 from chain.execute import apply_tx, check_static
@@ -18,6 +18,7 @@ from chain.state.view import StateView
 from chain.genesis import Genesis, GenesisError
 from chain.keys import KeyFileError, KeyPair
 from chain.ledger import Ledger, LedgerError
+from chain.state.smt import StateError
 from chain.dropped import EVICTED, INVALID, DroppedTxs
 from chain.mempool import Mempool
 from chain.secretfile import SecretFileError
@@ -56,6 +57,7 @@ class Node:
         self._lock = _lock_data_dir(data_dir)
         self.store = Store(data_dir, map_size=config.map_size_mb << 20)
         self.ledger = Ledger(self.store, self.genesis, prune_depth=config.prune_depth)
+        self._audited = self.ledger.lib_height   # heavy results re-run up to here
         self.mempool = Mempool(limit=config.mempool_limit)
         # Contract work of this node (admission, production) may take a quarter slot at most.
         self.backstop_s = self.ledger.params.slot_ms / 4000
@@ -356,6 +358,7 @@ class Node:
         self.metrics.blocks_applied.inc()
         self.metrics.txs_applied.inc(len(block.txs))
         self.metrics.mempool_size.set(len(self.mempool))
+        self._audit_heavy()
         h = block.header
         self.log(f"block {h.height:>7}  slot {h.slot:>8}  txs {len(block.txs):>5}  "
                  f"lib {self.ledger.lib_height:>7}  state {h.state_root.hex()[:12]}  "
@@ -409,14 +412,40 @@ class Node:
 
     def _on_double_production(self, first, second):
         """Report double production seen on the network with an evidence transaction."""
+        self._send_evidence(Evidence(first, second),
+                            f"double production seen at slot {Header.decode(first).slot}")
+
+    def _audit_heavy(self):
+        """The lazy check (docs/protocol.md §9): re-run the heavy results of blocks that became
+        irreversible, off the event loop on the dry-run thread, and prove a wrong one with
+        evidence."""
+        ledger = self.ledger
+        if not ledger.params.heavy_gas or ledger.lib_height <= self._audited:
+            return
+        heights = range(self._audited + 1, ledger.lib_height + 1)
+        self._audited = ledger.lib_height
+        asyncio.get_running_loop().create_task(self._audit_blocks(heights))
+
+    async def _audit_blocks(self, heights):
+        for height in heights:
+            try:
+                wrong = await self.dry_runs.run(["heavy-audit"], heavy.audit, self.ledger,
+                                                height, wait=True)
+            except (TxRejected, StateError) as exc:   # the backstop fired; a version pruned
+                self.log(f"heavy results of block {height} not checked: {exc}")
+                continue
+            for tx_id in wrong:
+                self._send_evidence(heavy.evidence_for(tx_id),
+                                    f"wrong heavy result of {tx_id.hex()[:16]} at {height}")
+
+    def _send_evidence(self, payload, what):
         account = self.ledger.account(self.key.address)
         nonce = self.mempool.next_nonce(self.key.address, account)
-        payload = Evidence(first, second)
         size = len(Tx(self.ledger.chain_id, self.key.pubkey, nonce, 0, payload).raw) + 4
         tx = Tx(self.ledger.chain_id, self.key.pubkey, nonce,
                 self.ledger.params.min_fee_for(size), payload).signed_by(self.key)
         result = self.submit([tx.raw])[0]
-        self.log(f"double production seen at slot {Header.decode(first).slot}: evidence "
+        self.log(f"{what}: evidence "
                  f"{'submitted ' + result['id'][:16] if result['accepted'] else result['reason']}")
 
     async def produce_forever(self):

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from chain.genesis import Allocation, Genesis
+from chain.genesis import Allocation, Genesis, simple_plan
 from chain.keys import KeyPair
 from chain.params import GAS_PER_SLOT_MS_BLOCK, GAS_PER_SLOT_MS_TX, SSP_SUPPLY, Params
 from chain.producer import start_watermark
@@ -109,8 +109,9 @@ def _genesis(chain_id, keys, agents, faucet, slot_ms, producers, overrides):
     rest = total - pool - sum(a.balance + a.stake for a in allocations)
     allocations.append(Allocation(faucet.address, rest))
     start = (time.time_ns() // 1_000_000) // slot_ms * slot_ms
-    return Genesis(chain_id, start, DECIMALS, total, pool, params, tuple(sorted(allocations)),
-                   tuple(agents))
+    pools, allocations = simple_plan(total, pool, allocations)
+    return Genesis(chain_id, start, DECIMALS, total, pool, params, allocations, tuple(agents),
+                   pools=pools)
 
 
 def load_manifest(directory):

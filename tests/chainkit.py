@@ -2,9 +2,10 @@
 
 from functools import lru_cache
 
+from chain import participation
 from chain.address import address_from_pubkey
 from chain.dpos.reveal import RevealChain, binding_hash
-from chain.genesis import Allocation, Genesis, GenesisAgent
+from chain.genesis import Allocation, Genesis, GenesisAgent, simple_plan
 from chain.keys import KeyPair
 from chain.ledger import Ledger
 from chain.params import SSP_SUPPLY, Params
@@ -18,7 +19,7 @@ COIN = 10**8
 TOTAL = SSP_SUPPLY * COIN
 POOL = 1_000_000 * COIN
 FUNDED = 1_000 * COIN
-TEST_PARAMS = Params(agent_min_stake=100 * COIN, unbonding_blocks=3, max_votes=3,
+TEST_PARAMS = Params(agent_min_stake=100 * COIN, unbonding_blocks=3, max_votes=3, heavy_window=2,
                      max_unbonding_entries=2, block_reward=5 * COIN, evidence_window=3)
 
 
@@ -41,16 +42,22 @@ def genesis_agent(key, name, owner=None):
     return GenesisAgent(key.pubkey, name, owner, signer_for(key).commitment(0))
 
 
-def make_genesis(keys, producers, params=TEST_PARAMS, chain_id=CHAIN_ID):
+def make_genesis(keys, producers, params=TEST_PARAMS, chain_id=CHAIN_ID, grants=(), cliff=0,
+                 linear=0, participation=0):
     """``keys`` funded with FUNDED each; ``producers`` (a key or a list) are staked agents
-    that own themselves."""
+    that own themselves; ``grants`` (``(address, amount)``) vest in a ``team`` pool;
+    ``participation`` base units fund participation rewards."""
     producers = producers if isinstance(producers, list) else [producers]
     allocations = [Allocation(k.address, FUNDED) for k in keys]
     allocations += [Allocation(p.address, FUNDED, params.agent_min_stake) for p in producers]
-    rest = TOTAL - POOL - sum(a.balance + a.stake for a in allocations)
+    rest = TOTAL - POOL - sum(a.balance + a.stake for a in allocations) \
+        - sum(amount for _, amount in grants) - participation
     allocations.append(Allocation(address_from_pubkey(bytes(32)), rest))
-    return Genesis(chain_id, 1_700_000_000_000, 8, TOTAL, POOL, params, tuple(sorted(allocations)),
-                   tuple(genesis_agent(p, f"agent-{i}") for i, p in enumerate(producers)))
+    pools, allocations = simple_plan(TOTAL, POOL, allocations, grants, cliff, linear,
+                                     participation)
+    return Genesis(chain_id, 1_700_000_000_000, 8, TOTAL, POOL, params, allocations,
+                   tuple(genesis_agent(p, f"agent-{i}") for i, p in enumerate(producers)),
+                   pools=pools, participation_pool=participation)
 
 
 class TestChain:
@@ -60,7 +67,7 @@ class TestChain:
     __test__ = False
 
     def __init__(self, path, n_keys=4, params=TEST_PARAMS, map_size=64 << 20, prune_depth=1000,
-                 n_agents=1):
+                 n_agents=1, **plan):
         # Seeds of one repeated byte below 150 (the agents' start at 0xAA), then numbered ones.
         self.keys = [KeyPair.from_seed(bytes([i + 1]) * 32 if i < 150
                                        else b"\x01" + i.to_bytes(31, "big"))
@@ -68,7 +75,7 @@ class TestChain:
         self.agents = [KeyPair.from_seed(bytes([0xAA + i]) * 32) for i in range(n_agents)]
         self.producer = self.agents[0]
         self.signers = {k.pubkey: signer_for(k) for k in self.keys + self.agents}
-        self.genesis = make_genesis(self.keys, self.agents, params)
+        self.genesis = make_genesis(self.keys, self.agents, params, **plan)
         self.params = params
         self.path = str(path)
         self.store = Store(self.path, map_size=map_size)
@@ -116,8 +123,9 @@ class TestChain:
         return self.ledger.account(address)
 
     def supply(self):
-        """Sum of every balance, stake and unbonding amount, the agents' voter pools and the
-        reward pool: always the genesis total supply."""
+        """Sum of every balance (the vesting contracts' among them), stake and unbonding amount,
+        the agents' voter pools, the reward pool and the participation pool: always the genesis
+        total supply."""
         return supply_in(self.store, self.ledger)
 
 
@@ -130,7 +138,7 @@ def supply_in(store, ledger):
                 total += a.balance + a.stake + a.unbonding_total
             elif value[0] == 0x11:
                 total += Agent.decode(value).voter_pool
-        total += ledger.view(txn).pool()
+        total += ledger.view(txn).pool() + participation.held(ledger.view(txn))
     return total
 
 

@@ -23,6 +23,7 @@ payloads = st.one_of(
               st.tuples(short_text(wire.MAX_NAME), short_text(wire.MAX_ENDPOINT), hashes, U64,
                         hashes, signatures)),
     st.tuples(st.just(wire.KIND_ROTATE_PRODUCER), st.tuples(hashes, U64, hashes, signatures)),
+    st.tuples(st.just(wire.KIND_HEAVY_RESULT), st.tuples(hashes, st.integers(0, 255), U64, hashes)),
     st.tuples(st.just(wire.KIND_UNREGISTER_AGENT), st.just(())),
     st.tuples(st.just(wire.KIND_UNJAIL), st.just(())),
     st.tuples(st.just(wire.KIND_EVIDENCE),

@@ -222,6 +222,23 @@ def test_status_json_and_home_position(net, order):
     assert {"min_fee", "fee_per_byte", "slot_ms", "max_tx_bytes"} <= set(status["params"])
 
 
+def test_token_supply(net):
+    doc = net.cli("token", "supply", "--json", check=True).json()
+    coin = 10**8
+    assert int(doc["total"]) == 10**9 * coin and int(doc["locked"]) == 150_000_000 * coin
+    assert sum(int(doc[k]) for k in ("circulating", "locked", "releasable", "reward_pool",
+                                     "participation_pool")) == int(doc["total"])
+    assert int(doc["participation_pool"]) == 50_000_000 * coin
+    pools = {p["name"]: p for p in doc["pools"]}
+    assert set(pools) == {"private_placement", "foundation", "team", "ecological"}
+    assert sum(int(p["amount"]) for p in pools.values()) == int(doc["total"])
+    assert pools["team"]["kind"] == "vesting" and pools["team"]["contract"].startswith("ssp1")
+    assert pools["team"]["cliff_height"] == 365 * 86_400
+    text = net.cli("token", "supply", check=True).stdout
+    assert re.search(r"^  locked\s+150000000 SSP", text, re.M), text
+    assert "team" in text and "all at once" in text
+
+
 def test_node_run_twice_on_one_home_refused(net):
     result = net.cli("node", "run", timeout=60)
     assert_error(result, "another node is already running")

@@ -80,7 +80,22 @@ def test_genesis_round_trip(tmp_path):
     loaded = Genesis.load(path)
     assert loaded == genesis and loaded.hash == genesis.hash
     assert genesis.total_supply == 10**17
-    assert sum(a.balance + a.stake for a in genesis.allocations) + genesis.reward_pool == 10**17
+    assert sum(a.balance + a.stake for a in genesis.allocations) + genesis.reward_pool \
+        + genesis.participation_pool == 10**17
+    assert sum(p.amount for p in genesis.pools) == 10**17
+    assert [p.name for p in genesis.pools] == ["private_placement", "foundation", "team",
+                                               "ecological"]
+
+
+def test_pool_must_pay_exactly_its_allocations():
+    doc = devnet_doc()
+    team = next(a for a in doc["allocations"] if a["pool"] == "team")
+    team["pool"] = "foundation"      # same total, the wrong pools
+    with pytest.raises(GenesisError, match="pool 'foundation' holds"):
+        from_json(doc)
+    team["pool"], team["stake"], team["balance"] = "team", team["balance"], "0"
+    with pytest.raises(GenesisError, match="its grants cannot be staked"):
+        from_json(doc)
 
 
 def mutated(**changes):
@@ -120,6 +135,16 @@ def mutated(**changes):
     (mutated(params__max_block_gas=10), "max_gas_per_tx must be positive and at most"),
     (mutated(params__max_gas_per_tx=2 * 10**9, params__max_block_gas=2 * 10**9),
      "quarter slot"),
+    (mutated(pools=[]), "1..16 pools"),
+    (mutated(pools__0__amount="1"), "the pools come to"),
+    (mutated(pools__0__name="foundation"), "pool name is used twice"),
+    (mutated(pools__0__kind="rewards"), "exactly one pool must be of kind 'rewards'"),
+    (mutated(pools__0__kind="gift"), "kind must be one of"),
+    (mutated(pools__2__vesting=None), "needs \"vesting\""),
+    (mutated(pools__2__vesting={"cliff_blocks": -1, "linear_blocks": 0}), "vesting blocks"),
+    (mutated(pools__2__vesting={"cliff_blocks": 0, "linear_blocks": 0}), "needs cliff_blocks"),
+    (mutated(pools__0__vesting={"cliff_blocks": 5, "linear_blocks": 0}), "only it"),
+    (mutated(allocations__0__pool="nowhere"), "must name one of the pools"),
 ])
 def test_genesis_errors(doc, message):
     with pytest.raises(GenesisError, match=message):
@@ -144,9 +169,13 @@ def test_production_genesis_template_parameters_are_valid():
     """docs/genesis-production.json: the documented production numbers pass every rule."""
     import json
     from pathlib import Path
-    from chain.genesis import _parse_params
+    from chain.genesis import _parse_params, _parse_pool
     doc = json.loads(Path(__file__).resolve().parents[1].joinpath(
         "docs", "genesis-production.json").read_text())
     params = _parse_params(doc["params"])
     assert params.producers_per_round == 21 and params.standby_slots == 1
+    pools = [_parse_pool(p, i) for i, p in enumerate(doc["pools"])]
+    assert sum(p.amount for p in pools) == int(doc["total_supply"]) == 10**17
+    team = next(p for p in pools if p.name == "team")
+    assert team.cliff_blocks * params.slot_ms == 365 * 86_400_000     # a 12-month cliff
     assert params.unbonding_blocks >= params.evidence_window >= 24 * 3600 * 1000 // params.slot_ms

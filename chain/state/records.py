@@ -299,3 +299,143 @@ def decode_amount(data):
         return r.uvarint("amount")
     return _decode(data, read, "amount")
 
+
+
+NS_PARTICIPATION = b"participation"
+NS_PARTICIPANT = b"participant"
+NS_EPOCH_REWARD = b"epoch-reward"
+TAG_PARTICIPATION = 0x1B
+TAG_PARTICIPANT = 0x1C
+TAG_EPOCH_REWARD = 0x1D
+PARTICIPATION_KEY = state_key(NS_PARTICIPATION)
+
+
+@lru_cache(maxsize=1 << 16)
+def participant_key(address):
+    return state_key(NS_PARTICIPANT, address)
+
+
+def epoch_reward_key(epoch):
+    return state_key(NS_EPOCH_REWARD, epoch.to_bytes(8, "big"))
+
+
+class Participation(NamedTuple):
+    """The participation-reward pool (docs/protocol.md §9): what is left to pay (``pool``), the
+    open epoch and the service weight counted in it so far, what closed epochs set aside and
+    participants have not taken yet (``payable``), and the code hash of the settlement
+    contract whose payments count."""
+    pool: int
+    epoch: int
+    weight: int
+    payable: int
+    code_hash: bytes
+
+    def encode(self):
+        return b"".join((bytes((TAG_PARTICIPATION,)), encode_uvarint(self.pool),
+                         encode_uvarint(self.epoch), encode_uvarint(self.weight),
+                         encode_uvarint(self.payable),
+                         encode_fixed(self.code_hash, 32, "participation.code_hash")))
+
+    @classmethod
+    def decode(cls, data):
+        def read(r):
+            r.tag(TAG_PARTICIPATION, "participation.tag")
+            return cls(r.uvarint("participation.pool"), r.uvarint("participation.epoch"),
+                       r.uvarint("participation.weight"), r.uvarint("participation.payable"),
+                       r.fixed(32, "participation.code_hash"))
+        return _decode(data, read, "participation")
+
+
+class Participant(NamedTuple):
+    """A participant's service weight in one epoch, not yet paid."""
+    epoch: int
+    weight: int
+
+    def encode(self):
+        return b"".join((bytes((TAG_PARTICIPANT,)), encode_uvarint(self.epoch),
+                         encode_uvarint(self.weight)))
+
+    @classmethod
+    def decode(cls, data):
+        def read(r):
+            r.tag(TAG_PARTICIPANT, "participant.tag")
+            return cls(r.uvarint("participant.epoch"), r.uvarint("participant.weight"))
+        return _decode(data, read, "participant")
+
+
+def encode_epoch_reward(reward_per_weight):
+    return bytes((TAG_EPOCH_REWARD,)) + encode_big(reward_per_weight, "epoch.reward_per_weight")
+
+
+def decode_epoch_reward(data):
+    def read(r):
+        r.tag(TAG_EPOCH_REWARD, "epoch.tag")
+        return read_big(r, "epoch.reward_per_weight")
+    return _decode(data, read, "epoch reward")
+
+
+NS_LOAD = b"load"
+NS_HEAVY = b"heavy"
+TAG_HEAVY = 0x1E
+LOAD_KEY = state_key(NS_LOAD)
+MAX_HEAVY_TX = 1 << 16
+
+
+def heavy_key(tx_id):
+    return state_key(NS_HEAVY, tx_id)
+
+
+class HeavyRecord(NamedTuple):
+    """A heavy call whose result only its block's producer computed (docs/protocol.md §9):
+    where and when it ran, who vouched for the result, and the call itself, so that anyone can
+    re-execute it on the state of the block before and prove the result wrong."""
+    height: int
+    time_ms: int
+    producer: bytes
+    status: int
+    gas_used: int
+    result: bytes
+    tx: bytes
+
+    def encode(self):
+        return b"".join((bytes((TAG_HEAVY,)), encode_uvarint(self.height),
+                         encode_uvarint(self.time_ms),
+                         encode_fixed(self.producer, PUBKEY_SIZE, "heavy.producer"),
+                         encode_u8(self.status, "heavy.status"), encode_uvarint(self.gas_used),
+                         encode_fixed(self.result, 32, "heavy.result"),
+                         encode_bytes(self.tx, MAX_HEAVY_TX, "heavy.tx")))
+
+    @classmethod
+    def decode(cls, data):
+        def read(r):
+            r.tag(TAG_HEAVY, "heavy.tag")
+            return cls(r.uvarint("heavy.height"), r.uvarint("heavy.time_ms"),
+                       r.fixed(PUBKEY_SIZE, "heavy.producer"), r.u8("heavy.status"),
+                       r.uvarint("heavy.gas_used"), r.fixed(32, "heavy.result"),
+                       r.var_bytes(MAX_HEAVY_TX, "heavy.tx"))
+        return _decode(data, read, "heavy")
+
+
+NS_HEAVY_EXPIRY = b"heavy-expiry"
+TAG_HEAVY_EXPIRY = 0x1F
+MAX_HEAVY_PER_BLOCK = 1 << 16
+
+
+def heavy_expiry_key(height):
+    return state_key(NS_HEAVY_EXPIRY, height.to_bytes(8, "big"))
+
+
+def encode_tx_ids(ids):
+    """The heavy calls an agent-verified block recorded, in block order."""
+    if len(ids) > MAX_HEAVY_PER_BLOCK:
+        raise ValueError(f"heavy-expiry: more than {MAX_HEAVY_PER_BLOCK} ids")
+    return bytes((TAG_HEAVY_EXPIRY,)) + encode_uvarint(len(ids)) + b"".join(
+        encode_fixed(i, 32, "heavy-expiry.id") for i in ids)
+
+
+def decode_tx_ids(data):
+    def read(r):
+        r.tag(TAG_HEAVY_EXPIRY, "heavy-expiry.tag")
+        return tuple(r.fixed(32, "heavy-expiry.id")
+                     for _ in range(r.count(MAX_HEAVY_PER_BLOCK, "heavy-expiry.ids")))
+    return _decode(data, read, "heavy-expiry")

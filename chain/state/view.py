@@ -14,14 +14,18 @@ EMPTY_ACCOUNT = Account()
 class StateView:
     """Typed access to state records over ``read(key) -> bytes | None``."""
 
-    def __init__(self, read):
+    def __init__(self, read, base=None, versions=None):
         self._read = read
         self.changes = {}
+        # The state this view's block starts from (a heavy call reads only it), and the reader
+        # of an older state version, ``versions(version) -> read`` (heavy-result evidence).
+        self.base = base or read
+        self.versions = versions
 
     def child(self):
         """A view on top of this one whose writes stay apart until ``merge`` (a contract call
         that may fail)."""
-        return StateView(self.get)
+        return StateView(self.get, self.base, self.versions)
 
     def merge(self, child):
         """Take a child view's writes."""
@@ -117,6 +121,52 @@ class StateView:
     def set_reward_checkpoint(self, voter, agent, value):
         self.put(records.voter_key(voter, agent),
                  None if value is None else records.encode_checkpoint(value))
+
+    def participation(self):
+        """The participation-reward record (None on a chain without one)."""
+        raw = self.get(records.PARTICIPATION_KEY)
+        return records.Participation.decode(raw) if raw is not None else None
+
+    def set_participation(self, record):
+        self.put(records.PARTICIPATION_KEY, record.encode())
+
+    def participant(self, address):
+        raw = self.get(records.participant_key(address))
+        return records.Participant.decode(raw) if raw is not None else None
+
+    def set_participant(self, address, record):
+        self.put(records.participant_key(address), None if record is None else record.encode())
+
+    def epoch_reward(self, epoch):
+        """Reward per unit of weight (times 2^64) of a closed epoch, 0 when it paid nothing."""
+        raw = self.get(records.epoch_reward_key(epoch))
+        return records.decode_epoch_reward(raw) if raw is not None else 0
+
+    def set_epoch_reward(self, epoch, value):
+        self.put(records.epoch_reward_key(epoch), records.encode_epoch_reward(value))
+
+    def load(self):
+        """Gas limits of the contract transactions of the last block (network load, §9)."""
+        raw = self.get(records.LOAD_KEY)
+        return records.decode_amount(raw) if raw is not None else 0
+
+    def set_load(self, gas):
+        self.put(records.LOAD_KEY, records.encode_amount(gas))
+
+    def heavy(self, tx_id):
+        raw = self.get(records.heavy_key(tx_id))
+        return records.HeavyRecord.decode(raw) if raw is not None else None
+
+    def set_heavy(self, tx_id, record):
+        self.put(records.heavy_key(tx_id), record.encode())
+
+    def heavy_expiry(self, height):
+        """Ids of the heavy records block ``height`` wrote."""
+        raw = self.get(records.heavy_expiry_key(height))
+        return records.decode_tx_ids(raw) if raw is not None else ()
+
+    def set_heavy_expiry(self, height, ids):
+        self.put(records.heavy_expiry_key(height), records.encode_tx_ids(ids) if ids else None)
 
     def unbond_queue(self, height):
         raw = self.get(records.unbond_key(height))

@@ -14,7 +14,7 @@ from cpython.long cimport PyLong_AsUnsignedLongLong
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.string cimport memcpy
 
-from edge._fast.codec_py import (KIND_ROTATE_PRODUCER, MAX_BLOCK_VOTES, MAX_VOTE_BYTES, KIND_UNJAIL, KIND_EVIDENCE, MAX_EVIDENCE_HEADER, KIND_DEPLOY,
+from edge._fast.codec_py import (KIND_HEAVY_RESULT, KIND_ROTATE_PRODUCER, MAX_BLOCK_VOTES, MAX_VOTE_BYTES, KIND_UNJAIL, KIND_EVIDENCE, MAX_EVIDENCE_HEADER, KIND_DEPLOY,
                                  KIND_CALL, MAX_CODE, MAX_ARGS, MAX_METHOD,
                                  ADDRESS_SIZE, HASH_SIZE, HEADER_VERSION, KIND_REGISTER_AGENT,
                                  KIND_STAKE, KIND_TRANSFER, KIND_UNREGISTER_AGENT, KIND_UNSTAKE,
@@ -102,13 +102,16 @@ cdef tuple _payload(Cursor *c, int kind):
         return (read_fixed(c, C_ADDRESS_SIZE, "call.contract"), _text(c, MAX_METHOD, "call.method"),
                 read_var_bytes(c, MAX_ARGS, "call.args"), read_uvarint_obj(c, "call.value"),
                 read_uvarint_obj(c, "call.gas_limit"))
+    if kind == KIND_HEAVY_RESULT:
+        return (read_fixed(c, HASH_SIZE, "heavy.call"), read_u8(c, "heavy.status"),
+                read_uvarint_obj(c, "heavy.gas_used"), read_fixed(c, HASH_SIZE, "heavy.result"))
     fail("tx.kind", f"unknown transaction kind {kind}")
 
 
 cdef tuple _read_tx(Cursor *c):
     read_tag(c, TAG_TX, "tx.tag")
     cdef int kind = read_u8(c, "tx.kind")
-    if kind < KIND_TRANSFER or kind > KIND_ROTATE_PRODUCER:
+    if kind < KIND_TRANSFER or kind > KIND_HEAVY_RESULT:
         fail("tx.kind", f"unknown transaction kind {kind}")
     chain_id = _text(c, MAX_CHAIN_ID, "tx.chain_id")
     sender = read_fixed(c, PUBKEY_SIZE, "tx.sender")
@@ -326,6 +329,12 @@ cdef int _put_payload(Out *o, object kind, object payload) except -1:
         _put_raw(o, args, -1, MAX_ARGS, "call.args", True)
         _put_uvarint(o, value)
         return _put_uvarint(o, gas_limit)
+    if kind == KIND_HEAVY_RESULT:
+        call, status, gas_used, result = payload
+        _put_raw(o, call, HASH_SIZE, 0, "heavy.call", False)
+        _put_byte_field(o, status, "heavy.status")
+        _put_uvarint(o, gas_used)
+        return _put_raw(o, result, HASH_SIZE, 0, "heavy.result", False)
     raise ValueError(f"unknown transaction kind {kind!r}")
 
 

@@ -27,9 +27,10 @@ KIND_EVIDENCE = 8
 KIND_DEPLOY = 9
 KIND_CALL = 10
 KIND_ROTATE_PRODUCER = 11
+KIND_HEAVY_RESULT = 12
 TX_KINDS = (KIND_TRANSFER, KIND_STAKE, KIND_UNSTAKE, KIND_VOTE, KIND_REGISTER_AGENT,
             KIND_UNREGISTER_AGENT, KIND_UNJAIL, KIND_EVIDENCE, KIND_DEPLOY, KIND_CALL,
-            KIND_ROTATE_PRODUCER)
+            KIND_ROTATE_PRODUCER, KIND_HEAVY_RESULT)
 
 HEADER_VERSION = 2
 PUBKEY_SIZE = 32
@@ -228,6 +229,10 @@ def _encode_payload(kind, payload):
                          encode_text(method, MAX_METHOD, "call.method"),
                          encode_bytes(args, MAX_ARGS, "call.args"), encode_uvarint(value),
                          encode_uvarint(gas_limit)))
+    if kind == KIND_HEAVY_RESULT:
+        call, status, gas_used, result = payload
+        return b"".join((encode_fixed(call, HASH_SIZE, "heavy.call"), encode_u8(status, "heavy.status"),
+                         encode_uvarint(gas_used), encode_fixed(result, HASH_SIZE, "heavy.result")))
     raise ValueError(f"unknown transaction kind {kind!r}")
 
 
@@ -258,6 +263,9 @@ def _decode_payload(r, kind):
         return (r.fixed(ADDRESS_SIZE, "call.contract"), r.text(MAX_METHOD, "call.method"),
                 r.var_bytes(MAX_ARGS, "call.args"), r.uvarint("call.value"),
                 r.uvarint("call.gas_limit"))
+    if kind == KIND_HEAVY_RESULT:
+        return (r.fixed(HASH_SIZE, "heavy.call"), r.u8("heavy.status"), r.uvarint("heavy.gas_used"),
+                r.fixed(HASH_SIZE, "heavy.result"))
     raise DecodeError("tx.kind", f"unknown transaction kind {kind}")
 
 

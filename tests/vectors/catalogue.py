@@ -10,7 +10,7 @@ from enum import IntEnum
 from chain import crypto
 from chain.address import address_from_pubkey, decode_address, encode_address
 from chain.block import Block, Header, Receipt, decode_receipts, encode_receipts
-from chain.genesis import Allocation, Genesis, GenesisAgent
+from chain.genesis import REWARDS, VESTING, Allocation, Genesis, GenesisAgent, Pool
 from contracts.vm import VmPin
 from chain.keys import KeyPair
 from chain.params import Params
@@ -23,7 +23,7 @@ from chain.dpos.shuffle import Prng, round_order, shuffle as shuffled
 from chain.calls import contract_address
 from chain.dpos import reveal
 from chain.state import consensus
-from chain.tx import PAYLOADS, KIND_NAMES, Call, Deploy, Evidence, RegisterAgent, RotateProducer, \
+from chain.tx import PAYLOADS, KIND_NAMES, Call, Deploy, Evidence, HeavyResult, RegisterAgent, RotateProducer, \
     Stake, Transfer, Tx, Unjail, UnregisterAgent, Unstake, Vote
 from edge import _fast
 
@@ -90,7 +90,8 @@ def tx_samples():
                                       header_sample(tx_root=b"\x12" * 32).encode())),
                 ("deploy", Deploy(b"function hello() return 1 end", b"\x06\x00", 200_000)),
                 ("call", Call(b"\x0c" * 20, "transfer", b"\x06\x02\x04\x01\x0a\x03\x14",
-                              5, 100_000))]
+                              5, 100_000)),
+                ("heavy_result", HeavyResult(b"\x0d" * 32, 1, 654_321, b"\x0e" * 32))]
     out = []
     for nonce, (name, payload) in enumerate(payloads):
         unsigned = Tx(CHAIN, ALICE.pubkey, nonce * 300, 2_500 + nonce, payload)
@@ -137,19 +138,26 @@ def block_build(f):
 
 def genesis_sample():
     params = Params()
-    allocations = (Allocation(ALICE.address, 10**17 - 10**16 - params.agent_min_stake),
-                   Allocation(AGENT.address, 0, params.agent_min_stake))
-    return Genesis(CHAIN, 1_795_600_000_000, 8, 10**17, 10**16, params,
+    team = 15 * 10**15
+    pools = (Pool("private_placement", 2 * 10**16), Pool("foundation", 55 * 10**15),
+             Pool("team", team, VESTING, 10_512_000, 0), Pool("ecological", 10**16, REWARDS))
+    allocations = (Allocation(ALICE.address, 2 * 10**16, 0, 0),
+                   Allocation(ALICE.address, 55 * 10**15 - params.agent_min_stake, 0, 1),
+                   Allocation(AGENT.address, 0, params.agent_min_stake, 1),
+                   Allocation(AGENT.address, team, 0, 2))
+    return Genesis(CHAIN, 1_795_600_000_000, 8, 10**17, 6 * 10**15, params,
                    tuple(sorted(allocations)),
                    (GenesisAgent(AGENT.pubkey, "agent-1", AGENT.address, b"\x65" * 32),),
-                   VmPin("5.4.8", "2.8", 2))
+                   VmPin("5.4.8", "2.8", 2), pools, 4 * 10**15, b"\x5c" * 32)
 
 
 def genesis_fields(g):
     return {"chain_id": g.chain_id, "genesis_time_ms": g.genesis_time_ms, "decimals": g.decimals,
             "total_supply": g.total_supply, "reward_pool": g.reward_pool,
-            "params": to_json(g.params), "allocations": to_json(g.allocations),
-            "agents": to_json(g.agents), "vm": list(g.vm)}
+            "participation_pool": g.participation_pool,
+            "settlement_code_hash": to_json(g.settlement_code_hash),
+            "params": to_json(g.params), "pools": to_json(g.pools),
+            "allocations": to_json(g.allocations), "agents": to_json(g.agents), "vm": list(g.vm)}
 
 
 def genesis_build(f):
@@ -157,7 +165,9 @@ def genesis_build(f):
     return Genesis(f["chain_id"], f["genesis_time_ms"], f["decimals"], f["total_supply"],
                    f["reward_pool"], Params(**f["params"]),
                    tuple(Allocation(**a) for a in f["allocations"]),
-                   tuple(GenesisAgent(**a) for a in f["agents"]), VmPin(*f["vm"]))
+                   tuple(GenesisAgent(**a) for a in f["agents"]), VmPin(*f["vm"]),
+                   tuple(Pool(**p) for p in f["pools"]), f["participation_pool"],
+                   f["settlement_code_hash"])
 
 
 def proof_samples():
@@ -272,6 +282,19 @@ TYPES = {
                      "fields": to_json, "build": lambda f: tuple(sorted(from_json(f))),
                      "encode": records.encode_address_list,
                      "decode": records.decode_address_list},
+    "participation": named_tuple_type(records.Participation, lambda: [
+        ("open", records.Participation(5 * 10**15, 12, 987_654_321, 3 * 10**11, b"\x5c" * 32))]),
+    "participant": named_tuple_type(records.Participant, lambda: [
+        ("weight", records.Participant(12, 250_000_000))]),
+    "heavy_record": named_tuple_type(records.HeavyRecord, lambda: [
+        ("failed", records.HeavyRecord(41, 1_795_600_041_000, AGENT.pubkey, 1, 123_456,
+                                       b"\x0f" * 32, b"\x01\x0a" + b"\x02" * 40))]),
+    "heavy_expiry": {"samples": lambda: [("two", (b"\x03" * 32, b"\x04" * 32))],
+                     "fields": to_json, "build": from_json, "encode": records.encode_tx_ids,
+                     "decode": records.decode_tx_ids},
+    "epoch_reward": {"samples": lambda: [("zero", 0), ("big", 2**100 + 3)], "fields": to_json,
+                     "build": from_json, "encode": records.encode_epoch_reward,
+                     "decode": records.decode_epoch_reward},
     "amount": {"samples": lambda: [("pool", 10**16)], "fields": to_json, "build": from_json,
                "encode": records.encode_amount, "decode": records.decode_amount},
     "frame": {"samples": frame_samples,
