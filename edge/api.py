@@ -19,13 +19,11 @@ from chain.execute import pending_rewards
 from chain.light.serve import state_proofs
 from chain.state.records import Account, account_key, contract_key, decode_contract
 from chain.supply import supply_report
-from contracts.values import decode_value
 from edge.mqtt.devices import DeviceError
 from edge.mqtt.frames import Frame
 from edge.mqtt.topics import parse_device_id
-from edge.api_json import (VERSION, account_json, agent_json, finality_json,  # noqa: F401
-                           proof_json, receipt_json)
-from edge.values_json import from_value, to_value
+from edge.api_json import (QUERY_MAX_GAS, VERSION, account_json, agent_json,  # noqa: F401
+                           finality_json, proof_json, query_call, query_json, receipt_json)
 from edge import _fast, api_market
 from edge.api_access import TXS_BODY, Access, allowed_hosts, exposed_warning
 from edge.api_tokens import TokenStore
@@ -33,9 +31,8 @@ from edge.config import is_loopback
 
 MAX_BATCH = 10_000
 MAX_APPROVE = 1000   # devices approved by one request
-# A read-only query runs at most this much gas (far below a transaction's max_gas_per_tx), one at
+# A read-only query runs at most QUERY_MAX_GAS (far below a transaction's max_gas_per_tx), one at
 # a time on a thread of its own, with at most QUERIES_WAITING more waiting (then 503 busy).
-QUERY_MAX_GAS = 50_000
 QUERIES_WAITING = 8
 
 
@@ -309,13 +306,9 @@ class _Handlers:
         if isinstance(address, web.Response):
             return address
         try:
-            body = await request.json()
-            method, args = body["method"], [to_value(a) for a in body.get("args", [])]
-            if not isinstance(method, str):
-                raise ValueError("method must be text")
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            return _error(400, "bad_request", f"body must be {{\"method\": text, \"args\": "
-                                              f"[values]}} ({exc})")
+            method, args = query_call(await request.json())
+        except ValueError as exc:  # not JSON, or not a query
+            return _error(400, "bad_request", str(exc))
         if self._waiting > QUERIES_WAITING:
             return _error(503, "busy", f"{self._waiting} queries are waiting; try again soon")
         self._waiting += 1
@@ -326,11 +319,7 @@ class _Handlers:
             return _error(404, "not_found", str(exc))
         finally:
             self._waiting -= 1
-        return web.json_response({
-            "ok": result.ok, "gas_used": result.gas_used,
-            "error": f"{result.error_code}: {result.error}" if not result.ok else "",
-            "return": from_value(decode_value(result.return_value))
-            if result.ok and result.return_value else None})
+        return web.json_response(query_json(result))
 
     def _query(self, address, method, args):
         """Off the event loop: the call on the head's state, within QUERY_MAX_GAS."""

@@ -1,11 +1,37 @@
 """JSON shapes both local APIs share (the full node's, edge/api.py, and the light node's,
-edge/light_api.py): finality records, receipts, the software version (docs/api.md)."""
+edge/light_api.py): finality records, receipts, contract queries, the software version
+(docs/api.md)."""
 
 from chain.address import encode_address
 from contracts.values import decode_value
-from edge.values_json import from_value
+from edge.values_json import from_value, to_value
 
 VERSION = "0.1.0"
+QUERY_MAX_GAS = 50_000   # a read-only query's gas, on either kind of node
+
+
+class QueryBodyError(ValueError):
+    """A query body that is not ``{"method": text, "args": [values]}``."""
+
+
+def query_call(body):
+    """``(method, args)`` of a contract query's JSON body (QueryBodyError saying why not)."""
+    try:
+        method, args = body["method"], [to_value(a) for a in body.get("args", [])]
+        if not isinstance(method, str):
+            raise ValueError("method must be text")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise QueryBodyError(f"body must be {{\"method\": text, \"args\": [values]}} "
+                             f"({exc})") from None
+    return method, args
+
+
+def query_json(result):
+    """A query's VM Result for the API."""
+    return {"ok": result.ok, "gas_used": result.gas_used,
+            "error": f"{result.error_code}: {result.error}" if not result.ok else "",
+            "return": from_value(decode_value(result.return_value))
+            if result.ok and result.return_value else None}
 
 
 def finality_json(finality):

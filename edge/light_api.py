@@ -13,8 +13,8 @@ from chain.state.consensus import Producer
 from chain.state.records import Account, Agent, decode_contract
 from edge import _fast
 from edge.api_access import SMALL_BODY, TXS_BODY, Access, allowed_hosts, exposed_warning
-from edge.api_json import (VERSION, account_json, agent_json, finality_json, proof_json,
-                           receipt_json)
+from edge.api_json import (VERSION, QueryBodyError, account_json, agent_json, finality_json,
+                           proof_json, query_call, query_json, receipt_json)
 from edge.api_tokens import TokenStore
 from edge.config import is_loopback
 from edge.httpserver import HttpError, HttpServer, Response, Router, json_response
@@ -177,17 +177,11 @@ class _Handlers:
         values: ``{"method", "args": [...]}``; the answer names the block it ran at."""
         from chain.light import LightError
         from chain.light.sync import NoPeer
-        from contracts.values import decode_value
-        from edge.values_json import from_value, to_value
         address = _address(request)
-        body = request.json()
         try:
-            method, args = body["method"], [to_value(a) for a in body.get("args", [])]
-            if not isinstance(method, str):
-                raise ValueError("method must be text")
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise HttpError(400, "bad_request", f"body must be {{\"method\": text, \"args\": "
-                                                f"[values]}} ({exc})") from None
+            method, args = query_call(request.json())
+        except QueryBodyError as exc:
+            raise HttpError(400, "bad_request", str(exc)) from None
         self._ready()
         try:
             result, header = await self.node.query(address, method, args)
@@ -198,12 +192,8 @@ class _Handlers:
                                             "shortly") from None
         except LightError as exc:
             raise HttpError(503, exc.reason, str(exc)) from None
-        return json_response({
-            "ok": result.ok, "gas_used": result.gas_used,
-            "error": f"{result.error_code}: {result.error}" if not result.ok else "",
-            "return": from_value(decode_value(result.return_value))
-            if result.ok and result.return_value else None,
-            "height": header.height, "block_hash": header.hash.hex(), "verified": True})
+        return json_response({**query_json(result), "height": header.height,
+                              "block_hash": header.hash.hex(), "verified": True})
 
     async def state(self, request):
         """Any state key, proven at the last irreversible block (the only height a light

@@ -28,7 +28,6 @@ from edge.runtime import (NodeError, check_secret_files, lock_data_dir, now_ms, 
                           run_foreground)
 
 PENDING_LIMIT = 10_000
-QUERY_MAX_GAS = 50_000   # as a full node's API (edge/api.py)
 
 
 class LightNode:
@@ -131,6 +130,7 @@ class LightNode:
         irreversible block, every value it reads proven (chain/light/query.py)."""
         if self._queries is None:
             from chain.light.query import ProvenQueries  # loads the Lua VM: only when used
+            from edge.api_json import QUERY_MAX_GAS
             gas = min(QUERY_MAX_GAS, self.params.max_gas_per_tx)
             self._queries = ProvenQueries(self._read_values, self.chain_id, gas)
         header = self.chain.lib
