@@ -32,7 +32,7 @@ CHAIN_DBS = {
     "dropped_order": "u64be drop number -> tx id (chain/dropped.py)",
     "peers": "'host:port' -> address book entry (chain/p2p/addressbook.py, protocol §12.7)",
     "finality": "u64be round -> u64be height of the block that justified it || its finality "
-                "entry (chain/light/entries.py, for light nodes)",
+                "entry, written before pruning drops its state (chain/light/entries.py)",
 }
 MAX_DBS = 64
 # Address space only: pages reach the disk as they are written. 32-bit systems get 1 GiB.

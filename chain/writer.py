@@ -17,7 +17,7 @@ from chain import heavy
 from chain.errors import BlockRejected, Reason, StaleBlock, TxRejected
 from chain.execute import (apply_heavy, apply_tx, begin_block, check_static, end_block,
                            execute_block)
-from chain.light.entries import forget_justification, record_justification
+from chain.light.entries import forget_justification, store_entries
 from chain.state.view import StateView
 from chain.tx import HeavyResult, Transfer, Tx, compute_ids
 from chain.undo import decode_undo, encode_undo
@@ -82,7 +82,6 @@ class ChainWriter:
         """Write an executed block: the block with its undo record, the state, the new LIB."""
         state = self.db["state"]
         undo = encode_undo([(key, self.txn.get(key, db=state)) for key in view.changes])
-        record_justification(self, block, view, self.head.justified_round)  # light clients
         self.write_block(block, receipts, view.changes, undo)
         self.applied.append(block)
         self.advance_lib(view.finality().finalized.height)
@@ -264,6 +263,7 @@ class ChainWriter:
     def prune(self, oldest, keep_from):
         """Drop the state versions below ``keep_from``, move their blocks to the archive, and
         keep the LIB (only reorganisations write it otherwise)."""
+        store_entries(self, oldest, keep_from)  # light clients' finality entries (§13.7)
         self.ledger.smt.prune(self.txn, keep_from)
         self.ledger.blocks.archive(self.txn, oldest, keep_from - 1)
         self.txn.put(b"lib", U64.pack(self.lib_height), db=self.db["meta"])

@@ -12,7 +12,7 @@ import time
 from chain.block import Header
 from chain.keys import KeyPair
 from chain.light.chain import LightChain
-from chain.light.entries import DB_FINALITY, U64
+from chain.light.entries import entry_at
 from chain.light.finality import FinalityEntry
 from chain.light.follow import HeaderRules
 from chain.light.genesis import genesis_anchor
@@ -127,13 +127,23 @@ def chain_material(chain):
     ledger = chain.ledger
     head = ledger.head.height
     headers = [Header.decode(ledger.header_bytes(ledger.block_hash_at(h))) for h in range(head + 1)]
-    entries = {}
     with chain.store.read() as txn:
         rounds = {h: ledger.smt.get(txn, h, ROUND_KEY) for h in range(head + 1)}
         genesis_values = {k: ledger.smt.get(txn, 0, k) for k in BOOTSTRAP_KEYS}
-        for _, value in txn.cursor(db=chain.store.db(DB_FINALITY)):
-            entries[U64.unpack(value[:8])[0]] = FinalityEntry.decode(bytes(value[8:]))
+    entries = entries_by_height(chain)
     return headers, rounds, entries, genesis_values
+
+
+def entries_by_height(chain):
+    """The finality entries a full node of ``chain`` can make, keyed by the height of the
+    block that justified their round."""
+    out = {}
+    with chain.store.read() as txn:
+        for height in range(1, chain.ledger.head.height + 1):
+            made = entry_at(chain.ledger, txn, height)
+            if made is not None:
+                out[height] = FinalityEntry.decode(made[1])
+    return out
 
 
 def keep_headers(light, headers, rounds, entries, batch=128):

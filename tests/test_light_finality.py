@@ -8,7 +8,7 @@ from chain.block import Header
 from chain.keys import KeyPair
 from chain.light import LightError
 from chain.light.finality import FinalityEntry, FinalityProof, make_proof, members_of, verify_proof
-from chain.light.entries import finality_entries
+from chain.light.entries import DB_FINALITY, finality_entries, keep_rounds
 from chain.light.tracker import FinalityTracker
 from chain.state.consensus import JOINT, PROPOSED, Checkpoint, Finality
 from chain.state.records import FINALITY_KEY
@@ -165,3 +165,26 @@ def test_the_finality_vectors_verify_as_the_spec_says():
         entry = FinalityEntry.decode(bytes.fromhex(json.load(f)[0]["hex"]))
     assert Header.decode(entry.header).hash == LINK[3] and entry.proof == vectors[
         "stable_all_three"]
+
+
+def test_entries_outlive_the_pruned_state_they_were_made_from(tmp_path):
+    """A node that prunes state versions early serves the same entries as one that keeps them
+    all: a pruning batch writes the entries whose checkpoint state it drops; nothing else is
+    written for light clients, block by block."""
+    params = FOUR._replace(heavy_window=4)
+    keeper = TestChain(tmp_path / "keeper", n_agents=4, params=params)
+    pruner = TestChain(tmp_path / "pruner", n_agents=4, params=params, prune_depth=5)
+    for _ in range(4 * 40):
+        pruner.ledger.apply_block(keeper.block())
+    with pruner.store.read() as txn:
+        oldest_state = pruner.ledger.smt.versions(txn)[0]
+        stored = txn.stat(pruner.store.db(DB_FINALITY))["entries"]
+    newest = keeper.ledger.head.justified_round
+    served = [Header.decode(e.header).height for e in entries(pruner)]
+    assert oldest_state > 4 * 20 and stored > 0
+    assert min(served) < oldest_state  # some could only come from what was written
+    assert entries(pruner) == entries(keeper)
+    assert len(served) == keep_rounds(params) == newest - entries(keeper)[0].proof.target_round + 1
+    tracker = FinalityTracker(keeper.ledger.chain_id, genesis_record(keeper))
+    with pytest.raises(LightError):  # a tracker from genesis cannot bridge the rounds dropped
+        accept_all(tracker, entries(pruner))

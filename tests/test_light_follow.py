@@ -10,29 +10,19 @@ from chain.light.finality import FinalityEntry
 from chain.light.follow import (FOLLOW_KEYS, HeaderRules, check_round_info, follow,
                                 state_from_records)
 from chain.light.chain import LightChain
-from chain.light.entries import DB_FINALITY, U64
 from chain.light.store import LightStore
 from chain.light.tracker import KEPT_BELOW, MAX_KEPT, FinalityTracker
 from chain.state.consensus import RoundInfo
 from chain.state.records import ROUND_KEY
 from chain.tx import Stake, Vote
 from tests.chainkit import COIN, TestChain
-from tests.lightkit import chain_material, keep_headers
+from tests.lightkit import chain_material, entries_by_height, keep_headers
 from tests.test_light_finality import FOUR, genesis_record
 
 
 def state_at(chain, height, keys):
     with chain.store.read() as txn:
         return {key: chain.ledger.smt.get(txn, height, key) for key in keys}
-
-
-def entries_by_height(chain):
-    """Finality entries keyed by the height of the block that justified their round."""
-    out = {}
-    with chain.store.read() as txn:
-        for _, value in txn.cursor(db=chain.store.db(DB_FINALITY)):
-            out[U64.unpack(value[:8])[0]] = FinalityEntry.decode(bytes(value[8:]))
-    return out
 
 
 def follow_chain(chain, tracker):

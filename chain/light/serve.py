@@ -4,7 +4,7 @@ transactions, state snapshots, headers-only gossip (docs/protocol.md §12.8, §1
 import struct
 
 from chain.block import Block
-from chain.light.entries import finality_entries
+from chain.light.entries import FinalityEntries
 from chain.light.merkle import merkle_path
 from chain.p2p.light import (MAX_ENTRIES, MAX_SNAPSHOT_ITEMS, FinalityMsg, GetFinality, GetSnapshot,
                              GetState, GetTx, SnapshotMsg, StateMsg, Subscribe, TxProofMsg)
@@ -64,6 +64,7 @@ class LightServer:
 
     def __init__(self, ledger):
         self.ledger = ledger
+        self.entries = FinalityEntries(ledger)
 
     def handlers(self):
         return {GetFinality: self._on_get_finality, GetState: self._on_get_state,
@@ -71,8 +72,7 @@ class LightServer:
                 Subscribe: self._on_subscribe}
 
     async def _on_get_finality(self, peer, request):
-        entries = finality_entries(self.ledger, request.from_round, min(request.count,
-                                                                        MAX_ENTRIES))
+        entries = self.entries.from_round(request.from_round, min(request.count, MAX_ENTRIES))
         await peer.conn.send(FinalityMsg(request.from_round, tuple(entries)))
 
     async def _on_get_state(self, peer, request):
