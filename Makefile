@@ -24,7 +24,7 @@ run: $(STAMP) mosquitto
 	$(VENV)/bin/smartshare --home $(DEVNET) node run --simulate all --demo
 
 # pytest exits 5 when it collects nothing: that is a failure, never a pass.
-PYTEST = $(PY) -m pytest -q -p no:cacheprovider
+PYTEST = $(PY) -m pytest -q -p no:cacheprovider --durations=25
 STRICT = rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test: $(STAMP) mosquitto systemd-tools image-tools
