@@ -3,6 +3,8 @@ node runs them under the load threshold, only the producer above it; a validator
 producer's result without running it, re-runs it lazily, and a wrong result is proved and
 slashed."""
 
+import asyncio
+
 import pytest
 
 from chain import heavy
@@ -12,7 +14,8 @@ from chain.errors import BlockRejected, Reason, TxRejected
 from chain.execute import check_static
 from chain.tx import Call, Deploy, Evidence, HeavyResult, Tx
 from contracts.values import decode_value, encode_value
-from tests.chainkit import CHAIN_ID, COIN, TEST_PARAMS, TOTAL, TestChain
+from tests.chainkit import CHAIN_ID, TEST_PARAMS, TOTAL, TestChain
+from tests.lightkit import Clock, FullPeer, Light
 
 HEAVY_GAS = 300_000
 PARAMS = TEST_PARAMS._replace(heavy_gas=HEAVY_GAS, heavy_load_gas=2 * HEAVY_GAS,
@@ -34,9 +37,9 @@ class Pair:
     """A producer's ledger and a validator's, on one genesis: blocks the producer builds are
     applied to both."""
 
-    def __init__(self, tmp_path):
-        self.producer = TestChain(tmp_path / "producer", params=PARAMS)
-        self.validator = TestChain(tmp_path / "validator", params=PARAMS)
+    def __init__(self, tmp_path, params=PARAMS):
+        self.producer = TestChain(tmp_path / "producer", params=params)
+        self.validator = TestChain(tmp_path / "validator", params=params)
         self.user = self.producer.keys[0]
 
     def block(self, txs=()):
@@ -201,3 +204,41 @@ def test_a_validator_refuses_agent_blocks_without_the_producers_result(pair):
         with pytest.raises(BlockRejected, match=needle):
             pair.validator.ledger.apply_block(tampered(pair, block, txs))
     pair.validator.ledger.apply_block(block)          # the real one is fine
+
+
+def test_a_light_node_takes_a_heavy_receipt_once_irreversible_without_running_it(tmp_path):
+    async def scenario():
+        # a light node starts from a genesis younger than the evidence window
+        p = Pair(tmp_path, PARAMS._replace(evidence_window=20, unbonding_blocks=20))
+        deploy = p.producer.tx(p.user, Deploy(CODE, encode_value([]), 200_000))
+        p.contract = contract_address(p.user.address, deploy.nonce)
+        clock = Clock(p.producer.genesis)
+        full = await FullPeer(p.producer, clock).start()
+        light = await Light(tmp_path / "light", p.producer.genesis, clock,
+                            [full.address]).start()
+        try:
+            async def produce(txs=()):
+                made = full.produce(1, txs)[0]
+                await light.until("each block", lambda: light.at(p.producer))
+                return made
+            await produce([deploy])
+            await produce([p.call("crunch", [10], HEAVY_GAS),
+                           p.call("crunch", [11], HEAVY_GAS, p.producer.keys[2])])
+            tx = p.call("crunch", [900], HEAVY_GAS)
+            block = await produce([tx])
+            assert isinstance(block.txs[1].payload, HeavyResult)      # agent-verified
+            ledger = p.producer.ledger
+            while ledger.lib_height < block.height:
+                await produce()
+            await light.until("the LIB", lambda: light.chain.lib.height >= block.height)
+            before = heavy.stats["executed"]
+            found = await light.sync.tx_status(tx.id)
+            assert heavy.stats["executed"] == before               # the light node ran nothing
+            _, receipt, header = found
+            assert header.hash == block.hash and header.height <= light.chain.lib.height
+            assert receipt == ledger.receipts(block.hash)[0]
+            assert decode_value(receipt.return_value) == block.txs[1].payload.result
+        finally:
+            await light.stop()
+            await full.stop()
+    asyncio.run(asyncio.wait_for(scenario(), 60))
