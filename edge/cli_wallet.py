@@ -89,6 +89,11 @@ def cmd_balance(args):
             f"  unbonding  {fmt(unbonding)} SSP\n"
             f"  nonce      {a['nonce']}  (next {a['next_nonce']})\n"
             f"  at height  {a['height']}")
+    part = a.get("participation")
+    if part:
+        text += (f"\n  service    weight {fmt(part['weight'])} in epoch {part['epoch']}, "
+                 f"{fmt(part['due'])} SSP of participation rewards due (taken with the next "
+                 "contract transaction)")
     return a, text
 
 
