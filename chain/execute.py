@@ -7,7 +7,7 @@ leaves the view untouched. Amounts are integers; nothing here reads a clock or a
 from chain import calls, crypto, heavy, participation
 from chain import tx as txmod
 from chain.address import encode_address
-from chain.block import STATUS_OK, Header, Receipt
+from chain.block import STATUS_FAILED, STATUS_OK, Header, Receipt
 from chain.dpos.finality import DOUBLE_PRODUCTION, DOUBLE_VOTE, vote_offence
 from chain.dpos.reveal import binding_hash
 from chain.dpos.rewards import owed, slash
@@ -143,6 +143,8 @@ def _apply_tx(view, tx, params, height, time_ms, result=None):
             payload, producer = result
             heavy.record(view, tx, payload, producer, height, time_ms)
         return heavy.receipt_of(tx, payload)
+    if is_heavy_evidence(tx):
+        return _heavy_evidence(view, tx, paid, params, height)
     if isinstance(tx.payload, (txmod.Deploy, txmod.Call)):
         scratch = view.child()    # a backstop (TxRejected vm_limit) leaves nothing behind
         scratch.set_account(tx.sender_address, paid)
@@ -273,11 +275,29 @@ def _unjail(view, tx, sender, params, height):
 
 
 def _evidence(view, tx, sender, params, height):
-    if tx.payload.first[:1] == bytes((heavy.TAG_EVIDENCE,)):
-        producer, keys = heavy.check_fraud(view, tx.payload, params, height)
-    else:
-        producer, keys = check_evidence(view, tx.payload, tx.chain_id, params, height)
+    producer, keys = check_evidence(view, tx.payload, tx.chain_id, params, height)
     view.set_account(tx.sender_address, sender)
+    _punish(view, tx, producer, keys, params, height)
+
+
+def is_heavy_evidence(tx):
+    payload = tx.payload
+    return isinstance(payload, txmod.Evidence) and payload.first[:1] == bytes((heavy.TAG_EVIDENCE,))
+
+
+def _heavy_evidence(view, tx, sender, params, height):
+    """Evidence against a heavy result: it pays for the re-run; a right result makes it a
+    failed transaction (its fee kept), a wrong one punishes the producer."""
+    found, key = heavy.claim_of(view, tx, params, height)
+    view.set_account(tx.sender_address, sender)
+    if not heavy.wrong(view, found, params):
+        return Receipt(tx.id, STATUS_FAILED, tx.fee, 0, "the heavy result is right")
+    _punish(view, tx, found.producer, [key], params, height)
+    return Receipt(tx.id, STATUS_OK, tx.fee)
+
+
+def _punish(view, tx, producer, keys, params, height):
+    """Slash and jail the agent of ``producer``; the sender of ``tx`` reports it."""
     address = view.owner_of(producer)
     settle_rewards(view, address)  # its stake, and so its weight as a voter, is about to fall
     offender = view.account(address)

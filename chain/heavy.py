@@ -84,9 +84,13 @@ def expire(view, params, height):
         view.set_heavy_expiry(old, ())
 
 
-def check_fraud(view, evidence, params, height):
-    """``(producer key, evidence keys)`` when the heavy result named by ``evidence`` re-runs
-    differently on the state before its block, else TxRejected."""
+def claim_of(view, tx, params, height):
+    """``(HeavyRecord, evidence key)`` of the claim heavy-result evidence ``tx`` names, when it
+    may still be challenged and the evidence pays for re-running the call (the minimum fee of
+    its size plus the call's gas limit at ``gas_price``); else TxRejected. Whether the claim is
+    wrong is ``wrong``'s question: evidence that finds it right is a failed transaction that
+    paid its fee, as a failed call is (re-running is paid work)."""
+    evidence = tx.payload
     first = evidence.first
     if len(first) != 33 or evidence.second:
         raise TxRejected(Reason.INVALID_EVIDENCE, "heavy-result evidence is u8(0x30) followed "
@@ -100,9 +104,16 @@ def check_fraud(view, evidence, params, height):
     key = evidence_key(found.producer, HEAVY_FRAUD, found.height)
     if view.get(key) is not None:
         raise TxRejected(Reason.DUPLICATE_EVIDENCE, "this offence was already punished")
-    if rerun(view.versions, found, params) == _claimed(found):
-        raise TxRejected(Reason.INVALID_EVIDENCE, "the heavy result is right")
-    return found.producer, [key]
+    floor = params.min_fee_for(len(tx.raw), Tx.decode(found.tx).payload.gas_limit)
+    if tx.fee < floor:
+        raise TxRejected(Reason.FEE_TOO_LOW, f"heavy-result evidence re-runs the call: its fee "
+                                             f"must be at least {floor}")
+    return found, key
+
+
+def wrong(view, found, params):
+    """Whether the recorded claim re-runs differently on the state before its block."""
+    return rerun(view.versions, found, params) != _claimed(found)
 
 
 def rerun(versions, found, params):
@@ -116,8 +127,9 @@ def _claimed(found):
 
 
 def audit(ledger, height):
-    """Ids of the heavy calls of main-chain block ``height`` whose recorded results re-run
-    differently (the lazy check a full node makes once the block is irreversible)."""
+    """``(tx id, gas limit)`` of the heavy calls of main-chain block ``height`` whose recorded
+    results re-run differently (the lazy check a full node makes once the block is
+    irreversible); evidence against one pays for that much gas."""
     raw = ledger.block_bytes_at(height)
     if raw is None:
         return []
@@ -130,7 +142,7 @@ def audit(ledger, height):
             found = view.heavy(tx.payload.call)
             if found is not None and found.height == height \
                     and rerun(view.versions, found, ledger.params) != _claimed(found):
-                wrong.append(tx.payload.call)
+                wrong.append((tx.payload.call, Tx.decode(found.tx).payload.gas_limit))
     return wrong
 
 

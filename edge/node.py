@@ -13,7 +13,7 @@ import time
 from chain import calls, crypto, heavy
 from chain.dryrun import Busy, DryRunner
 from chain.errors import Reason, TxRejected
-from chain.execute import apply_tx, check_static
+from chain.execute import apply_tx, check_static, is_heavy_evidence
 from chain.state.view import StateView
 from chain.genesis import Genesis, GenesisError
 from chain.keys import KeyFileError, KeyPair
@@ -229,10 +229,10 @@ class Node:
         when a block drops it. Transfers need only the mempool's nonce and balance rules,
         contract transactions get their own dry run (``admit``); a transaction behind pending
         ones of its sender is judged when it is built in."""
-        if isinstance(tx.payload, Transfer) or _is_contract(tx) or tx.nonce != account.nonce:
+        if isinstance(tx.payload, Transfer) or _is_contract(tx) or tx.nonce != account.nonce \
+                or is_heavy_evidence(tx):   # re-running a heavy call is paid work in a block
             return
-        apply_tx(StateView(lambda key: txn.get(key, db=self.ledger.db["state"])), tx,
-                 self.ledger.params, self.ledger.head.height + 1)
+        apply_tx(self.ledger.view(txn), tx, self.ledger.params, self.ledger.head.height + 1)
 
     def _refused(self, exc):
         self.metrics.txs_rejected.labels(exc.reason.value).inc()
@@ -434,16 +434,17 @@ class Node:
             except (TxRejected, StateError) as exc:   # the backstop fired; a version pruned
                 self.log(f"heavy results of block {height} not checked: {exc}")
                 continue
-            for tx_id in wrong:
+            for tx_id, gas in wrong:
                 self._send_evidence(heavy.evidence_for(tx_id),
-                                    f"wrong heavy result of {tx_id.hex()[:16]} at {height}")
+                                    f"wrong heavy result of {tx_id.hex()[:16]} at {height}", gas)
 
-    def _send_evidence(self, payload, what):
+    def _send_evidence(self, payload, what, gas=0):
+        """Evidence from the node key; ``gas``: what checking it re-runs (heavy results)."""
         account = self.ledger.account(self.key.address)
         nonce = self.mempool.next_nonce(self.key.address, account)
         size = len(Tx(self.ledger.chain_id, self.key.pubkey, nonce, 0, payload).raw) + 4
         tx = Tx(self.ledger.chain_id, self.key.pubkey, nonce,
-                self.ledger.params.min_fee_for(size), payload).signed_by(self.key)
+                self.ledger.params.min_fee_for(size, gas), payload).signed_by(self.key)
         result = self.submit([tx.raw])[0]
         self.log(f"{what}: evidence "
                  f"{'submitted ' + result['id'][:16] if result['accepted'] else result['reason']}")

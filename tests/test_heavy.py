@@ -135,11 +135,14 @@ def test_a_wrong_heavy_result_is_caught_and_slashed(pair):
     block, receipts, ran = pair.block([tx])
     pair.producer.ledger.heavy_runner = honest
     assert ran == 0 and decode_value(receipts[0].return_value) == b"\x66" * 32   # not checked yet
-    assert heavy.audit(pair.validator.ledger, block.height) == [tx.id]
+    assert heavy.audit(pair.validator.ledger, block.height) == [(tx.id, HEAVY_GAS)]
     owner = pair.producer.producer.address
     stake = pair.validator.account(owner).stake
     reporter = pair.producer.keys[1]
-    evidence = pair.producer.tx(reporter, heavy.evidence_for(tx.id))
+    cheap = pair.producer.tx(reporter, heavy.evidence_for(tx.id))   # does not pay the re-run
+    _, rejected = pair.producer.build([cheap])
+    assert [exc.reason for _, exc in rejected] == [Reason.FEE_TOO_LOW]
+    evidence = evidence_tx(pair, reporter, tx.id)
     before = pair.validator.account(reporter).balance
     _, receipts, ran = pair.block([evidence])
     assert receipts[0].status == 0 and ran >= 1       # the evidence re-ran the call
@@ -149,24 +152,36 @@ def test_a_wrong_heavy_result_is_caught_and_slashed(pair):
         before - evidence.fee + slashed * PARAMS.reporter_permille // 1000
     assert pair.validator.ledger.view_agent(owner).jailed
     # Punished once; and a right result cannot be reported.
-    again = pair.producer.tx(reporter, heavy.evidence_for(tx.id))
-    _, rejected = pair.producer.build([again])
+    _, rejected = pair.producer.build([evidence_tx(pair, reporter, tx.id)])
     assert [exc.reason for _, exc in rejected] == [Reason.DUPLICATE_EVIDENCE]
     assert pair.validator.supply() == TOTAL
 
 
-def test_evidence_against_a_right_result_or_an_unknown_call_is_refused(pair):
+def evidence_tx(pair, reporter, tx_id):
+    """Heavy-result evidence paying for the re-run (the call's gas limit)."""
+    payload = heavy.evidence_for(tx_id)
+    probe = pair.producer.tx(reporter, payload)
+    return pair.producer.tx(reporter, payload,
+                            fee=PARAMS.min_fee_for(len(probe.raw) + 4, HEAVY_GAS))
+
+
+def test_evidence_against_a_right_result_pays_and_changes_nothing_else(pair):
     pair.load()
     tx = pair.call("crunch", [400], HEAVY_GAS)
-    pair.block([tx])
+    height = pair.block([tx])[0].height
     reporter = pair.producer.keys[1]
-    for payload, needle in ((heavy.evidence_for(tx.id), "is right"),
-                            (heavy.evidence_for(b"\x01" * 32), "no agent-verified"),
+    owner = pair.producer.producer.address
+    stake, before = pair.validator.account(owner).stake, pair.validator.account(reporter).balance
+    evidence = evidence_tx(pair, reporter, tx.id)
+    _, receipts, _ = pair.block([evidence])
+    assert receipts[0].status == 1 and "is right" in receipts[0].error
+    assert pair.validator.account(reporter).balance == before - evidence.fee
+    assert pair.validator.account(owner).stake == stake
+    for payload, needle in ((heavy.evidence_for(b"\x01" * 32), "no agent-verified"),
                             (Evidence(bytes((heavy.TAG_EVIDENCE,)) + tx.id, b"x"), "nothing else")):
         _, rejected = pair.producer.build([pair.producer.tx(reporter, payload)])
         assert len(rejected) == 1 and needle in str(rejected[0][1])
     # Past heavy_window the claim is final: its record is gone and no evidence reaches it.
-    height = pair.validator.ledger.head.height
     with pair.validator.store.read() as txn:
         assert pair.validator.ledger.view(txn).heavy(tx.id).height == height
     while pair.validator.ledger.head.height <= height + PARAMS.heavy_window:
@@ -174,7 +189,7 @@ def test_evidence_against_a_right_result_or_an_unknown_call_is_refused(pair):
     with pair.validator.store.read() as txn:
         view = pair.validator.ledger.view(txn)
         assert view.heavy(tx.id) is None and view.heavy_expiry(height) == ()
-    _, rejected = pair.producer.build([pair.producer.tx(reporter, heavy.evidence_for(tx.id))])
+    _, rejected = pair.producer.build([evidence_tx(pair, reporter, tx.id)])
     assert "no agent-verified" in str(rejected[0][1])
 
 
