@@ -10,15 +10,20 @@ maximum-size transaction always fits.
 from edge._fast.codec_py import encode_uvarint
 
 from chain.errors import BlockRejected
+from chain.tx import Evidence
 
 FRAME_OVERHEAD = 1024          # message type, counts and lengths around the largest item
 MIN_FRAME = 128 * 1024         # a proof (value, proof, header) and a transaction always fit
 HEADER_SLACK = 32              # the header's varints may grow between the draft and the end
 
 
-def tx_gas(tx):
-    """The gas a transaction may burn (its limit; 0 for non-contract transactions)."""
-    return getattr(tx.payload, "gas_limit", 0)
+def tx_gas(tx, params):
+    """The gas a transaction may burn: its limit; for evidence against a heavy result, which
+    re-runs a call, ``max_gas_per_tx`` (no call's limit is above it); else 0."""
+    payload = tx.payload
+    if isinstance(payload, Evidence) and payload.against_heavy:
+        return params.max_gas_per_tx
+    return getattr(payload, "gas_limit", 0)
 
 
 def frame_limit(params):
@@ -31,7 +36,7 @@ def check_block(block, params):
     size = len(block.encode())
     if size > params.max_block_bytes:
         raise BlockRejected(f"block is {size} bytes, the limit is {params.max_block_bytes}")
-    gas = sum(tx_gas(tx) for tx in block.txs)
+    gas = sum(tx_gas(tx, params) for tx in block.txs)
     if gas > params.max_block_gas:
         raise BlockRejected(f"block transactions may burn {gas} gas, the limit is "
                             f"{params.max_block_gas}")
@@ -47,9 +52,10 @@ class BlockBudget:
                  + sum(len(v) + len(encode_uvarint(len(v))) for v in (x.encode() for x in votes)))
         self.bytes = params.max_block_bytes - fixed
         self.gas = params.max_block_gas
+        self.params = params
 
     def take(self, tx):
-        size, gas = len(tx.raw), tx_gas(tx)
+        size, gas = len(tx.raw), tx_gas(tx, self.params)
         if size > self.bytes or gas > self.gas:
             return False
         self.bytes -= size
@@ -59,4 +65,4 @@ class BlockBudget:
     def give_back(self, tx):
         """Return what ``take`` took (the transaction was rejected after all)."""
         self.bytes += len(tx.raw)
-        self.gas += tx_gas(tx)
+        self.gas += tx_gas(tx, self.params)

@@ -281,8 +281,7 @@ def _evidence(view, tx, sender, params, height):
 
 
 def is_heavy_evidence(tx):
-    payload = tx.payload
-    return isinstance(payload, txmod.Evidence) and payload.first[:1] == bytes((heavy.TAG_EVIDENCE,))
+    return isinstance(tx.payload, txmod.Evidence) and tx.payload.against_heavy
 
 
 def _heavy_evidence(view, tx, sender, params, height):

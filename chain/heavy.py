@@ -19,11 +19,11 @@ from chain.crypto import hash_of
 from chain.errors import Reason, TxRejected
 from chain.state.records import HeavyRecord, evidence_key, heavy_key
 from chain.state.view import StateView
-from chain.tx import Call, Evidence, HeavyResult, Tx
+from chain.tx import HEAVY_EVIDENCE, Call, Evidence, HeavyResult, Tx
 from contracts.values import encode_value
 
 TAG_RESULT = b"ss/heavy-result"
-TAG_EVIDENCE = 0x30        # evidence.first = u8(0x30) || heavy call's tx id; second empty
+TAG_EVIDENCE = HEAVY_EVIDENCE   # evidence.first = u8(0x30) || heavy call's tx id; second empty
 HEAVY_FRAUD = 3            # offence number of evidence_key
 ALL, AGENT = "all", "agent"
 

@@ -66,10 +66,19 @@ class Unjail(NamedTuple):
     """Return to the candidates after a jail term has passed."""
 
 
+HEAVY_EVIDENCE = 0x30   # Evidence.first = u8(0x30) || a heavy call's tx id (chain/heavy.py)
+
+
 class Evidence(NamedTuple):
-    """Two different headers signed by one producer for one slot (double production)."""
+    """Two signed objects of one producer that prove an offence (two headers for one slot, two
+    conflicting finality votes), or ``u8(0x30) || tx id``: a heavy call's result proved wrong
+    by re-running it."""
     first: bytes
     second: bytes
+
+    @property
+    def against_heavy(self):
+        return self.first[:1] == bytes((HEAVY_EVIDENCE,))
 
 
 class Deploy(NamedTuple):

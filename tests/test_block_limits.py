@@ -10,7 +10,7 @@ from chain.calls import backstop, contract_address
 from chain.errors import BlockRejected
 from chain.p2p import MAX_FRAME_CEILING, Blocks, BlockMsg, decode_message, encode_message
 from chain.params import GAS_PER_SLOT_MS_BLOCK, GAS_PER_SLOT_MS_TX, Params
-from chain.tx import Call, Deploy, Transfer
+from chain.tx import HEAVY_EVIDENCE, Call, Deploy, Evidence, Transfer
 from contracts.values import encode_value
 from tests.chainkit import TEST_PARAMS, TestChain
 
@@ -72,7 +72,7 @@ def test_producer_respects_the_block_gas_limit(tmp_path):
     calls = [chain.tx(key, Deploy(CODE.encode(), b"", 900_000), nonce=0) for key in chain.keys]
     block, rejected = chain.build(calls)
     assert not rejected and len(block.txs) == 2
-    assert sum(tx_gas(tx) for tx in block.txs) <= params.max_block_gas
+    assert sum(tx_gas(tx, params) for tx in block.txs) <= params.max_block_gas
 
 
 def test_blocks_over_the_limits_are_rejected(tmp_path):
@@ -110,7 +110,10 @@ def test_contract_calls_count_their_gas_limit(tmp_path):
     chain.block([deploy])
     address = contract_address(key.address, 0)
     call = chain.tx(key, Call(address, "f", encode_value([10]), 0, 123_456))
-    assert tx_gas(call) == 123_456 and tx_gas(chain.tx(key, Transfer(key.address, 1))) == 0
+    assert tx_gas(call, SMALL) == 123_456
+    assert tx_gas(chain.tx(key, Transfer(key.address, 1)), SMALL) == 0
+    heavy_evidence = chain.tx(key, Evidence(bytes((HEAVY_EVIDENCE,)) + call.id, b""))
+    assert tx_gas(heavy_evidence, SMALL) == SMALL.max_gas_per_tx   # it re-runs a call
     receipt_block = chain.block([call])
     assert receipt_block.txs == [call]
 
