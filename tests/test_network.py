@@ -600,8 +600,9 @@ def test_peer_exchange_finds_a_node_no_seed_named(make_net):
     for node in (a, b, c):
         testnet.start_node(node)
     testnet.wait_ready({"nodes": [a, b, c]})
-    net.wait("A to prove C's address", lambda: address["node2"] in
-             net.clients[0].get("/v1/peers")["address_book"]["shared"])
+    net.wait("A to prove C's address and B's (a seed of A that dialled A first)", lambda: {
+        address["node1"], address["node2"]} <= set(
+        net.clients[0].get("/v1/peers")["address_book"]["shared"]))
     testnet.start_node(d)
     testnet.wait_ready({"nodes": [d]})
 

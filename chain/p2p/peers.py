@@ -251,16 +251,19 @@ class PeerManager:
 
     def _dial_candidates(self):
         """Seeds first, then the address book's candidates (an untried address is dialled even
-        while an inbound peer claims it: that dial is what proves it)."""
+        while an inbound peer claims it, a seed too: that dial is what proves it, and only
+        proven addresses are shared)."""
         now = time.monotonic()
         for address in self.seeds:
             if (self.retry.get(address, (0, 0))[1] <= now and self._may_dial(address)
                     and not self._connected_to(address)):
                 yield address
         for address in self.book.candidates():
-            if address not in self.seeds and self._may_dial(address) and not (
+            if address in self.seeds and not self._connected_to(address):
+                continue  # the seeds' own turn, above
+            if self._may_dial(address) and not (
                     self.book.entries[address].tried and self._connected_to(address)):
-                yield address
+                yield address  # a seed that dialled us first is proven like any other
 
     def _may_dial(self, address):
         return (address not in self.dialing and address not in self.own
