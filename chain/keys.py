@@ -47,6 +47,11 @@ class KeyPair:
         """Signature over ``object_hash`` for ``chain_id`` (see chain.crypto)."""
         return crypto.sign(self._signing_key, chain_id, object_hash)
 
+    def box_key(self):
+        """The X25519 private key (``nacl.public.PrivateKey``) of this key, for sealed boxes
+        (libsodium's Ed25519-to-Curve25519 conversion; docs/protocol.md §18.3)."""
+        return self._signing_key.to_curve25519_private_key()
+
     def __repr__(self):
         return f"KeyPair(address={self.address_text})"
 

@@ -16,6 +16,7 @@ import os
 from chain.address import decode_address
 from chain.keys import KeyPair
 from edge.agent.chain_port import ChainPort
+from edge.agent.data_desk import DataConfig
 from edge.agent.identity import Identity
 from edge.agent.market_link import SELLER_SUBSCRIPTIONS, MarketLink
 from edge.agent.runner import AgentRunner
@@ -47,6 +48,12 @@ def seller_config(config):
                         auto_offer=config.agent_auto_offer, contract=contract or None)
 
 
+def data_config(config):
+    contract, fee_to = config.agent_data_contract, config.agent_data_fee_account
+    return DataConfig(decode_address(contract) if contract else None,
+                      decode_address(fee_to) if fee_to else None, config.agent_data_fee_permille)
+
+
 class NodeAgent:
     """The node's selling agent and its worker; ``runner.call`` reaches it from the API."""
 
@@ -56,7 +63,7 @@ class NodeAgent:
         self.chain = ChainPort(ApiClient.for_home(config.home, config.api_url, timeout=10.0))
         identity = Identity(self.signer, self.chain, devices.registry, canonical_kind)
         self.seller = Seller(store, self.signer, self.chain, chain_id, identity,
-                             devices.registry, seller_config(config), log)
+                             devices.registry, seller_config(config), log, data_config(config))
         host, port = devices.broker.local_address      # as the bridge connects
         context = None if config.mqtt_port else client_context(devices.ca_pem)
         self.runner = AgentRunner(self.seller, log=log)

@@ -24,7 +24,7 @@ from edge.mqtt.frames import Frame
 from edge.mqtt.topics import parse_device_id
 from edge.api_json import (QUERY_MAX_GAS, VERSION, account_json, agent_json,  # noqa: F401
                            finality_json, proof_json, query_call, query_json, receipt_json)
-from edge import _fast, api_market
+from edge import _fast, api_data, api_market
 from edge.api_access import TXS_BODY, Access, allowed_hosts, exposed_warning
 from edge.api_tokens import TokenStore
 from edge.config import is_loopback
@@ -94,6 +94,7 @@ def build_app(node):
     app.router.add_get("/v1/supply", handlers.supply)
     app.router.add_get("/metrics", handlers.metrics)
     api_market.add_routes(app, node)
+    api_data.add_routes(app, node)
     if node.config.admin_api:
         app.router.add_post("/v1/admin/partition", handlers.partition)
     return app

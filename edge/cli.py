@@ -20,8 +20,8 @@ from edge.client import ApiError
 from edge.cli_base import CliError, load_config, node_status
 from edge.config import DEFAULT_MQTT_TLS_PORT, Config, ConfigError
 from edge.mqtt.sim_kinds import KINDS
-from edge import (cli_cert, cli_contract, cli_device, cli_market, cli_stake, cli_system,
-                  cli_testnet, cli_token, cli_update, cli_wallet)
+from edge import (cli_cert, cli_contract, cli_data, cli_device, cli_market, cli_stake,
+                  cli_system, cli_testnet, cli_token, cli_update, cli_wallet)
 from edge import node_home
 
 
@@ -133,6 +133,7 @@ def build_parser():
     cli_system.add_parsers(sub, common)
     cli_update.add_parsers(sub, common)
     cli_market.add_parsers(sub, common)
+    cli_data.add_parsers(sub, common)
     return parser
 
 

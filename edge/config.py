@@ -110,6 +110,9 @@ class Config:
     agent_retention_days: int = 7   # settled frames and sessions are pruned after this
     agent_channel_contract: str = ""   # a payment_channel deployment to use ("" = deploy one)
     agent_auto_offer: bool = True   # offer every approved device's services at default prices
+    agent_data_contract: str = ""   # a data_market deployment to use ("" = deploy one)
+    agent_data_fee_account: str = ""   # where a deployed data_market's fee goes ("" = the agent)
+    agent_data_fee_permille: int = 20  # the platform fee of a deployed data_market (2 %)
 
     def path(self, name):
         return os.path.join(self.home, name)
@@ -194,6 +197,9 @@ FIELDS = {
     ("agent", "retention_days"): ("agent_retention_days", int),
     ("agent", "channel_contract"): ("agent_channel_contract", str),
     ("agent", "auto_offer"): ("agent_auto_offer", bool),
+    ("agent", "data_contract"): ("agent_data_contract", str),
+    ("agent", "data_fee_account"): ("agent_data_fee_account", str),
+    ("agent", "data_fee_permille"): ("agent_data_fee_permille", int),
 }
 
 
@@ -290,7 +296,8 @@ def _check_agent(config, path):
                                    ("settlement_s", config.agent_settlement_s, 1, 10**8),
                                    ("dispute_s", config.agent_dispute_s, 1, 7 * 86_400),
                                    ("channel_blocks", config.agent_channel_blocks, 10, 10**9),
-                                   ("retention_days", config.agent_retention_days, 1, 10**4)):
+                                   ("retention_days", config.agent_retention_days, 1, 10**4),
+                                   ("data_fee_permille", config.agent_data_fee_permille, 0, 500)):
         if not low <= value <= high:
             raise ConfigError(f"{path}: [agent] {name} must be within {low}..{high}")
 

@@ -5,7 +5,8 @@ The demo funds the agent's wallet and a ``demo`` wallet from the home's ``defaul
 devnet's faucet) when they run low, then keeps one session of each service going — a car parks,
 a flat rents the purifier, a guest uses the Wi-Fi, a farmer buys weather readings, an archive
 rents storage with proofs, a lab runs compute jobs — each ending by itself after a while and
-starting again. Every few seconds it prints the sessions (state, metered units, what is due, the
+starting again; and the weather station's readings are offered as a dataset that the demo
+buyer buys every half minute (edge/demo_data.py). Every few seconds it prints the sessions (state, metered units, what is due, the
 best voucher, the installments redeemed) and the balances of buyer, seller and the channels.
 """
 
@@ -25,9 +26,11 @@ from edge.agent.services import SERVICE_TYPES
 from edge.agent.signer import KeyFileSigner
 from edge.amounts import format_amount
 from edge.client import ApiClient, ApiError
+from edge.demo_data import DemoData
 from edge.cli_wallet import sign_with_fee
 
 DEMO_WALLET = "demo"
+DATA_WALLET = "demo-data"      # the demo buyer's purchases of data (edge/demo_data.py)
 # service -> (max price in base units per price unit, quantity, stop after) of the demo's orders
 SCENARIOS = {
     "parking.time": (3_000_000, 600, 20),
@@ -48,6 +51,7 @@ class DemoMarket:
         self.stopping = threading.Event()
         self._thread = None
         self.runner = None
+        self.data = None
 
     def log(self, text):
         self._log(f"demo: {text}")
@@ -70,9 +74,15 @@ class DemoMarket:
             if agent is None:
                 return
             buyer = self._buyer(client)
-            self._fund(client, [agent["address"], encode_address(buyer.signer.address)])
+            data_wallet = self._wallet(DATA_WALLET)
+            self._fund(client, [agent["address"], encode_address(buyer.signer.address),
+                                KeyPair.load(data_wallet).address_text])
             if not self._wait_contract(client):
                 return
+            self.data = threading.Thread(target=DemoData(self.config, data_wallet, self.stopping,
+                                                         self._log).run, name="demo-data",
+                                         daemon=True)
+            self.data.start()
             next_view = 0.0
             while not self.stopping.wait(1.0):
                 self._keep_buying(buyer)
@@ -84,6 +94,8 @@ class DemoMarket:
         finally:
             if self.runner is not None:
                 self.runner.stop()
+            if self.data is not None:
+                self.data.join(10)
 
     def _wait_agent(self, client):
         while not self.stopping.is_set():
@@ -102,11 +114,14 @@ class DemoMarket:
                 return True
         return False
 
-    def _buyer(self, client):
-        path = os.path.join(self.config.home, "wallets", f"{DEMO_WALLET}.json")
+    def _wallet(self, name):
+        path = os.path.join(self.config.home, "wallets", f"{name}.json")
         if not os.path.exists(path):
             KeyPair.generate().save(path)
-        signer = KeyFileSigner(path)
+        return path
+
+    def _buyer(self, client):
+        signer = KeyFileSigner(self._wallet(DEMO_WALLET))
         folder = os.path.join(self.config.home, "buyers", DEMO_WALLET)
         os.makedirs(folder, mode=0o700, exist_ok=True)
         client_id = f"buyer-{signer.address.hex()[:16]}"

@@ -43,7 +43,7 @@ class AgentGateway:
 
     def __init__(self, factory, base, name="gateway", interval_s=1, settlement_s=3600,
                  dispute_s=30, sim_interval=0.2, kinds=sim_kinds.KINDS, agent_ssp=1000,
-                 p2p=False):
+                 p2p=False, **config_changes):
         self.base, self.kinds, self.sim_interval_s = base, kinds, sim_interval
         self.home = factory.home(name, mqtt_port=free_ports(1)[0])
         config = load(self.home.path)
@@ -51,6 +51,8 @@ class AgentGateway:
         config.agent_dispute_s = dispute_s
         if p2p:  # peers (light nodes) may join its chain
             config.p2p_port = free_ports(1)[0]
+        for name_, value in config_changes.items():     # e.g. agent_data_fee_account="ssp1..."
+            setattr(config, name_, value)
         config.save()
         self.config = config
         self.node = factory.node(self.home)

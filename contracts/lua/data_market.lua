@@ -1,25 +1,9 @@
--- data_market: device owners sell their devices' data with consent (docs §14.7, §18).
---
--- An owner registers a dataset (terms: device, the gateway that delivers, price per record or
--- per period, optional iot_coin, licence...) and records consent (every buyer, or one buyer);
--- consent is revocable: revoking stops new sales, sales already paid are honoured. A buyer
--- purchases a time range into escrow (SSP sent with the call, or iot_coin pulled with
--- transfer_from after an approve). The dataset's gateway delivers off chain and commits the hash
--- of the encrypted payload (deliver); that same call pays the owner what the delivered records
--- cost minus the platform fee (to the fee account fixed at deploy) and returns the rest to the
--- buyer. If nothing is delivered before the purchase's deadline, the buyer alone takes the whole
--- escrow back (refund). A call that fails changes nothing: the escrow stays, and can be claimed
--- or refunded later.
--- Storage: "cfg" -> {fee_to, fee_permille}; "d"..dataset id -> dataset; "p"..purchase id ->
--- purchase; "k"..buyer..dataset id -> consent epoch of that buyer; "n" -> purchase counter.
-
+-- data_market: device data sold under the owner's consent, paid through escrow (docs §14.7, §18)
+-- ds: a dataset id, pid: a purchase id (1..32 bytes each)
 local get, set, del = chain.storage.get, chain.storage.set, chain.storage.delete
 local enc, dec, cat = chain.encode, chain.decode, string.concat
 
-local DEFAULT_DELIVERY_MS = 3600000     -- one hour to deliver
-local MAX_DELIVERY_MS = 7 * 86400000    -- one week
-local MAX_RECORDS = 1000000             -- records of one purchase
-local MAX_TEXT = 256
+local HOUR, WEEK, MAX_RECORDS = 3600000, 7 * 86400000, 1000000
 local TERMS = {description = true, device = true, gateway = true, price = true, unit = true,
                period_ms = true, token = true, delivery_ms = true, schema = true, licence = true}
 
@@ -28,29 +12,23 @@ local function is_address(a) return type(a) == "string" and #a == 20 end
 local function is_int(v) return math.type(v) == "integer" end
 local function is_id(id) return type(id) == "string" and #id >= 1 and #id <= 32 end
 local function text_or_empty(v, what)
-  if v == nil then return "" end
-  need(type(v) == "string" and #v <= MAX_TEXT, cat("bad ", what))
-  return v
+  need(v == nil or type(v) == "string" and #v <= 256, cat("bad ", what))
+  return v or ""
 end
 
-local function config() return dec(get("cfg")) end
-
-local function load_dataset(id)
-  need(is_id(id), "bad dataset id")
-  local s = get(cat("d", id))
-  need(s ~= nil, "no such dataset")
-  return dec(s)
+local function find(prefix, id, what)
+  need(is_id(id), cat("bad ", what, " id"))
+  local s = get(cat(prefix, id))
+  return s and dec(s)
 end
 
-local function load_purchase(id)
-  need(is_id(id), "bad purchase id")
-  local s = get(cat("p", id))
-  need(s ~= nil, "no such purchase")
-  return dec(s)
+local function load(prefix, id, what)
+  local found = find(prefix, id, what)
+  need(found ~= nil, cat("no such ", what))
+  return found
 end
 
 local function save_dataset(id, d) set(cat("d", id), enc(d)) end
-local function save_purchase(id, p) set(cat("p", id), enc(p)) end
 local function consent_key(buyer, id) return cat("k", buyer, id) end
 
 local function covers(d, id, buyer)
@@ -65,19 +43,7 @@ local function pay(token, to, amount)
   else chain.transfer(to, amount) end
 end
 
-local function only_owner(id)
-  local d = load_dataset(id)
-  need(chain.caller() == d.owner, "not the dataset's owner")
-  return d
-end
-
-local function new_id()
-  local n = 0
-  local s = get("n")
-  if s then n = dec(s) end
-  set("n", enc(n + 1))
-  return string.sub(chain.hash(cat(chain.self(), chain.caller(), string.pack(">i8", n))), 1, 16)
-end
+function settings() return dec(get("cfg")) end
 
 function init(fee_to, fee_permille)
   need(is_address(fee_to), "bad fee account")
@@ -87,9 +53,9 @@ function init(fee_to, fee_permille)
   return true
 end
 
-function register(dataset_id, terms)
-  need(is_id(dataset_id), "bad dataset id")
-  need(get(cat("d", dataset_id)) == nil, "dataset exists")
+function register(ds, terms)
+  need(is_id(ds), "bad dataset id")
+  need(get(cat("d", ds)) == nil, "dataset exists")
   need(type(terms) == "table", "terms must be a map")
   for k in pairs(terms) do
     need(type(k) == "string", "terms must be a map")
@@ -106,75 +72,66 @@ function register(dataset_id, terms)
   else
     need(terms.period_ms == nil, "a per-record price has no period")
   end
-  local delivery = terms.delivery_ms or DEFAULT_DELIVERY_MS
-  need(is_int(delivery) and delivery > 0 and delivery <= MAX_DELIVERY_MS, "bad delivery window")
+  local delivery = terms.delivery_ms or HOUR
+  need(is_int(delivery) and delivery > 0 and delivery <= WEEK, "bad delivery window")
   need(terms.token == nil or is_address(terms.token), "bad token address")
-  local d = {owner = chain.caller(), device = terms.device, gateway = terms.gateway,
-             price = terms.price, unit = terms.unit, period_ms = period,
-             delivery_ms = delivery, description = text_or_empty(terms.description, "description"),
-             schema = text_or_empty(terms.schema, "schema"),
-             licence = text_or_empty(terms.licence, "licence"),
-             all = false, epoch = 0, sales = 0, height = chain.height(), token = terms.token}
-  save_dataset(dataset_id, d)
-  chain.emit("register", {id = dataset_id, owner = d.owner, device = d.device,
-                          gateway = d.gateway, price = d.price, unit = d.unit})
+  local d = terms
+  for _, k in ipairs({"description", "schema", "licence"}) do d[k] = text_or_empty(d[k], k) end
+  d.owner, d.period_ms, d.delivery_ms, d.all = chain.caller(), period, delivery, false
+  d.epoch, d.sales, d.height = 0, 0, chain.height()
+  save_dataset(ds, d)
+  chain.emit("register", {id = ds, owner = d.owner, device = d.device,
+    gateway = d.gateway, price = d.price, unit = d.unit})
   return true
 end
 
-function consent(dataset_id, buyer)
-  local d = only_owner(dataset_id)
+-- consent (on) or revoke (not on), for every buyer (buyer nil) or one
+local function set_consent(ds, buyer, on)
+  local d = load("d", ds, "dataset")
+  need(chain.caller() == d.owner, "not the dataset's owner")
   if buyer == nil then
-    need(not d.all, "consent already given to every buyer")
-    d.all = true
-    save_dataset(dataset_id, d)
-    chain.emit("consent", {id = dataset_id})
+    need(not (on and d.all), "consent already given to every buyer")
+    d.all = on
+    if not on then d.epoch = d.epoch + 1 end   -- every consent given so far ends
+    save_dataset(ds, d)
   else
     need(is_address(buyer), "bad buyer address")
-    need(not covers(d, dataset_id, buyer), "consent already given to this buyer")
-    set(consent_key(buyer, dataset_id), enc(d.epoch))
-    chain.emit("consent", {id = dataset_id, buyer = buyer})
+    local key = consent_key(buyer, ds)
+    if on then
+      need(not covers(d, ds, buyer), "consent already given to this buyer")
+      set(key, enc(d.epoch))
+    else
+      local s = get(key)
+      need(s ~= nil and dec(s) == d.epoch, "no consent of this buyer to revoke")
+      del(key)
+    end
   end
+  chain.emit(on and "consent" or "revoke", {id = ds, buyer = buyer})
   return true
 end
 
-function revoke(dataset_id, buyer)
-  local d = only_owner(dataset_id)
-  if buyer == nil then
-    d.all, d.epoch = false, d.epoch + 1   -- every consent given so far ends
-    save_dataset(dataset_id, d)
-    chain.emit("revoke", {id = dataset_id})
-  else
-    need(is_address(buyer), "bad buyer address")
-    local key = consent_key(buyer, dataset_id)
-    local s = get(key)
-    need(s ~= nil and dec(s) == d.epoch, "no consent of this buyer to revoke")
-    del(key)
-    chain.emit("revoke", {id = dataset_id, buyer = buyer})
+function consent(ds, buyer) return set_consent(ds, buyer, true) end
+function revoke(ds, buyer) return set_consent(ds, buyer, false) end
+
+local function cost_of(d, from_ms, to_ms, units)
+  if d.unit == "period" then
+    need((to_ms - from_ms) % d.period_ms == 0, "the range must be whole periods")
+    units = (to_ms - from_ms) // d.period_ms
   end
-  return true
+  need(d.price <= math.maxinteger // units, "price overflow")
+  return d.price * units
 end
 
-local function cost_of(d, from_ms, to_ms, max_records)
-  if d.unit == "record" then
-    need(d.price <= math.maxinteger // max_records, "price overflow")
-    return d.price * max_records
-  end
-  need((to_ms - from_ms) % d.period_ms == 0, "the range must be whole periods")
-  local periods = (to_ms - from_ms) // d.period_ms
-  need(d.price <= math.maxinteger // periods, "price overflow")
-  return d.price * periods
-end
-
-function purchase(purchase_id, dataset_id, box_key, from_ms, to_ms, max_records)
-  local d = load_dataset(dataset_id)
+function purchase(pid, ds, box_key, from_ms, to_ms, max_records)
+  local d = load("d", ds, "dataset")
   local buyer = chain.caller()
-  need(covers(d, dataset_id, buyer), "no consent of the owner for this buyer")
+  need(covers(d, ds, buyer), "no consent of the owner for this buyer")
   need(type(box_key) == "string" and #box_key == 32, "bad box key")
   need(is_int(from_ms) and is_int(to_ms) and from_ms >= 0 and from_ms < to_ms, "bad range")
   need(is_int(max_records) and max_records >= 1 and max_records <= MAX_RECORDS,
        "bad record count")
   local cost = cost_of(d, from_ms, to_ms, max_records)
-  local id = purchase_id or new_id()
+  local id = pid
   need(is_id(id), "bad purchase id")
   need(get(cat("p", id)) == nil, "purchase exists")
   if d.token then
@@ -184,20 +141,20 @@ function purchase(purchase_id, dataset_id, box_key, from_ms, to_ms, max_records)
     need(chain.value() == cost, cat("send exactly ", cost))
   end
   local deadline = chain.time() + d.delivery_ms
-  save_purchase(id, {dataset = dataset_id, buyer = buyer, box_key = box_key, from_ms = from_ms,
-                     to_ms = to_ms, max_records = max_records, amount = cost, token = d.token,
-                     deadline = deadline, state = "paid", height = chain.height()})
+  local p = {dataset = ds, buyer = buyer, box_key = box_key, from_ms = from_ms,
+    to_ms = to_ms, max_records = max_records, amount = cost, token = d.token,
+    deadline = deadline, state = "paid", height = chain.height()}
+  set(cat("p", id), enc(p))
   d.sales = d.sales + 1
-  save_dataset(dataset_id, d)
-  chain.emit("purchase", {id = id, dataset = dataset_id, buyer = buyer, amount = cost,
-                          from_ms = from_ms, to_ms = to_ms, max_records = max_records,
-                          deadline = deadline})
+  save_dataset(ds, d)
+  p.id = id
+  chain.emit("purchase", p)   -- the record and its id
   return id
 end
 
-function deliver(purchase_id, hash, records, size)
-  local p = load_purchase(purchase_id)
-  local d = load_dataset(p.dataset)
+function deliver(pid, hash, records, size)
+  local p = load("p", pid, "purchase")
+  local d = load("d", p.dataset, "dataset")
   need(chain.caller() == d.gateway, "not the dataset's gateway")
   need(p.state ~= "delivered", "already delivered")
   need(p.state == "paid", "the purchase was refunded")
@@ -207,50 +164,39 @@ function deliver(purchase_id, hash, records, size)
   need(is_int(size) and size > 0, "bad size")
   local due = p.amount
   if d.unit == "record" then due = d.price * records end
-  local cfg = config()
+  local cfg = settings()
   local fee = due * cfg.fee_permille // 1000
-  local back = p.amount - due
+  local r = {owner_paid = due - fee, fee = fee, refunded = p.amount - due}
   p.state, p.hash, p.records, p.size = "delivered", hash, records, size
-  p.owner_paid, p.fee, p.refunded = due - fee, fee, back
-  save_purchase(purchase_id, p)
-  pay(p.token, d.owner, due - fee)
+  p.owner_paid, p.fee, p.refunded = r.owner_paid, fee, r.refunded
+  set(cat("p", pid), enc(p))
+  pay(p.token, d.owner, r.owner_paid)
   pay(p.token, cfg.fee_to, fee)
-  pay(p.token, p.buyer, back)
-  chain.emit("deliver", {id = purchase_id, hash = hash, records = records, size = size,
-                         owner_paid = due - fee, fee = fee, refunded = back})
-  return {owner_paid = due - fee, fee = fee, refunded = back}
+  pay(p.token, p.buyer, r.refunded)
+  chain.emit("deliver", {id = pid, hash = hash, records = records, size = size,
+    owner_paid = r.owner_paid, fee = fee, refunded = r.refunded})
+  return r
 end
 
-function refund(purchase_id)
-  local p = load_purchase(purchase_id)
+function refund(pid)
+  local p = load("p", pid, "purchase")
   need(chain.caller() == p.buyer, "not the buyer")
   need(p.state ~= "delivered", "already delivered")
   need(p.state == "paid", "already refunded")
   need(chain.time() >= p.deadline, "the delivery deadline is not reached")
   p.state, p.refunded = "refunded", p.amount
-  save_purchase(purchase_id, p)
+  set(cat("p", pid), enc(p))
   pay(p.token, p.buyer, p.amount)
-  chain.emit("refund", {id = purchase_id, amount = p.amount})
+  chain.emit("refund", {id = pid, amount = p.amount})
   return p.amount
 end
 
-function dataset(dataset_id)
-  need(is_id(dataset_id), "bad dataset id")
-  local s = get(cat("d", dataset_id))
-  if s == nil then return nil end
-  return dec(s)
-end
+function dataset(ds) return find("d", ds, "dataset") end
+function purchase_of(pid) return find("p", pid, "purchase") end
 
-function purchase_of(purchase_id)
-  need(is_id(purchase_id), "bad purchase id")
-  local s = get(cat("p", purchase_id))
-  if s == nil then return nil end
-  return dec(s)
-end
-
-function consented(dataset_id, buyer)
+function consented(ds, buyer)
   need(is_address(buyer), "bad buyer address")
-  return covers(load_dataset(dataset_id), dataset_id, buyer)
+  return covers(load("d", ds, "dataset"), ds, buyer)
 end
 
-function settings() return config() end
+

@@ -4,6 +4,8 @@
     ss/v1/market/buyer/<client>/order|channel|voucher|stop     a buyer's messages
     ss/v1/market/buyer/<client>/reply/<type>   the seller's answers to that buyer
     ss/v1/dev/<device>/reply/command           the seller's commands to its device
+    ss/v1/market/data/<client>/fetch           a buyer's request of its data purchase
+    ss/v1/market/data/<client>/state|payload/<purchase>   the gateway's answer and the payload
 
 ``<client>`` is the buyer's MQTT client id: the broker's ACL lets a client write and read only
 under its own id (user ``market``), and only the node (``smartshare-bridge``) writes quotes,
@@ -20,8 +22,10 @@ import paho.mqtt.client as mqtt
 
 ROOT = "ss/v1/market"
 BUYER_MESSAGES = ("order", "channel", "voucher", "stop")
-SELLER_SUBSCRIPTIONS = [f"{ROOT}/buyer/+/{what}" for what in BUYER_MESSAGES]
-_BUYER_TOPIC = re.compile(rf"^{ROOT}/buyer/([A-Za-z0-9_-]{{1,64}})/([a-z]+)$")
+DATA_ROOT = f"{ROOT}/data"
+SELLER_SUBSCRIPTIONS = [f"{ROOT}/buyer/+/{what}" for what in BUYER_MESSAGES] + [
+    f"{DATA_ROOT}/+/fetch"]
+_BUYER_TOPIC = re.compile(rf"^{ROOT}/(buyer|data)/([A-Za-z0-9_-]{{1,64}})/([a-z]+)$")
 CLIENT_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -41,16 +45,29 @@ def command_topic(device_hex):
     return f"ss/v1/dev/{device_hex}/reply/command"
 
 
+def data_topic(client, what):
+    """``ss/v1/market/data/<client>/fetch|state|payload/<purchase>`` (§18.4)."""
+    return f"{DATA_ROOT}/{client}/{what}"
+
+
 def buyer_subscriptions(client):
     return [f"{ROOT}/buyer/{client}/reply/#", f"{ROOT}/+/quote"]
+
+
+def data_subscriptions(client):
+    """What a data buyer reads: the gateway's answers and payloads for its client id."""
+    return [data_topic(client, "state"), data_topic(client, "payload/+")]
 
 
 def parse_buyer_topic(topic):
     """``(client id, message kind)`` of a buyer's message topic, else None."""
     match = _BUYER_TOPIC.match(topic or "")
-    if match is None or match.group(2) not in BUYER_MESSAGES:
+    if match is None:
         return None
-    return match.group(1), match.group(2)
+    area, client, what = match.groups()
+    if what not in (BUYER_MESSAGES if area == "buyer" else ("fetch",)):
+        return None
+    return client, what
 
 
 def topic_of(destination):
@@ -64,6 +81,8 @@ def topic_of(destination):
         return quote_topic(destination[1]), True
     if kind == "buyer":
         return buyer_topic(destination[1], destination[2]), False
+    if kind == "data":
+        return data_topic(destination[1], destination[2]), False
     raise ValueError(f"unknown destination {destination!r}")
 
 

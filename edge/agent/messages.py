@@ -96,6 +96,7 @@ def _bounds(name, v):
 
 
 ID, HASH, ADDR, KEY, SIG = _hex(8), _hex(32), _hex(20), _hex(32), _hex(64)
+PURCHASE = _hex(16)     # a data purchase id (§18)
 
 BODIES = {
     # buyer -> seller
@@ -106,6 +107,7 @@ BODIES = {
                 "amount": _int(), "nonce": _int(1), "signature": SIG, "upto": _int(),
                 "challenge": _optional(HASH)},
     "stop": {"session": ID},
+    "data_fetch": {"purchase": PURCHASE},
     # seller -> buyer
     "trade": {"order": ID, "session": ID, "service": _text(32), "device": ID,
               "device_pubkey": KEY, "price": _int(), "per": _int(1), "quantity": _int(1),
@@ -118,6 +120,9 @@ BODIES = {
     "ack": {"session": ID, "amount": _int(), "nonce": _int(), "accepted": _bool,
             "reason": _optional(_text(200))},
     "state": {"session": ID, "state": _text(16), "reason": _optional(_text(200))},
+    "data_state": {"purchase": PURCHASE, "state": _text(16), "reason": _optional(_text(300)),
+                   "hash": _optional(HASH), "records": _optional(_int()),
+                   "size": _optional(_int())},
     "error": {"ref": _optional(ID), "code": _text(32), "message": _text(300)},
     "quote": {"service": _text(32), "unit": _text(16), "price_unit": _text(16), "per": _int(1),
               "min_units": _int(), "offers": _offers, "best_bid": _optional(_int()),

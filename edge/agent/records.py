@@ -17,6 +17,11 @@ AGENT_DBS = {
     "agent_sessions": "session id (8 bytes) -> a seller's session: terms, state, metering, vouchers",
     "agent_purchases": "order id (8 bytes) -> a buyer's session: terms, state, vouchers",
     "agent_cursor": "device id (8 bytes) -> u64be seq of its last frame metering has read",
+    # the data desk (data_store.py, docs/protocol.md §18.2)
+    "data_sets": "dataset id (text) -> an offered dataset: device, owner, cursor, counts",
+    "data_records": "dataset key || u64be timestamp || u64be seq -> a signed data frame",
+    "data_deliveries": "purchase id (16 bytes) -> a delivery: hash, records, size, state",
+    "data_payloads": "purchase id -> the sealed envelope of a delivery",
 }
 
 

@@ -22,6 +22,7 @@ from chain.address import encode_address
 from chain.calls import contract_address
 from edge.agent import channels, messages
 from edge.agent.chain_port import ChainRefused, ChainUnavailable
+from edge.agent.data_desk import DataDesk
 from edge.agent.matching import ASK, BID, BookError, Order, OrderBook
 from edge.agent.metering import METERING_STATES, Cursors, FrameReader, apply_frame, \
     forget_paid_evidence
@@ -69,12 +70,15 @@ class Seller:
     """The gateway's selling agent. Not thread-safe: one worker calls it (``runner``)."""
 
     def __init__(self, store, signer, chain, chain_id, identity, frames, config=None,
-                 log=print):
-        """``frames`` is the device registry: it reads committed frames and prunes them."""
+                 log=print, data_config=None):
+        """``frames`` is the device registry: it reads committed frames and prunes them.
+        ``desk`` (the data market, §18) shares the wallet: one nonce sequence per key."""
         self.store, self.signer, self.chain, self.chain_id = store, signer, chain, chain_id
         self.identity, self.config, self.log = identity, config or SellerConfig(), log
         self.prune_frames = frames.prune_device_frames
         self.wallet = Wallet(store, signer, chain, log, on_final=self._on_final)
+        self.desk = DataDesk(store, signer, chain, chain_id, identity, frames, self.wallet,
+                             data_config, log)
         self.meta = Meta(store)
         self.offers = Records(store, "agent_services")
         self.orders = Records(store, "agent_orders")
@@ -107,6 +111,7 @@ class Seller:
             elif _deploy_failed(self.wallet.outbox.by_key(DEPLOY_KEY)):
                 self.wallet.send(channels.deploy_payload(), "deploy payment_channel",
                                  key=DEPLOY_KEY)
+        self.desk.start()
 
     @property
     def contract(self):
@@ -203,11 +208,15 @@ class Seller:
             return self._reply(client, {"type": "error", "ref": None, "code": "bad_message",
                                         "message": str(exc)[:300]})
         handler = {"order": self._on_order, "channel": self._on_channel,
-                   "voucher": self._on_voucher, "stop": self._on_stop}.get(body["type"])
+                   "voucher": self._on_voucher, "stop": self._on_stop,
+                   "data_fetch": self._on_data_fetch}.get(body["type"])
         if handler is None:
             return self._reply(client, _error(body, "bad_message",
                                               f"a seller takes no {body['type']} message"))
         return handler(pubkey.hex(), body, client)
+
+    def _on_data_fetch(self, buyer, body, client):
+        return self.desk.handle(bytes.fromhex(buyer), body, client)
 
     def _reply(self, client, body):
         envelope = messages.seal(self.signer, self.chain_id, body)
@@ -436,6 +445,7 @@ class Seller:
         """The bridge committed these ``(device id, seq)`` frames; metering reads them in the
         next ``meter`` call (cheap: just remembers the devices)."""
         self._dirty_devices.update(bytes(d) for d, _ in committed)
+        self.desk.on_frames(committed)
 
     def meter(self):
         """Apply newly committed frames to their sessions: for every device with news, in one
@@ -497,6 +507,7 @@ class Seller:
             self._auto_offers()
             self._sync_asks()
             self._publish_quotes()
+        self.desk.tick(now)
         self.wallet.step(now)
         if now >= self._next["retention"]:
             self._next["retention"] = now + 3_600_000
@@ -639,6 +650,9 @@ class Seller:
     def _on_final(self, txn, record):
         """A wallet transaction became irreversible (or failed for good): in the same LMDB
         write, update what it was for."""
+        if self.desk.owns(record):
+            self.desk.on_final(txn, record)
+            return
         key = record["key"] or ""
         if key == DEPLOY_KEY:
             if not _deploy_failed(record):
@@ -783,6 +797,8 @@ class Seller:
         contract = self.contract
         return {"address": encode_address(self.signer.address), "pubkey": self.signer.pubkey.hex(),
                 "contract": encode_address(contract) if contract else None,
+                "data_contract": encode_address(self.desk.contract) if self.desk.contract
+                else None,
                 "sessions": len(self.sessions), "stats": dict(self.stats),
                 "outbox": [{k: r[k] for k in ("id", "label", "status", "attempts", "error",
                                               "height")} for r in self.wallet.outbox.open()]}
@@ -819,7 +835,7 @@ class Seller:
 
     def take_outgoing(self):
         out, self.outgoing = self.outgoing, []
-        return out
+        return out + self.desk.take_outgoing()
 
 
 def _error(body, code, message, ref=None):

@@ -356,4 +356,7 @@ pattern write ss/v1/market/buyer/%c/channel
 pattern write ss/v1/market/buyer/%c/voucher
 pattern write ss/v1/market/buyer/%c/stop
 pattern read ss/v1/market/buyer/%c/reply/#
+pattern write ss/v1/market/data/%c/fetch
+pattern read ss/v1/market/data/%c/state
+pattern read ss/v1/market/data/%c/payload/+
 """
