@@ -13,7 +13,10 @@ One module per job, each with a small interface:
   redelivery and restart, and pruning of what is settled;
 - ``channels``, ``messages``, ``seller``, ``buyer``: vouchers through the payment channel
   (docs/protocol.md §14.6-14.7, §17) between the two sides of a session;
-- ``market_link``: the MQTT side of the market (``ss/v1/market/...``).
+- ``market_link``: the MQTT side of the market (``ss/v1/market/...``);
+- ``data_desk``, ``data_store``, ``data_envelope``, ``data_calls``: the data market (§18): offered
+  devices' data kept per dataset, purchases sealed to the buyer's key and committed on chain
+  through ``data_market.lua``, on the seller's worker and wallet.
 
 It imports ``chain`` and ``contracts`` (never the reverse) and nothing of ``edge`` or
 ``edge/mqtt``: the node (``edge/node.py``) wires it to the bridge's commits, the device registry
