@@ -56,18 +56,23 @@ async def close_all(*parts):
         await part.stop()
 
 
-def test_a_wrong_state_proof_bans_the_peer(tmp_path):
-    async def liar_of(chain, clock):
-        liar = await FullPeer(chain, clock, host=LIAR_HOST).start()
-        served = liar.network.light._on_get_state
+async def state_liar(chain, clock):
+    """A full peer of ``chain`` whose every state value is changed (its proofs left as they
+    were)."""
+    liar = await FullPeer(chain, clock, host=LIAR_HOST).start()
+    served = liar.network.light._on_get_state
 
-        async def tampered(peer, request):
-            answer = await answer_of(served, peer, request)
-            proofs = tuple((value + b"\x00" if value is not None else b"\x10", proof)
-                           for value, proof in answer.proofs or ())
-            await peer.conn.send(StateMsg(answer.height, answer.block_hash, proofs))
-        liar.network.light._on_get_state = tampered
-        return liar
+    async def tampered(peer, request):
+        answer = await answer_of(served, peer, request)
+        proofs = tuple((value + b"\x00" if value is not None else b"\x10", proof)
+                       for value, proof in answer.proofs or ())
+        await peer.conn.send(StateMsg(answer.height, answer.block_hash, proofs))
+    liar.network.light._on_get_state = tampered
+    return liar
+
+
+def test_a_wrong_state_proof_bans_the_peer(tmp_path):
+    liar_of = state_liar
 
     async def scenario():
         chain, honest, liar, light = await honest_and_liar(tmp_path, liar_of)

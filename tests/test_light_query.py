@@ -7,13 +7,12 @@ import asyncio
 from chain import calls
 from chain.calls import contract_address
 from chain.light.query import ProvenQueries
-from chain.p2p.light import StateMsg
 from chain.state.view import StateView
 from chain.tx import Deploy
 from contracts.values import decode_value, encode_value
 from tests.chainkit import TestChain
-from tests.lightkit import Clock, FullPeer, Light, answer_of
-from tests.test_light_faults import LIAR_HOST, PARAMS
+from tests.lightkit import Clock, FullPeer, Light
+from tests.test_light_faults import PARAMS, state_liar
 
 # A linked list in storage: each value names the next key, so a walk reads one key it could not
 # know before the last one was proven (one round of proofs per link).
@@ -52,15 +51,7 @@ def test_a_query_on_proven_state_matches_the_full_node_even_beside_a_liar(tmp_pa
         chain = TestChain(tmp_path / "full", n_agents=4, params=PARAMS)
         clock = Clock(chain.genesis)
         honest = await FullPeer(chain, clock).start()
-        liar = await FullPeer(chain, clock, host=LIAR_HOST).start()
-        served = liar.network.light._on_get_state
-
-        async def tampered(peer, request):
-            answer = await answer_of(served, peer, request)
-            proofs = tuple((value + b"\x00" if value is not None else b"\x10", proof)
-                           for value, proof in answer.proofs or ())
-            await peer.conn.send(StateMsg(answer.height, answer.block_hash, proofs))
-        liar.network.light._on_get_state = tampered
+        liar = await state_liar(chain, clock)
         light = await Light(tmp_path / "light", chain.genesis, clock,
                             [liar.address, honest.address]).start()
         owner = chain.keys[0]
