@@ -63,16 +63,15 @@ class DataStore:
         """Signed frames of a dataset with a timestamp in ``[from_ms, to_ms)``, oldest first,
         at most ``limit``."""
         prefix = dataset_key(dataset_id)
-        start, out = prefix + KEY.pack(from_ms, 0), []
+        end, out = prefix + KEY.pack(to_ms, 0), []
         with self.store.read() as txn:
             cursor = txn.cursor(db=self.records_db)
-            found = cursor.set_range(start)
-            while found and len(out) < limit:
-                key = cursor.key()
-                if key[:8] != prefix or KEY.unpack_from(key, 8)[0] >= to_ms:
+            if not cursor.set_range(prefix + KEY.pack(from_ms, 0)):
+                return out
+            for key, value in cursor.iternext():
+                if key >= end or len(out) >= limit:
                     break
-                out.append(bytes(cursor.value()))
-                found = cursor.next()
+                out.append(value)
         return out
 
     def delivery(self, purchase_id, txn=None):
