@@ -51,7 +51,8 @@ def seller_config(config):
 def data_config(config):
     contract, fee_to = config.agent_data_contract, config.agent_data_fee_account
     return DataConfig(decode_address(contract) if contract else None,
-                      decode_address(fee_to) if fee_to else None, config.agent_data_fee_permille)
+                      decode_address(fee_to) if fee_to else None, config.agent_data_fee_permille,
+                      config.agent_data_retention_days * 86_400_000)
 
 
 class NodeAgent:

@@ -113,6 +113,7 @@ class Config:
     agent_data_contract: str = ""   # a data_market deployment to use ("" = deploy one)
     agent_data_fee_account: str = ""   # where a deployed data_market's fee goes ("" = the agent)
     agent_data_fee_permille: int = 20  # the platform fee of a deployed data_market (2 %)
+    agent_data_retention_days: int = 365   # a dataset's records are kept this long
 
     def path(self, name):
         return os.path.join(self.home, name)
@@ -200,6 +201,7 @@ FIELDS = {
     ("agent", "data_contract"): ("agent_data_contract", str),
     ("agent", "data_fee_account"): ("agent_data_fee_account", str),
     ("agent", "data_fee_permille"): ("agent_data_fee_permille", int),
+    ("agent", "data_retention_days"): ("agent_data_retention_days", int),
 }
 
 
@@ -297,7 +299,9 @@ def _check_agent(config, path):
                                    ("dispute_s", config.agent_dispute_s, 1, 7 * 86_400),
                                    ("channel_blocks", config.agent_channel_blocks, 10, 10**9),
                                    ("retention_days", config.agent_retention_days, 1, 10**4),
-                                   ("data_fee_permille", config.agent_data_fee_permille, 0, 500)):
+                                   ("data_fee_permille", config.agent_data_fee_permille, 0, 500),
+                                   ("data_retention_days", config.agent_data_retention_days, 1,
+                                    10**5)):
         if not low <= value <= high:
             raise ConfigError(f"{path}: [agent] {name} must be within {low}..{high}")
 

@@ -39,8 +39,10 @@ def now_ms():
 class DataConfig:
     """``[agent] data_contract``, ``data_fee_account``, ``data_fee_permille``."""
 
-    def __init__(self, contract=None, fee_account=None, fee_permille=20):
+    def __init__(self, contract=None, fee_account=None, fee_permille=20,
+                 retention_ms=365 * 86_400_000):
         self.contract, self.fee_account, self.fee_permille = contract, fee_account, fee_permille
+        self.retention_ms = retention_ms     # records older than this are deleted hourly
 
 
 class DataDesk:
@@ -56,7 +58,8 @@ class DataDesk:
         self.meta = Meta(store)
         self.outgoing = []
         self._dirty_devices = set()
-        self.stats = {"records": 0, "deliveries": 0, "refused": 0}
+        self._prune_at = 0
+        self.stats = {"records": 0, "deliveries": 0, "refused": 0, "pruned": 0}
 
     # -- the contract --------------------------------------------------------------------------
 
@@ -196,7 +199,17 @@ class DataDesk:
                     break
 
     def tick(self, now=None):
+        now = now_ms() if now is None else now
         self.copy()
+        if now >= self._prune_at:
+            self._prune_at = now + 3_600_000
+            self.prune(now)
+
+    def prune(self, now):
+        """Delete records older than the retention window (an hour's worth at most per pass),
+        so a dataset's storage stays flat however long it is offered."""
+        for doc in self.data.datasets():
+            self.stats["pruned"] += self.data.prune(doc["id"], now - self.config.retention_ms)
 
     # -- deliveries ----------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """The gateway's datasets in LMDB (docs/protocol.md §18.2): the datasets its owner offers, their
-records (the data frames of each dataset's device, copied from the frame log), and the
-deliveries made from them.
+records (the data frames of each dataset's device, copied from the frame log, kept
+``[agent] data_retention_days``), and the deliveries made from them.
 
     data_sets        dataset id (text) -> JSON: device, owner, cursor (the last device seq copied),
                      records, first_ms, last_ms, created_ms
@@ -73,6 +73,28 @@ class DataStore:
                     break
                 out.append(value)
         return out
+
+    def prune(self, dataset_id, before_ms, limit=10_000):
+        """Delete, oldest first, at most ``limit`` records of a dataset with a device timestamp
+        before ``before_ms``; returns how many (one LMDB write)."""
+        prefix = dataset_key(dataset_id)
+        end = prefix + KEY.pack(before_ms, 0)
+
+        def work(txn):
+            cursor, deleted = txn.cursor(db=self.records_db), 0
+            cursor.set_range(prefix)
+            while deleted < limit:
+                key = cursor.key()            # b"" past the last record
+                if not key or key >= end:
+                    break
+                cursor.delete()               # moves to the next record
+                deleted += 1
+            if deleted:
+                doc = self.dataset(dataset_id, txn)
+                doc["records"] -= deleted
+                self.put_dataset(doc, txn)
+            return deleted
+        return self.store.write(work)
 
     def delivery(self, purchase_id, txn=None):
         return self.deliveries.get(purchase_id, txn)
