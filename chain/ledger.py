@@ -9,7 +9,7 @@ not at all. Restart resumes from the newest block in the ``chain`` database (doc
 from collections import OrderedDict
 from functools import partial
 
-from chain import heavy
+from chain import flat_state, heavy
 from chain.blocks_db import BlockRecords
 from chain.block import NO_PRODUCER, NO_SIGNATURE, ZERO_HASH, Block, Header, decode_receipts
 from chain.dpos.finality import fork_choice_key
@@ -24,10 +24,11 @@ from edge._fast.codec_py import HEADER_VERSION
 
 DEFAULT_PRUNE_DEPTH = 1000
 MAX_FORK_AHEAD = 1000
-DBS = ("meta", "chain", "blocks", "side", "txs", "history", "state", "mempool")
+DBS = ("meta", "chain", "blocks", "side", "txs", "history", "mempool")
 # The storage layout this code reads (meta b"layout"); older data folders are refused.
-# 2: the height-ordered chain database; 3: device frames in one log (edge/mqtt/devices.py).
-LAYOUT = 3
+# 2: the height-ordered chain database; 3: device frames in one log (edge/mqtt/devices.py);
+# 4: the flat state in the main database (chain/flat_state.py).
+LAYOUT = 4
 
 
 class VerifiedSignatures:
@@ -97,6 +98,7 @@ class Ledger:
         # Heavy-result evidence re-runs calls on state versions up to heavy_window old.
         self.prune_depth = max(prune_depth, genesis.params.heavy_window + 1)
         self.heavy_runner = heavy.run   # what runs heavy calls this node's blocks carry
+        self.main = store.main     # the flat state (chain/flat_state.py)
         self.smt = SparseMerkleTree(store.db("chain"))
         self.db = {name: store.db(name) for name in DBS}
         self.blocks = BlockRecords(self.db["chain"], self.db["blocks"])
@@ -267,8 +269,7 @@ class Ledger:
 
     def view(self, txn):
         """A read-only StateView of the latest committed state inside ``txn``."""
-        state = self.db["state"]
-        return StateView(lambda key: txn.get(key, db=state),
+        return StateView(flat_state.reader(txn, self.main),
                          versions=lambda version: partial(self.smt.get, txn, version))
 
     def account_proof(self, address):

@@ -8,6 +8,9 @@ the process: py-lmdb's ``set_mapsize`` invalidates every open transaction and cu
 transaction goes through a gate that a growth closes, waits empty, and opens again
 (docs/protocol.md §15.4 relies on this: a storage error never refuses a good frame).
 Other layers (the agent, the MQTT bridge) open their own named databases here with ``db()``.
+The flat state lives in LMDB's main database (``main``; docs/protocol.md §10.2), beside the
+names of the others: a block's commit rewrites that page anyway (the chain database's root moved),
+so the flat state's changes of a small state cost no page of their own.
 """
 
 import os
@@ -16,6 +19,8 @@ import threading
 
 import lmdb
 
+# The main (unnamed) database holds the names of the named ones (printable text) and the flat
+# state: 0xFE/0xFF || state key -> the latest value (chain/flat_state.py, docs/protocol.md §10.2).
 # name -> what it maps
 CHAIN_DBS = {
     "meta": "b'genesis' -> its hash; b'layout' -> u64be storage layout; b'lib' -> u64be LIB "
@@ -25,7 +30,6 @@ CHAIN_DBS = {
     "side": "block hash -> u64be height || encoded block (fork blocks kept above the LIB)",
     "txs": "tx id -> u64be height || u32be index",
     "history": "address || u64be height || u32be index -> tx id",
-    "state": "state key -> record (latest version, flat)",
     "mempool": "tx id -> u64be arrival seq || encoded tx (accepted, not yet in a block; a "
                "reorganisation puts taken-back transactions here with seq 0)",
     "dropped": "tx id -> why the mempool let an accepted transaction go (chain/dropped.py)",
@@ -61,6 +65,7 @@ class Store:
         self._gate = _Gate()
         self._dbs = {}
         self._lock = threading.Lock()   # one writer at a time
+        self.main = self.env.open_db(None)
         for name in dbs:
             self.db(name)
 

@@ -8,7 +8,7 @@ fully re-validated every time it is applied (DESIGN §4, docs/protocol.md §9).
 import struct
 from functools import partial
 
-from chain import crypto
+from chain import crypto, flat_state
 from chain.block_limits import BlockBudget, check_block
 from chain.block import (ZERO_HASH, Block, Header, encode_receipts, receipts_root, tx_root,
                          votes_root)
@@ -80,9 +80,11 @@ class ChainWriter:
 
     def finish(self, block, receipts, view):
         """Write an executed block: the block with its undo record, the state, the new LIB."""
-        state = self.db["state"]
-        undo = encode_undo([(key, self.txn.get(key, db=state)) for key in view.changes])
-        self.write_block(block, receipts, view.changes, undo)
+        read = flat_state.reader(self.txn, self.ledger.main)
+        prior = {key: read(key) for key in view.changes}
+        changes = {key: value for key, value in view.changes.items() if value != prior[key]}
+        undo = encode_undo([(key, prior[key]) for key in changes])
+        self.write_block(block, receipts, changes, undo)
         self.applied.append(block)
         self.advance_lib(view.finality().finalized.height)
 
@@ -169,7 +171,7 @@ class ChainWriter:
 
     def view(self):
         """The tip's state (and its older versions, for heavy-result evidence)."""
-        return StateView(partial(self.txn.get, db=self.db["state"]),
+        return StateView(flat_state.reader(self.txn, self.ledger.main),
                          versions=partial(_version_reader, self.ledger.smt, self.txn))
 
     def check_header(self, header, now_ms):
@@ -229,10 +231,7 @@ class ChainWriter:
             if txn.stat(db["mempool"])["entries"]:
                 for tx in block.txs:
                     txn.delete(tx.id, db=db["mempool"])
-        txn.cursor(db=db["state"]).putmulti([(k, v) for k, v in changes.items() if v is not None])
-        for key, value in changes.items():
-            if value is None:
-                txn.delete(key, db=db["state"])
+        flat_state.write(txn, self.ledger.main, changes)
         self.head = block.header
 
     def store_side(self, block):
@@ -293,11 +292,8 @@ class ChainWriter:
             raise BlockRejected(f"block {h} is irreversible")
         forget_justification(self, header)
         blocks = self.ledger.blocks
-        for key, value in reversed(decode_undo(blocks.undo_at(txn, h))):
-            if value is None:
-                txn.delete(key, db=db["state"])
-            else:
-                txn.put(key, value, db=db["state"])
+        prior = dict(reversed(decode_undo(blocks.undo_at(txn, h))))
+        flat_state.write(txn, self.ledger.main, prior)
         block = self.block_at(h)
         self.ledger.smt.rollback(txn, h - 1)
         blocks.delete(txn, h)

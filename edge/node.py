@@ -14,7 +14,6 @@ from chain import calls, crypto, heavy
 from chain.dryrun import Busy, DryRunner
 from chain.errors import Reason, TxRejected
 from chain.execute import apply_tx, check_static, is_heavy_evidence
-from chain.state.view import StateView
 from chain.genesis import Genesis, GenesisError
 from chain.keys import KeyFileError, KeyPair
 from chain.ledger import Ledger, LedgerError
@@ -219,8 +218,7 @@ class Node:
         """The contract transaction against the head's state (thrown away), its nonce aside."""
         head = self.ledger.head
         with self.store.read() as txn:
-            view = StateView(lambda key: txn.get(key, db=self.ledger.db["state"]))
-            return calls.dry_run(view, tx, (head.height + 1, head.timestamp_ms),
+            return calls.dry_run(self.ledger.view(txn), tx, (head.height + 1, head.timestamp_ms),
                                  self.ledger.params)
 
     def _dry_run(self, tx, account, txn):

@@ -2,7 +2,7 @@
 
 from functools import lru_cache
 
-from chain import participation
+from chain import flat_state, participation
 from chain.address import address_from_pubkey
 from chain.dpos.reveal import RevealChain, binding_hash
 from chain.genesis import Allocation, Genesis, GenesisAgent, simple_plan
@@ -132,7 +132,7 @@ class TestChain:
 def supply_in(store, ledger):
     total = 0
     with store.read() as txn:
-        for _, value in txn.cursor(db=store.db("state")):
+        for value in flat_state.values(txn, store.main):
             if value[0] == 0x10:
                 a = Account.decode(value)
                 total += a.balance + a.stake + a.unbonding_total

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from chain import participation
+from chain import flat_state, participation
 from chain.address import decode_address, encode_address
 from chain.block import STATUS_OK
 from chain.genesis import Genesis
@@ -283,9 +283,8 @@ def total_supply(ledger):
     """Balances, stakes and unbonding of every account, plus the reward and participation
     pools."""
     total = 0
-    state = ledger.store.db("state")
     with ledger.store.read() as txn:
-        for _, value in txn.cursor(db=state):
+        for value in flat_state.values(txn, ledger.main):
             if value[:1] == bytes((TAG_ACCOUNT,)):
                 account = Account.decode(value)
                 total += account.balance + account.stake + account.unbonding_total

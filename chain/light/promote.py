@@ -8,6 +8,7 @@ last irreversible block, the state at its height, and nothing below: the node sy
 from there like any full node.
 """
 
+from chain import flat_state
 from chain.block import Block, encode_receipts, receipts_root, tx_root, votes_root
 from chain.blocks_db import BlockRecords
 from chain.ledger import DBS, LAYOUT
@@ -43,7 +44,7 @@ def install(store, genesis, block, receipts, items):
         smt = SparseMerkleTree(db["chain"])
         if smt.update(txn, None, header.height, items) != header.state_root:
             raise LightError("bad_state", "the rebuilt state tree does not match the header")
-        txn.cursor(db=db["state"]).putmulti(sorted(items.items()))
+        flat_state.write(txn, store.main, items)
         BlockRecords(db["chain"], db["blocks"]).put(txn, block, encode_receipts(receipts))
         txn.put(b"genesis", genesis.hash, db=db["meta"])
         txn.put(b"layout", U64.pack(LAYOUT), db=db["meta"])
