@@ -196,7 +196,7 @@ class Bridge:
         self._receipted_at = {}  # device id -> monotonic time of its last receipt
         self._keys = {}
         self._keys_read_at = 0.0
-        self.rules = schemas.FrameRules(store)
+        self.rules = schemas.FrameRules(store, registry)
         self._inbox = collections.deque()
         self._verifier = Verifier()
         self._latencies = collections.deque(maxlen=LATENCIES_KEPT)
@@ -494,8 +494,7 @@ class Bridge:
     def _store_frames(self, accepted, sequencing, positions):
         def work(txn):
             now_ms = time.time_ns() // 1_000_000
-            self.registry.store_frames(txn, accepted, positions, now_ms)
-            sequencing.write(txn)
+            self.registry.store_frames(txn, accepted, positions, sequencing.changed(), now_ms)
             pruned = self.retention.prune(self.registry, txn, len(accepted), now_ms)
             kept = self.registry.frames_bytes(txn)
             with self._stats_lock:

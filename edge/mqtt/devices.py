@@ -3,21 +3,30 @@
 Named LMDB databases in the node's one environment (DESIGN §9, docs/protocol.md §15.4):
 
     devices      device id (8 bytes) -> JSON record (public key, kind, model, status, times)
-    device_seq   device id -> u64be(n of its newest stored frame, 0: none) || its
-                 ``sequence.Position`` (frames start..mark are taken)
     frames       u64be(n) -> u64be(n of the same device's previous frame, 0: none) || u64be(seq)
-                 || u64be(arrival, ms since the epoch) || the signed frame (§11)
+                 || u64be(arrival, ms since the epoch) || the signed frame (§11);
+                 u64be(n) || u32be(k) -> a journal record: the new state of each device a
+                 commit changed (after frame n, the k-th such record there)
+    device_seq   device id -> its state as of the checkpoint: u64be(n of its newest stored
+                 frame, 0: none) || u8(count) || ``sequence.Position`` || schema state (JSON);
+                 b"journal" -> the frames key of the last journal record folded in
 
 Frames are numbered in the order they are stored, so every commit appends at the end of one
-B-tree whatever the number of devices (keyed by device they would touch a page per device), and
-the oldest go first when pruned (``prune_frames``: older than the retention window, or beyond the
-byte budget). A device's frames are found by walking back from its newest.
+B-tree whatever the number of devices, and the oldest go first when pruned (``prune_frames``:
+older than the retention window, or beyond the byte budget). A device's frames are found by
+walking back from its newest. Its state changes with each commit that touches it; rather than
+rewriting its record in place (a page per few devices, every commit), a commit appends the
+changed states to the log as one journal record, and every ``CHECKPOINT_EVERY`` commits the
+states are folded into ``device_seq`` at once. A reader takes the checkpoint and the journal
+records after it (kept in memory, extended as the log grows).
 """
 
 import json
 import secrets
 import struct
+import threading
 import time
+from typing import NamedTuple
 
 from edge.mqtt import onboarding
 from edge.mqtt.sequence import Position
@@ -29,6 +38,11 @@ U64 = struct.Struct(">Q")
 LINK = struct.Struct(">QQQ")     # previous n, seq, arrival ms
 MAX_INFO = 256
 PER_FRAME_OVERHEAD = 16   # an LMDB leaf node's header and key, beside the value
+U32 = struct.Struct(">I")
+ENTRY = struct.Struct(">8sI")     # a journal entry: device id, length of its state
+CHECKPOINT = b"journal"           # device_seq: the last journal record folded in
+CHECKPOINT_EVERY = 25             # commits between two checkpoints (5 s at 5 commits a second)
+JOURNAL_RECORD = 1800             # bytes of a journal record (LMDB moves ~2 kB+ off the page)
 UNKNOWN = object()   # find_frame: too far back (or pruned) to tell whether a seq is stored
 
 
@@ -44,6 +58,7 @@ class DeviceRegistry:
         self.devices = store.db("devices")
         self.seqs = store.db("device_seq")
         self.frames = store.db("frames")
+        self._journal = _Journal(self.frames, self.seqs)
 
     def request(self, pubkey, info, source=None, now_ms=None):
         """Record a join request (pending), within the limits of ``onboarding.py``; a device
@@ -115,27 +130,41 @@ class DeviceRegistry:
 
     def position(self, txn, device_id):
         """The device's ``sequence.Position``: which of its frames are taken."""
-        raw = txn.get(bytes(device_id), db=self.seqs)
-        return Position.decode(raw[U64.size:] if raw is not None else None)
+        return self.state(txn, device_id).position
 
-    def store_frames(self, txn, accepted, positions, now_ms=None):
-        """Keep accepted frames ``[(device id, seq, frame)]`` (in order) and the devices' new
-        ``positions`` (``{device id: Position}``), inside ``txn``: the frames are appended."""
+    def state(self, txn, device_id):
+        """The device's ``DeviceState`` as ``txn`` sees it (checkpoint and journal)."""
+        device_id = bytes(device_id)
+        found = self._journal.states(txn).get(device_id)
+        if found is None:
+            found = DeviceState.decode(txn.get(device_id, db=self.seqs))
+        return found
+
+    def store_frames(self, txn, accepted, positions, schemas=None, now_ms=None):
+        """Keep accepted frames ``[(device id, seq, frame)]`` (in order), the devices' new
+        ``positions`` (``{device id: Position}``) and schema states (``{device id: JSON
+        bytes}``), inside ``txn``: the frames and a journal record are appended."""
         now_ms = _now_ms() if now_ms is None else now_ms
-        heads = {bytes(d): self._head(txn, bytes(d)) for d in positions}
+        schemas = schemas or {}
+        prior = self._journal.states(txn)
+        changed = {bytes(d) for d in positions} | {bytes(d) for d in schemas}
+        states = {d: self.state(txn, d) for d in changed}
         cursor = txn.cursor(db=self.frames)
-        n = U64.unpack(cursor.key())[0] if cursor.last() else 0
+        n = U64.unpack(cursor.key()[:U64.size])[0] if cursor.last() else 0
         records = []
         for device_id, seq, frame in accepted:
             device_id = bytes(device_id)
             n += 1
-            records.append((U64.pack(n), LINK.pack(heads.get(device_id, 0), seq, now_ms) + frame))
-            heads[device_id] = n
+            head = states[device_id].head
+            records.append((U64.pack(n), LINK.pack(head, seq, now_ms) + frame))
+            states[device_id] = states[device_id]._replace(head=n)
+        for device_id, position in positions.items():
+            states[bytes(device_id)] = states[bytes(device_id)]._replace(position=position)
+        for device_id, schema in schemas.items():
+            states[bytes(device_id)] = states[bytes(device_id)]._replace(schema=schema)
         if cursor.putmulti(records, append=True)[1] != len(records):
             raise DeviceError("the frame log is damaged: frames numbered beyond its end exist")
-        with txn.cursor(db=self.seqs) as seqs:
-            seqs.putmulti([(d, U64.pack(heads[d]) + p.encode())
-                           for d, p in ((bytes(d), p) for d, p in positions.items())])
+        self._journal.write(txn, prior, states)
 
     def frames_of(self, device_id, limit=100, txn=None):
         """The newest ``limit`` stored frames of a device, newest first: ``[(seq, frame)]``."""
@@ -175,6 +204,10 @@ class DeviceRegistry:
                 return None
         return UNKNOWN
 
+    def checkpoint(self, txn):
+        """Fold every device state of the journal into ``device_seq`` now."""
+        self._journal.write(txn, self._journal.states(txn), {}, fold=True)
+
     def frames_bytes(self, txn):
         """The bytes the frame log's pages take in the data file."""
         stat = txn.stat(self.frames)
@@ -183,21 +216,26 @@ class DeviceRegistry:
 
     def prune_frames(self, txn, before_ms, budget_bytes, limit):
         """Delete, oldest first, at most ``limit`` frames that arrived before ``before_ms`` or
-        that the log holds beyond ``budget_bytes``; returns how many."""
+        that the log holds beyond ``budget_bytes``; returns how many. Journal records go with
+        them once folded into a checkpoint; pruning stops at one that is not."""
         excess = self.frames_bytes(txn) - budget_bytes
+        folded = txn.get(CHECKPOINT, db=self.seqs) or b""
         cursor, deleted = txn.cursor(db=self.frames), 0
         while deleted < limit and cursor.first():
-            value = cursor.value()
-            if excess <= 0 and LINK.unpack_from(value)[2] >= before_ms:
+            key, value = cursor.item()
+            if len(key) != U64.size:
+                if key > folded:
+                    break
+            elif excess <= 0 and LINK.unpack_from(value)[2] >= before_ms:
                 break
+            else:
+                deleted += 1
             excess -= len(value) + PER_FRAME_OVERHEAD
             cursor.delete()
-            deleted += 1
         return deleted
 
     def _head(self, txn, device_id):
-        raw = txn.get(device_id, db=self.seqs)
-        return U64.unpack(raw[:U64.size])[0] if raw is not None else 0
+        return self.state(txn, device_id).head
 
     def _back(self, txn, device_id, limit=None):
         """``(n, seq, frame)`` of the device's stored frames, newest first (until a pruned one)."""
@@ -245,6 +283,108 @@ class DeviceRegistry:
     def _put(self, device_id, record):
         raw = _encode(record)
         self.store.write(lambda txn: txn.put(bytes(device_id), raw, db=self.devices))
+
+
+class DeviceState(NamedTuple):
+    """What the bridge keeps of a device besides its record: the number of its newest stored
+    frame (0: none), its ``sequence.Position`` and its schema state (JSON bytes, b"": none)."""
+    head: int = 0
+    position: Position = Position()
+    schema: bytes = b""
+
+    def encode(self):
+        numbers = self.position.encode()
+        return U64.pack(self.head) + bytes((len(numbers) // U64.size,)) + numbers + self.schema
+
+    @classmethod
+    def decode(cls, raw):
+        if raw is None:
+            return cls()
+        end = U64.size + 1 + raw[U64.size] * U64.size
+        return cls(U64.unpack_from(raw)[0], Position.decode(raw[U64.size + 1:end]), raw[end:])
+
+
+class _Journal:
+    """The device states committed since the last checkpoint, as the newest reader saw them:
+    ``states(txn)`` brings them up to ``txn`` (reading only the journal records it has not
+    seen); ``write`` appends a commit's states, or folds them all into ``device_seq``."""
+
+    def __init__(self, frames, seqs):
+        self.frames, self.seqs = frames, seqs
+        self._lock = threading.Lock()
+        self._seen = (None, b"", {})   # (checkpoint, last key read, states)
+        self._commits = 0
+
+    def states(self, txn):
+        folded = txn.get(CHECKPOINT, db=self.seqs) or b""
+        cursor = txn.cursor(db=self.frames)
+        last = cursor.key() if cursor.last() else b""
+        with self._lock:
+            mark, upto, states = self._seen
+        if (mark, upto) == (folded, last):
+            return states
+        if mark != folded or upto > last:
+            upto, states = folded, {}
+        states = dict(states)
+        if not upto:
+            positioned = cursor.first()
+        elif cursor.set_range(upto):
+            positioned = cursor.next() if cursor.key() == upto else True
+        else:
+            positioned = False
+        for key in (cursor.iternext(values=False) if positioned else ()):
+            if len(key) != U64.size:
+                states.update(_journal_entries(txn.get(key, db=self.frames)))
+        with self._lock:
+            if self._seen[0] != folded or self._seen[1] <= last:
+                self._seen = (folded, last, states)
+        return states
+
+    def write(self, txn, prior, changed, fold=False):
+        """Record ``changed`` ({device id: DeviceState}) after the frames just appended;
+        ``prior`` is what ``states`` returned before they were."""
+        self._commits += 1
+        if fold or self._commits % CHECKPOINT_EVERY == 0:
+            states = dict(prior)
+            states.update(changed)
+            txn.cursor(db=self.seqs).putmulti(sorted((d, s.encode()) for d, s in states.items()))
+            cursor = txn.cursor(db=self.frames)
+            txn.put(CHECKPOINT, cursor.key() if cursor.last() else b"", db=self.seqs)
+            return
+        if not changed:
+            return
+        cursor = txn.cursor(db=self.frames)
+        key = cursor.key() if cursor.last() else bytes(U64.size)
+        k = U32.unpack(key[U64.size:])[0] + 1 if len(key) != U64.size else 0
+        records = [(key[:U64.size] + U32.pack(k + i), value)
+                   for i, value in enumerate(_journal_values(changed))]
+        if cursor.putmulti(records, append=True)[1] != len(records):
+            raise DeviceError("the frame log is damaged: records beyond its end exist")
+
+
+def _journal_values(changed):
+    """The journal records of ``changed``: entries packed in records of at most
+    JOURNAL_RECORD bytes (a larger one only for a single large state), which LMDB keeps on the
+    log's own pages instead of pages of their own."""
+    values, current = [], b""
+    for device_id, state in sorted(changed.items()):
+        raw = state.encode()
+        entry = ENTRY.pack(device_id, len(raw)) + raw
+        if current and len(current) + len(entry) > JOURNAL_RECORD:
+            values.append(current)
+            current = b""
+        current += entry
+    return values + [current] if current else values
+
+
+def _journal_entries(raw):
+    at, entries = 0, {}
+    while at < len(raw):
+        device_id, size = ENTRY.unpack_from(raw, at)
+        at += ENTRY.size
+        entries[device_id] = DeviceState.decode(raw[at:at + size])
+        at += size
+    return entries
 
 
 def _encode(record):

@@ -10,14 +10,16 @@ key such as a router's client). Checks come in two parts:
 - ``Sequencing.check`` (after the signature, in arrival order, on committed state): the timestamp
   is neither before the device's previous frame nor before its approval; counters never go down;
   a session is opened once (by a frame whose ``seq`` is the session id), and nothing arrives for
-  a session after it closed. The state it keeps per device (``device_schema`` database) is written
-  in the same LMDB transaction as the frames.
+  a session after it closed. The state it keeps per device (JSON, in the device's state:
+  ``devices.DeviceState``) is written in the same LMDB transaction as the frames.
 
 Metering (``edge/agent``) reads only frames that passed both.
 """
 
 import json
 import re
+
+from edge.mqtt.devices import DeviceRegistry
 
 # Error codes of reply/error added by the schemas (docs/protocol.md §15.5).
 SCHEMA = "schema"      # the payload breaks its kind's schema
@@ -283,8 +285,8 @@ class FrameRules:
     """What the bridge knows of each approved device for the schema checks: its kind and the
     time it was approved. ``refresh`` after approvals and revocations."""
 
-    def __init__(self, store):
-        self.db = store.db("device_schema")
+    def __init__(self, store, registry=None):
+        self.registry = registry if registry is not None else DeviceRegistry(store)
         self._devices = {}      # device id -> (kind, approved_ms)
 
     def refresh(self, records):
@@ -310,6 +312,7 @@ class Sequencing:
     def __init__(self, rules):
         self.rules = rules
         self.states = {}        # device id -> state dict (changed ones are written)
+        self.loaded = {}        # device id -> its state as read (JSON bytes)
 
     def check(self, txn, device_id, frame, schema, doc):
         """Raise SchemaError, or record the frame's effect on the device's state."""
@@ -324,19 +327,22 @@ class Sequencing:
         state["t"] = frame.timestamp_ms
         self._apply(state, schema, doc, update)
 
+    def changed(self):
+        """``{device id: JSON bytes}`` of the states this batch changed."""
+        encoded = {d: json.dumps(s, separators=(",", ":")).encode() for d, s in self.states.items()}
+        return {d: raw for d, raw in encoded.items() if raw != self.loaded[d]}
+
     def write(self, txn):
-        for device_id, state in self.states.items():
-            txn.put(device_id, json.dumps(state, separators=(",", ":")).encode(),
-                    db=self.rules.db)
+        """Commit the changed states alone (the bridge commits them with its frames)."""
+        self.rules.registry.store_frames(txn, [], {}, self.changed())
 
     # -- internals ------------------------------------------------------------------------------
 
     def _state(self, txn, device_id):
         state = self.states.get(device_id)
         if state is None:
-            raw = txn.get(device_id, db=self.rules.db)
-            state = json.loads(raw) if raw is not None else {"t": 0, "c": {}, "k": {}, "s": {},
-                                                              "x": []}
+            raw = self.loaded[device_id] = self.rules.registry.state(txn, device_id).schema
+            state = json.loads(raw) if raw else {"t": 0, "c": {}, "k": {}, "s": {}, "x": []}
             state["t"] = max(state["t"], self.rules._devices.get(device_id, ("", 0))[1])
             self.states[device_id] = state
         return state
