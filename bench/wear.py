@@ -12,13 +12,26 @@ block devices are shared with other work.
    second, and the bridge's 99th percentile from a frame's arrival to its acknowledgement (the
    node's ``/v1/devices``).
 
+3. week (``--week``): disk use under that load once pruning runs, a week compressed. The frame
+   budget (``[mqtt] frame_budget_mb``, 8192 by default: less than a week of this load) is scaled
+   down to ``--week-budget-mb`` (1) and stands for a week of frames: one simulated week is the
+   time the load takes to fill it, a simulated day a seventh of that. The load runs until the
+   budget is full, then ``--weeks`` (3) more simulated weeks; the data file's size is sampled
+   throughout, and the report gives its growth per simulated day over the last week, the bytes
+   written per day while pruning runs, and frames pruned. What is simulated: the budget's size
+   and so the length of a "day"; the load, the node, LMDB and the pruning are real. The chain's
+   own growth (blocks are archived for good, about 0.5 kB each) is not compressed and shows as
+   real time passes, not per simulated day.
+4. round end at 50,000 voters (``bench/scale.py``'s measurement), unless ``--no-scale``.
+
 SD life in years = 32 GB x 3,000 cycles / (write amplification 4 x bytes a day x 365). Frames on
 disk stay within ``[mqtt] frame_budget_mb`` (docs/protocol.md §15.7); ``frames_gb_kept_30_days``
 is what 30 days of the load would take without that budget (bytes of frame pages per frame,
 measured). Prints a table; the last line is one JSON object with ``idle_gb_per_day``,
-``ingest_gb_per_day``, ``p99_ack_ms``, ``idle_sd_years``, ``ingest_sd_years``.
+``ingest_gb_per_day``, ``p99_ack_ms``, ``round_end_ms_50k_voters``, ``idle_sd_years``,
+``ingest_sd_years`` (and the week's figures with ``--week``).
 
-    .venv/bin/python bench/wear.py [--seconds 30] [--devices 100] [--quick]
+    .venv/bin/python bench/wear.py [--seconds 30] [--devices 100] [--quick] [--week] [--no-scale]
 """
 
 import argparse
@@ -157,13 +170,22 @@ def _children(pid):
         return []
 
 
-def init_home(directory, mqtt_port=0):
+def init_home(directory, mqtt_port=0, budget_mb=None):
     home = os.path.join(directory, "home")
     api_port = free_ports(1)[0]
     # devices on the plaintext loopback listener: TLS costs CPU, not writes
     mqtt = ["--mqtt-port", str(mqtt_port), "--mqtt-tls-port", "0"] if mqtt_port else []
     subprocess.run([SMARTSHARE, "--home", home, "init", "--devnet", "--api-port", str(api_port),
                     *mqtt], check=True, stdout=subprocess.DEVNULL)
+    if budget_mb is not None:
+        path = os.path.join(home, "edge.toml")
+        with open(path) as f:
+            text, count = re.subn(r"(?m)^frame_budget_mb = \d+", f"frame_budget_mb = {budget_mb}",
+                                  f.read())
+        if count != 1:
+            raise SystemExit(f"no frame_budget_mb line in {path}")
+        with open(path, "w") as f:
+            f.write(text)
     return home
 
 
@@ -244,40 +266,94 @@ def measure_idle(directory, seconds):
             "files": files, "growth": growth}
 
 
+class Loaded:
+    """A traced devnet node with ``n_devices`` approved devices publishing a frame a second
+    each (``with Loaded(...) as run:``)."""
+
+    def __init__(self, directory, n_devices, budget_mb=None):
+        self.directory, self.n_devices = directory, n_devices
+        self.mqtt_port = free_ports(1)[0]
+        self.home = init_home(directory, self.mqtt_port, budget_mb)
+        self.devices = approve_fleet(self.home, n_devices)
+        self.trace = Trace(os.path.join(directory, "ingest.trace"), self.home)
+        self.node, self.fleet = None, None
+
+    def __enter__(self):
+        self.node = TracedNode(self.home, self.trace.path)
+        try:
+            first = self.node.wait_height(2)
+            spec = os.path.join(self.directory, "fleet.json")
+            with open(spec, "w") as f:
+                json.dump({"port": self.mqtt_port, "devices": self.devices,
+                           "chain_id": first["chain_id"]}, f)
+            self.fleet = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--fleet",
+                                           spec], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          text=True)
+            if self.fleet.stdout.readline().strip() != "ready":
+                raise SystemExit("the device fleet did not start")
+            _wait(lambda: self.bridge()["accepted"] >= 3 * self.n_devices,
+                  "the first frames stored")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def bridge(self):
+        return self.node.get("/v1/devices")["bridge"]
+
+    def __exit__(self, *exc):
+        if self.fleet is not None:
+            self.fleet.stdin.close()
+            self.fleet.wait(30)
+        self.node.stop()
+
+
 def measure_ingest(directory, seconds, n_devices):
-    mqtt_port = free_ports(1)[0]
-    home = init_home(directory, mqtt_port)
-    devices = approve_fleet(home, n_devices)
-    trace = Trace(os.path.join(directory, "ingest.trace"), home)
-    node = TracedNode(home, trace.path)
-    fleet = None
-    try:
-        first = node.wait_height(2)
-        spec = os.path.join(directory, "fleet.json")
-        with open(spec, "w") as f:
-            json.dump({"port": mqtt_port, "devices": devices, "chain_id": first["chain_id"]}, f)
-        fleet = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--fleet", spec],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        if fleet.stdout.readline().strip() != "ready":
-            raise SystemExit("the device fleet did not start")
-        _wait(lambda: node.get("/v1/devices")["bridge"]["accepted"] >= 3 * n_devices,
-              "the first frames stored")
-        trace.skip()
-        bridge0, t0 = node.get("/v1/devices")["bridge"], time.monotonic()
+    with Loaded(directory, n_devices) as run:
+        run.trace.skip()
+        bridge0, t0 = run.bridge(), time.monotonic()
         time.sleep(seconds)     # the measured window: the load runs meanwhile
-        written, flushes, files = trace.read()
+        written, flushes, files = run.trace.read()
         elapsed = time.monotonic() - t0
-        bridge = node.get("/v1/devices")["bridge"]
-    finally:
-        if fleet is not None:
-            fleet.stdin.close()
-            fleet.wait(30)
-        node.stop()
+        bridge = run.bridge()
     frames = bridge["accepted"] - bridge0["accepted"]
     return {"frames": frames, "seconds": elapsed, "bytes": written, "flushes": flushes,
             "files": files, "p99_ack_ms": bridge.get("ack_p99_ms"),
             "max_ack_ms": bridge.get("ack_max_ms"), "rejected": bridge["rejected"],
             "frames_bytes": bridge["frames_bytes"], "stored": bridge["accepted"]}
+
+
+def measure_week(directory, n_devices, budget_mb, weeks):
+    """The data file's size under the load while pruning keeps the frames within a budget that
+    stands for a week (see the module's docstring)."""
+    budget = budget_mb << 20
+    with Loaded(directory, n_devices, budget_mb) as run:
+        t0, samples = time.monotonic(), []
+        while run.bridge()["pruned"] == 0:      # filling the budget: the first week
+            samples.append((time.monotonic() - t0, _data_size(run.home)))
+            _wait_s(0.5, run.node)
+        week_s = time.monotonic() - t0
+        run.trace.skip()
+        t1, bridge1 = time.monotonic(), run.bridge()
+        while time.monotonic() - t1 < weeks * week_s:
+            samples.append((time.monotonic() - t0, _data_size(run.home)))
+            _wait_s(1.0, run.node)
+        written, flushes, _ = run.trace.read()
+        elapsed, bridge = time.monotonic() - t1, run.bridge()
+    day_s = week_s / 7
+    last = [(t, size) for t, size in samples if t >= week_s * weeks]   # the last week
+    growth_per_day = (last[-1][1] - last[0][1]) / max(day_s, (last[-1][0] - last[0][0])) * day_s
+    return {"budget": budget, "week_s": week_s, "weeks": weeks, "samples": samples,
+            "growth_per_sim_day": growth_per_day, "bytes": written, "seconds": elapsed,
+            "flushes": flushes, "frames": bridge["accepted"] - bridge1["accepted"],
+            "pruned": bridge["pruned"] - bridge1["pruned"], "frames_bytes": bridge["frames_bytes"],
+            "p99_ack_ms": bridge.get("ack_p99_ms")}
+
+
+def _wait_s(seconds, node):
+    time.sleep(seconds)
+    if node.strace.poll() is not None:
+        raise SystemExit(f"the node exited: see {node.log.name}")
 
 
 def _wait(predicate, what, timeout=60):
@@ -302,20 +378,64 @@ def main():
     ap.add_argument("--seconds", type=int, default=30)
     ap.add_argument("--devices", type=int, default=100)
     ap.add_argument("--quick", action="store_true", help="10 s windows")
+    ap.add_argument("--week", action="store_true", help="also a compressed week under the load")
+    ap.add_argument("--week-budget-mb", type=int, default=1)
+    ap.add_argument("--weeks", type=int, default=3, help="simulated weeks after the first")
+    ap.add_argument("--no-scale", action="store_true", help="skip the round end at 50k voters")
     ap.add_argument("--fleet", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.fleet:
         return fleet_main(args.fleet)
     seconds = 10 if args.quick else args.seconds
+    week, round_end_ms = None, None
     with tempfile.TemporaryDirectory(prefix="smartshare-wear-") as d:
-        os.makedirs(os.path.join(d, "idle"))
-        os.makedirs(os.path.join(d, "ingest"))
+        for name in ("idle", "ingest", "week", "scale"):
+            os.makedirs(os.path.join(d, name))
         idle = measure_idle(os.path.join(d, "idle"), seconds)
         ingest = measure_ingest(os.path.join(d, "ingest"), seconds, args.devices)
-    report(idle, ingest, args.devices)
+        if args.week:
+            week = measure_week(os.path.join(d, "week"), args.devices, args.week_budget_mb,
+                                args.weeks)
+        if not args.no_scale:
+            round_end_ms = _scale().round_end(os.path.join(d, "scale"), 50_000)[0]
+    report(idle, ingest, args.devices, week, round_end_ms)
 
 
-def report(idle, ingest, n_devices):
+def _scale():
+    spec = importlib.util.spec_from_file_location("bench_scale", os.path.join(ROOT, "bench",
+                                                                              "scale.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def report_week(week):
+    """The week's rows and JSON fields."""
+    per_day = week["bytes"] / week["seconds"] * 86400
+    sizes = [size for t, size in week["samples"]]
+    rows = [
+        ("week: budget standing for a week (MB)", f"{week['budget'] / 2**20:.0f}"),
+        ("week: one simulated week (s)", f"{week['week_s']:.1f}"),
+        ("week: data file at fill / at end (MB)",
+         f"{_size_at(week, week['week_s']) / 1e6:.2f} / {sizes[-1] / 1e6:.2f}"),
+        (f"week: growth per simulated day, week {week['weeks'] + 1} (kB)",
+         f"{week['growth_per_sim_day'] / 1e3:.1f}"),
+        ("week: frames stored / pruned while pruning", f"{week['frames']} / {week['pruned']}"),
+        ("week: frame pages kept at end (MB)", f"{week['frames_bytes'] / 1e6:.2f}"),
+        ("week: GB written per day while pruning", f"{per_day / 1e9:.2f}"),
+        ("week: p99 arrival -> ack (ms)", f"{week['p99_ack_ms']}"),
+    ]
+    fields = {"week_growth_kb_per_sim_day": round(week["growth_per_sim_day"] / 1e3, 1),
+              "week_data_mb_end": round(sizes[-1] / 1e6, 2),
+              "week_gb_per_day_pruning": round(per_day / 1e9, 2)}
+    return rows, fields
+
+
+def _size_at(week, t):
+    return min(week["samples"], key=lambda s: abs(s[0] - t))[1]
+
+
+def report(idle, ingest, n_devices, week=None, round_end_ms=None):
     idle_day = idle["bytes"] / idle["seconds"] * 86400
     ingest_day = ingest["bytes"] / ingest["seconds"] * 86400
     frame_rate = ingest["frames"] / ingest["seconds"]
@@ -342,6 +462,10 @@ def report(idle, ingest, n_devices):
          f"{kept_per_frame * frame_rate * 86400 * 30 / 1e9:.1f}"),
         ("ingest: frames refused", json.dumps(ingest["rejected"])),
     ]
+    week_rows, week_fields = report_week(week) if week is not None else ([], {})
+    rows += week_rows
+    if round_end_ms is not None:
+        rows.append(("round end at 50,000 voters (ms)", f"{round_end_ms:.2f}"))
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
@@ -362,6 +486,8 @@ def report(idle, ingest, n_devices):
         "p99_ack_ms": ingest["p99_ack_ms"],
         "frames_gb_kept_30_days": round(kept_per_frame * frame_rate * 86400 * 30 / 1e9, 1),
         "idle_growth_mb_per_day": round(idle["growth"] / idle["seconds"] * 86400 / 1e6, 1),
+        "round_end_ms_50k_voters": round(round_end_ms, 2) if round_end_ms is not None else None,
+        **week_fields,
     }))
 
 

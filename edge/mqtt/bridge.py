@@ -495,7 +495,8 @@ class Bridge:
         def work(txn):
             now_ms = time.time_ns() // 1_000_000
             self.registry.store_frames(txn, accepted, positions, sequencing.changed(), now_ms)
-            pruned = self.retention.prune(self.registry, txn, len(accepted), now_ms)
+            pruned = self.retention.prune(self.registry, txn, len(accepted),
+                                          sum(len(raw) for _, _, raw in accepted), now_ms)
             kept = self.registry.frames_bytes(txn)
             with self._stats_lock:
                 self._stats["pruned"] += pruned

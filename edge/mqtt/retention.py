@@ -1,10 +1,13 @@
 """What the bridge keeps of device frames, and the free-space floor it never writes below
 (docs/protocol.md §15.7).
 
-Frames are kept for ``retention_days`` and within ``budget_mb`` of pages, whichever is less: each
-commit of new frames also deletes the oldest ones beyond that (at most twice as many as it adds,
-plus 100, so a backlog is worked off in small steps and every deletion rides on a commit that
-syncs anyway: pruning adds no flush). Before each commit the bridge checks the free space of the
+Frames are kept for ``retention_days`` and within ``budget_mb`` of pages, whichever is less: once
+the frames stored since the last pruning reach ``prune_batch`` bytes (512 kB, or a sixteenth of
+the budget when that is less), the commit of new frames also deletes the oldest ones beyond that
+(at most twice as many as were stored meanwhile, plus 100, so a backlog is worked off in small
+steps and every deletion rides on a commit that syncs anyway: pruning adds no flush). Pruning in
+such batches empties whole pages at the log's old end, which are freed without being written,
+instead of rewriting its first pages on every commit. Before each commit the bridge checks the free space of the
 data folder's file system: under ``min_free_mb`` it commits nothing (``DiskLow``, a storage
 failure: the batch stays unacknowledged and is retried every second, so nothing is lost; devices
 keep their frames meanwhile).
@@ -19,6 +22,7 @@ DAY_MS = 86_400_000
 RETENTION_DAYS = 30
 BUDGET_MB = 8192
 MIN_FREE_MB = 1024
+PRUNE_BATCH = 512 << 10
 
 
 class DiskLow(StorageError):
@@ -40,6 +44,8 @@ class Retention:
         self.retention_ms = int(retention_days * DAY_MS)
         self.budget_bytes = int(budget_mb * MB)
         self.min_free_bytes = int(min_free_mb * MB)
+        self.prune_batch = min(PRUNE_BATCH, self.budget_bytes // 16)
+        self._stored = self._stored_bytes = 0     # since the last pruning
 
     def free_bytes(self):
         """Bytes free for an unprivileged writer on the data folder's file system."""
@@ -55,7 +61,13 @@ class Retention:
                           "wait unacknowledged until space is freed", free)
         return free
 
-    def prune(self, registry, txn, added, now_ms):
-        """Delete the frames beyond the policy, oldest first, a few per commit; how many."""
-        return registry.prune_frames(txn, now_ms - self.retention_ms, self.budget_bytes,
-                                     2 * added + 100)
+    def prune(self, registry, txn, added, added_bytes, now_ms):
+        """Delete the frames beyond the policy, oldest first, once ``prune_batch`` bytes of
+        frames were stored since the last time (``added`` frames of ``added_bytes`` now);
+        returns how many."""
+        self._stored += added
+        self._stored_bytes += added_bytes
+        if self._stored_bytes < self.prune_batch:
+            return 0
+        limit, self._stored, self._stored_bytes = 2 * self._stored + 100, 0, 0
+        return registry.prune_frames(txn, now_ms - self.retention_ms, self.budget_bytes, limit)
