@@ -6,6 +6,11 @@ Runs a real ``smartshare node run`` (a devnet home: 1 s slots, its own Mosquitto
 ``fdatasync``) within a measured window: ``/proc/<pid>/io`` overstates on this kernel and the
 block devices are shared with other work.
 
+The node's chain is aged first (``--age``, 1,100 blocks: past ``prune_depth`` 1,000, so the
+chain database has its full depth and pruning runs, as on a gateway that has run for a while):
+the devnet genesis is moved back in time and that many empty blocks are produced in-process by
+the node's own key and code, catching up with the clock, before the node starts.
+
 1. idle: empty blocks only; bytes per block, flushes a second, the data file's growth.
 2. ingest: ``--devices`` (100) approved devices, each publishing one signed 334-byte-class meter
    frame a second from a child process (not traced), as a fleet would; bytes per frame, flushes a
@@ -51,6 +56,10 @@ sys.path.insert(0, ROOT)
 
 from nacl.signing import SigningKey  # noqa: E402
 
+from chain.genesis import Genesis  # noqa: E402
+from chain.keys import KeyPair  # noqa: E402
+from chain.ledger import Ledger  # noqa: E402
+from chain.producer import BlockSigner, watermark_path  # noqa: E402
 from chain.store import Store  # noqa: E402
 from edge.config import load  # noqa: E402
 from edge.mqtt.devices import DeviceRegistry  # noqa: E402
@@ -189,6 +198,31 @@ def init_home(directory, mqtt_port=0, budget_mb=None):
     return home
 
 
+def age_chain(home, blocks):
+    """Move the home's devnet genesis ``blocks`` slots back and produce empty blocks (the node's
+    key, the ledger's own path) until the chain reaches the current slot."""
+    config = load(home)
+    data = config.path(config.data_dir)
+    if os.path.exists(os.path.join(data, "data.mdb")):
+        raise SystemExit(f"{data} already holds a chain: age a fresh home only")
+    path = config.path(config.genesis_file)
+    genesis = Genesis.load(path)
+    genesis = genesis._replace(genesis_time_ms=genesis.genesis_time_ms
+                               - (blocks + 1) * genesis.params.slot_ms)
+    genesis.save(path + ".aged")
+    os.replace(path + ".aged", path)
+    key = KeyPair.load(config.path(config.key_file))
+    signer = BlockSigner(key, watermark_path(config.path(config.votes_dir), key.pubkey))
+    store = Store(data)
+    try:
+        ledger = Ledger(store, genesis, prune_depth=config.prune_depth)
+        while ledger.head.slot + 1 < ledger.slot_at(time.time_ns() // 1_000_000):
+            ledger.produce_block(signer, ledger.head.slot + 1, [])
+        return ledger.head.height
+    finally:
+        store.close()
+
+
 def approve_fleet(home, n):
     """``n`` approved devices in the home's registry and broker files, before the node starts."""
     config = load(home)
@@ -247,12 +281,13 @@ def _bench_mqtt():
 
 # -- the measurements -------------------------------------------------------------------------
 
-def measure_idle(directory, seconds):
+def measure_idle(directory, seconds, age):
     home = init_home(directory)
+    aged = age_chain(home, age) if age else 0
     trace = Trace(os.path.join(directory, "idle.trace"), home)
     node = TracedNode(home, trace.path)
     try:
-        first = node.wait_height(3)
+        first = node.wait_height(aged + 3)
         trace.skip()
         size0, t0 = _data_size(home), time.monotonic()
         last = node.wait_height(first["height"] + seconds)
@@ -263,17 +298,18 @@ def measure_idle(directory, seconds):
         node.stop()
     blocks = last["height"] - first["height"]
     return {"blocks": blocks, "seconds": elapsed, "bytes": written, "flushes": flushes,
-            "files": files, "growth": growth}
+            "files": files, "growth": growth, "height": first["height"]}
 
 
 class Loaded:
     """A traced devnet node with ``n_devices`` approved devices publishing a frame a second
     each (``with Loaded(...) as run:``)."""
 
-    def __init__(self, directory, n_devices, budget_mb=None):
+    def __init__(self, directory, n_devices, age, budget_mb=None):
         self.directory, self.n_devices = directory, n_devices
         self.mqtt_port = free_ports(1)[0]
         self.home = init_home(directory, self.mqtt_port, budget_mb)
+        self.aged = age_chain(self.home, age) if age else 0
         self.devices = approve_fleet(self.home, n_devices)
         self.trace = Trace(os.path.join(directory, "ingest.trace"), self.home)
         self.node, self.fleet = None, None
@@ -281,7 +317,7 @@ class Loaded:
     def __enter__(self):
         self.node = TracedNode(self.home, self.trace.path)
         try:
-            first = self.node.wait_height(2)
+            first = self.node.wait_height(self.aged + 2)
             spec = os.path.join(self.directory, "fleet.json")
             with open(spec, "w") as f:
                 json.dump({"port": self.mqtt_port, "devices": self.devices,
@@ -308,8 +344,8 @@ class Loaded:
         self.node.stop()
 
 
-def measure_ingest(directory, seconds, n_devices):
-    with Loaded(directory, n_devices) as run:
+def measure_ingest(directory, seconds, n_devices, age):
+    with Loaded(directory, n_devices, age) as run:
         run.trace.skip()
         bridge0, t0 = run.bridge(), time.monotonic()
         time.sleep(seconds)     # the measured window: the load runs meanwhile
@@ -323,11 +359,11 @@ def measure_ingest(directory, seconds, n_devices):
             "frames_bytes": bridge["frames_bytes"], "stored": bridge["accepted"]}
 
 
-def measure_week(directory, n_devices, budget_mb, weeks):
+def measure_week(directory, n_devices, age, budget_mb, weeks):
     """The data file's size under the load while pruning keeps the frames within a budget that
     stands for a week (see the module's docstring)."""
     budget = budget_mb << 20
-    with Loaded(directory, n_devices, budget_mb) as run:
+    with Loaded(directory, n_devices, age, budget_mb) as run:
         t0, samples = time.monotonic(), []
         while run.bridge()["pruned"] == 0:      # filling the budget: the first week
             samples.append((time.monotonic() - t0, _data_size(run.home)))
@@ -378,6 +414,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=30)
     ap.add_argument("--devices", type=int, default=100)
     ap.add_argument("--quick", action="store_true", help="10 s windows")
+    ap.add_argument("--age", type=int, default=1100, help="blocks produced before the node "
+                    "starts (0: a fresh chain)")
     ap.add_argument("--week", action="store_true", help="also a compressed week under the load")
     ap.add_argument("--week-budget-mb", type=int, default=1)
     ap.add_argument("--weeks", type=int, default=3, help="simulated weeks after the first")
@@ -391,11 +429,11 @@ def main():
     with tempfile.TemporaryDirectory(prefix="smartshare-wear-") as d:
         for name in ("idle", "ingest", "week", "scale"):
             os.makedirs(os.path.join(d, name))
-        idle = measure_idle(os.path.join(d, "idle"), seconds)
-        ingest = measure_ingest(os.path.join(d, "ingest"), seconds, args.devices)
+        idle = measure_idle(os.path.join(d, "idle"), seconds, args.age)
+        ingest = measure_ingest(os.path.join(d, "ingest"), seconds, args.devices, args.age)
         if args.week:
-            week = measure_week(os.path.join(d, "week"), args.devices, args.week_budget_mb,
-                                args.weeks)
+            week = measure_week(os.path.join(d, "week"), args.devices, args.age,
+                                args.week_budget_mb, args.weeks)
         if not args.no_scale:
             round_end_ms = _scale().round_end(os.path.join(d, "scale"), 50_000)[0]
     report(idle, ingest, args.devices, week, round_end_ms)
@@ -443,7 +481,8 @@ def report(idle, ingest, n_devices, week=None, round_end_ms=None):
         / max(1, ingest["frames"])
     kept_per_frame = ingest["frames_bytes"] / max(1, ingest["stored"])
     rows = [
-        ("idle: blocks in window", f"{idle['blocks']} in {idle['seconds']:.1f} s"),
+        ("idle: blocks in window", f"{idle['blocks']} in {idle['seconds']:.1f} s, from height "
+                                   f"{idle['height']}"),
         ("idle: bytes written per block", f"{idle['bytes'] / max(1, idle['blocks']):,.0f}"),
         ("idle: flushes per second", f"{idle['flushes'] / idle['seconds']:.2f}"),
         ("idle: GB written per day", f"{idle_day / 1e9:.3f}"),
