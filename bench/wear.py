@@ -187,7 +187,7 @@ def init_home(directory, mqtt_port=0, budget_mb=None):
     subprocess.run([SMARTSHARE, "--home", home, "init", "--devnet", "--api-port", str(api_port),
                     *mqtt], check=True, stdout=subprocess.DEVNULL)
     if budget_mb is not None:
-        path = os.path.join(home, "edge.toml")
+        path = os.path.join(home, "config.toml")
         with open(path) as f:
             text, count = re.subn(r"(?m)^frame_budget_mb = \d+", f"frame_budget_mb = {budget_mb}",
                                   f.read())
