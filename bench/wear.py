@@ -249,7 +249,7 @@ def fleet_main(spec_path):
     device (spread over the second), until stdin closes."""
     import threading
     spec = json.load(open(spec_path))
-    fleet = _bench_mqtt().Fleet(spec["port"], spec["devices"])
+    fleet = _bench("mqtt").Fleet(spec["port"], spec["devices"])
     keys = [SigningKey(bytes.fromhex(d["seed"])) for d in spec["devices"]]
     ids = [device_id_of(bytes(k.verify_key)) for k in keys]
     topics = [device_topic(i, "meter") for i in ids]
@@ -271,9 +271,10 @@ def fleet_main(spec_path):
     fleet.close()
 
 
-def _bench_mqtt():
-    spec = importlib.util.spec_from_file_location("bench_mqtt", os.path.join(ROOT, "bench",
-                                                                             "mqtt.py"))
+def _bench(name):
+    """The module of ``bench/<name>.py``."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}",
+                                                  os.path.join(ROOT, "bench", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -435,16 +436,8 @@ def main():
             week = measure_week(os.path.join(d, "week"), args.devices, args.age,
                                 args.week_budget_mb, args.weeks)
         if not args.no_scale:
-            round_end_ms = _scale().round_end(os.path.join(d, "scale"), 50_000)[0]
+            round_end_ms = _bench("scale").round_end(os.path.join(d, "scale"), 50_000)[0]
     report(idle, ingest, args.devices, week, round_end_ms)
-
-
-def _scale():
-    spec = importlib.util.spec_from_file_location("bench_scale", os.path.join(ROOT, "bench",
-                                                                              "scale.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def report_week(week):
