@@ -51,9 +51,12 @@ class World:
         return sorted(seq for seq, _ in self.registry.frames_of(self.ids[index], 10**6))
 
     def entries(self):
+        """Frames (the log's journal records are the bridge's, pruned by its own retention,
+        docs §15.7), settled sessions and outbox records."""
         with self.store.read() as txn:
-            return {name: txn.stat(self.store.db(name))["entries"]
-                    for name in ("frames", "agent_sessions", "agent_txs")}
+            return {"frames": self.registry.count_frames(txn),
+                    **{name: txn.stat(self.store.db(name))["entries"]
+                       for name in ("agent_sessions", "agent_txs")}}
 
 
 def test_prune_frames_stops_at_the_first_young_or_needed_frame(tmp_path):

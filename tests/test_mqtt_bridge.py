@@ -575,8 +575,7 @@ def test_frames_are_numbered_in_arrival_order_and_found_by_device(world):
         cb.publish(b.topic("meter"), b.frame("meter", seq, {"n": seq}), qos=1).wait_for_publish(5)
     wait_for("both stored", lambda: len(world.stored(a)) == len(world.stored(b)) == 5)
     with world.store.read() as txn:
-        log = [(int.from_bytes(k, "big"), Frame.decode(v[24:]).device_id)
-               for k, v in txn.cursor(db=world.registry.frames)]
+        log = [(n, Frame.decode(frame).device_id) for n, _, frame in world.registry.log(txn)]
     assert [n for n, _ in log] == list(range(1, 11))          # appended, densely numbered
     assert {d for _, d in log} == {a.id, b.id}
     registry = world.registry

@@ -24,7 +24,7 @@ def stream(devices, frames_each, inflight=100):
 
 def stored_count(world):
     with world.store.read() as txn:
-        return txn.stat(world.registry.frames)["entries"]
+        return world.registry.count_frames(txn)
 
 
 class Neighbours:

@@ -217,22 +217,36 @@ class DeviceRegistry:
     def prune_frames(self, txn, before_ms, budget_bytes, limit):
         """Delete, oldest first, at most ``limit`` frames that arrived before ``before_ms`` or
         that the log holds beyond ``budget_bytes``; returns how many. Journal records go with
-        them once folded into a checkpoint; pruning stops at one that is not."""
+        them once folded into a checkpoint; one that is not yet folded (the last few commits')
+        is stepped over and kept."""
         excess = self.frames_bytes(txn) - budget_bytes
         folded = txn.get(CHECKPOINT, db=self.seqs) or b""
         cursor, deleted = txn.cursor(db=self.frames), 0
-        while deleted < limit and cursor.first():
+        cursor.first()
+        while deleted < limit and cursor.key():
             key, value = cursor.item()
             if len(key) != U64.size:
                 if key > folded:
-                    break
+                    cursor.next()
+                    continue
             elif excess <= 0 and LINK.unpack_from(value)[2] >= before_ms:
                 break
             else:
                 deleted += 1
             excess -= len(value) + PER_FRAME_OVERHEAD
-            cursor.delete()
+            cursor.delete()     # and on to the next record
         return deleted
+
+    def log(self, txn):
+        """``(n, seq, frame)`` of every stored frame in the order stored (tests, tools)."""
+        for key, value in txn.cursor(db=self.frames):
+            if len(key) == U64.size:
+                yield U64.unpack(key)[0], LINK.unpack_from(value)[1], value[LINK.size:]
+
+    def count_frames(self, txn):
+        """How many frames the log holds (its journal records aside); walks its keys."""
+        return sum(len(key) == U64.size
+                   for key in txn.cursor(db=self.frames).iternext(values=False))
 
     def _head(self, txn, device_id):
         return self.state(txn, device_id).head
