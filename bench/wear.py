@@ -92,21 +92,26 @@ class Trace:
         self.read()
 
     def read(self):
-        """``(bytes written, flushes, {file: bytes})`` since the last read."""
+        """``(bytes written, flushes, {file: bytes})`` since the last read (``threads`` holds
+        ``{thread id: [bytes, flushes]}`` of the same window)."""
         with open(self.path, errors="replace") as f:
             f.seek(self.offset)
             text = f.read()
         cut = text.rfind("\n") + 1
         self.offset += len(text[:cut].encode("utf-8", "surrogateescape"))
         written, flushes, files = 0, 0, {}
+        self.threads = {}
         for line in text[:cut].splitlines():
             call, name, result = self._parse(line)
             if call is None or not name.startswith(self.home):
                 continue
+            thread = self.threads.setdefault(line.split(None, 1)[0], [0, 0])
             if call in FLUSHES:
                 flushes += 1
+                thread[1] += 1
             elif result > 0:
                 written += result
+                thread[0] += result
                 files[name] = files.get(name, 0) + result
         return written, flushes, files
 
@@ -353,11 +358,13 @@ def measure_ingest(directory, seconds, n_devices, age):
         written, flushes, files = run.trace.read()
         elapsed = time.monotonic() - t0
         bridge = run.bridge()
+        threads = sorted(run.trace.threads.values(), reverse=True)[:4]
     frames = bridge["accepted"] - bridge0["accepted"]
     return {"frames": frames, "seconds": elapsed, "bytes": written, "flushes": flushes,
             "files": files, "p99_ack_ms": bridge.get("ack_p99_ms"),
             "max_ack_ms": bridge.get("ack_max_ms"), "rejected": bridge["rejected"],
-            "frames_bytes": bridge["frames_bytes"], "stored": bridge["accepted"]}
+            "frames_bytes": bridge["frames_bytes"], "stored": bridge["accepted"],
+            "threads": threads}
 
 
 def measure_week(directory, n_devices, age, budget_mb, weeks):
@@ -505,6 +512,8 @@ def report(idle, ingest, n_devices, week=None, round_end_ms=None):
         top = sorted(run["files"].items(), key=lambda kv: -kv[1])[:4]
         print(f"{what} writes by file: " + ", ".join(
             f"{os.path.basename(k)} {v:,}" for k, v in top))
+    print("ingest writes by thread (bytes/s, flushes/s): " + ", ".join(
+        f"{b / ingest['seconds']:,.0f} {f / ingest['seconds']:.2f}" for b, f in ingest["threads"]))
     print(json.dumps({
         "idle_gb_per_day": round(idle_day / 1e9, 3),
         "idle_bytes_per_block": round(idle["bytes"] / max(1, idle["blocks"])),
