@@ -36,6 +36,7 @@ CHANNEL_STATES = ("ready", "starting", "active", "stopping", "ended", "closing")
 DONE_STATES = ("settled", "expired")
 MAX_STATEMENT_FRAMES = 64
 METER_BATCH = 500           # frames of one device read per metering pass
+IDLE_CURSOR_SAVE_S = 60     # how often the cursors of devices with nothing to meter are saved
 
 
 def now_ms():
@@ -90,6 +91,8 @@ class Seller:
         self.outgoing = []          # (destination, payload bytes) to send
         self._dirty = {}            # sessions changed since the last flush
         self._dirty_devices = set()
+        self._idle_cursors = {}     # device -> seq read, for devices with nothing to meter
+        self._idle_saved = time.monotonic()
         self._quotes = {}           # service -> last quote body sent
         self._next = {"watch": 0, "retention": 0, "quotes": 0}
         self.stats = {"vouchers": 0, "vouchers_refused": 0, "statements": 0, "trades": 0,
@@ -449,15 +452,18 @@ class Seller:
 
     def meter(self):
         """Apply newly committed frames to their sessions: for every device with news, in one
-        LMDB write with the devices' cursors (a frame is applied exactly once)."""
+        LMDB write with the devices' cursors (a frame is applied exactly once). A device with
+        no session to meter only moves its cursor in memory, saved once a minute (or before
+        retention): no LMDB commit per tick for a fleet that sells nothing yet."""
         devices, self._dirty_devices = self._dirty_devices, set()
         while devices:
             changed, cursors, more = {}, {}, set()
             for device in devices:
-                cursor = self.cursors.get(device)
-                if cursor is None and not self._device_sessions(device):
-                    cursors[device] = self.frames.last_seq(device)   # nothing to meter yet
+                if not self._device_sessions(device):
+                    self._idle_cursors[device] = self.frames.last_seq(device)
                     continue
+                cursor = self._idle_cursors.pop(device, None)
+                cursor = self.cursors.get(device) if cursor is None else cursor
                 frames = self.frames.after(device, cursor or 0, limit=METER_BATCH)
                 if not frames:
                     continue
@@ -478,6 +484,14 @@ class Seller:
                 if session["state"] == "ended" and session["final"]:
                     self._notify_state(session)
             devices = more
+        if time.monotonic() - self._idle_saved >= IDLE_CURSOR_SAVE_S:
+            self._save_idle_cursors()
+
+    def _save_idle_cursors(self):
+        idle, self._idle_cursors = self._idle_cursors, {}
+        self._idle_saved = time.monotonic()
+        if idle:
+            self.store.write(lambda txn: [self.cursors.set(d, seq, txn) for d, seq in idle.items()])
 
     def _write_metering(self, txn, changed, cursors):
         for session in changed.values():
@@ -754,6 +768,7 @@ class Seller:
         """Prune what is settled and older than the retention window: device frames no open
         session needs (through the registry), done sessions, final wallet records."""
         cutoff = now - self.config.retention_ms
+        self._save_idle_cursors()
         for device, cursor in self.cursors.all().items():
             needed = [s["start_after"] for s in self.sessions.values()
                       if s["device"] == device.hex()]
