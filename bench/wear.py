@@ -11,7 +11,8 @@ chain database has its full depth and pruning runs, as on a gateway that has run
 the devnet genesis is moved back in time and that many empty blocks are produced in-process by
 the node's own key and code, catching up with the clock, before the node starts.
 
-1. idle: empty blocks only; bytes per block, flushes a second, the data file's growth.
+1. idle: empty blocks only (on an aged chain, whole pruning cycles: 64 blocks); bytes per
+   block, flushes a second, the data file's growth.
 2. ingest: ``--devices`` (100) approved devices, each publishing one signed 334-byte-class meter
    frame a second from a child process (not traced), as a fleet would; bytes per frame, flushes a
    second, and the bridge's 99th percentile from a frame's arrival to its acknowledgement (the
@@ -61,6 +62,7 @@ from chain.keys import KeyPair  # noqa: E402
 from chain.ledger import Ledger  # noqa: E402
 from chain.producer import BlockSigner, watermark_path  # noqa: E402
 from chain.store import Store  # noqa: E402
+from chain.writer import PRUNE_BATCH  # noqa: E402
 from edge.config import load  # noqa: E402
 from edge.mqtt.devices import DeviceRegistry  # noqa: E402
 from edge.mqtt.frames import sign_frame  # noqa: E402
@@ -296,7 +298,7 @@ def measure_idle(directory, seconds, age):
         first = node.wait_height(aged + 3)
         trace.skip()
         size0, t0 = _data_size(home), time.monotonic()
-        last = node.wait_height(first["height"] + seconds)
+        last = node.wait_height(first["height"] + idle_blocks(seconds, aged), timeout=300)
         written, flushes, files = trace.read()
         elapsed = time.monotonic() - t0
         growth = _data_size(home) - size0
@@ -305,6 +307,12 @@ def measure_idle(directory, seconds, age):
     blocks = last["height"] - first["height"]
     return {"blocks": blocks, "seconds": elapsed, "bytes": written, "flushes": flushes,
             "files": files, "growth": growth, "height": first["height"]}
+
+
+def idle_blocks(seconds, aged):
+    """Blocks in the idle window: on an aged chain, whole pruning cycles (a batch every
+    PRUNE_BATCH blocks, docs/protocol.md §10.2), so the window holds its share of them."""
+    return -(-seconds // PRUNE_BATCH) * PRUNE_BATCH if aged else seconds
 
 
 class Loaded:
