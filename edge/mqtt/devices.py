@@ -6,7 +6,7 @@ Named LMDB databases in the node's one environment (DESIGN §9, docs/protocol.md
     frames       u64be(n) -> u64be(n of the same device's previous frame, 0: none) || u64be(seq)
                  || u64be(arrival, ms since the epoch) || the signed frame (§11);
                  u64be(n) || u32be(k) -> a journal record: the new state of each device a
-                 commit changed (after frame n, the k-th such record there)
+                 commit changed (after frame n, the k-th such record there; zlib)
     device_seq   device id -> its state as of the checkpoint: u64be(n of its newest stored
                  frame, 0: none) || u8(count) || ``sequence.Position`` || schema state (JSON);
                  b"journal" -> the frames key of the last journal record folded in
@@ -26,6 +26,7 @@ import secrets
 import struct
 import threading
 import time
+import zlib
 from typing import NamedTuple
 
 from edge.mqtt import onboarding
@@ -42,7 +43,8 @@ U32 = struct.Struct(">I")
 ENTRY = struct.Struct(">8sI")     # a journal entry: device id, length of its state
 CHECKPOINT = b"journal"           # device_seq: the last journal record folded in
 CHECKPOINT_EVERY = 25             # commits between two checkpoints (5 s at 5 commits a second)
-JOURNAL_RECORD = 1800             # bytes of a journal record (LMDB moves ~2 kB+ off the page)
+JOURNAL_RECORD = 4800             # bytes of entries per journal record (compressed: ~1.4 kB;
+                                  # LMDB moves a value over ~2 kB off the log's pages)
 UNKNOWN = object()   # find_frame: too far back (or pruned) to tell whether a seq is stored
 
 
@@ -377,21 +379,25 @@ class _Journal:
 
 
 def _journal_values(changed):
-    """The journal records of ``changed``: entries packed in records of at most
-    JOURNAL_RECORD bytes (a larger one only for a single large state), which LMDB keeps on the
-    log's own pages instead of pages of their own."""
-    values, current = [], b""
+    """The journal records of ``changed``: entries packed by JOURNAL_RECORD bytes and
+    compressed (zlib: the states of a fleet are much alike), so a record stays on the log's own
+    pages instead of taking pages of its own."""
+    chunks, current = [], b""
     for device_id, state in sorted(changed.items()):
         raw = state.encode()
         entry = ENTRY.pack(device_id, len(raw)) + raw
         if current and len(current) + len(entry) > JOURNAL_RECORD:
-            values.append(current)
+            chunks.append(current)
             current = b""
         current += entry
-    return values + [current] if current else values
+    return [zlib.compress(chunk) for chunk in chunks + ([current] if current else [])]
 
 
-def _journal_entries(raw):
+def _journal_entries(record):
+    try:
+        raw = zlib.decompress(record)
+    except zlib.error as exc:
+        raise DeviceError(f"a journal record of the frame log is damaged ({exc})") from None
     at, entries = 0, {}
     while at < len(raw):
         device_id, size = ENTRY.unpack_from(raw, at)
