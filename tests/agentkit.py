@@ -195,7 +195,8 @@ class AgentGateway:
             db = env.open_db(b"frames", create=False)
             with env.begin(db=db) as txn:     # one log in arrival order (§15.4)
                 device = bytes.fromhex(device_hex)
-                frames = (DeviceFrame(bytes(raw)[LINK.size:]) for _, raw in txn.cursor())
+                frames = (DeviceFrame(bytes(raw)[LINK.size:]) for key, raw in txn.cursor()
+                          if len(key) == 8)      # not the journal records beside them
                 return sorted((f for f in frames if bytes(f.device_id) == device),
                               key=lambda f: f.seq)
         finally:
