@@ -17,6 +17,8 @@ from chain.address import _CHARSET, decode_address, encode_address
 from chain.block import STATUS_OK
 from tests.nodeproc import NodeHome, run_cli
 
+pytestmark = pytest.mark.slow  # a node process and a CLI process per command
+
 SSP = 10**8
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 ADDRESS = re.compile(r"^ssp1[02-9ac-hj-np-z]{38}$")
