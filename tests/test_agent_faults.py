@@ -72,7 +72,7 @@ class Purchase:
         if expect_paid is None:
             expect_paid = amount_for(session["units"], session["price"], stype.per,
                                      stype.min_units)
-        assert paid == expect_paid
+        assert paid == expect_paid, (session, gw.node.log_tail(80))
         wait_for("the buyer's refund", lambda: gw.balance(self.buyer) == self.before[0] - paid
                  - gw.fees_since(self.buyer, self.start), 30)
         if seller:

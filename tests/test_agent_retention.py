@@ -1,14 +1,17 @@
 """Retention (edge/agent/seller.py ``retain``, edge/mqtt/devices.py ``prune_device_frames``): device
 frames that metering has read and no unsettled session needs, older than the retention window,
 are pruned with settled sessions and final outbox records, so storage stays flat over months of
-service — over real LMDB, with the metering cursor and frames as the bridge stores them."""
+service — over real LMDB, with the metering cursor and frames as the bridge stores them. Also
+the seller's grace for a final voucher when metering sees a device's end late."""
 
 
 from nacl.signing import SigningKey
 
 from chain.keys import KeyPair
 from chain.store import Store
+from edge.agent import messages
 from edge.agent.identity import Identity
+from edge.agent.matching import Trade
 from edge.agent.seller import Seller, SellerConfig
 from edge.agent.signer import KeyFileSigner
 from edge.mqtt.devices import DeviceRegistry
@@ -131,3 +134,41 @@ def test_a_failed_channel_deploy_is_sent_again_then_left_to_a_restart(tmp_path):
     w.seller.start()                       # a restart tries once more
     assert outbox.by_key(DEPLOY_KEY)["status"] == "queued"
     assert len(deploys()) == MAX_DEPLOYS + 1
+
+
+def test_a_device_end_metered_late_still_leaves_the_buyer_its_grace(tmp_path):
+    """The device's last frame reaches metering long after the device signed it (a backlog, a
+    reconnect): the seller states the final amount then, and waits two intervals from that
+    statement for the final voucher before it closes with what it holds — the buyer could not
+    have paid earlier."""
+    w = World(str(tmp_path / "data"))
+    seller, device, key = w.seller, w.ids[0], w.keys[0]
+    seller.meta.set("channel_contract", "cc" * 20)
+    trade = Trade("0" * 16, "1" * 16, 1_000_000, 60, 1, device.hex())
+    s = seller._new_session(trade, "parking.time", ("bb" * 32, "buyer-1"))
+    s.update(state="stopping", voucher={"amount": 3_000_000, "nonce": 3, "signature": "00" * 64})
+    now = 5 * DAY_MS
+    signed_at = now - 60_000                                       # a minute before metering
+    docs = [("event", {"event": "vehicle_entry", "session": 1, "ref": s["id"]}),
+            ("meter", {"session": 1, "minutes": 3}),
+            ("event", {"event": "vehicle_exit", "session": 1, "minutes": 5})]
+    batch = [(device, seq, sign_frame(key, CHAIN, device, kind, seq, signed_at, doc))
+             for seq, (kind, doc) in enumerate(docs, 1)]
+    w.store.write(lambda txn: w.registry.store_frames(txn, batch, {device: Position(3, 1)}))
+    seller.on_frames([(device, seq) for device, seq, _ in batch])
+    seller.meter()
+    assert (s["state"], s["units"], s["ended_ms"]) == ("ended", 5, signed_at)
+    grace = 2 * seller.config.interval_ms
+    seller._tick_session(s, now)
+    (statement,) = [body for body in _sent(seller) if body["type"] == "statement"]
+    assert (statement["final"], statement["amount"]) == (True, 5_000_000)
+    seller._tick_session(s, now + grace - 1)
+    assert s["state"] == "ended"                          # still waiting for the final voucher
+    seller._tick_session(s, now + grace)
+    assert (s["state"], s["reason"]) == ("closing", "the final voucher did not come")
+
+
+def _sent(seller):
+    """The bodies of the replies the seller queued for buyers."""
+    return [messages.open_envelope(raw, CHAIN)[1] for topic, raw in seller.take_outgoing()
+            if topic[0] == "reply"]

@@ -95,6 +95,13 @@ def fake_kernel_cmdline(tree, cmdline):
     (wants / unit.name).symlink_to(f"/etc/systemd/system/{unit.name}")
 
 
+def _comm(pid):
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
+
+
 class BootedTree:
     """``tree`` booted by systemd-nspawn (its own systemd as PID 1) in network namespace
     ``netns`` with a veth pair 10.15.X.1/.2; ``run`` executes inside it."""
@@ -131,17 +138,20 @@ class BootedTree:
         subprocess.run([*ip, "link", "set", "lo", "up"], check=True)
 
     def _wait_leader(self):
-        """The container's PID 1 (systemd), a child of systemd-nspawn."""
+        """The container's PID 1 once it runs systemd: a child of systemd-nspawn. Its first
+        child is the short-lived "outer child" that sets up the container and hands PID 1 over
+        (nspawn reaps it as a subreaper), so a child is the leader only once it runs systemd."""
         deadline = time.monotonic() + 30
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"systemd-nspawn exited:\n{tail(self.log)}")
             pids = children.read_text().split() if children.exists() else []
-            if pids:
-                return int(pids[0])
+            for pid in pids:
+                if _comm(pid) == "systemd":
+                    return int(pid)
             time.sleep(0.05)
-        raise AssertionError("systemd-nspawn started no container")
+        raise AssertionError(f"systemd-nspawn started no container:\n{tail(self.log)}")
 
     def run(self, *command, timeout=60):
         return subprocess.run(["nsenter", "--target", str(self.leader), "--all", *command],
@@ -164,8 +174,9 @@ class BootedTree:
             if value:
                 return value
             time.sleep(0.2)
-        journal = self.run("journalctl", "--no-pager", "-n", "60").stdout
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}; journal:\n{journal}")
+        journal = self.run("journalctl", "--no-pager", "-n", "60")
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}; journal:\n"
+                             f"{journal.stdout}{journal.stderr}\nconsole:\n{tail(self.log)}")
 
     def __exit__(self, *exc):
         try:

@@ -604,12 +604,14 @@ class Seller:
         self._save(s)
 
     def _close_when_paid(self, s, now):
-        """Close with the best voucher once it covers the final amount, or after the grace of
-        ``behind_intervals`` intervals."""
-        due, best = self._due(s), s["voucher"]
+        """Close with the best voucher once it covers the final amount, or ``behind_intervals``
+        intervals after the final statement: the buyer learns the final amount from it, so the
+        grace counts from then, not from the device's end (metering may see that late)."""
+        due, best, stated = self._due(s), s["voucher"], s["stated"]
         grace = self.config.behind_intervals * self.config.interval_ms
         paid_up = best is not None and best["amount"] >= due
-        if paid_up or now - (s["ended_ms"] or now) >= grace or now - s["statement_ms"] >= grace:
+        final_at = stated["at_ms"] if stated is not None and stated["final"] else None
+        if paid_up or (final_at is not None and now - final_at >= grace):
             self._close(s, "paid in full" if paid_up else "the final voucher did not come")
 
     def _close(self, s, reason):
