@@ -190,7 +190,7 @@ class AgentGateway:
 
     def frames(self, device_hex):
         """Every stored frame of a device, read from the node's LMDB (read-only)."""
-        env = lmdb.open(self.home.data_dir, readonly=True, max_dbs=64, subdir=True, lock=False)
+        env = lmdb.open(self.home.data_dir, readonly=True, max_dbs=64, subdir=True)
         try:
             db = env.open_db(b"frames", create=False)
             with env.begin(db=db) as txn:     # one log in arrival order (§15.4)

@@ -254,7 +254,7 @@ def read_records(path, name):
     """JSON records of a named database of another process's LMDB (read only)."""
     if not os.path.exists(os.path.join(path, "data.mdb")):
         return []
-    env = lmdb.open(path, readonly=True, max_dbs=64, subdir=True, lock=False)
+    env = lmdb.open(path, readonly=True, max_dbs=64, subdir=True)
     try:
         db = env.open_db(name, create=False)
         with env.begin(db=db) as txn:
