@@ -18,9 +18,9 @@ from chain.errors import BlockRejected, Reason, StaleBlock, TxRejected
 from chain.execute import (apply_heavy, apply_tx, begin_block, check_static, end_block,
                            execute_block)
 from chain.light.entries import forget_justification, store_entries
+from chain.state.smt import StateError
 from chain.state.view import StateView
 from chain.tx import HeavyResult, Transfer, Tx, compute_ids
-from chain.undo import decode_undo, encode_undo
 from edge._fast.codec_py import HEADER_VERSION
 
 U64 = struct.Struct(">Q")
@@ -79,12 +79,10 @@ class ChainWriter:
         return receipts
 
     def finish(self, block, receipts, view):
-        """Write an executed block: the block with its undo record, the state, the new LIB."""
+        """Write an executed block: the block, the state, the new LIB."""
         read = flat_state.reader(self.txn, self.ledger.main)
-        prior = {key: read(key) for key in view.changes}
-        changes = {key: value for key, value in view.changes.items() if value != prior[key]}
-        undo = encode_undo([(key, prior[key]) for key in changes])
-        self.write_block(block, receipts, changes, undo)
+        changes = {key: value for key, value in view.changes.items() if value != read(key)}
+        self.write_block(block, receipts, changes)
         self.applied.append(block)
         self.advance_lib(view.finality().finalized.height)
 
@@ -215,11 +213,10 @@ class ChainWriter:
         return _Checked(txs, unchecked, crypto.start_verify_many(
             ledger.chain_id, [(tx.sender, tx.id, tx.signature) for tx in unchecked]))
 
-    def write_block(self, block, receipts, changes, undo=None):
-        """The block (with its undo record), its indexes and its state changes, and the new
-        head."""
+    def write_block(self, block, receipts, changes):
+        """The block, its indexes and its state changes, and the new head."""
         txn, db = self.txn, self.db
-        self.ledger.blocks.put(txn, block, encode_receipts(receipts), undo)
+        self.ledger.blocks.put(txn, block, encode_receipts(receipts))
         txn.delete(block.hash, db=db["side"])
         tx_index, history = [], []
         for where, tx in self.locations(block):
@@ -247,7 +244,7 @@ class ChainWriter:
     def advance_lib(self, finalized_height):
         """Move the last irreversible block up to the state's finalized checkpoint. The LIB
         never goes back. What only reverting below it would need (fork blocks, state versions
-        and undo records beyond ``prune_depth``) is dropped in batches."""
+        beyond ``prune_depth``) is dropped in batches."""
         lib = finalized_height
         if lib <= self.lib_height:
             return
@@ -285,18 +282,22 @@ class ChainWriter:
     # -- taking back and reorganising -----------------------------------------------------------
 
     def rollback_head(self):
-        """Take the tip block back (it must be above the LIB); it becomes a side block."""
+        """Take the tip block back (it must be above the LIB); it becomes a side block. The
+        flat state gets back the values the block changed, found by comparing its state
+        version with the one before (pruning keeps every version from the LIB on)."""
         header, txn, db = self.head, self.txn, self.db
         h = header.height
         if h <= self.lib_height:
             raise BlockRejected(f"block {h} is irreversible")
         forget_justification(self, header)
-        blocks = self.ledger.blocks
-        prior = dict(reversed(decode_undo(blocks.undo_at(txn, h))))
+        try:
+            prior = self.ledger.smt.diff(txn, h - 1, h).prior
+        except StateError as exc:
+            raise StateError(f"block {h} cannot be taken back: {exc}") from None
         flat_state.write(txn, self.ledger.main, prior)
         block = self.block_at(h)
         self.ledger.smt.rollback(txn, h - 1)
-        blocks.delete(txn, h)
+        self.ledger.blocks.delete(txn, h)
         for where, tx in self.locations(block):
             txn.delete(tx.id, db=db["txs"])
             for address in touched(tx):

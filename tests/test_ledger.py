@@ -1,16 +1,17 @@
 """Block validation, atomic commit, restart and map growth on a real LMDB."""
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from chain.block import Block, receipts_root, tx_root
 from chain.errors import BlockRejected
 from chain.keys import KeyPair
-from chain.ledger import Ledger, LedgerError, RecentHashes
+from chain.ledger import LAYOUT, Ledger, LedgerError, RecentHashes
 from chain.state.proof import verify_proof
 from chain.state.records import account_key
 from chain.state.smt import VersionPruned
-from chain.tx import Transfer
-from chain.writer import PRUNE_BATCH
+from chain.tx import Stake, Transfer, Unstake
+from chain.writer import PRUNE_BATCH, U64
 from tests.chainkit import COIN, TOTAL, TestChain, make_genesis
 
 
@@ -145,13 +146,12 @@ def test_pruning_keeps_recent_versions_and_drops_old_ones_in_batches(tmp_path):
         chain.block([chain.tx(a, Transfer(b.address, COIN))] if height % 10 == 0 else [])
         with chain.store.read() as txn:
             oldest, newest = chain.ledger.smt.versions(txn)
-            undo_heights = {h for h in range(newest + 1)
-                            if chain.ledger.blocks.undo_at(txn, h) is not None}
+            stored = {chain.ledger.smt.root_hash(txn, h) for h in range(oldest, newest + 1)}
         seen.add(oldest)
-        assert newest == height
+        assert newest == height and stored  # every version from the oldest kept on reads
         # Versions go in batches: never more than a batch beyond the depth kept.
         assert newest - 3 - PRUNE_BATCH <= oldest <= max(0, newest - 3)
-        assert undo_heights == set(range(max(oldest, 1), newest + 1))
+        assert oldest <= chain.ledger.lib_height  # every block a reorganisation may take back
     assert len(seen) == 2  # one batch ran
     with chain.store.read() as txn:
         with pytest.raises(VersionPruned):
@@ -166,23 +166,90 @@ def test_pruning_keeps_recent_versions_and_drops_old_ones_in_batches(tmp_path):
     assert chain.ledger.head.height == newest and chain.supply() == TOTAL
 
 
-def test_an_older_storage_layout_is_refused(chain):
-    chain.store.write(lambda txn: txn.delete(b"layout", db=chain.store.db("meta")))
+@pytest.mark.parametrize("layout", [None, LAYOUT - 1])
+def test_an_older_storage_layout_is_refused(chain, layout):
+    meta = chain.store.db("meta")
+    chain.store.write(lambda txn: txn.delete(b"layout", db=meta) if layout is None
+                      else txn.put(b"layout", U64.pack(layout), db=meta))
     with pytest.raises(LedgerError, match="older version.*move that folder aside"):
         Ledger(chain.store, chain.genesis)
 
 
-def test_blocks_by_height_always_and_by_hash_while_recent(tmp_path, monkeypatch):
-    monkeypatch.setattr(RecentHashes, "LIMIT", 4)
-    chain = TestChain(tmp_path)
-    made = [chain.block() for _ in range(8)]
-    ledger = chain.ledger
-    old, recent = made[0], made[-1]
-    assert ledger.block(recent.hash).encode() == recent.encode()
-    assert ledger.header_bytes(recent.hash) == recent.header.encode()
-    assert ledger.receipts(recent.hash) == []
-    assert ledger.block(old.hash) is None and ledger.height_of(old.hash) is None
-    assert ledger.block_bytes_at(old.height) == old.encode()
-    assert ledger.block_hash_at(old.height) == old.hash  # a lookup by height makes it known
-    assert ledger.block(old.hash).encode() == old.encode()
-    assert ledger.add_block(old).status == "known"
+# -- taking blocks back: the flat state's prior values come from the state tree ----------------
+
+def flat_items(chain):
+    """The whole flat state (every 0xFE/0xFF record of the main database, §10.2)."""
+    with chain.store.read() as txn:
+        return {k: v for k, v in txn.cursor(db=chain.store.main) if k[:1] in (b"\xfe", b"\xff")}
+
+
+def take_back(chain, count):
+    """Take the ``count`` newest blocks back, as a reorganisation does."""
+    chain.ledger._write(lambda writer: [writer.rollback_head() for _ in range(count)])
+
+
+def fresh_address(n):
+    return KeyPair.from_seed(bytes([200 + n % 50]) * 32).address
+
+
+def random_txs(chain, ops):
+    """Transactions for ``ops`` (kind, sender index, amount in coins): payments to known and
+    fresh addresses (new keys), stake and unstake (unbonding entries, deleted at maturity)."""
+    txs, nonces = [], {}
+    for n, (kind, who, amount) in enumerate(ops):
+        key = chain.keys[who]
+        nonce = nonces.get(who, chain.account(key).nonce)
+        nonces[who] = nonce + 1
+        payload = {"pay": Transfer(chain.keys[(who + 1) % len(chain.keys)].address, amount * COIN),
+                   "pay_new": Transfer(fresh_address(chain.ledger.head.height + n), amount),
+                   "stake": Stake(amount * COIN), "unstake": Unstake(amount * COIN)}[kind]
+        txs.append(chain.tx(key, payload, nonce=nonce))
+    return txs
+
+
+OPS = st.lists(st.tuples(st.sampled_from(["pay", "pay_new", "stake", "unstake"]),
+                         st.integers(0, 3), st.integers(1, 5)), max_size=5)
+
+
+@settings(max_examples=12, deadline=None)
+@given(blocks=st.lists(OPS, min_size=1, max_size=7), depth=st.integers(1, 8))
+def test_taking_blocks_back_restores_the_flat_state_exactly(tmp_path_factory, blocks, depth):
+    chain = TestChain(tmp_path_factory.mktemp("back"))
+    states = {0: flat_items(chain)}
+    for ops in blocks:
+        block, _ = chain.build(random_txs(chain, ops))  # some may be refused: fine
+        chain.ledger.apply_block(block)
+        height = block.height
+        states[height] = flat_items(chain)
+        take_back(chain, 1)
+        assert flat_items(chain) == states[height - 1]
+        chain.ledger.apply_block(block)  # back from the side blocks
+        assert flat_items(chain) == states[height]
+    depth = min(depth, chain.ledger.head.height - chain.ledger.lib_height)
+    take_back(chain, depth)
+    head = chain.ledger.head
+    assert flat_items(chain) == states[head.height]
+    with chain.store.read() as txn:
+        assert chain.ledger.smt.root_hash(txn, head.height) == head.state_root
+    assert chain.supply() == TOTAL
+
+
+def test_taking_back_restores_created_and_deleted_keys(chain):
+    """An unbonding entry matures (its key is deleted) in the block that also creates an
+    account: taking that block back brings the one back and drops the other."""
+    a = chain.keys[0]
+    chain.block([chain.tx(a, Stake(5 * COIN))])
+    chain.block([chain.tx(a, Unstake(2 * COIN))])
+    for _ in range(chain.params.unbonding_blocks):
+        before = flat_items(chain)
+        chain.block([chain.tx(a, Transfer(fresh_address(chain.ledger.head.height), 1))])
+    after = flat_items(chain)
+    h = chain.ledger.head.height
+    with chain.store.read() as txn:
+        prior = chain.ledger.smt.diff(txn, h - 1, h).prior
+    created = {key for key, value in prior.items() if value is None}
+    deleted = {key for key, value in prior.items() if value is not None} - {k[1:] for k in after}
+    assert created and deleted
+    take_back(chain, 1)
+    assert flat_items(chain) == before
+    assert {k[1:] for k in before} & created == set() and deleted <= {k[1:] for k in before}

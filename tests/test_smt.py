@@ -131,37 +131,27 @@ def node_keys(txn, s):
     return keys_of_kind(txn, s, 0x00)
 
 
-def stale_records(txn, s):
-    """The stale lists as a set of ``since (8 bytes) || node key``."""
-    out = set()
-    for key in keys_of_kind(txn, s, 0x02):
-        packed = txn.get(key, db=s.db)
-        keys = [packed[i:i + 41] for i in range(0, len(packed), 41)]
-        assert keys == sorted(keys) and len(packed) % 41 == 0 and packed
-        out.update(key[:8] + k for k in keys)
-    return out
-
-
 def stored_versions(txn, s):
     return [int.from_bytes(k[:8], "big") for k in keys_of_kind(txn, s, 0x01)]
 
 
 def check_storage(txn, s):
-    """Nodes stored are exactly those reachable from stored versions; stale records are sound."""
+    """Nodes stored are exactly those reachable from stored versions (nothing leaks, nothing live
+    is gone); of its own kinds (below the owner's 0x10), the tree stores nodes, roots and the
+    oldest version only (§10.2)."""
     live = {version: reachable(txn, s, version) for version in stored_versions(txn, s)}
     assert node_keys(txn, s) == set().union(*live.values())
     assert all(len(key) == 41 for key in node_keys(txn, s))
-    for record in stale_records(txn, s):
-        since, key = int.from_bytes(record[:8], "big"), record[8:]
-        assert txn.get(key, db=s.db) is not None
-        assert not any(key in nodes for version, nodes in live.items() if version >= since)
+    kinds = {key[8] for key in txn.cursor(db=s.db).iternext(values=False)}
+    assert {kind for kind in kinds if kind < 0x10} <= {0x00, 0x01, 0x03}
 
 
-def check_version(txn, s, version, model):
-    """Root, gets and proofs of ``version`` agree with the dict ``model``."""
+def check_version(txn, s, version, model, more_keys=()):
+    """Root, gets and proofs of ``version`` agree with the dict ``model`` (for the pool's keys,
+    absent ones and ``more_keys``)."""
     root = s.tree.root_hash(txn, version)
     assert root == model_root(model)
-    for key in KEY_POOL + ABSENT_KEYS:
+    for key in KEY_POOL + ABSENT_KEYS + list(more_keys):
         expected = model.get(key)
         assert s.tree.get(txn, version, key) == expected
         value, proof = s.tree.prove(txn, version, key)
@@ -181,7 +171,7 @@ def fresh_root(txn, scratch, model):
 
 
 def counts(txn, s):
-    return (len(node_keys(txn, s)), len(stored_versions(txn, s)), len(stale_records(txn, s)))
+    return len(node_keys(txn, s)), len(stored_versions(txn, s))
 
 
 # -- model-based ----------------------------------------------------------------------------------
@@ -250,6 +240,68 @@ def test_root_does_not_depend_on_insertion_order(tmp_path_factory, model, order)
     env.close()
 
 
+@st.composite
+def histories(draw):
+    """Batches of changes with the shapes pruning and rollback must follow: inserts, changes and
+    deletes; values set to what they are; deletes down to one key (its leaf moves up); a key
+    added next to a present one (they part deep down, the leaf moves down). Returns the batches
+    and every key they use."""
+    model, batches, keys = {}, [], set(KEY_POOL)
+    for _ in range(draw(st.integers(1, 12), label="batches")):
+        shape = draw(st.sampled_from(["random", "same", "down_to_one", "beside"]), label="shape")
+        batch = draw(st.dictionaries(st.sampled_from(KEY_POOL), st.none() | VALUES, max_size=5))
+        present = sorted(model)
+        if shape == "same":
+            batch = {key: model[key] for key in present[:draw(st.integers(0, 5))]}
+        elif shape == "down_to_one" and present:
+            keep = draw(st.sampled_from(present))
+            batch = {key: None for key in present if key != keep}
+        elif shape == "beside" and present:
+            near = flip(draw(st.sampled_from(present)), draw(st.integers(0, 255)))
+            keys.add(near)
+            batch[near] = draw(VALUES)
+        model = {k: v for k, v in {**model, **batch}.items() if v is not None}
+        batches.append((draw(st.integers(1, 2), label="gap"), batch))
+    return batches, sorted(keys)
+
+
+@settings(max_examples=80, deadline=None)
+@given(history=histories(), data=st.data())
+def test_diffs_and_repeated_pruning_follow_a_model(tmp_path_factory, history, data):
+    """``diff`` of consecutive versions finds exactly the nodes the newer one dropped and the
+    old value of each key it changed; pruning at random points, again and again between
+    updates, keeps every kept version whole and leaves no unreachable node behind."""
+    batches, keys = history
+    env = open_env(tmp_path_factory.mktemp("prune"))
+    s = open_store(env)
+    models, version, base = {}, 0, None
+    with env.begin(write=True) as txn:
+        for gap, batch in batches:
+            model = {k: v for k, v in {**models.get(base, {}), **batch}.items() if v is not None}
+            version += gap
+            s.tree.update(txn, base, version, batch)
+            if base is not None:
+                diff = s.tree.diff(txn, base, version)
+                assert diff.stale == reachable(txn, s, base) - reachable(txn, s, version)
+                old = models[base]
+                assert diff.prior == {k: old.get(k) for k in keys if old.get(k) != model.get(k)}
+            models[version], base = model, version
+            if data.draw(st.booleans(), label="prune now"):
+                keep_from = data.draw(st.integers(min(models), version), label="keep_from")
+                nodes_before = len(node_keys(txn, s))
+                deleted = s.tree.prune(txn, keep_from)
+                assert len(node_keys(txn, s)) == nodes_before - deleted
+                models = {v: m for v, m in models.items() if v >= keep_from}
+                check_storage(txn, s)
+                for kept, kept_model in models.items():
+                    check_version(txn, s, kept, kept_model, keys)
+        s.tree.prune(txn, version)
+        assert stored_versions(txn, s) == [version]
+        assert node_keys(txn, s) == reachable(txn, s, version)
+        check_version(txn, s, version, models[version], keys)
+    env.close()
+
+
 # -- proofs ----------------------------------------------------------------------------------------
 
 def test_empty_tree(env, store):
@@ -260,7 +312,7 @@ def test_empty_tree(env, store):
         value, proof = store.tree.prove(txn, 0, BASE)
         assert value is None and proof == Proof(BASE, EMPTY, ())
         assert verify_proof(ZERO_HASH, BASE, None, proof)
-        assert counts(txn, store) == (0, 1, 0)
+        assert counts(txn, store) == (0, 1)
 
 
 def test_all_three_proof_kinds_occur(env, store):
@@ -430,7 +482,8 @@ def test_no_op_updates_write_nothing(env, store):
         no_ops = {KEY_POOL[0]: b"same", ABSENT_KEYS[0]: None, flip(BASE, 253): None}
         assert store.tree.update(txn, 1, 2, no_ops) == root
         assert store.tree.update(txn, 2, 3, {}) == root
-        assert counts(txn, store) == (before[0], before[1] + 2, before[2])
+        assert counts(txn, store) == (before[0], before[1] + 2)
+        assert store.tree.diff(txn, 1, 3) == (frozenset(), {})
 
 
 def test_a_no_op_beside_a_change_rewrites_nothing_on_its_path(env):
@@ -440,7 +493,7 @@ def test_a_no_op_beside_a_change_rewrites_nothing_on_its_path(env):
         with env.begin(write=True) as txn:
             s.tree.update(txn, None, 1, {key: b"same" for key in KEY_POOL})
             s.tree.update(txn, 1, 2, {KEY_POOL[5]: b"new", **extra})
-            written.append((node_keys(txn, s), stale_records(txn, s)))
+            written.append((node_keys(txn, s), s.tree.diff(txn, 1, 2)))
     assert written[0] == written[1]
 
 
@@ -462,10 +515,11 @@ def test_storage_records_follow_the_spec(env, store):
         # The left leaf is lifted to the root without being rewritten; the rest is stale since 300.
         since = (300).to_bytes(8, "big")
         assert txn.get(since + b"\x01", db=store.db) == b"\x02" + left_hash + b"\x05"
-        assert txn.get(since + b"\x02", db=store.db) == b"".join(
-            sorted((nodes + root_hash, nodes + right_hash)))
-        assert stale_records(txn, store) == {since + nodes + root_hash,
-                                             since + nodes + right_hash}
+        assert [key for key in txn.cursor(db=store.db).iternext(values=False)
+                if key[:8] == since] == [since + b"\x01"]  # nothing but the root
+        assert store.tree.diff(txn, 5, 300) == ({nodes + root_hash, nodes + right_hash},
+                                                 {right: b"R"})
+        assert store.tree.diff(txn, 300, 5) == (set(), {right: None})
 
 
 def test_the_owners_records_beside_the_versions_are_left_alone(env, store):

@@ -3,31 +3,34 @@
 Spec: docs/protocol.md §10. Keys are 32 bytes, values at most 4096 bytes. A subtree holding one
 key is that key's leaf, placed as high as it is alone, so the root depends only on the key/value
 set. Each update writes version ``v`` (the block height). Everything the tree stores sits in one
-height-ordered database under ``u64be(v) || kind``: its new nodes (``|| node hash``), its root and
-the nodes it made stale, which ``prune`` deletes once no kept version can reach them. Kinds from
-``OWNER_KINDS`` on are the owner's (the ledger keeps its block records beside the versions), so
-one block's writes all land at the end of one B-tree. History is linear: each update builds on
-the newest version, and ``rollback`` forgets versions above a block being reorganised away.
+height-ordered database under ``u64be(v) || kind``: its new nodes (``|| node hash``) and its root.
+Kinds from ``OWNER_KINDS`` on are the owner's (the ledger keeps its block records beside the
+versions), so one block's writes all land at the end of one B-tree. What a version changed is
+never stored: ``diff`` finds it by walking two versions side by side through the subtrees that
+differ, and ``prune`` uses it to delete the nodes no kept version reaches. History is linear:
+each update builds on the newest version, and ``rollback`` forgets versions above a block being
+reorganised away.
 """
 
 from contextlib import contextmanager
 from functools import partial
 from operator import itemgetter
+from typing import NamedTuple
 
 from edge import _fast
 from edge._fast import smt_value_hash
 from edge._fast.codec_py import encode_fixed
-from edge._fast.smt_py import (EMPTY_REF, NODE_KEY_SIZE, NODE_KIND, REF_EMPTY, REF_LEAF,
-                               decode_ref, encode_ref, load_node, read_inner, read_leaf)
+from edge._fast.smt_py import (EMPTY_REF, NODE_KIND, REF_EMPTY, REF_LEAF, decode_ref, encode_ref,
+                               load_node, node_key, read_inner, read_leaf)
 
 from chain.state.proof import EMPTY, INCLUSION, KEY_SIZE, MAX_VALUE, OTHER_LEAF, Proof
 
 MAX_VERSION = (1 << 64) - 1
 # Record kinds after the version (docs/protocol.md §10.2): nodes (0x00, then the node hash), the
-# root, the stale list; at version 0 only, the oldest version kept. The owner's kinds start at
-# OWNER_KINDS, so a version's records sort as: nodes, root, stale, the owner's.
-ROOT_KIND, STALE_KIND, OLDEST_KIND = 0x01, 0x02, 0x03
-TREE_KINDS = (NODE_KIND, ROOT_KIND, STALE_KIND, OLDEST_KIND)
+# root; at version 0 only, the oldest version kept (0x02 held stale lists up to storage layout 4).
+# The owner's kinds start at OWNER_KINDS, so a version's records sort as: nodes, root, the owner's.
+ROOT_KIND, OLDEST_KIND = 0x01, 0x03
+TREE_KINDS = (NODE_KIND, ROOT_KIND, OLDEST_KIND)
 OWNER_KINDS = 0x10
 
 
@@ -37,6 +40,14 @@ class StateError(Exception):
 
 class VersionPruned(StateError):
     """The version asked for was pruned, rolled back, or never written."""
+
+
+class Diff(NamedTuple):
+    """What changed from one version to another: ``stale``, the node keys of the old version
+    that the new one does not reach; ``prior``, every key whose value differs, mapped to its old
+    value (``None`` when the old version lacks it)."""
+    stale: frozenset
+    prior: dict
 
 
 class SparseMerkleTree:
@@ -60,14 +71,13 @@ class SparseMerkleTree:
         keys, values = _sorted_changes(changes)
         base_root = self._check_new_version(txn, base_version, new_version)
         with _missing_nodes_as_state_errors():
-            root, new_nodes, stale = self.engine.update(base_root, keys, values, new_version,
-                                                      self._node_getter(txn))
+            # The engine's list of the nodes made stale is not stored: ``diff`` finds them.
+            root, new_nodes, _ = self.engine.update(base_root, keys, values, new_version,
+                                                    self._node_getter(txn))
         # Performance note: the new nodes come sorted and their keys start with the newest
-        # version, so they sort after every stored record, and so do the root and stale list
-        # after them: LMDB appends them all (no searches, no page splits).
+        # version, so they sort after every stored record, and so does the root after them:
+        # LMDB appends them all (no searches, no page splits).
         records = new_nodes + [(record_key(new_version, ROOT_KIND), encode_ref(root))]
-        if stale:
-            records.append((record_key(new_version, STALE_KIND), stale))
         if txn.cursor(db=self._db).putmulti(records, append=True)[1] != len(records):
             raise StateError(f"stored records of version {new_version} or later already exist: "
                              "the state database is damaged")
@@ -128,6 +138,31 @@ class SparseMerkleTree:
                 stack.append((left, depth + 1, prefix << 1))
         return out, True
 
+    def diff(self, txn, old_version, new_version) -> Diff:
+        """What changed from ``old_version`` to ``new_version`` (both stored).
+
+        Walks both trees in lock-step from the roots: equal refs are one stored subtree and are
+        skipped, so only the subtrees that differ are read (for consecutive versions, the paths
+        of the keys the newer one changed). A leaf or an empty subtree faces an inner node as if
+        it had two empty children, so the inner side is read whole: it holds only changed keys
+        and possibly that very leaf, moved (a leaf's hash does not depend on its depth). A node
+        is in one place of a tree only, so what the old side holds and the new side lacks is
+        exactly what the new version no longer reaches."""
+        get = self._node_getter(txn)
+        old_nodes, new_nodes, old_leaves, new_leaves = set(), set(), {}, {}
+        stack = [(self._root_ref(txn, old_version), self._root_ref(txn, new_version))]
+        with _missing_nodes_as_state_errors():
+            while stack:
+                old, new = stack.pop()
+                if old != new:
+                    old_children = _visit(get, old, old_nodes, old_leaves)
+                    new_children = _visit(get, new, new_nodes, new_leaves)
+                    stack += zip(old_children, new_children)
+        prior = {key: value for key, (leaf_hash, value) in old_leaves.items()
+                 if new_leaves.get(key, (None,))[0] != leaf_hash}
+        prior.update((key, None) for key in new_leaves.keys() - old_leaves.keys())
+        return Diff(frozenset(old_nodes - new_nodes), prior)
+
     def prune(self, txn, keep_from) -> int:
         """Delete what only versions older than ``keep_from`` use; returns the nodes deleted.
 
@@ -142,18 +177,23 @@ class SparseMerkleTree:
         # Performance note: the oldest kept version may be above keep_from; nodes stale since it
         # are not in it either, so pruning up to it frees them now rather than at the next prune.
         oldest_kept = self._first_version_from(txn, keep_from)
-        deleted = 0
-        for version in range(oldest, oldest_kept + 1):
-            deleted += self._delete_stale_nodes(txn, version)
-            if version < oldest_kept:
-                txn.delete(record_key(version, ROOT_KIND), db=self._db)
+        deleted, version = 0, oldest
+        # The nodes each version made stale were in its predecessor and are in no later version
+        # (a node key holds its creating version, so a version never takes back a dropped node).
+        # The oldest's own were deleted by the previous prune, which kept it.
+        while version < oldest_kept:
+            successor = self._first_version_from(txn, version + 1)
+            for key in sorted(self.diff(txn, version, successor).stale):
+                deleted += txn.delete(key, db=self._db)
+            txn.delete(record_key(version, ROOT_KIND), db=self._db)
+            version = successor
         txn.put(_OLDEST_KEY, _version_key(oldest_kept), db=self._db)
         return deleted
 
     def rollback(self, txn, to_version) -> int:
-        """Forget every version after ``to_version`` (a reorganisation): the nodes, roots and
-        stale lists those versions wrote (their owner's records are its own to drop); returns
-        the nodes deleted."""
+        """Forget every version after ``to_version`` (a reorganisation): the nodes and roots
+        those versions wrote (their owner's records are its own to drop); returns the nodes
+        deleted."""
         self._root_ref(txn, to_version)
         if to_version == MAX_VERSION:
             return 0
@@ -235,17 +275,19 @@ class SparseMerkleTree:
         # Performance note: a C-level partial, so the compiled twin reads LMDB without a frame.
         return partial(txn.get, db=self._db)
 
-    def _delete_stale_nodes(self, txn, version):
-        """Delete the nodes ``version`` made stale, with its stale list; returns how many."""
-        key = record_key(version, STALE_KIND)
-        packed = txn.get(key, db=self._db)
-        if packed is None:
-            return 0
-        deleted = 0
-        for at in range(0, len(packed), NODE_KEY_SIZE):
-            deleted += txn.delete(packed[at:at + NODE_KEY_SIZE], db=self._db)
-        txn.delete(key, db=self._db)
-        return deleted
+
+def _visit(get, ref, nodes, leaves):
+    """Note ``ref`` (its node key in ``nodes``, a leaf's key -> (hash, value) in ``leaves``);
+    returns its children, two empty ones for a leaf or an empty subtree."""
+    if ref[0] == REF_EMPTY:
+        return EMPTY_REF, EMPTY_REF
+    nodes.add(node_key(ref))
+    record = load_node(get, ref)
+    if ref[0] == REF_LEAF:
+        key, value = read_leaf(record)
+        leaves[key] = ref[1], value
+        return EMPTY_REF, EMPTY_REF
+    return read_inner(record)
 
 
 def record_key(version, kind):
