@@ -265,7 +265,7 @@ def histories(draw):
     return batches, sorted(keys)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(history=histories(), data=st.data())
 def test_diffs_and_repeated_pruning_follow_a_model(tmp_path_factory, history, data):
     """``diff`` of consecutive versions finds exactly the nodes the newer one dropped and the
