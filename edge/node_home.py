@@ -19,11 +19,13 @@ OWNER_WALLET = "owner"
 
 
 def new_secrets():
-    """Fresh passwords of the broker accounts the node hands out (config attribute -> value)."""
-    return {"mqtt_bridge_password": secrets.token_urlsafe(24),
-            "mqtt_provision_password": secrets.token_urlsafe(12),
-            "mqtt_market_password": secrets.token_urlsafe(12),
-            "ha_password": secrets.token_urlsafe(18)}
+    """Fresh passwords of the broker accounts the node hands out (config attribute -> value).
+    Hex, so none starts with "-" (one in 64 URL-safe ones did, and ``--market-password <it>``
+    then read as an unknown option)."""
+    return {"mqtt_bridge_password": secrets.token_hex(24),
+            "mqtt_provision_password": secrets.token_hex(12),
+            "mqtt_market_password": secrets.token_hex(12),
+            "ha_password": secrets.token_hex(18)}
 
 
 def new_devnet_chain_id():

@@ -80,11 +80,18 @@ class AgentGateway:
         gateway = gateway_with_ca(Gateway("127.0.0.1", self.config.mqtt_tls_port,
                                           self.config.mqtt_provision_password,
                                           self.home.chain_id), ca_pem(self.home.path))
-        run_simulators(device_plan(self.kinds, 1), str(self.base / f"{self.home.path[-8:]}-sims"),
+        # The devices' state (keys, seq, outbox) lives beside the gateway's home, per test.
+        state_dir = str(self.base / f"{os.path.basename(self.home.path)}-sims")
+        run_simulators(device_plan(self.kinds, 1), state_dir,
                        gateway, stop=self._stop, interval=self.sim_interval_s,
                        approve=api_approver(ApiClient.for_home(self.home.path, self.home.api_url,
                                                                timeout=5)),
-                       log=lambda *_: None, log_disconnects=False)
+                       log=self._device_log, log_disconnects=False)
+
+    def _device_log(self, line):
+        """The simulated devices' log, kept beside the buyers' (``devices.log``) for failures."""
+        with open(self.base / "devices.log", "a") as f:
+            f.write(f"{time.time():.3f} {line}\n")
 
     def close(self):
         self._stop.set()
@@ -170,6 +177,30 @@ class AgentGateway:
 
     def balance(self, address):
         return int(self.client.get(f"/v1/accounts/{address}")["balance"])
+
+    def seller_books(self):
+        """``(seller's balance, participation pool)`` read at one height. The pool is what
+        participation rewards have not paid out yet (pool + payable, ``/v1/supply``); the
+        gateway's agent is the only participant its channels make (their seller and the
+        contract's creator, docs/protocol.md §9), so what the pool loses between two readings
+        the seller was paid, with its next contract transaction, on top of its sales."""
+        def read():
+            supply = self.client.get("/v1/supply")
+            account = self.client.get(f"/v1/accounts/{self.seller}")
+            again = self.client.get("/v1/supply")
+            if supply["height"] == account["height"] == again["height"]:
+                return int(account["balance"]), int(supply["participation_pool"])
+            return None
+        return wait_for("the seller's balance and the supply at one height", read, 30, 0.05)
+
+    def check_seller_received(self, books_before, paid, since_height):
+        """The seller's balance moved by exactly ``paid`` minus its fees since ``since_height``
+        plus the participation rewards it took meanwhile; the channel contract holds nothing."""
+        balance, pool = self.seller_books()
+        rewards = books_before[1] - pool
+        assert balance == books_before[0] + paid - self.fees_since(self.seller, since_height) \
+            + rewards, (balance, books_before, paid, rewards)
+        assert self.contract_balance() == 0
 
     def contract_balance(self):
         return int(self.client.get(f"/v1/contracts/{self.contract}")["balance"])

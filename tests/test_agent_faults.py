@@ -44,7 +44,8 @@ class Purchase:
         self.gw, self.name, self.service = gw, name, service
         self.buyer = gw.buyer(name, ssp)
         self.start = gw.height()
-        self.before = gw.balance(self.buyer), gw.balance(gw.seller)
+        self.before = gw.balance(self.buyer)
+        self.seller_books = gw.seller_books()
         self.proc = gw.buy(name, service, max_price, quantity, stop_after)
         self.id = None
 
@@ -73,7 +74,7 @@ class Purchase:
             expect_paid = amount_for(session["units"], session["price"], stype.per,
                                      stype.min_units)
         assert paid == expect_paid, (session, gw.node.log_tail(80))
-        wait_for("the buyer's refund", lambda: gw.balance(self.buyer) == self.before[0] - paid
+        wait_for("the buyer's refund", lambda: gw.balance(self.buyer) == self.before - paid
                  - gw.fees_since(self.buyer, self.start), 30)
         if seller:
             check_seller(self)
@@ -81,13 +82,11 @@ class Purchase:
 
 
 def check_seller(first, *others):
-    """The seller received exactly what the settled purchases paid, minus its fees since the
-    ``first`` began; the contract holds nothing."""
+    """The seller received exactly what the settled purchases paid, minus its fees, plus its
+    participation rewards, since the ``first`` began; the contract holds nothing."""
     gw = first.gw
     paid = sum(gw.wait_settled(p.id, 90)["redeemed"] for p in (first, *others))
-    assert gw.balance(gw.seller) == first.before[1] + paid - gw.fees_since(gw.seller,
-                                                                            first.start)
-    assert gw.contract_balance() == 0
+    gw.check_seller_received(first.seller_books, paid, first.start)
 
 
 def device_units(gw, session, kind, field):
@@ -242,7 +241,7 @@ def test_a_seller_that_vanishes_leaves_the_buyer_its_deposit(gw):
         deposit = gw.client.get(f"/v1/contracts/{gw.contract}")
         assert int(deposit["balance"]) == 0
         fees = gw.fees_since(p.buyer, p.start)
-        assert gw.balance(p.buyer) == p.before[0] - fees      # nothing was ever redeemed
+        assert gw.balance(p.buyer) == p.before - fees      # nothing was ever redeemed
     finally:
         gw.node.stop()
         config.agent_enabled = True

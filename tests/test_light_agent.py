@@ -57,7 +57,7 @@ def test_a_buyer_on_a_light_node_buys_readings_and_pays_exactly_what_was_metered
                  "weather.reading", "--max-price", "0.001", "--quantity", "50",
                  "--stop-after", "8", "--name", "farmer", "--json", "--timeout", "240",
                  "--broker", f"127.0.0.1:{gw.config.mqtt_port}",
-                 "--market-password", gw.config.market_password],
+                 f"--market-password={gw.config.market_password}"],
                 env=nodeproc.cli_env(), stdin=subprocess.DEVNULL, stdout=stdout,
                 stderr=stderr, timeout=300)
         log = (tmp_path / "buyer.log").read_text()

@@ -362,3 +362,31 @@ def test_outbox_keeps_frames_until_receipted_and_survives_a_torn_append(tmp_path
     box.settle(7, 1)
     box.close()
     assert os.path.getsize(path) == 0 and Outbox(path).frames == {}
+
+
+def test_a_device_moved_to_another_chain_drops_the_frames_signed_for_the_old_one(tmp_path):
+    """Frames signed for the chain a device has left can never be taken by a gateway of its
+    new chain: the device drops them when it joins again, rather than keeping them until its
+    outbox is full and it stops producing (which once wedged a test gateway's parking gate)."""
+    from edge.mqtt.simulators import Gateway, SimulatedDevice
+    folder = str(tmp_path / "gate")
+    old = SimulatedDevice("parking-gate", folder, Gateway("127.0.0.1", 1, "pw", "ss-old"))
+    old.state.credentials = {"chain_id": "ss-old", "username": "u", "password": "p"}
+    for seq in range(1, 6):
+        old.state.outbox.keep(seq, sign_frame(old.state.key, "ss-old", old.state.id, "meter",
+                                              seq, 1, {"n": seq}))
+    old.state.seq = 5
+    old.state.save()
+    old.state.close()
+    lines = []
+    moved = SimulatedDevice("parking-gate", folder, Gateway("127.0.0.1", 1, "pw", "ss-new"),
+                            log=lines.append)
+    assert len(moved.state.outbox) == 5 and not moved._usable_credentials()
+    assert len(moved.state.outbox) == 0 and moved.state.credentials is None
+    assert moved.state.seq == 5                      # seqs go on: never reused
+    assert any("dropped 5 unreceipted frame(s) signed for chain ss-old" in line
+               for line in lines), lines
+    moved.state.close()
+    again = SimulatedDevice("parking-gate", folder, Gateway("127.0.0.1", 1, "pw", "ss-new"))
+    assert len(again.state.outbox) == 0              # dropped on disk too
+    again.state.close()

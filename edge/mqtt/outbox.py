@@ -84,6 +84,15 @@ class Outbox:
             os.write(self._fd, _LEN.pack(0) + _SETTLED.pack(mark, start))
         return lost
 
+    def clear(self):
+        """Forget every kept frame (signed for a chain the device has left: no gateway of its
+        new chain can take them); returns how many."""
+        dropped = len(self.frames)
+        self.frames = {}
+        os.ftruncate(self._fd, 0)
+        self._dead = 0
+        return dropped
+
     def _forget(self, mark, start):
         covered = [s for s in self.frames if s <= mark]
         for seq in covered:

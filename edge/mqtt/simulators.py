@@ -258,6 +258,10 @@ class SimulatedDevice:
         if chain and creds.get("chain_id") != chain:
             self.log(f"credentials are for chain {creds.get('chain_id')}, the gateway runs "
                      f"{chain}: joining again")
+            dropped = self.state.outbox.clear()
+            if dropped:   # else they would fill the outbox for good and stop the device
+                self.log(f"dropped {dropped} unreceipted frame(s) signed for chain "
+                         f"{creds.get('chain_id')}: no gateway of {chain} can take them")
             self._forget_credentials()
             return False
         announced, pinned = self.gateway.ca_sha256, creds.get("ca_sha256")
