@@ -20,8 +20,10 @@ the node's own key and code, catching up with the clock, before the node starts.
 
 3. week (``--week``): disk use under that load once pruning runs, a week compressed. The frame
    budget (``[mqtt] frame_budget_mb``, 8192 by default: less than a week of this load) is scaled
-   down to ``--week-budget-mb`` (1) and stands for a week of frames: one simulated week is the
-   time the load takes to fill it, a simulated day a seventh of that. The load runs until the
+   down to ``--week-budget-mb`` (8) and stands for a week of frames: one simulated week is the
+   time the load takes to fill it, a simulated day a seventh of that. 8 MB is the smallest
+   budget that prunes in the batches a gateway uses (512 kB; a budget under 8 MB prunes every
+   sixteenth of itself, so a 1 MB one pruned 8 times as often as any real gateway). The load runs until the
    budget is full, then ``--weeks`` (3) more simulated weeks; the data file's size is sampled
    throughout, and the report gives its growth per simulated day over the last week, the bytes
    written per day while pruning runs, and frames pruned. What is simulated: the budget's size
@@ -433,7 +435,7 @@ def main():
     ap.add_argument("--age", type=int, default=1100, help="blocks produced before the node "
                     "starts (0: a fresh chain)")
     ap.add_argument("--week", action="store_true", help="also a compressed week under the load")
-    ap.add_argument("--week-budget-mb", type=int, default=1)
+    ap.add_argument("--week-budget-mb", type=int, default=8)
     ap.add_argument("--weeks", type=int, default=3, help="simulated weeks after the first")
     ap.add_argument("--no-scale", action="store_true", help="skip the round end at 50k voters")
     ap.add_argument("--fleet", help=argparse.SUPPRESS)
