@@ -26,7 +26,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from chain.tx import Stake, Transfer, Vote  # noqa: E402
+from tests import chainkit  # noqa: E402
 from tests.chainkit import COIN, TEST_PARAMS, TestChain  # noqa: E402
+
+# Each key holds 100 SSP (a stake of 10 and fees; the kit's 1,000 each would need the whole
+# supply at 1,000,000 accounts, and the genesis would not balance).
+chainkit.FUNDED = 100 * COIN
 
 PARAMS = TEST_PARAMS._replace(producers_per_round=4, standby_slots=0, max_missed_in_a_row=3,
                               max_votes=5, max_block_txs=5000)
