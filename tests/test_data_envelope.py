@@ -114,53 +114,50 @@ def test_truncated_records_refused(cut):
 
 
 
-def test_dataset_records_range_bounds_limit_and_isolation(tmp_path):
+@pytest.fixture
+def datasets(tmp_path):
+    """A DataStore on real LMDB, 20 signed readings of one station and two empty datasets."""
+    from chain.store import Store
+    from edge.agent.data_store import DataStore
+    store = Store(str(tmp_path / "data"))
+    try:
+        _, _, frames = station(20)
+        docs = {name: {"id": name, "device": "00" * 8, "owner": "00" * 20, "cursor": 0,
+                       "records": 0, "first_ms": 0, "last_ms": 0} for name in ("a", "b")}
+        yield store, DataStore(store), frames, docs
+    finally:
+        store.close()
+
+
+def test_dataset_records_range_bounds_limit_and_isolation(datasets):
     """A purchased range is [from_ms, to_ms) of device time, oldest first, at most the limit,
     and never reaches into another dataset's records (real LMDB)."""
-    from chain.store import Store
-    from edge.agent.data_store import DataStore
     from edge.agent.metering import DeviceFrame
-    store = Store(str(tmp_path / "data"))
-    try:
-        data = DataStore(store)
-        _, _, frames = station(20)
-        docs = {name: {"id": name, "device": "00" * 8, "owner": "00" * 20, "cursor": 0,
-                       "records": 0, "first_ms": 0, "last_ms": 0} for name in ("a", "b")}
-        decoded = [DeviceFrame(f) for f in frames]
-        store.write(lambda txn: data.add_records(txn, docs["a"], decoded[::-1][:10]))
-        store.write(lambda txn: data.add_records(txn, docs["b"], decoded[10:]))
-        assert docs["a"]["records"] == 10 and docs["a"]["cursor"] == 11
-        base = 1_700_000_000_000
-        got = data.range("a", base + 13_000, base + 17_000, 100)
-        assert [DeviceFrame(f).seq for f in got] == [13, 14, 15, 16]
-        assert [DeviceFrame(f).seq for f in data.range("a", 0, 2**62, 3)] == [11, 12, 13]
-        assert [DeviceFrame(f).seq for f in data.range("b", 0, 2**62, 100)] == list(range(11, 21))
-        assert data.range("a", base + 30_000, 2**62, 100) == []
-    finally:
-        store.close()
+    store, data, frames, docs = datasets
+    decoded = [DeviceFrame(f) for f in frames]
+    store.write(lambda txn: data.add_records(txn, docs["a"], decoded[::-1][:10]))
+    store.write(lambda txn: data.add_records(txn, docs["b"], decoded[10:]))
+    assert docs["a"]["records"] == 10 and docs["a"]["cursor"] == 11
+    base = 1_700_000_000_000
+    got = data.range("a", base + 13_000, base + 17_000, 100)
+    assert [DeviceFrame(f).seq for f in got] == [13, 14, 15, 16]
+    assert [DeviceFrame(f).seq for f in data.range("a", 0, 2**62, 3)] == [11, 12, 13]
+    assert [DeviceFrame(f).seq for f in data.range("b", 0, 2**62, 100)] == list(range(11, 21))
+    assert data.range("a", base + 30_000, 2**62, 100) == []
 
 
-def test_dataset_records_pruned_oldest_first_within_a_limit(tmp_path):
-    from chain.store import Store
-    from edge.agent.data_store import DataStore
+def test_dataset_records_pruned_oldest_first_within_a_limit(datasets):
     from edge.agent.metering import DeviceFrame
-    store = Store(str(tmp_path / "data"))
-    try:
-        data = DataStore(store)
-        _, _, frames = station(20)
-        docs = {name: {"id": name, "device": "00" * 8, "owner": "00" * 20, "cursor": 0,
-                       "records": 0, "first_ms": 0, "last_ms": 0} for name in ("a", "b")}
-        for doc in docs.values():
-            store.write(lambda txn, doc=doc: data.add_records(txn, doc, [DeviceFrame(f)
-                                                                         for f in frames]))
-        base = 1_700_000_000_000
-        assert data.prune("a", base + 8_000, limit=3) == 3          # seqs 1, 2, 3
-        assert data.prune("a", base + 8_000) == 4                   # 4..7; 8 is not before
-        assert data.prune("a", base + 8_000) == 0
-        assert [DeviceFrame(f).seq for f in data.range("a", 0, 2**62, 100)] == list(range(8, 21))
-        assert data.dataset("a")["records"] == 13
-        assert len(data.range("b", 0, 2**62, 100)) == 20 and data.dataset("b")["records"] == 20
-        assert sorted(data.prune(name, 2**62) for name in ("a", "b")) == [13, 20]  # to the end
-        assert data.range("a", 0, 2**62, 100) == data.range("b", 0, 2**62, 100) == []
-    finally:
-        store.close()
+    store, data, frames, docs = datasets
+    for doc in docs.values():
+        store.write(lambda txn, doc=doc: data.add_records(txn, doc, [DeviceFrame(f)
+                                                                     for f in frames]))
+    base = 1_700_000_000_000
+    assert data.prune("a", base + 8_000, limit=3) == 3          # seqs 1, 2, 3
+    assert data.prune("a", base + 8_000) == 4                   # 4..7; 8 is not before
+    assert data.prune("a", base + 8_000) == 0
+    assert [DeviceFrame(f).seq for f in data.range("a", 0, 2**62, 100)] == list(range(8, 21))
+    assert data.dataset("a")["records"] == 13
+    assert len(data.range("b", 0, 2**62, 100)) == 20 and data.dataset("b")["records"] == 20
+    assert sorted(data.prune(name, 2**62) for name in ("a", "b")) == [13, 20]  # to the end
+    assert data.range("a", 0, 2**62, 100) == data.range("b", 0, 2**62, 100) == []
