@@ -6,8 +6,9 @@ Runs a real ``smartshare node run`` (a devnet home: 1 s slots, its own Mosquitto
 ``fdatasync``) within a measured window: ``/proc/<pid>/io`` overstates on this kernel and the
 block devices are shared with other work.
 
-The node's chain is aged first (``--age``, 1,100 blocks: past ``prune_depth`` 1,000, so the
-chain database has its full depth and pruning runs, as on a gateway that has run for a while):
+The node's chain is aged first (``--age``, 1,100 blocks: far past ``prune_depth`` (64) and its
+pruning batch, so the chain database has its steady size and pruning runs, as on a gateway that
+has run for a while; with ``[node] prune_depth = 1000`` it is one B-tree level deeper):
 the devnet genesis is moved back in time and that many empty blocks are produced in-process by
 the node's own key and code, catching up with the clock, before the node starts.
 

@@ -19,10 +19,10 @@ from chain.genesis import apply_genesis
 from chain.state.records import Account, account_key
 from chain.state.smt import SparseMerkleTree, StateError
 from chain.state.view import StateView
+from chain.store import DEFAULT_PRUNE_DEPTH
 from chain.writer import LOCATION, U64, ChainWriter
 from edge._fast.codec_py import HEADER_VERSION
 
-DEFAULT_PRUNE_DEPTH = 1000
 MAX_FORK_AHEAD = 1000
 DBS = ("meta", "chain", "blocks", "side", "txs", "history", "mempool")
 # The storage layout this code reads (meta b"layout"); older data folders are refused.

@@ -10,7 +10,7 @@ from chain.p2p.frames import MAX_FRAME_CEILING
 from chain.p2p.messages import MAX_TX
 
 SSP_SUPPLY = 1_000_000_000  # whole SSP, fixed for ever
-MAX_HEAVY_WINDOW = 1000     # at most the ledger's default prune depth (chain/ledger.py)
+MAX_HEAVY_WINDOW = 1000     # nodes keep heavy_window + 1 state versions at least (chain/ledger.py)
 
 # Contract time on the slowest node (docs/protocol.md §14.3): bench/contracts.py finds the slowest
 # work per gas W (about 26 ns here), taken 5x slower on a Pi-class CPU. A transaction's gas must

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import tomli_w
 
-from chain.store import DEFAULT_MAP_SIZE
+from chain.store import DEFAULT_MAP_SIZE, DEFAULT_PRUNE_DEPTH
 
 DEFAULT_API_PORT = 8645
 DEFAULT_MQTT_TLS_PORT = 8883
@@ -61,7 +61,7 @@ class Config:
     key_file: str = "node_key.json"
     votes_dir: str = "votes"
     genesis_file: str = "genesis.json"
-    prune_depth: int = 1000
+    prune_depth: int = DEFAULT_PRUNE_DEPTH  # at least params.heavy_window + 1
     min_free_mb: int = 1024    # device frames are not written below this much free space
     map_size_mb: int = DEFAULT_MAP_SIZE >> 20  # address space; grows (quiesced) if ever full
     api_host: str = "127.0.0.1"
