@@ -7,24 +7,32 @@ accounts.
    voter rewards accrue, docs/protocol.md §9) is compared with the others.
 2. block apply: a genesis of ``A`` funded accounts, then blocks of 1,000 signed transfers to
    accounts spread over all of them; apply time per transaction (build excluded).
+3. empty-block writes (``--idle-accounts``): a genesis of ``A`` funded accounts, 192 empty blocks
+   (past the default prune depth and a pruning batch), then 64 more in a child process under
+   ``strace``: bytes LMDB writes per empty block (``pwrite``/``writev`` of the data file), what an
+   idle gateway's card takes as the state grows (bench/wear.py measures the devnet's).
 
 Real LMDB in a temp folder, the ledger's own build/apply path (``tests/chainkit.py``). Prints a
-table; the last line is one JSON object with ``round_end_ms_<V>_voters`` and
-``apply_us_per_tx_<A>_accounts``.
+table; the last line is one JSON object with ``round_end_ms_<V>_voters``,
+``apply_us_per_tx_<A>_accounts`` and ``idle_bytes_per_block_<A>_accounts``.
 
     .venv/bin/python bench/scale.py [--voters 1000,10000,50000] [--accounts 10000,100000]
+                                    [--idle-accounts 4,1000,10000]
 """
 
 import argparse
 import json
 import os
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from chain.store import DEFAULT_PRUNE_DEPTH  # noqa: E402
 from chain.tx import Stake, Transfer, Vote  # noqa: E402
 from tests import chainkit  # noqa: E402
 from tests.chainkit import COIN, TEST_PARAMS, TestChain  # noqa: E402
@@ -37,6 +45,8 @@ PARAMS = TEST_PARAMS._replace(producers_per_round=4, standby_slots=0, max_missed
                               max_votes=5, max_block_txs=5000)
 CHUNK = 5000
 TRANSFERS = 1000
+IDLE_AGE, IDLE_BLOCKS = 192, 64
+WRITTEN = re.compile(r"^\d+\s+(?:pwrite64|pwritev|writev)\(.*\)\s+=\s+(\d+)$")
 
 def round_end(directory, voters):
     chain = TestChain(os.path.join(directory, f"voters-{voters}"), n_keys=voters, n_agents=4,
@@ -74,6 +84,30 @@ def block_apply(directory, accounts):
     chain.store.close()
     return 1e6 * statistics.median(times)
 
+def idle_chain(directory, accounts):
+    return TestChain(os.path.join(directory, f"idle-{accounts}"), n_keys=accounts, params=PARAMS,
+                     map_size=64 << 30, prune_depth=DEFAULT_PRUNE_DEPTH)
+
+
+def empty_blocks(directory, accounts, count):
+    chain = idle_chain(directory, accounts)
+    for _ in range(count):
+        chain.block()
+    chain.store.close()
+
+
+def idle_writes(directory, accounts):
+    """Bytes written to LMDB per empty block on a chain of ``accounts`` funded accounts."""
+    empty_blocks(directory, accounts, IDLE_AGE)
+    trace = os.path.join(directory, f"idle-{accounts}.trace")
+    subprocess.run(["strace", "-f", "-qq", "-e", "trace=pwrite64,pwritev,writev", "-o", trace,
+                    sys.executable, os.path.abspath(__file__), "--empty-blocks",
+                    f"{directory},{accounts},{IDLE_BLOCKS}"], check=True)
+    with open(trace) as f:
+        written = sum(int(m.group(1)) for m in map(WRITTEN.match, f) if m)
+    return written / IDLE_BLOCKS
+
+
 def _count(n):
     """50000 -> 50k, 1000000 -> 1m."""
     for unit, size in (("m", 10**6), ("k", 1000)):
@@ -87,7 +121,12 @@ def main():
     ap.add_argument("--voters", default="1000,10000,50000")
     ap.add_argument("--accounts", default="10000,100000",
                     help="1000000 works too: it needs ~3 GB of memory and minutes to set up")
+    ap.add_argument("--idle-accounts", default="4,1000,10000")
+    ap.add_argument("--empty-blocks", help=argparse.SUPPRESS)  # DIR,ACCOUNTS,COUNT (the child)
     args = ap.parse_args()
+    if args.empty_blocks:
+        directory, accounts, count = args.empty_blocks.rsplit(",", 2)
+        return empty_blocks(directory, int(accounts), int(count))
     out, rows = {}, []
     with tempfile.TemporaryDirectory(prefix="smartshare-scale-") as d:
         for v in (int(x) for x in args.voters.split(",") if x):
@@ -103,6 +142,12 @@ def main():
             rows.append((f"block apply, {a:,} accounts (us per transfer)",
                          f"{per_tx:.0f} (set up {time.perf_counter() - began:.0f} s)"))
             out[f"apply_us_per_tx_{_count(a)}_accounts"] = round(per_tx, 1)
+        for a in (int(x) for x in args.idle_accounts.split(",") if x):
+            per_block = idle_writes(d, a)
+            rows.append((f"empty block, {a:,} accounts (bytes written)",
+                         f"{per_block:,.0f} ({per_block * 86400 / 1e9:.2f} GB a day at 1 s slots, "
+                         f"{per_block * 28800 / 1e9:.2f} at 3 s)"))
+            out[f"idle_bytes_per_block_{_count(a)}_accounts"] = round(per_block)
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")

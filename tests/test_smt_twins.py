@@ -23,17 +23,17 @@ class MemoryNodes:
 
 
 def run(smt, batches):
-    """Apply ``batches`` in turn; returns every step's (root, new nodes, stale) and walks."""
+    """Apply ``batches`` in turn; returns every step's (root, new nodes) and walks."""
     nodes, root, steps = MemoryNodes(), smt.EMPTY_REF, []
     for version, batch in enumerate(batches, start=1):
         keys = sorted(batch)
-        root, new_nodes, stale = smt.update(root, keys, [batch[k] for k in keys], version,
-                                            nodes.records.get)
+        root, new_nodes = smt.update(root, keys, [batch[k] for k in keys], version,
+                                     nodes.records.get)
         assert all(len(key) == 41 and key[:9] == version.to_bytes(8, "big") + b"\x00"
                    for key, _ in new_nodes)  # docs/protocol.md §10.2: version || 0x00 || hash
         nodes.apply(new_nodes)
         walks = [smt.walk(root, key, nodes.records.get) for key in keys]
-        steps.append((root, new_nodes, stale, walks))
+        steps.append((root, new_nodes, walks))
     return steps
 
 
@@ -48,7 +48,7 @@ def test_twins_build_identical_trees(batches):
 
 @pytest.mark.parametrize("smt", twins("smt"))
 def test_missing_node_is_a_lookup_error(smt):
-    root, new_nodes, _ = smt.update(smt.EMPTY_REF, [bytes(32), b"\x80" + bytes(31)], [b"a", b"b"],
+    root, new_nodes = smt.update(smt.EMPTY_REF, [bytes(32), b"\x80" + bytes(31)], [b"a", b"b"],
                                     1, {}.get)
     with pytest.raises(LookupError, match="missing"):
         smt.walk(root, bytes(32), {}.get)

@@ -20,8 +20,8 @@ def genesis_state(genesis):
 def state_root(items):
     """The state tree's root (§10) over ``items`` (key -> value)."""
     keys = sorted(items)
-    root, _, _ = _fast.smt.update(EMPTY_REF, keys, [items[k] for k in keys], 0,
-                                  lambda node_key: None)
+    root, _ = _fast.smt.update(EMPTY_REF, keys, [items[k] for k in keys], 0,
+                               lambda node_key: None)
     return root[1]
 
 

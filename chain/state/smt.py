@@ -71,8 +71,7 @@ class SparseMerkleTree:
         keys, values = _sorted_changes(changes)
         base_root = self._check_new_version(txn, base_version, new_version)
         with _missing_nodes_as_state_errors():
-            # The engine's list of the nodes made stale is not stored: ``diff`` finds them.
-            root, new_nodes, _ = self.engine.update(base_root, keys, values, new_version,
+            root, new_nodes = self.engine.update(base_root, keys, values, new_version,
                                                     self._node_getter(txn))
         # Performance note: the new nodes come sorted and their keys start with the newest
         # version, so they sort after every stored record, and so does the root after them:

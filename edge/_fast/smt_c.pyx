@@ -183,11 +183,12 @@ def walk(root, key, get_node):
 
 def update(root, keys, values, version, get_node):
     """Apply ``values[i]`` (``None`` deletes) at the sorted, distinct ``keys[i]`` below ``root``
-    as ``version``. Returns ``(new root ref, new nodes as [(node_key, record)], the node keys
-    made stale, sorted and concatenated)``; nothing is written. New nodes come in key order."""
+    as ``version``. Returns ``(new root ref, new nodes as [(node_key, record)])``; nothing is
+    written. New nodes come in key order. (The nodes it replaces are found later, when they are
+    pruned, by diffing versions: chain/state/smt.py.)"""
     cdef _Update job = _Update(list(keys), list(values), version, get_node)
     root = job.subtree(root, 0, 0, len(keys))
-    return root, _sorted_nodes(job.new_nodes), _sorted_join(job.stale)
+    return root, _sorted_nodes(job.new_nodes)
 
 
 cdef struct _Keyed:
@@ -222,47 +223,17 @@ cdef list _sorted_nodes(list nodes):
         free(order)
 
 
-cdef int _compare_node_keys(const void *a, const void *b) noexcept nogil:
-    return memcmp((<const char **>a)[0], (<const char **>b)[0], C_NODE_KEY)
-
-
-cdef bytes _sorted_join(list node_keys):
-    """``b"".join(sorted(node_keys))`` for 41-byte keys: qsort over pointers, one copy."""
-    cdef Py_ssize_t n = len(node_keys), i
-    cdef const char **ptrs
-    cdef bytes out
-    cdef char *buf
-    if n == 0:
-        return b""
-    ptrs = <const char **>malloc(n * sizeof(char *))
-    if ptrs == NULL:
-        raise MemoryError()
-    try:
-        for i in range(n):
-            if PyBytes_GET_SIZE(node_keys[i]) != C_NODE_KEY:
-                raise ValueError("stale node key is not 41 bytes")
-            ptrs[i] = PyBytes_AS_STRING(node_keys[i])
-        qsort(ptrs, n, sizeof(char *), _compare_node_keys)
-        out = PyBytes_FromStringAndSize(NULL, n * C_NODE_KEY)
-        buf = PyBytes_AS_STRING(out)
-        for i in range(n):
-            memcpy(buf + i * C_NODE_KEY, ptrs[i], C_NODE_KEY)
-        return out
-    finally:
-        free(ptrs)
-
-
 cdef class _Update:
     """One batched update: a single recursive pass over the sorted changed keys."""
 
-    cdef list keys, values, new_nodes, stale
+    cdef list keys, values, new_nodes
     cdef object version, get_node
     cdef bytes node_prefix
 
     def __init__(self, list keys, list values, version, get_node):
         self.keys, self.values, self.version = keys, values, version
         self.node_prefix = _node_prefix(version)
-        self.get_node, self.new_nodes, self.stale = get_node, [], []
+        self.get_node, self.new_nodes = get_node, []
 
     cdef const unsigned char *_key(self, Py_ssize_t i):
         return <const unsigned char *>PyBytes_AS_STRING(self.keys[i])
@@ -296,7 +267,6 @@ cdef class _Update:
                 return self._split(None, children, depth, lo, hi)
         if own < 0 or self.values[own] == leaf_value:
             return ref
-        self.stale.append(_node_key(ref))
         return C_EMPTY_REF if self.values[own] is None else self._write_leaf(own)
 
     cdef Py_ssize_t _find(self, const unsigned char *key, Py_ssize_t lo, Py_ssize_t hi):
@@ -331,10 +301,8 @@ cdef class _Update:
         cdef tuple new_left = self.subtree(left, depth + 1, lo, mid)
         cdef tuple new_right = self.subtree(right, depth + 1, mid, hi)
         cdef int lk = new_left[0], rk = new_right[0]
-        if ref is not None:
-            if new_left == left and new_right == right:
-                return ref
-            self.stale.append(_node_key(ref))
+        if ref is not None and new_left == left and new_right == right:
+            return ref
         if lk == C_EMPTY and rk != C_INNER:
             return new_right  # lift a lone leaf (or an empty subtree)
         if rk == C_EMPTY and lk != C_INNER:

@@ -102,21 +102,22 @@ def walk(root, key, get_node):
 
 def update(root, keys, values, version, get_node):
     """Apply ``values[i]`` (``None`` deletes) at the sorted, distinct ``keys[i]`` below ``root``
-    as ``version``. Returns ``(new root ref, new nodes as [(node_key, record)], the node keys
-    made stale, sorted and concatenated)``; nothing is written. New nodes come in key order."""
+    as ``version``. Returns ``(new root ref, new nodes as [(node_key, record)])``; nothing is
+    written. New nodes come in key order. (The nodes it replaces are found later, when they are
+    pruned, by diffing versions: chain/state/smt.py.)"""
     job = _Update(keys, values, version, get_node)
     root = job.subtree(root, 0, 0, len(keys))
-    return root, sorted(job.new_nodes), b"".join(sorted(job.stale))
+    return root, sorted(job.new_nodes)
 
 
 class _Update:
     """One batched update: a single recursive pass over the sorted changed keys."""
 
-    __slots__ = ("keys", "values", "version", "get_node", "new_nodes", "stale")
+    __slots__ = ("keys", "values", "version", "get_node", "new_nodes")
 
     def __init__(self, keys, values, version, get_node):
         self.keys, self.values, self.version = keys, values, version
-        self.get_node, self.new_nodes, self.stale = get_node, [], []
+        self.get_node, self.new_nodes = get_node, []
 
     def subtree(self, ref, depth, lo, hi):
         """The new ref of subtree ``ref`` at ``depth`` once changes ``lo:hi`` are applied."""
@@ -142,7 +143,6 @@ class _Update:
             return self._split(None, children, depth, lo, hi)
         if own is None or self.values[own] == leaf_value:
             return ref
-        self._stale(ref)
         return EMPTY_REF if self.values[own] is None else self._write_leaf(own)
 
     def _split(self, ref, children, depth, lo, hi):
@@ -151,18 +151,13 @@ class _Update:
         left, right = children
         new_left = self.subtree(left, depth + 1, lo, mid) if mid > lo else left
         new_right = self.subtree(right, depth + 1, mid, hi) if hi > mid else right
-        if ref is not None:
-            if (new_left, new_right) == children:
-                return ref
-            self._stale(ref)
+        if ref is not None and (new_left, new_right) == children:
+            return ref
         if new_left[0] == REF_EMPTY and new_right[0] != REF_INNER:
             return new_right  # lift a lone leaf (or an empty subtree)
         if new_right[0] == REF_EMPTY and new_left[0] != REF_INNER:
             return new_left
         return self._write_inner(new_left, new_right)
-
-    def _stale(self, ref):
-        self.stale.append(node_key(ref))
 
     def _write_leaf(self, index):
         key, value = self.keys[index], self.values[index]
