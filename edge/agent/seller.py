@@ -21,14 +21,14 @@ import time
 from chain.address import encode_address
 from chain.calls import contract_address
 from edge.agent import channels, messages
+from edge.agent.catalogue import Catalogue
 from edge.agent.chain_port import ChainRefused, ChainUnavailable
 from edge.agent.data_desk import DataDesk
-from edge.agent.matching import ASK, BID, BookError, Order, OrderBook
+from edge.agent.matching import BID, BookError
 from edge.agent.metering import METERING_STATES, Cursors, FrameReader, apply_frame, \
     forget_paid_evidence
 from edge.agent.records import Meta, Records
-from edge.agent.services import (SERVICE_TYPES, amount_for, new_offer, offer_policy,
-                                 service_id, service_type, types_for_kind)
+from edge.agent.services import SERVICE_TYPES, amount_for
 from edge.agent.wallet import Wallet
 
 OPEN_STATES = ("matched", "ready", "starting", "active", "stopping", "ended", "closing")
@@ -81,19 +81,17 @@ class Seller:
         self.desk = DataDesk(store, signer, chain, chain_id, identity, frames, self.wallet,
                              data_config, log)
         self.meta = Meta(store)
-        self.offers = Records(store, "agent_services")
-        self.orders = Records(store, "agent_orders")
+        self.catalogue = Catalogue(store, identity, signer, self._busy, lambda: self.contract,
+                                   log)
         self.sessions_db = Records(store, "agent_sessions")
         self.frames, self.cursors = FrameReader(frames), Cursors(store)
         self.payee = signer.address.hex()
         self.sessions = {}          # id hex -> record, for sessions not done
-        self.books = {}             # service type -> OrderBook
         self.outgoing = []          # (destination, payload bytes) to send
         self._dirty = {}            # sessions changed since the last flush
         self._dirty_devices = set()
         self._idle_cursors = {}     # device -> seq read, for devices with nothing to meter
         self._idle_saved = time.monotonic()
-        self._quotes = {}           # service -> last quote body sent
         self._next = {"watch": 0, "retention": 0, "quotes": 0}
         self.stats = {"vouchers": 0, "vouchers_refused": 0, "statements": 0, "trades": 0,
                       "units": 0}
@@ -106,7 +104,7 @@ class Seller:
         for doc in self.sessions_db.values():
             if doc["state"] not in DONE_STATES:
                 self.sessions[doc["id"]] = doc
-        self._rebuild_books()
+        self.catalogue.rebuild()
         self._dirty_devices.update(bytes.fromhex(s["device"]) for s in self.sessions.values())
         if self.contract is None:
             if self.config.contract is not None:
@@ -121,83 +119,25 @@ class Seller:
         found = self.meta.get("channel_contract")
         return bytes.fromhex(found) if found else None
 
-    def _rebuild_books(self):
-        self.books = {}
-        for offer in self.offers.values():
-            self._book(offer["type"])
-        for order in sorted(self.orders.values(), key=lambda o: o["seq"]):
-            book = self.books.get(order["service"])
-            if book is not None:
-                book.restore(Order(order["id"], BID, order["price"], order["quantity"],
-                                   order["seq"], order["buyer"], order["device"]))
-
-    def _book(self, type_name):
-        book = self.books.get(type_name)
-        floor, ceiling = self._bounds(type_name)
-        if book is None:
-            book = self.books[type_name] = OrderBook(type_name, floor, ceiling)
-        else:
-            book.set_bounds(floor, ceiling)
-        return book
-
-    def _bounds(self, type_name):
-        """The fair range of a book: the lowest floor to the highest ceiling of its offers."""
-        policies = [offer_policy(o) for o in self.offers.values() if o["type"] == type_name]
-        if not policies:
-            return 0, 0
-        return min(p.floor for p in policies), max(p.ceiling for p in policies)
-
-    # -- offers (service list|add|price) -------------------------------------------------------
+    # -- offers (service list|add|price; the catalogue holds them) ---------------------------------
 
     def add_offer(self, type_name, device_id, policy=None, capacity=None):
-        stype = service_type(type_name)
-        if self.identity.device(device_id) is None:
-            raise ValueError(f"device {device_id.hex()} is not an approved device")
-        kind = self.identity.kind(device_id)
-        if kind != stype.device_kind:
-            raise ValueError(f"{type_name} needs a {stype.device_kind}, device {device_id.hex()} "
-                             f"is a {kind or 'device of unknown kind'}")
-        offer = new_offer(type_name, device_id, policy, capacity)
-        self.offers.put(offer["id"].encode(), offer)
-        self._book(type_name)
+        offer = self.catalogue.add_offer(type_name, device_id, policy, capacity)
         self._next["quotes"] = 0
         return offer
 
     def set_price(self, offer_id, policy):
-        offer = self.offers.get(offer_id.encode())
-        if offer is None:
-            raise ValueError(f"no service {offer_id}; `smartshare service list` shows them")
-        problems = policy.problems()
-        if problems:
-            raise ValueError("; ".join(problems))
-        offer["policy"] = policy._asdict()
-        self.offers.put(offer_id.encode(), offer)
-        self._book(offer["type"])
+        offer = self.catalogue.set_price(offer_id, policy)
         self._next["quotes"] = 0
         return offer
 
     def list_offers(self):
-        out = []
-        for offer in self.offers.values():
-            busy = self._busy(offer)
-            out.append(dict(offer, busy=busy, price=offer_policy(offer).price(
-                busy, offer["capacity"])))
-        return out
+        return self.catalogue.list_offers()
 
     def _busy(self, offer):
+        """Open sessions of ``offer``'s service on its device."""
         return sum(1 for s in self.sessions.values() if s["device"] == offer["device"]
                    and s["service"] == offer["type"] and s["state"] in OPEN_STATES)
-
-    def _auto_offers(self):
-        """Offer every service of each approved device of a known kind, at default prices."""
-        if not self.config.auto_offer or self.identity.devices is None:
-            return
-        known = {o["id"] for o in self.offers.values()}
-        for device_id in self.identity.devices.approved():
-            for stype in types_for_kind(self.identity.kind(device_id)):
-                if service_id(stype.name, device_id) not in known:
-                    self.add_offer(stype.name, device_id)
-                    self.log(f"agent: offering {stype.name} of device {device_id.hex()}")
 
     # -- messages from buyers ------------------------------------------------------------------
 
@@ -242,7 +182,7 @@ class Seller:
                     and s["buyer"] == buyer]
         if existing:
             return self._reply(client, self._trade_body(existing[0]))
-        resting = self.orders.get(body["order"].encode())
+        resting = self.catalogue.resting(body["order"])
         if resting is not None and resting["buyer"] == buyer:
             return self._reply(client, {"type": "resting", "order": body["order"],
                                         "best_ask": self._best_ask(body)})
@@ -250,18 +190,15 @@ class Seller:
         if refusal:
             return self._reply(client, _error(body, *refusal, ref=body["order"]))
         self._sync_asks()
-        book = self.books[body["service"]]
+        book = self.catalogue.books[body["service"]]
         try:   # a bid above the fair range bids its ceiling (still within the buyer's limit)
             trades = book.add(BID, body["order"], min(body["max_price"], book.ceiling),
                               body["quantity"], buyer, body["device"])
         except BookError as exc:
             return self._reply(client, _error(body, "refused", str(exc), ref=body["order"]))
         if not trades:
-            order = book.orders[body["order"]]
-            self.orders.put(body["order"].encode(), {
-                "id": order.id, "service": body["service"], "price": order.price,
-                "quantity": order.quantity, "seq": order.seq, "buyer": buyer,
-                "device": body["device"], "client": client, "time_ms": now_ms()})
+            self.catalogue.rest(book.orders[body["order"]], body["service"], buyer, client,
+                                now_ms())
             return self._reply(client, {"type": "resting", "order": body["order"],
                                         "best_ask": self._best_ask(body)})
         return self._open_sessions(trades, body["service"], (buyer, client))
@@ -269,20 +206,18 @@ class Seller:
     def _order_refusal(self, body):
         if self.contract is None:
             return "not_ready", "the seller's channel contract is not deployed yet; retry soon"
-        if body["service"] not in self.books:
+        if body["service"] not in self.catalogue.books:
             return "no_service", f"no {body['service']} offered here"
         return None
 
     def _best_ask(self, body):
-        best = self.books[body["service"]].best(ASK, body["device"])
-        return best.price if best else None
+        return self.catalogue.best_ask(body["service"], body["device"])
 
     def _open_sessions(self, trades, service, buyer):
         """A session per trade; ``buyer`` is ``(public key hex, MQTT client id or None)``."""
         replies = []
         for trade in trades:
-            self.books[service].cancel(trade.bid)       # one session per order
-            self.orders.delete(trade.bid.encode())
+            self.catalogue.take_bid(service, trade.bid)     # one session per order
             session = self._new_session(trade, service, buyer)
             replies += self._reply(session["client"], self._trade_body(session))
         return replies
@@ -518,7 +453,8 @@ class Seller:
             self._watch_channels(now)
         if now >= self._next["quotes"]:
             self._next["quotes"] = now + self.config.interval_ms
-            self._auto_offers()
+            if self.config.auto_offer:
+                self.catalogue.auto_offers()
             self._sync_asks()
             self._publish_quotes()
         self.desk.tick(now)
@@ -713,55 +649,17 @@ class Seller:
     # -- quotes --------------------------------------------------------------------------------
 
     def _sync_asks(self):
-        """One ask per enabled offer at its current price, for its free capacity; an ask whose
-        price or size changed is replaced (and may meet resting bids)."""
-        for offer in self.offers.values():
-            book = self._book(offer["type"])
-            busy = self._busy(offer)
-            price = offer_policy(offer).price(busy, offer["capacity"])
-            quantity = min((offer["capacity"] - busy) * offer["max_units"], 1 << 62)
-            current = book.orders.get(offer["id"])
-            if current is not None and (current.price, current.quantity) == (price, quantity):
-                continue
-            book.cancel(offer["id"])
-            if quantity <= 0 or not offer["enabled"] or self.contract is None:
-                continue
-            trades = book.add(ASK, offer["id"], price, quantity, self.payee, offer["device"])
-            for trade in trades:
-                stored = self.orders.get(trade.bid.encode()) or {}
-                self._open_sessions([trade], offer["type"],
-                                    (stored.get("buyer"), stored.get("client")))
+        """The catalogue's asks at their current prices; a trade with a resting bid opens its
+        session at once."""
+        self.catalogue.sync_asks(lambda trade, service, buyer:
+                                 self._open_sessions([trade], service, buyer))
 
     def quote_bodies(self):
-        """The supply quote of each service type (what is published on MQTT and the API)."""
-        out = {}
-        for type_name, book in sorted(self.books.items()):
-            stype = SERVICE_TYPES[type_name]
-            offers = []
-            for offer in self.offers.values():
-                if offer["type"] != type_name or not offer["enabled"]:
-                    continue
-                busy = self._busy(offer)
-                offers.append({"service_id": offer["id"], "device": offer["device"],
-                               "price": offer_policy(offer).price(busy, offer["capacity"]),
-                               "available": offer["capacity"] - busy,
-                               "capacity": offer["capacity"]})
-            best_bid = book.best(BID)
-            out[type_name] = {
-                "service": type_name, "unit": stype.unit, "price_unit": stype.price_unit,
-                "per": stype.per, "min_units": stype.min_units, "offers": offers,
-                "best_bid": best_bid.price if best_bid else None,
-                "bounds": [book.floor, book.ceiling],
-                "contract": self.contract.hex() if self.contract else None,
-                "payee": self.payee, "seller": self.signer.pubkey.hex()}
-        return out
+        return self.catalogue.quote_bodies()
 
     def _publish_quotes(self):
-        for type_name, quote in self.quote_bodies().items():
-            if self._quotes.get(type_name) == quote:
-                continue
-            self._quotes[type_name] = quote
-            self.outgoing.append((("quote", type_name), messages.seal(
+        for quote in self.catalogue.changed_quotes():
+            self.outgoing.append((("quote", quote["service"]), messages.seal(
                 self.signer, self.chain_id, dict(quote, type="quote"))))
 
     # -- retention -----------------------------------------------------------------------------
@@ -788,10 +686,7 @@ class Seller:
     def book_view(self):
         """Resting orders of every book, best first."""
         self._sync_asks()
-        return {name: {"bids": [o._asdict() for o in book.side(BID)],
-                       "asks": [o._asdict() for o in book.side(ASK)],
-                       "bounds": [book.floor, book.ceiling], "trades": book.trades}
-                for name, book in sorted(self.books.items())}
+        return self.catalogue.book_view()
 
     def summary(self, s):
         """A session in a few fields (lists)."""
