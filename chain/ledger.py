@@ -28,8 +28,10 @@ DBS = ("meta", "chain", "blocks", "side", "txs", "history", "mempool")
 # The storage layout this code reads (meta b"layout"); older data folders are refused.
 # 2: the height-ordered chain database; 3: device frames in one log (edge/mqtt/devices.py);
 # 4: the flat state in the main database (chain/flat_state.py); 5: no stale lists nor undo
-# records (derived from the state tree's versions, chain/state/smt.py ``diff``).
-LAYOUT = 5
+# records (derived from the state tree's versions, chain/state/smt.py ``diff``); 6: tree nodes
+# keyed by their index in their version, not their hash (13-byte keys: two B-tree levels hold an
+# idle gateway's whole chain database).
+LAYOUT = 6
 
 
 class VerifiedSignatures:

@@ -25,7 +25,7 @@ import lmdb
 CHAIN_DBS = {
     "meta": "b'genesis' -> its hash; b'layout' -> u64be storage layout; b'lib' -> u64be LIB "
             "height (written by pruning batches and reorganisations; else the head's)",
-    "chain": "u64be height || u8 kind [|| node hash] -> the state tree's version and the "
+    "chain": "u64be height || u8 kind [|| u32be node index] -> the state tree's version and the "
              "main-chain block at that height, in height order (docs/protocol.md §10.2)",
     "side": "block hash -> u64be height || encoded block (fork blocks kept above the LIB)",
     "txs": "tx id -> u64be height || u32be index",

@@ -89,11 +89,11 @@ def read_ref(r):
     kind = r.u8("ref")
     if kind == 0:
         return None
-    return kind, r.fixed(32, "hash"), r.uvarint("version")
+    return kind, r.fixed(32, "hash"), r.uvarint("version"), r.uvarint("index")
 
 
 def node_key(ref):
-    return ref[2].to_bytes(8, "big") + b"\x00" + ref[1]
+    return ref[2].to_bytes(8, "big") + b"\x00" + ref[3].to_bytes(4, "big")
 
 
 def root_key(version):
@@ -101,7 +101,8 @@ def root_key(version):
 
 
 def reachable(txn, s, version):
-    """The node keys of every node in ``version``'s tree, read without the tree's own code."""
+    """The node keys of every node in ``version``'s tree, read without the tree's own code; each
+    node stored where its reference points hashes to the hash the reference holds."""
     r = Reader(txn.get(root_key(version), db=s.db))
     stack, found = [read_ref(r)], set()
     r.end("root")
@@ -115,10 +116,16 @@ def reachable(txn, s, version):
         if ref[0] == 1:
             r = Reader(record)
             r.tag(0x00, "inner")
-            stack += [read_ref(r), read_ref(r)]
+            children = read_ref(r), read_ref(r)
             r.end("inner")
+            assert ref[1] == smt_node_hash(*(c[1] if c else bytes(32) for c in children))
+            stack += children
         else:
-            assert record[0] == 0x01
+            r = Reader(record)
+            r.tag(0x01, "leaf")
+            key, value = r.fixed(32, "key"), r.var_bytes(4096, "value")
+            r.end("leaf")
+            assert ref[1] == smt_leaf_hash(key, smt_value_hash(value))
     return found
 
 
@@ -141,7 +148,7 @@ def check_storage(txn, s):
     oldest version only (§10.2)."""
     live = {version: reachable(txn, s, version) for version in stored_versions(txn, s)}
     assert node_keys(txn, s) == set().union(*live.values())
-    assert all(len(key) == 41 for key in node_keys(txn, s))
+    assert all(len(key) == 13 for key in node_keys(txn, s))
     kinds = {key[8] for key in txn.cursor(db=s.db).iternext(values=False)}
     assert {kind for kind in kinds if kind < 0x10} <= {0x00, 0x01, 0x03}
 
@@ -506,18 +513,20 @@ def test_storage_records_follow_the_spec(env, store):
     nodes = version + b"\x00"
     with env.begin(write=True) as txn:
         assert store.tree.update(txn, None, 5, {left: b"L", right: b"R"}) == root_hash
-        assert txn.get(version + b"\x01", db=store.db) == b"\x01" + root_hash + b"\x05"
-        assert txn.get(nodes + root_hash, db=store.db) == (
-            b"\x00" + b"\x02" + left_hash + b"\x05" + b"\x02" + right_hash + b"\x05")
-        assert txn.get(nodes + left_hash, db=store.db) == b"\x01" + left + b"\x01L"
+        # Nodes are numbered as they are made: the left leaf 0, the right leaf 1, the root 2.
+        index = [i.to_bytes(4, "big") for i in range(3)]
+        assert txn.get(version + b"\x01", db=store.db) == b"\x01" + root_hash + b"\x05\x02"
+        assert txn.get(nodes + index[2], db=store.db) == (
+            b"\x00" + b"\x02" + left_hash + b"\x05\x00" + b"\x02" + right_hash + b"\x05\x01")
+        assert txn.get(nodes + index[0], db=store.db) == b"\x01" + left + b"\x01L"
         assert txn.get(bytes(8) + b"\x03", db=store.db) == version  # the oldest version kept
         store.tree.update(txn, 5, 300, {right: None})
         # The left leaf is lifted to the root without being rewritten; the rest is stale since 300.
         since = (300).to_bytes(8, "big")
-        assert txn.get(since + b"\x01", db=store.db) == b"\x02" + left_hash + b"\x05"
+        assert txn.get(since + b"\x01", db=store.db) == b"\x02" + left_hash + b"\x05\x00"
         assert [key for key in txn.cursor(db=store.db).iternext(values=False)
                 if key[:8] == since] == [since + b"\x01"]  # nothing but the root
-        assert store.tree.diff(txn, 5, 300) == ({nodes + root_hash, nodes + right_hash},
+        assert store.tree.diff(txn, 5, 300) == ({nodes + index[2], nodes + index[1]},
                                                  {right: b"R"})
         assert store.tree.diff(txn, 300, 5) == (set(), {right: None})
 
@@ -601,8 +610,10 @@ def test_the_worked_example_of_the_spec(env, store):
     }
     with env.begin(write=True) as txn:
         assert store.tree.update(txn, None, 1, {k1: b"one", k2: b"two"}) == root
-        assert txn.get(version + b"\x01", db=store.db) == b"\x01" + root + b"\x01"
-        assert txn.get(nodes + root, db=store.db) == b"\x00\x01" + depth1 + b"\x01\x00"
-        assert txn.get(nodes + leaf1, db=store.db) == b"\x01" + k1 + b"\x03one"
+        assert txn.get(version + b"\x01", db=store.db) == b"\x01" + root + b"\x01\x04"
+        assert txn.get(nodes + bytes.fromhex("00000004"), db=store.db) == (
+            b"\x00\x01" + depth1 + b"\x01\x03\x00")
+        assert txn.get(nodes + bytes(4), db=store.db) == b"\x01" + k1 + b"\x03one"
+        assert smt_leaf_hash(k1, smt_value_hash(b"one")) == leaf1
         for key, encoded in expected_proofs.items():
             assert store.tree.prove(txn, 1, key)[1].encode() == encoded

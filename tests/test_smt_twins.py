@@ -29,8 +29,10 @@ def run(smt, batches):
         keys = sorted(batch)
         root, new_nodes = smt.update(root, keys, [batch[k] for k in keys], version,
                                      nodes.records.get)
-        assert all(len(key) == 41 and key[:9] == version.to_bytes(8, "big") + b"\x00"
-                   for key, _ in new_nodes)  # docs/protocol.md §10.2: version || 0x00 || hash
+        # docs/protocol.md §10.2: version || 0x00 || u32be index, numbered as they are made
+        assert [key for key, _ in new_nodes] == [version.to_bytes(8, "big") + b"\x00"
+                                                 + i.to_bytes(4, "big")
+                                                 for i in range(len(new_nodes))]
         nodes.apply(new_nodes)
         walks = [smt.walk(root, key, nodes.records.get) for key in keys]
         steps.append((root, new_nodes, walks))
@@ -63,7 +65,8 @@ def records(draw):
     ref = st.sampled_from([0, 1, 2]).flatmap(lambda kind: st.just(py.EMPTY_REF) if kind == 0 else
                                              st.tuples(st.just(kind),
                                                        st.binary(min_size=32, max_size=32),
-                                                       st.integers(0, 2**64 - 1)))
+                                                       st.integers(0, 2**64 - 1),
+                                                       st.integers(0, 2**33)))
     if draw(st.booleans()):
         raw = b"\x00" + py.encode_ref(draw(ref)) + py.encode_ref(draw(ref))
     else:

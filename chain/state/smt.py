@@ -3,13 +3,13 @@
 Spec: docs/protocol.md §10. Keys are 32 bytes, values at most 4096 bytes. A subtree holding one
 key is that key's leaf, placed as high as it is alone, so the root depends only on the key/value
 set. Each update writes version ``v`` (the block height). Everything the tree stores sits in one
-height-ordered database under ``u64be(v) || kind``: its new nodes (``|| node hash``) and its root.
-Kinds from ``OWNER_KINDS`` on are the owner's (the ledger keeps its block records beside the
-versions), so one block's writes all land at the end of one B-tree. What a version changed is
-never stored: ``diff`` finds it by walking two versions side by side through the subtrees that
-differ, and ``prune`` uses it to delete the nodes no kept version reaches. History is linear:
-each update builds on the newest version, and ``rollback`` forgets versions above a block being
-reorganised away.
+height-ordered database under ``u64be(v) || kind``: its new nodes (``|| u32be index``, in the
+order the update made them) and its root. Kinds from ``OWNER_KINDS`` on are the owner's (the
+ledger keeps its block records beside the versions), so one block's writes all land at the end
+of one B-tree. What a version changed is never stored: ``diff`` finds it by walking two versions
+side by side through the subtrees that differ, and ``prune`` uses it to delete the nodes no kept
+version reaches. History is linear: each update builds on the newest version, and ``rollback``
+forgets versions above a block being reorganised away.
 """
 
 from contextlib import contextmanager
@@ -26,7 +26,7 @@ from edge._fast.smt_py import (EMPTY_REF, NODE_KIND, REF_EMPTY, REF_LEAF, decode
 from chain.state.proof import EMPTY, INCLUSION, KEY_SIZE, MAX_VALUE, OTHER_LEAF, Proof
 
 MAX_VERSION = (1 << 64) - 1
-# Record kinds after the version (docs/protocol.md §10.2): nodes (0x00, then the node hash), the
+# Record kinds after the version (docs/protocol.md §10.2): nodes (0x00, then their index), the
 # root; at version 0 only, the oldest version kept (0x02 held stale lists up to storage layout 4).
 # The owner's kinds start at OWNER_KINDS, so a version's records sort as: nodes, root, the owner's.
 ROOT_KIND, OLDEST_KIND = 0x01, 0x03

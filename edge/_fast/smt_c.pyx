@@ -8,7 +8,6 @@ storage callables stay Python (LMDB through py-lmdb).
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport uintptr_t
-from libc.stdlib cimport free, malloc, qsort
 from libc.string cimport memcmp, memcpy
 
 from edge._fast._sodium import symbol_address
@@ -16,9 +15,9 @@ from edge._fast.blake cimport generichash_fn, hash_pair, hash_parts
 from edge._fast.cursor cimport (Cursor, as_bytes, fail, open_cursor, read_end, read_fixed,
                                 read_u8, read_uvarint, read_var_bytes)
 from edge._fast.hashing_py import TAG_SMT_LEAF, TAG_SMT_NODE, TAG_SMT_VALUE
-from edge._fast.smt_py import (EMPTY_REF, KEY_SIZE, MAX_VALUE, NODE_KEY_SIZE, NODE_KIND,
-                               RECORD_INNER, RECORD_LEAF, REF_EMPTY, REF_INNER, REF_LEAF, bit,
-                               decode_ref, encode_ref, read_ref, right_half_start)
+from edge._fast.smt_py import (EMPTY_REF, KEY_SIZE, MAX_NODES, MAX_VALUE, NODE_KEY_SIZE,
+                               NODE_KIND, RECORD_INNER, RECORD_LEAF, REF_EMPTY, REF_INNER,
+                               REF_LEAF, bit, decode_ref, encode_ref, read_ref, right_half_start)
 
 cdef generichash_fn _blake2b = <generichash_fn><uintptr_t>symbol_address("crypto_generichash_blake2b")
 
@@ -31,12 +30,13 @@ cdef enum:
     C_LEAF = 2
     C_RECORD_INNER = 0
     C_RECORD_LEAF = 1
-    C_NODE_KEY = 41
+    C_NODE_KEY = 13
 
 assert (C_KEY, C_MAX_VALUE) == (KEY_SIZE, MAX_VALUE)
 assert (C_EMPTY, C_INNER, C_LEAF) == (REF_EMPTY, REF_INNER, REF_LEAF)
 assert (C_RECORD_INNER, C_RECORD_LEAF) == (RECORD_INNER, RECORD_LEAF)
 assert C_NODE_KEY == NODE_KEY_SIZE and NODE_KIND == 0
+cdef unsigned long long C_MAX_NODES = MAX_NODES
 cdef tuple C_EMPTY_REF = EMPTY_REF
 
 
@@ -51,30 +51,25 @@ cdef bytes _VALUE_PREFIX = _prefix(TAG_SMT_VALUE)
 
 # -- records --------------------------------------------------------------------------------------
 
-cdef bytes _node_prefix(unsigned long long version):
-    """The version (8 bytes big-endian) and the node kind (0x00): a node key's first 9 bytes."""
-    cdef unsigned char out[9]
+cdef bytes _node_key_of(unsigned long long version, unsigned long long index):
+    """The version (8 bytes big-endian), the node kind (0x00) and the index (4 bytes)."""
+    cdef unsigned char out[13]
     cdef int i
     for i in range(8):
         out[7 - i] = (version >> (8 * i)) & 0xFF
     out[8] = 0
-    return PyBytes_FromStringAndSize(<char *>out, 9)
+    for i in range(4):
+        out[12 - i] = (index >> (8 * i)) & 0xFF
+    return PyBytes_FromStringAndSize(<char *>out, 13)
 
 
 cdef bytes _node_key(tuple ref):
-    cdef unsigned char out[41]
-    cdef unsigned long long version = ref[2]
-    cdef int i
-    for i in range(8):
-        out[7 - i] = (version >> (8 * i)) & 0xFF
-    out[8] = 0
-    memcpy(out + 9, PyBytes_AS_STRING(ref[1]), 32)
-    return PyBytes_FromStringAndSize(<char *>out, 41)
+    return _node_key_of(ref[2], ref[3])
 
 
 def node_key(ref):
     """Where a node is stored: its creating version (8 bytes big-endian), the node kind (0x00)
-    and its hash (docs/protocol.md §10.2)."""
+    and its index among that version's new nodes (4 bytes big-endian; docs/protocol.md §10.2)."""
     return _node_key(tuple(ref))
 
 
@@ -92,14 +87,17 @@ def load_node(get_node, ref):
 
 cdef tuple _read_ref(Cursor *c, str field):
     cdef int kind = read_u8(c, field, ".kind")
-    cdef unsigned long long version
+    cdef unsigned long long version, index
     if kind == C_EMPTY:
         return C_EMPTY_REF
     if kind != C_INNER and kind != C_LEAF:
         fail(field, f"unknown child kind {kind}", ".kind")
     node_hash = read_fixed(c, C_KEY, field, ".hash")
     read_uvarint(c, field, &version, ".version")
-    return (kind, node_hash, version)
+    read_uvarint(c, field, &index, ".index")
+    if index >= C_MAX_NODES:
+        fail(field, f"node index {index} is 2^32 or more", ".index")
+    return (kind, node_hash, version, index)
 
 
 cdef int _record_tag(Cursor *c, int expected) except -1:
@@ -139,22 +137,27 @@ def read_leaf(record):
     return _read_leaf(as_bytes(record))
 
 
+cdef int _put_uvarint(unsigned char *out, unsigned long long value) noexcept:
+    """Write ``value`` as a uvarint at ``out`` (room for 10 bytes); returns the bytes written."""
+    cdef int n = 0
+    while value >= 0x80:
+        out[n] = (value & 0x7F) | 0x80
+        value >>= 7
+        n += 1
+    out[n] = value
+    return n + 1
+
+
 cdef int _put_ref(unsigned char *out, tuple ref) except -1:
-    """Write ``ref`` at ``out`` (room for 43 bytes); returns the bytes written."""
+    """Write ``ref`` at ``out`` (room for 48 bytes); returns the bytes written."""
     cdef int kind = ref[0], n = 33
-    cdef unsigned long long version
     if kind == C_EMPTY:
         out[0] = 0
         return 1
     out[0] = kind
     memcpy(out + 1, PyBytes_AS_STRING(ref[1]), 32)
-    version = ref[2]
-    while version >= 0x80:
-        out[n] = (version & 0x7F) | 0x80
-        version >>= 7
-        n += 1
-    out[n] = version
-    return n + 1
+    n += _put_uvarint(out + n, ref[2])
+    return n + _put_uvarint(out + n, ref[3])
 
 
 # -- walking and updating -------------------------------------------------------------------------
@@ -184,43 +187,12 @@ def walk(root, key, get_node):
 def update(root, keys, values, version, get_node):
     """Apply ``values[i]`` (``None`` deletes) at the sorted, distinct ``keys[i]`` below ``root``
     as ``version``. Returns ``(new root ref, new nodes as [(node_key, record)])``; nothing is
-    written. New nodes come in key order. (The nodes it replaces are found later, when they are
-    pruned, by diffing versions: chain/state/smt.py.)"""
+    written. New nodes are numbered in the order they are made (children before parents, left
+    before right), so they come in key order. (The nodes it replaces are found later, when they
+    are pruned, by diffing versions: chain/state/smt.py.)"""
     cdef _Update job = _Update(list(keys), list(values), version, get_node)
     root = job.subtree(root, 0, 0, len(keys))
-    return root, _sorted_nodes(job.new_nodes)
-
-
-cdef struct _Keyed:
-    const char *key
-    Py_ssize_t index
-
-
-cdef int _compare_keyed(const void *a, const void *b) noexcept nogil:
-    return memcmp((<const _Keyed *>a).key, (<const _Keyed *>b).key, C_NODE_KEY)
-
-
-cdef list _sorted_nodes(list nodes):
-    """``sorted(nodes)`` for ``(41-byte node key, record)`` pairs with distinct keys."""
-    cdef Py_ssize_t n = len(nodes), i
-    cdef _Keyed *order
-    cdef bytes key
-    if n < 2:
-        return nodes
-    order = <_Keyed *>malloc(n * sizeof(_Keyed))
-    if order == NULL:
-        raise MemoryError()
-    try:
-        for i in range(n):
-            key = (<tuple>nodes[i])[0]
-            if PyBytes_GET_SIZE(key) != C_NODE_KEY:
-                raise ValueError("new node key is not 41 bytes")
-            order[i].key = PyBytes_AS_STRING(key)
-            order[i].index = i
-        qsort(order, n, sizeof(_Keyed), _compare_keyed)
-        return [nodes[order[i].index] for i in range(n)]
-    finally:
-        free(order)
+    return root, job.new_nodes
 
 
 cdef class _Update:
@@ -228,11 +200,9 @@ cdef class _Update:
 
     cdef list keys, values, new_nodes
     cdef object version, get_node
-    cdef bytes node_prefix
 
     def __init__(self, list keys, list values, version, get_node):
         self.keys, self.values, self.version = keys, values, version
-        self.node_prefix = _node_prefix(version)
         self.get_node, self.new_nodes = get_node, []
 
     cdef const unsigned char *_key(self, Py_ssize_t i):
@@ -336,7 +306,7 @@ cdef class _Update:
         return self._store(C_LEAF, leaf_hash, record, pos + 1 + n)
 
     cdef tuple _write_inner(self, tuple left, tuple right):
-        cdef unsigned char record[1 + 2 * 43]
+        cdef unsigned char record[1 + 2 * 48]
         cdef unsigned char node_hash[32]
         cdef int n
         hash_pair(_blake2b, node_hash, <const unsigned char *>PyBytes_AS_STRING(_NODE_PREFIX),
@@ -351,5 +321,9 @@ cdef class _Update:
     cdef tuple _store(self, int kind, unsigned char *node_hash, unsigned char *record,
                       Py_ssize_t size):
         cdef bytes h = PyBytes_FromStringAndSize(<char *>node_hash, 32)
-        self.new_nodes.append((self.node_prefix + h, PyBytes_FromStringAndSize(<char *>record, size)))
-        return (kind, h, self.version)
+        cdef unsigned long long index = len(self.new_nodes)
+        if index >= C_MAX_NODES:
+            raise ValueError("a version may make at most 2^32 nodes")
+        self.new_nodes.append((_node_key_of(self.version, index),
+                               PyBytes_FromStringAndSize(<char *>record, size)))
+        return (kind, h, self.version, index)

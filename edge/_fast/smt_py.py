@@ -2,7 +2,9 @@
 
 Spec: docs/protocol.md §10. Storage stays with the caller: an update reads nodes through
 ``get_node(node_key) -> record or None`` and returns what to write, so the caller can batch it.
-A reference is a tuple ``(kind, hash, version)``. A missing node raises ``LookupError``.
+A reference is a tuple ``(kind, hash, version, index)``: the node's hash, the version that
+created it and its place among that version's new nodes (where it is stored). A missing node
+raises ``LookupError``.
 """
 
 from bisect import bisect_left
@@ -15,19 +17,20 @@ KEY_SIZE = HASH_SIZE
 MAX_VALUE = 4096
 REF_EMPTY, REF_INNER, REF_LEAF = 0, 1, 2
 NODE_KIND = 0x00            # the record kind of a node in its version's records (after the version)
-NODE_KEY_SIZE = 8 + 1 + HASH_SIZE
-EMPTY_REF = (REF_EMPTY, ZERO_HASH, 0)
+NODE_KEY_SIZE = 8 + 1 + 4
+MAX_NODES = 1 << 32         # new nodes one version may create (the index is 4 bytes in keys)
+EMPTY_REF = (REF_EMPTY, ZERO_HASH, 0, 0)
 RECORD_INNER, RECORD_LEAF = 0, 1
 
 
 # -- records --------------------------------------------------------------------------------------
 
 def encode_ref(ref):
-    """``0x00`` for an empty subtree, else kind, hash and creating version."""
-    kind, node_hash, version = ref
+    """``0x00`` for an empty subtree, else kind, hash, creating version and index."""
+    kind, node_hash, version, index = ref
     if kind == REF_EMPTY:
         return b"\x00"
-    return bytes((kind,)) + node_hash + encode_uvarint(version)
+    return bytes((kind,)) + node_hash + encode_uvarint(version) + encode_uvarint(index)
 
 
 def read_ref(r, field):
@@ -36,7 +39,11 @@ def read_ref(r, field):
         return EMPTY_REF
     if kind not in (REF_INNER, REF_LEAF):
         raise DecodeError(field + ".kind", f"unknown child kind {kind}")
-    return kind, r.fixed(HASH_SIZE, field + ".hash"), r.uvarint(field + ".version")
+    node_hash, version = r.fixed(HASH_SIZE, field + ".hash"), r.uvarint(field + ".version")
+    index = r.uvarint(field + ".index")
+    if index >= MAX_NODES:
+        raise DecodeError(field + ".index", f"node index {index} is 2^32 or more")
+    return kind, node_hash, version, index
 
 
 def decode_ref(data):
@@ -48,8 +55,8 @@ def decode_ref(data):
 
 def node_key(ref):
     """Where a node is stored: its creating version (8 bytes big-endian), ``NODE_KIND`` and its
-    hash (docs/protocol.md §10.2)."""
-    return ref[2].to_bytes(8, "big") + b"\x00" + ref[1]
+    index among that version's new nodes (4 bytes big-endian; docs/protocol.md §10.2)."""
+    return ref[2].to_bytes(8, "big") + b"\x00" + ref[3].to_bytes(4, "big")
 
 
 def load_node(get_node, ref):
@@ -103,11 +110,12 @@ def walk(root, key, get_node):
 def update(root, keys, values, version, get_node):
     """Apply ``values[i]`` (``None`` deletes) at the sorted, distinct ``keys[i]`` below ``root``
     as ``version``. Returns ``(new root ref, new nodes as [(node_key, record)])``; nothing is
-    written. New nodes come in key order. (The nodes it replaces are found later, when they are
-    pruned, by diffing versions: chain/state/smt.py.)"""
+    written. New nodes are numbered in the order they are made (children before parents, left
+    before right), so they come in key order. (The nodes it replaces are found later, when they
+    are pruned, by diffing versions: chain/state/smt.py.)"""
     job = _Update(keys, values, version, get_node)
     root = job.subtree(root, 0, 0, len(keys))
-    return root, sorted(job.new_nodes)
+    return root, job.new_nodes
 
 
 class _Update:
@@ -161,15 +169,20 @@ class _Update:
 
     def _write_leaf(self, index):
         key, value = self.keys[index], self.values[index]
-        ref = (REF_LEAF, smt_leaf_hash(key, smt_value_hash(value)), self.version)
-        self.new_nodes.append((node_key(ref), bytes((RECORD_LEAF,)) + key
-                               + encode_bytes(value, MAX_VALUE, "node.value")))
-        return ref
+        record = bytes((RECORD_LEAF,)) + key + encode_bytes(value, MAX_VALUE, "node.value")
+        return self._store(REF_LEAF, smt_leaf_hash(key, smt_value_hash(value)), record)
 
     def _write_inner(self, left, right):
-        ref = (REF_INNER, smt_node_hash(left[1], right[1]), self.version)
-        self.new_nodes.append((node_key(ref),
-                               bytes((RECORD_INNER,)) + encode_ref(left) + encode_ref(right)))
+        record = bytes((RECORD_INNER,)) + encode_ref(left) + encode_ref(right)
+        return self._store(REF_INNER, smt_node_hash(left[1], right[1]), record)
+
+    def _store(self, kind, node_hash, record):
+        """A new node: the next index of this version."""
+        index = len(self.new_nodes)
+        if index >= MAX_NODES:
+            raise ValueError("a version may make at most 2^32 nodes")
+        ref = (kind, node_hash, self.version, index)
+        self.new_nodes.append((node_key(ref), record))
         return ref
 
 
