@@ -39,9 +39,9 @@ CHAIN_DBS = {
                 "entry, written before pruning drops its state (chain/light/entries.py)",
 }
 MAX_DBS = 64
-# State versions kept below the head (and always back to the LIB). 64 keeps the chain database
-# two B-tree levels deep on an idle gateway, so an empty block writes 5 pages, not 6
-# (bench/wear.py: 1.90 GB a day at 1 s slots against 2.23 with 1,000).
+# State versions kept below the head (and always back to the LIB). 64 (plus a pruning batch of 64)
+# keeps the chain database two B-tree levels deep on an idle gateway, so an empty block writes 4 or
+# 5 pages; 1,000 adds a level, a page a block (docs/protocol.md §10.2).
 DEFAULT_PRUNE_DEPTH = 64
 # Address space only: pages reach the disk as they are written. 32-bit systems get 1 GiB.
 DEFAULT_MAP_SIZE = 1 << 40 if sys.maxsize > 1 << 32 else 1 << 30
