@@ -148,10 +148,11 @@ class TracedNode:
     def __init__(self, home, trace_path):
         self.home = home
         self.log = open(os.path.join(os.path.dirname(home), "node.log"), "w")  # not traced
+        self.traced = trace_path is not None
         strace = ["strace", "-f", "-qq", "-y", "-s", "0", "-e", f"trace={TRACED}", "-o",
-                  trace_path] if trace_path else []
-        self.strace = subprocess.Popen([*strace, SMARTSHARE, "--home", home, "node", "run"],
-                                       stdout=self.log, stderr=subprocess.STDOUT)
+                  trace_path] if self.traced else []
+        self.process = subprocess.Popen([*strace, SMARTSHARE, "--home", home, "node", "run"],
+                                        stdout=self.log, stderr=subprocess.STDOUT)
         self.api = load(home).api_url
 
     def get(self, path):
@@ -161,7 +162,7 @@ class TracedNode:
     def wait_height(self, height, timeout=90):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.strace.poll() is not None:
+            if self.process.poll() is not None:
                 raise SystemExit(f"the node exited: see {self.log.name}")
             try:
                 status = self.get("/v1/status")
@@ -173,14 +174,14 @@ class TracedNode:
         raise SystemExit(f"the node did not reach height {height} in {timeout} s")
 
     def stop(self):
-        node = _children(self.strace.pid) if self.strace.args[0] == "strace" else [self.strace.pid]
+        node = _children(self.process.pid) if self.traced else [self.process.pid]
         for pid in node:
             os.kill(pid, signal.SIGTERM)
         try:
-            self.strace.wait(60)
+            self.process.wait(60)
         except subprocess.TimeoutExpired:
-            self.strace.kill()
-            self.strace.wait()
+            self.process.kill()
+            self.process.wait()
         self.log.close()
 
 
@@ -420,7 +421,7 @@ def measure_week(directory, n_devices, age, budget_mb, weeks):
 
 def _wait_s(seconds, node):
     time.sleep(seconds)
-    if node.strace.poll() is not None:
+    if node.process.poll() is not None:
         raise SystemExit(f"the node exited: see {node.log.name}")
 
 
